@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs bitnetd's build and test dependencies from Debian 12 packages.
+# Safe to run repeatedly; does nothing when everything is present.
+set -euo pipefail
+
+PKGS=(build-essential meson ninja-build pkg-config
+      libmicrohttpd-dev libcjson-dev libopenblas-dev libsqlite3-dev
+      libcurl4-openssl-dev check libsystemd-dev
+      clang libclang-rt-14-dev curl ca-certificates python3 sqlite3)
+PKGS+=(${BN_EXTRA_PKGS:-})
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "install-deps: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
