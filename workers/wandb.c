@@ -634,10 +634,14 @@ static void sb_member(sbuf *b, const cJSON *item, bool *first)
 char *bn_wandb_render_line(const char *payload, const cJSON *extra)
 {
     cJSON *p = bn_wandb_parse_ext(payload);
-    if (!cJSON_IsObject(p)) {
-        cJSON_Delete(p);
-        return NULL;
-    }
+    char *line = cJSON_IsObject(p) ? bn_wandb_render_object(p, extra) : NULL;
+    cJSON_Delete(p);
+    return line;
+}
+
+char *bn_wandb_render_object(const cJSON *p, const cJSON *extra)
+{
+    if (!cJSON_IsObject(p)) return NULL;
     sbuf b = { 0 };
     bool first = true;
     sb_str(&b, "{");
@@ -645,7 +649,6 @@ char *bn_wandb_render_line(const char *payload, const cJSON *extra)
     for (const cJSON *it = extra ? extra->child : NULL; it; it = it->next)
         if (!cJSON_GetObjectItemCaseSensitive(p, it->string)) sb_member(&b, it, &first);
     sb_str(&b, "}");
-    cJSON_Delete(p);
     if (b.oom) {
         free(b.p);
         return NULL;

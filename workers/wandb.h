@@ -128,6 +128,8 @@ struct cJSON *bn_wandb_parse_ext(const char *text);
  * bn_wandb_format_number; nulls left out) followed by the extra members that the payload
  * does not already have. extra may be NULL. Returns NULL if payload is not an object. */
 char *bn_wandb_render_line(const char *payload, const struct cJSON *extra);
+/* The same for an already parsed object. */
+char *bn_wandb_render_object(const struct cJSON *obj, const struct cJSON *extra);
 /* A job config object wrapped the W&B way ({"k":{"value":v},...}) and printed: the
  * JSON *string* for UpsertBucket's config. "{}" for NULL/empty; NULL if not an object. */
 char *bn_wandb_config_string(const char *config_json);
