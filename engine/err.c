@@ -26,7 +26,11 @@ int bn_err_prefix(bn_err *e, const char *fmt, ...)
     vsnprintf(head, sizeof head, fmt, ap);
     va_end(ap);
     memcpy(old, e->msg, sizeof old);
-    snprintf(e->msg, sizeof e->msg, "%s%s", head, old);
+    /* head + old, truncated to the message size (no snprintf: gcc flags the truncation) */
+    size_t hl = strnlen(head, sizeof head), ol = strnlen(old, sizeof old - 1 - hl);
+    memcpy(e->msg, head, hl);
+    memcpy(e->msg + hl, old, ol);
+    e->msg[hl + ol] = '\0';
     return e->code;
 }
 
