@@ -26,11 +26,13 @@ int bn_err_prefix(bn_err *e, const char *fmt, ...)
     vsnprintf(head, sizeof head, fmt, ap);
     va_end(ap);
     memcpy(old, e->msg, sizeof old);
-    /* head + old, truncated to the message size (no snprintf: gcc flags the truncation) */
-    size_t hl = strnlen(head, sizeof head), ol = strnlen(old, sizeof old - 1 - hl);
-    memcpy(e->msg, head, hl);
-    memcpy(e->msg + hl, old, ol);
-    e->msg[hl + ol] = '\0';
+    old[sizeof old - 1] = 0;
+    size_t h = strnlen(head, sizeof head), o = strlen(old);
+    if (h > sizeof e->msg - 1) h = sizeof e->msg - 1;
+    if (o > sizeof e->msg - 1 - h) o = sizeof e->msg - 1 - h;
+    memcpy(e->msg, head, h);
+    memcpy(e->msg + h, old, o);
+    e->msg[h + o] = 0;
     return e->code;
 }
 
