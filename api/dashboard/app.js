@@ -456,7 +456,7 @@
     }
     box.appendChild(s);
     var last = pts[pts.length - 1];
-    box.appendChild(el("div", { class: "conn", style: "margin-top:4px",
+    box.appendChild(el("div", { class: "caption",
       text: pts.length + " steps; first loss " + fmtNum(pts[0][1]) + ", last " + fmtNum(last[1]) }));
     return pts.length;
   }
