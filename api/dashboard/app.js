@@ -141,6 +141,7 @@
       eta: pick(j, ["eta_s", "eta_seconds", "eta"]),
       attempts: pick(j, ["attempts"]),
       error: err || "",
+      detail: j.detail || "",
       metrics: j.metrics
     };
   }
@@ -219,7 +220,7 @@
 
   function openEvents(jobId, lastId, onEvent, onState) {
     var ctl = new AbortController();
-    var stopped = false;
+    var stopped = false, ended = false;
     var retry = null;
     function connect() {
       var h = headers({ Accept: "text/event-stream" });
@@ -235,6 +236,7 @@
           var ev = { event: "message", data: [], id: null };
           function line(l) {
             if (l === "") {
+              if (ev.event === "end") ended = true;
               if (ev.data.length) onEvent(ev.event, ev.data.join("\n"), ev.id);
               ev = { event: "message", data: [], id: null };
               return;
@@ -260,8 +262,8 @@
           return pump();
         })
         .catch(function () {
-          onState(false);
-          if (!stopped) retry = setTimeout(connect, 2000);
+          onState(false, ended);
+          if (!stopped && !ended) retry = setTimeout(connect, 2000);
         });
     }
     connect();
@@ -366,7 +368,8 @@
     clear(box);
     STAGES.forEach(function (name, i) {
       var s = stageState(job, name, i);
-      var meta = s.state === "running" ? Math.round(s.progress * 100) + "%" :
+      var meta = s.state === "running" ? Math.round(s.progress * 100) + "%" +
+                   (job.detail ? " \u00b7 " + job.detail : "") :
                  s.state === "done" ? fmtDur(s.duration) || "done" : s.state;
       box.appendChild(el("div", { class: "stage " + s.state, "data-stage": name, title: s.note }, [
         el("div", { class: "name", text: name }),
@@ -377,13 +380,24 @@
     });
   }
 
-  /* Metric rows from GET /v1/jobs/ID/metrics: [{key|name, step, value}, ...]. */
+  /* Metric rows from GET /v1/jobs/ID/metrics, which answers
+   * {"metrics": {key: value} (the step -1 values), "history": {key: [[step, value], ...]}};
+   * a flat [{key, step, value}] list is accepted too. */
   function metricRows(body) {
-    var rows = Array.isArray(body) ? body : (body && (body.metrics || body.items || body.data)) || [];
-    if (!Array.isArray(rows) && typeof rows === "object") {
-      rows = Object.keys(rows).map(function (k) { return { key: k, value: rows[k] }; });
+    var rows = [];
+    if (body && !Array.isArray(body) && (body.history || (body.metrics && !Array.isArray(body.metrics)))) {
+      var m = body.metrics || {}, h = body.history || {};
+      Object.keys(m).forEach(function (k) { rows.push({ key: k, step: -1, value: m[k] }); });
+      Object.keys(h).forEach(function (k) {
+        (h[k] || []).forEach(function (pt) {
+          if (Array.isArray(pt)) rows.push({ key: k, step: Number(pt[0]), value: pt[1] });
+          else if (pt) rows.push({ key: k, step: Number(pt.step), value: pt.value });
+        });
+      });
+      return rows;
     }
-    return rows.map(function (r) {
+    var list = Array.isArray(body) ? body : (body && (body.metrics || body.items)) || [];
+    return list.map(function (r) {
       return { key: r.key || r.name, step: r.step === undefined || r.step === null ? -1 : Number(r.step),
         value: r.value };
     });
@@ -487,8 +501,8 @@
     }
     list.forEach(function (a) {
       var path = a.path || a.name;
-      var url = "/v1/jobs/" + encodeURIComponent(jobId) + "/artifacts/" +
-        path.split("/").map(encodeURIComponent).join("/");
+      var url = a.url || ("/v1/jobs/" + encodeURIComponent(jobId) + "/artifacts/" +
+        path.split("/").map(encodeURIComponent).join("/"));
       var link = el("a", { href: url, class: "mono", download: path.split("/").pop(), text: path,
         onclick: function (e) { if (token()) { e.preventDefault(); download(url, path.split("/").pop()); } } });
       var size = pick(a, ["size", "bytes", "size_bytes"]);
@@ -557,7 +571,7 @@
       clear(info);
       var started = toDate(j.started), finished = toDate(j.finished);
       var rows = [["model", j.model], ["output", j.output], ["output folder", j.outputDir],
-        ["stage", j.status === "running" ? j.stage : ""], ["submitted", fmtTime(j.created)],
+        ["stage", j.status === "running" ? j.stage + (j.detail ? " \u2014 " + j.detail : "") : ""], ["submitted", fmtTime(j.created)],
         ["started", fmtTime(j.started)], ["finished", fmtTime(j.finished)],
         ["elapsed", started ? fmtDur(((finished || new Date()) - started) / 1000) : ""],
         ["ETA", j.status === "running" ? fmtDur(j.eta) : ""], ["attempts", j.attempts === undefined ? "" : String(j.attempts)]];
@@ -576,9 +590,10 @@
       try {
         var o = JSON.parse(data);
         t = fmtTime(o.time || o.ts || o.created_at || o.at);
-        var kind = o.type || o.kind || name;
+        var kind = name === "end" ? "end" : o.level || o.type || o.kind || name;
         var msg = o.message || o.msg || o.text;
         text = kind + (o.stage ? " [" + o.stage + "]" : "") + (msg ? ": " + msg : "");
+        if (name === "end") text = "stream ended: job " + (o.status || "finished");
         if (!msg && o.progress !== undefined) text += " " + Math.round(frac(o.progress) * 100) + "%";
       } catch (e) { /* plain text event */ }
       seenEvents++;
@@ -629,8 +644,9 @@
     var stopEvents = openEvents(id, null, function (name, data) {
       addEvent(name, data);
       soon();
-    }, function (up) {
-      setConn(up ? "live" : "down", up ? "live (events stream)" : "reconnecting\u2026");
+    }, function (up, ended) {
+      if (ended) setConn("live", "job finished");
+      else setConn(up ? "live" : "down", up ? "live (events stream)" : "reconnecting\u2026");
     });
     poll();
     return { stop: function () { stopped = true; clearTimeout(timer); clearTimeout(pending); stopEvents(); } };
