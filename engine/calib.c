@@ -309,7 +309,7 @@ static int load_named(bn_calib_docs *d, const char *data_dir, const char *name, 
     closedir(dir);
     if (files) qsort(files, (size_t)nf, sizeof *files, cmp_str);
     for (int i = 0; rc == BN_OK && i < nf; i++) {
-        char path[4096];
+        char path[4096 + 512];
         snprintf(path, sizeof path, "%s/%s", where, files[i]);
         rc = bn_calib_read_file(d, path, err);
         if (d->n >= BN_CALIB_MAX_DOCS || d->bytes >= BN_CALIB_MAX_BYTES) break;
@@ -325,7 +325,7 @@ static int load_custom(const bn_options *opt, bn_calib_docs *d, char *src, size_
 {
     const char *path = opt->calibration.path;
     if (path && *path) {
-        snprintf(src, slen, "custom (%s)", path);
+        snprintf(src, slen, "custom (%.400s)", path);
         int rc = bn_calib_read_file(d, path, err);
         if (rc) return bn_err_prefix(err, "config.calibration.path: ");
         if (d->n == 0)
@@ -371,7 +371,7 @@ int bn_calib_load(const bn_options *opt, const char *data_dir, const bn_progress
             const char *name = dataset_name(chain[k]);
             rc = load_named(&out->docs, data_dir, name, where, sizeof where, &found, err);
             if (rc == BN_OK && found) {
-                snprintf(out->source, sizeof out->source, "%s (%s)", name, where);
+                snprintf(out->source, sizeof out->source, "%s (%.400s)", name, where);
             } else if (rc == BN_OK) {
                 const char *next = k < 2 ? dataset_name(chain[k + 1]) : "synthetic";
                 snprintf(msg, sizeof msg,
