@@ -11,10 +11,11 @@
  * into input gradients, which lets the residual stream gradient live in one [N, D]
  * buffer (dres) that every block adds to.
  *
- * Parallelism: sgemm calls use OpenBLAS's threads; attention runs on bn_parallel_for
- * over (batch, head) forward and (batch, kv head) backward (a kv head's dk/dv is
- * written by one task only), with OpenBLAS set to one thread meanwhile so the two
- * pools never oversubscribe the cores. Row-wise ops are cheap next to the sgemms.
+ * Parallelism: everything heavy runs on bn_parallel_for with OpenBLAS single-threaded
+ * inside each task: linears split rows (and dW output rows), attention splits (batch,
+ * head) forward and (batch, kv head) backward (a kv head's dk/dv is written by one task
+ * only). One pool, so OpenBLAS's spinning helpers never compete with ours. Row-wise ops
+ * (norms, RoPE, residual adds) are cheap next to the products and stay serial.
  */
 #include "llama.h"
 
@@ -26,6 +27,7 @@
 #include "blas.h"
 #include "parallel.h"
 #include "tensor.h"
+#include "vecmath.h"
 
 /* Element type: float, or double in the BN_LLAMA_F64 test build (gradient checks). */
 typedef bn_llama_float real;
@@ -63,7 +65,8 @@ typedef struct bn_llama_scratch {
     real *dgate, *dup, *dffh;  /* [N, F] */
     real *dlnf;                /* [N, D] */
     real *datt;                /* [threads, T, T] per-thread attention score gradients */
-    int datt_threads;
+    real *cetmp;               /* [threads, V] cross-entropy exp buffer (no dlogits) */
+    int threads;               /* the per-thread buffers' thread count */
 } bn_llama_scratch;
 
 /* ---- sizes ----------------------------------------------------------------------- */
@@ -317,15 +320,17 @@ static size_t scratch_point(const bn_model_config *c, size_t B, size_t T, bool g
     size_t g = grads ? 1 : 0;
     size_t sz[] = { T * d.hd / 2, T * d.hd / 2, N * wide, g * N * d.D, g * N * d.D,
                     g * N * d.QD, g * N * d.KVD, g * N * d.KVD, g * N * d.QD, g * N * d.F,
-                    g * N * d.F, g * N * d.F, g * N * d.D, g * (size_t)threads * T * T };
+                    g * N * d.F, g * N * d.F, g * N * d.D, g * (size_t)threads * T * T,
+                    (size_t)threads * d.V };
     real **ptr[] = { &s->rope_cos, &s->rope_sin, &s->qbuf, &s->dres, &s->dln, &s->dq, &s->dk,
-                      &s->dv, &s->datty, &s->dgate, &s->dup, &s->dffh, &s->dlnf, &s->datt };
+                     &s->dv, &s->datty, &s->dgate, &s->dup, &s->dffh, &s->dlnf, &s->datt,
+                     &s->cetmp };
     size_t off = 0;
     for (size_t i = 0; i < sizeof sz / sizeof sz[0]; i++) {
         *ptr[i] = (mem && sz[i]) ? mem + off : NULL;
         off += sz[i];
     }
-    s->datt_threads = grads ? threads : 0;
+    s->threads = threads;
     return off;
 }
 
@@ -350,7 +355,7 @@ int bn_llama_reserve(bn_llama *m, int max_B, int max_T, bool with_grads, bn_err 
     bool had_grads = m->grads_mem != NULL;
     with_grads = with_grads || had_grads;
     if (max_B <= m->max_B && max_T <= m->max_T && with_grads == had_grads &&
-        (!with_grads || m->scratch->datt_threads >= m->threads))
+        m->scratch->threads >= m->threads)
         return 0;
     if (max_B < m->max_B) max_B = m->max_B;
     if (max_T < m->max_T) max_T = m->max_T;
@@ -398,13 +403,38 @@ void bn_llama_set_threads(bn_llama *m, int threads)
     if (threads <= 0) threads = bn_cpu_count();
     m->threads = threads;
     bn_blas_set_threads(threads);
-    if (m->scratch && m->grads_mem && m->scratch->datt_threads < threads)
-        bn_llama_reserve(m, m->max_B, m->max_T, true, NULL); /* grows per-thread buffers */
+    if (m->scratch && m->scratch->threads < threads) /* grows per-thread buffers */
+        bn_llama_reserve(m, m->max_B, m->max_T, m->grads_mem != NULL, NULL);
 }
 
 void bn_llama_zero_grad(bn_llama *m)
 {
     if (m->grads_mem) memset(m->grads_mem, 0, m->n_params * sizeof(real));
+}
+
+/* ---- vector helpers -------------------------------------------------------------- */
+
+/* x[i] = exp(x[i] - m); returns the sum. */
+static real exp_sub_sum(real *x, size_t n, real m)
+{
+#ifdef BN_LLAMA_F64
+    real s = 0;
+    for (size_t i = 0; i < n; i++) s += (x[i] = exp(x[i] - m));
+    return s;
+#else
+    return bn_vexp_sub_sum(x, n, m);
+#endif
+}
+
+static real vmax(const real *x, size_t n)
+{
+#ifdef BN_LLAMA_F64
+    real m = -INFINITY;
+    for (size_t i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+    return m;
+#else
+    return bn_vmax(x, n);
+#endif
 }
 
 /* ---- layers: forward/backward pairs ---------------------------------------------- */
@@ -460,29 +490,113 @@ static void rmsnorm_backward(real *dx, real *dw, const real *dout, const real *x
     }
 }
 
-/* out[N, O] = x[N, C] W[O, C]^T (+ b[O]) */
-static void matmul_forward(real *out, const real *x, const real *W, const real *b,
-                           size_t N, size_t C, size_t O)
+/* Linear layers. Up to three linears that share one input x[N, C] (q/k/v, gate/up)
+ * run as one parallel region: forward tasks are (linear, row chunk) pairs; backward
+ * tasks are row chunks of dx (summing every linear's dout W) and output-row chunks of
+ * each dW (dW[o0:o1] += dout[:, o0:o1]^T x), so no two tasks write the same memory.
+ * OpenBLAS runs single-threaded inside each task (see bn_llama_forward). */
+typedef struct lin {
+    const real *W, *b; /* [O, C], [O] or NULL */
+    real *out;         /* forward: [N, O] */
+    const real *dout;  /* backward: [N, O] */
+    real *dW, *db;     /* backward: += */
+    size_t O;
+} lin;
+
+typedef struct mm_ctx {
+    const real *x; /* [N, C] */
+    real *dx;      /* [N, C] backward (NULL: not needed) */
+    real beta_dx;  /* 0 overwrite, 1 add */
+    size_t N, C;
+    int n, P;      /* linears, chunks */
+    lin l[3];
+} mm_ctx;
+
+static void chunk(size_t n, int parts, int i, size_t *a, size_t *b)
 {
-    GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)O, (int)C, 1.0f, x,
-                (int)C, W, (int)C, 0.0f, out, (int)O);
-    if (b)
-        for (size_t n = 0; n < N; n++)
-            for (size_t o = 0; o < O; o++) out[n * O + o] += b[o];
+    size_t step = (n + (size_t)parts - 1) / (size_t)parts;
+    *a = step * (size_t)i;
+    *b = *a + step < n ? *a + step : n;
+    if (*a > n) *a = n;
 }
 
-/* dx[N, C] (+)= dout W (beta_dx 0 overwrites, 1 adds); dW += dout^T x; db += sum dout. */
-static void matmul_backward(real *dx, real beta_dx, real *dW, real *db, const real *dout,
-                            const real *x, const real *W, size_t N, size_t C, size_t O)
+static void mm_forward_task(void *vctx, int task, int thread)
 {
-    if (dx)
-        GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)C, (int)O, 1.0f,
-                    dout, (int)O, W, (int)C, beta_dx, dx, (int)C);
-    GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)O, (int)C, (int)N, 1.0f, dout,
-                (int)O, x, (int)C, 1.0f, dW, (int)C);
-    if (db)
-        for (size_t n = 0; n < N; n++)
-            for (size_t o = 0; o < O; o++) db[o] += dout[n * O + o];
+    (void)thread;
+    mm_ctx *c = vctx;
+    const lin *L = &c->l[task / c->P];
+    size_t n0, n1;
+    chunk(c->N, c->P, task % c->P, &n0, &n1);
+    if (n0 >= n1) return;
+    GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(n1 - n0), (int)L->O, (int)c->C, 1.0f,
+         c->x + n0 * c->C, (int)c->C, L->W, (int)c->C, 0.0f, L->out + n0 * L->O, (int)L->O);
+    if (L->b)
+        for (size_t n = n0; n < n1; n++)
+            for (size_t o = 0; o < L->O; o++) L->out[n * L->O + o] += L->b[o];
+}
+
+static void mm_backward_task(void *vctx, int task, int thread)
+{
+    (void)thread;
+    mm_ctx *c = vctx;
+    size_t a, b;
+    if (task < c->P) { /* dx rows */
+        chunk(c->N, c->P, task, &a, &b);
+        if (a >= b || !c->dx) return;
+        for (int i = 0; i < c->n; i++) {
+            const lin *L = &c->l[i];
+            GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(b - a), (int)c->C, (int)L->O,
+                 1.0f, L->dout + a * L->O, (int)L->O, L->W, (int)c->C,
+                 i == 0 ? c->beta_dx : 1.0f, c->dx + a * c->C, (int)c->C);
+        }
+        return;
+    }
+    task -= c->P;
+    const lin *L = &c->l[task / c->P];
+    chunk(L->O, c->P, task % c->P, &a, &b);
+    if (a >= b) return;
+    GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(b - a), (int)c->C, (int)c->N, 1.0f,
+         L->dout + a, (int)L->O, c->x, (int)c->C, 1.0f, L->dW + a * c->C, (int)c->C);
+    if (L->db)
+        for (size_t n = 0; n < c->N; n++)
+            for (size_t o = a; o < b; o++) L->db[o] += L->dout[n * L->O + o];
+}
+
+static int mm_parts(int threads, size_t N)
+{
+    int P = threads > 1 ? threads : 1;
+    if ((size_t)P > N) P = (int)N;
+    return P;
+}
+
+static void matmul_forward(int threads, mm_ctx *c)
+{
+    c->P = mm_parts(threads, c->N);
+    bn_parallel_for(threads, c->n * c->P, mm_forward_task, c);
+}
+
+static void matmul_backward(int threads, mm_ctx *c)
+{
+    c->P = mm_parts(threads, c->N);
+    bn_parallel_for(threads, (c->n + 1) * c->P, mm_backward_task, c);
+}
+
+/* One linear without bias: out[N, O] = x W^T. */
+static void linear1_forward(int threads, real *out, const real *x, const real *W, size_t N,
+                            size_t C, size_t O)
+{
+    mm_ctx c = { .x = x, .N = N, .C = C, .n = 1 };
+    c.l[0] = (lin){ .W = W, .out = out, .O = O };
+    matmul_forward(threads, &c);
+}
+
+/* dx = dout W (overwrites), dW += dout^T x. */
+static void linear1_backward(int threads, real *dx, real *dW, const real *dout, const real *x,
+                             const real *W, size_t N, size_t C, size_t O)
+{
+    mm_ctx c = { .x = x, .dx = dx, .N = N, .C = C, .n = 1 };
+    c.l[0] = (lin){ .W = W, .dout = dout, .dW = dW, .O = O };
+    matmul_backward(threads, &c);
 }
 
 /* In place on x[B*T, nh*hd]: HF rotate_half, pair (i, i + hd/2) rotated by pos t.
@@ -506,22 +620,33 @@ static void rope_apply(real *x, const real *cosb, const real *sinb, size_t B, si
         }
 }
 
-/* ffh = silu(gate) * up */
+/* ffh = silu(gate) * up, in blocks: e = exp(-gate) vectorised, then the rational part. */
+#define SWIGLU_BLOCK 256
 static void swiglu_forward(real *out, const real *gate, const real *up, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        real g = gate[i];
-        out[i] = g / (1.0f + EXP(-g)) * up[i];
+    real e[SWIGLU_BLOCK];
+    for (size_t i0 = 0; i0 < n; i0 += SWIGLU_BLOCK) {
+        size_t m = n - i0 < SWIGLU_BLOCK ? n - i0 : SWIGLU_BLOCK;
+        for (size_t i = 0; i < m; i++) e[i] = -gate[i0 + i];
+        exp_sub_sum(e, m, 0);
+        for (size_t i = 0; i < m; i++) out[i0 + i] = gate[i0 + i] / (1.0f + e[i]) * up[i0 + i];
     }
 }
 
 static void swiglu_backward(real *dgate, real *dup, const real *dout, const real *gate,
                             const real *up, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        real g = gate[i], s = 1.0f / (1.0f + EXP(-g));
-        dup[i] = dout[i] * g * s;
-        dgate[i] = dout[i] * up[i] * s * (1.0f + g * (1.0f - s));
+    real e[SWIGLU_BLOCK];
+    for (size_t i0 = 0; i0 < n; i0 += SWIGLU_BLOCK) {
+        size_t m = n - i0 < SWIGLU_BLOCK ? n - i0 : SWIGLU_BLOCK;
+        for (size_t i = 0; i < m; i++) e[i] = -gate[i0 + i];
+        exp_sub_sum(e, m, 0);
+        for (size_t i = 0; i < m; i++) {
+            size_t k = i0 + i;
+            real g = gate[k], sg = 1.0f / (1.0f + e[i]);
+            dup[k] = dout[k] * g * sg;
+            dgate[k] = dout[k] * up[k] * sg * (1.0f + g * (1.0f - sg));
+        }
     }
 }
 
@@ -575,12 +700,8 @@ static void attention_forward_task(void *vctx, int task, int thread)
                     (int)T);
     }
     for (size_t t = 0; t < T; t++) {
-        real *p = P + t * T, mx = -INFINITY, sum = 0;
-        for (size_t j = 0; j <= t; j++) mx = FMAX(mx, p[j]);
-        for (size_t j = 0; j <= t; j++) {
-            p[j] = EXP(p[j] - mx);
-            sum += p[j];
-        }
+        real *p = P + t * T;
+        real sum = exp_sub_sum(p, t + 1, vmax(p, t + 1));
         real inv = 1.0f / sum;
         for (size_t j = 0; j <= t; j++) p[j] *= inv;
         memset(p + t + 1, 0, (T - t - 1) * sizeof(real));
@@ -652,19 +773,6 @@ static void attention_backward_task(void *vctx, int task, int thread)
     }
 }
 
-/* Runs tasks on the engine's threads with OpenBLAS single-threaded meanwhile. */
-static void run_parallel(int threads, int n, bn_task_fn fn, void *ctx)
-{
-    if (threads <= 1) {
-        for (int i = 0; i < n; i++) fn(ctx, i, 0);
-        return;
-    }
-    int blas = bn_blas_get_threads();
-    bn_blas_set_threads(1);
-    bn_parallel_for(threads, n, fn, ctx);
-    bn_blas_set_threads(blas);
-}
-
 static att_ctx att_setup(const bn_llama *m, size_t l, size_t B, size_t T)
 {
     dims d = dims_of(&m->cfg);
@@ -705,6 +813,10 @@ static const real *linear_input(bn_llama *m, const real *x, size_t N, size_t C, 
     return in;
 }
 
+static void forward_layers(bn_llama *m, const int32_t *tokens, int B, int T);
+
+/* OpenBLAS runs single-threaded inside forward/backward: the engine's own threads split
+ * every product, so the two thread pools never compete for the cores. */
 int bn_llama_forward(bn_llama *m, const int32_t *tokens, int B, int T, bn_err *err)
 {
     if (B <= 0 || T <= 0) return bn_err_set(err, BN_EINVAL, "llama: forward %d x %d", B, T);
@@ -712,12 +824,22 @@ int bn_llama_forward(bn_llama *m, const int32_t *tokens, int B, int T, bn_err *e
         int rc = bn_llama_reserve(m, B, T, m->grads_mem != NULL, err);
         if (rc) return rc;
     }
+    size_t N = (size_t)B * T, V = (size_t)m->cfg.vocab_size;
+    for (size_t n = 0; n < N; n++)
+        if (tokens[n] < 0 || (size_t)tokens[n] >= V)
+            return bn_err_set(err, BN_EINVAL, "llama: token %d at %zu outside vocab %zu",
+                              tokens[n], n, V);
+    int blas = bn_blas_get_threads();
+    bn_blas_set_threads(1);
+    forward_layers(m, tokens, B, T);
+    bn_blas_set_threads(blas);
+    return 0;
+}
+
+static void forward_layers(bn_llama *m, const int32_t *tokens, int B, int T)
+{
     dims d = dims_of(&m->cfg);
     size_t N = (size_t)B * T;
-    for (size_t n = 0; n < N; n++)
-        if (tokens[n] < 0 || (size_t)tokens[n] >= d.V)
-            return bn_err_set(err, BN_EINVAL, "llama: token %d at %zu outside vocab %zu",
-                              tokens[n], n, d.V);
     m->B = B;
     m->T = T;
     memcpy(m->scratch->tokens, tokens, N * sizeof(int32_t));
@@ -732,45 +854,47 @@ int bn_llama_forward(bn_llama *m, const int32_t *tokens, int B, int T, bn_err *e
         real *k = a->k + l * N * d.KVD, *v = a->v + l * N * d.KVD;
         rmsnorm_forward(ln1, a->ln1_rstd + l * N, x, p->attn_norm + l * d.D, N, d.D, eps);
         const real *in = linear_input(m, ln1, N, d.D, BN_ROLE_WQ, (int)l);
-        matmul_forward(q, in, p->wq + l * d.QD * d.D, p->bq ? p->bq + l * d.QD : NULL, N, d.D,
-                       d.QD);
-        matmul_forward(k, in, p->wk + l * d.KVD * d.D, p->bk ? p->bk + l * d.KVD : NULL, N,
-                       d.D, d.KVD);
-        matmul_forward(v, in, p->wv + l * d.KVD * d.D, p->bv ? p->bv + l * d.KVD : NULL, N,
-                       d.D, d.KVD);
+        mm_ctx qkv = { .x = in, .N = N, .C = d.D, .n = 3 };
+        qkv.l[0] = (lin){ .W = p->wq + l * d.QD * d.D, .b = p->bq ? p->bq + l * d.QD : NULL,
+                          .out = q, .O = d.QD };
+        qkv.l[1] = (lin){ .W = p->wk + l * d.KVD * d.D, .b = p->bk ? p->bk + l * d.KVD : NULL,
+                          .out = k, .O = d.KVD };
+        qkv.l[2] = (lin){ .W = p->wv + l * d.KVD * d.D, .b = p->bv ? p->bv + l * d.KVD : NULL,
+                          .out = v, .O = d.KVD };
+        matmul_forward(m->threads, &qkv);
         rope_apply(q, s->rope_cos, s->rope_sin, B, T, d.H, d.hd, 1.0f);
         rope_apply(k, s->rope_cos, s->rope_sin, B, T, d.KV, d.hd, 1.0f);
         att_ctx ac = att_setup(m, l, B, T);
-        run_parallel(m->threads, (int)(B * d.H), attention_forward_task, &ac);
+        bn_parallel_for(m->threads, (int)(B * d.H), attention_forward_task, &ac);
         real *atty = a->atty + l * N * d.QD, *ra = a->res_att + l * N * d.D;
         in = linear_input(m, atty, N, d.QD, BN_ROLE_WO, (int)l);
-        matmul_forward(ra, in, p->wo + l * d.D * d.QD, NULL, N, d.QD, d.D);
+        linear1_forward(m->threads, ra, in, p->wo + l * d.D * d.QD, N, d.QD, d.D);
         for (size_t i = 0; i < N * d.D; i++) ra[i] += x[i];
         real *ln2 = a->ln2 + l * N * d.D;
         rmsnorm_forward(ln2, a->ln2_rstd + l * N, ra, p->ffn_norm + l * d.D, N, d.D, eps);
         in = linear_input(m, ln2, N, d.D, BN_ROLE_W_GATE, (int)l);
         real *g = a->gate + l * N * d.F, *u = a->up + l * N * d.F, *f = a->ffh + l * N * d.F;
-        matmul_forward(g, in, p->w_gate + l * d.F * d.D, NULL, N, d.D, d.F);
-        matmul_forward(u, in, p->w_up + l * d.F * d.D, NULL, N, d.D, d.F);
+        mm_ctx gu = { .x = in, .N = N, .C = d.D, .n = 2 };
+        gu.l[0] = (lin){ .W = p->w_gate + l * d.F * d.D, .out = g, .O = d.F };
+        gu.l[1] = (lin){ .W = p->w_up + l * d.F * d.D, .out = u, .O = d.F };
+        matmul_forward(m->threads, &gu);
         swiglu_forward(f, g, u, N * d.F);
         in = linear_input(m, f, N, d.F, BN_ROLE_W_DOWN, (int)l);
         real *rf = a->res_ffn + l * N * d.D;
-        matmul_forward(rf, in, p->w_down + l * d.D * d.F, NULL, N, d.F, d.D);
+        linear1_forward(m->threads, rf, in, p->w_down + l * d.D * d.F, N, d.F, d.D);
         for (size_t i = 0; i < N * d.D; i++) rf[i] += ra[i];
     }
     rmsnorm_forward(a->lnf, a->lnf_rstd, a->res_ffn + (d.L - 1) * N * d.D, p->final_norm, N,
                     d.D, eps);
     const real *in = linear_input(m, a->lnf, N, d.D, BN_ROLE_HEAD, -1);
-    matmul_forward(a->logits, in, p->head, NULL, N, d.D, d.V);
-    return 0;
+    linear1_forward(m->threads, a->logits, in, p->head, N, d.D, d.V);
 }
 
 /* ---- loss ------------------------------------------------------------------------ */
 
 real bn_llama_nll_row(const real *logits, int V, int target)
 {
-    real mx = -INFINITY;
-    for (int i = 0; i < V; i++) mx = FMAX(mx, logits[i]);
+    real mx = vmax(logits, (size_t)V);
     double sum = 0;
     for (int i = 0; i < V; i++) sum += EXP(logits[i] - mx);
     return (real)(log(sum) + mx - logits[target]);
@@ -781,6 +905,7 @@ typedef struct ce_ctx {
     real *dlogits, *losses;
     const int32_t *targets;
     const uint8_t *mask;
+    real *tmp; /* [threads, V] exp buffer when dlogits is absent */
     size_t V, rows_per_task, N;
     real inv_count;
 } ce_ctx;
@@ -793,7 +918,6 @@ static bool ce_counts(const ce_ctx *c, size_t n)
 /* Cross-entropy with mask over a block of rows: losses, and dlogits = (softmax - 1hot)/count. */
 static void crossentropy_task(void *vctx, int task, int thread)
 {
-    (void)thread;
     ce_ctx *c = vctx;
     size_t n0 = (size_t)task * c->rows_per_task, n1 = n0 + c->rows_per_task;
     if (n1 > c->N) n1 = c->N;
@@ -805,14 +929,10 @@ static void crossentropy_task(void *vctx, int task, int thread)
             if (dl) memset(dl, 0, c->V * sizeof(real));
             continue;
         }
-        real mx = -INFINITY;
-        for (size_t i = 0; i < c->V; i++) mx = FMAX(mx, lg[i]);
-        real sum = 0;
-        if (dl) {
-            for (size_t i = 0; i < c->V; i++) sum += (dl[i] = EXP(lg[i] - mx));
-        } else {
-            for (size_t i = 0; i < c->V; i++) sum += EXP(lg[i] - mx);
-        }
+        real mx = vmax(lg, c->V);
+        real *e = dl ? dl : c->tmp + (size_t)thread * c->V;
+        memcpy(e, lg, c->V * sizeof(real));
+        real sum = exp_sub_sum(e, c->V, mx);
         size_t t = (size_t)c->targets[n];
         c->losses[n] = LOG(sum) + mx - lg[t];
         if (dl) {
@@ -827,7 +947,8 @@ real bn_llama_loss(bn_llama *m, const int32_t *targets, const uint8_t *mask, int
 {
     size_t N = (size_t)m->B * m->T;
     ce_ctx c = { .logits = m->acts.logits, .dlogits = m->acts.dlogits, .losses = m->acts.losses,
-                 .targets = targets, .mask = mask, .V = (size_t)m->cfg.vocab_size, .N = N };
+                 .targets = targets, .mask = mask, .V = (size_t)m->cfg.vocab_size, .N = N,
+                 .tmp = m->scratch->cetmp };
     int count = 0;
     for (size_t n = 0; n < N; n++) count += ce_counts(&c, n);
     if (n_counted) *n_counted = count;
@@ -844,11 +965,22 @@ real bn_llama_loss(bn_llama *m, const int32_t *targets, const uint8_t *mask, int
 
 /* ---- backward -------------------------------------------------------------------- */
 
+static void backward_layers(bn_llama *m);
+
 int bn_llama_backward(bn_llama *m, bn_err *err)
 {
     if (!m->grads_mem)
         return bn_err_set(err, BN_EINVAL, "llama: backward without gradients reserved");
     if (m->B == 0) return bn_err_set(err, BN_EINVAL, "llama: backward before forward");
+    int blas = bn_blas_get_threads();
+    bn_blas_set_threads(1);
+    backward_layers(m);
+    bn_blas_set_threads(blas);
+    return 0;
+}
+
+static void backward_layers(bn_llama *m)
+{
     dims d = dims_of(&m->cfg);
     size_t B = (size_t)m->B, T = (size_t)m->T, N = B * T;
     const bn_llama_params *p = &m->params;
@@ -856,9 +988,10 @@ int bn_llama_backward(bn_llama *m, bn_err *err)
     const bn_llama_acts *a = &m->acts;
     bn_llama_scratch *s = m->scratch;
 
+    int th = m->threads;
     /* head and final norm */
     const real *last = a->res_ffn + (d.L - 1) * N * d.D;
-    matmul_backward(s->dlnf, 0.0f, g->head, NULL, a->dlogits, a->lnf, p->head, N, d.D, d.V);
+    linear1_backward(th, s->dlnf, g->head, a->dlogits, a->lnf, p->head, N, d.D, d.V);
     memset(s->dres, 0, N * d.D * sizeof(real));
     rmsnorm_backward(s->dres, g->final_norm, s->dlnf, last, p->final_norm, a->lnf_rstd, N, d.D);
 
@@ -867,40 +1000,46 @@ int bn_llama_backward(bn_llama *m, bn_err *err)
         const real *ra = a->res_att + l * N * d.D;
         /* ffn: res_ffn = ra + Wdown swiglu(Wg ln2, Wu ln2) */
         const real *f = a->ffh + l * N * d.F, *ln2 = a->ln2 + l * N * d.D;
-        matmul_backward(s->dffh, 0.0f, g->w_down + l * d.D * d.F, NULL, s->dres, f,
-                        p->w_down + l * d.D * d.F, N, d.F, d.D);
+        linear1_backward(th, s->dffh, g->w_down + l * d.D * d.F, s->dres, f,
+                         p->w_down + l * d.D * d.F, N, d.F, d.D);
         swiglu_backward(s->dgate, s->dup, s->dffh, a->gate + l * N * d.F, a->up + l * N * d.F,
                         N * d.F);
-        matmul_backward(s->dln, 0.0f, g->w_gate + l * d.F * d.D, NULL, s->dgate, ln2,
-                        p->w_gate + l * d.F * d.D, N, d.D, d.F);
-        matmul_backward(s->dln, 1.0f, g->w_up + l * d.F * d.D, NULL, s->dup, ln2,
-                        p->w_up + l * d.F * d.D, N, d.D, d.F);
+        mm_ctx gu = { .x = ln2, .dx = s->dln, .beta_dx = 0.0f, .N = N, .C = d.D, .n = 2 };
+        gu.l[0] = (lin){ .W = p->w_gate + l * d.F * d.D, .dout = s->dgate,
+                         .dW = g->w_gate + l * d.F * d.D, .O = d.F };
+        gu.l[1] = (lin){ .W = p->w_up + l * d.F * d.D, .dout = s->dup,
+                         .dW = g->w_up + l * d.F * d.D, .O = d.F };
+        matmul_backward(th, &gu);
         rmsnorm_backward(s->dres, g->ffn_norm + l * d.D, s->dln, ra, p->ffn_norm + l * d.D,
                          a->ln2_rstd + l * N, N, d.D);
         /* attention: res_att = x + Wo attn(...) */
-        matmul_backward(s->datty, 0.0f, g->wo + l * d.D * d.QD, NULL, s->dres,
-                        a->atty + l * N * d.QD, p->wo + l * d.D * d.QD, N, d.QD, d.D);
+        linear1_backward(th, s->datty, g->wo + l * d.D * d.QD, s->dres, a->atty + l * N * d.QD,
+                         p->wo + l * d.D * d.QD, N, d.QD, d.D);
         att_ctx ac = att_setup(m, l, B, T);
         ac.datty = s->datty;
         ac.dq = s->dq;
         ac.dk = s->dk;
         ac.dv = s->dv;
         ac.datt = s->datt;
-        run_parallel(m->threads, (int)(B * d.KV), attention_backward_task, &ac);
+        bn_parallel_for(th, (int)(B * d.KV), attention_backward_task, &ac);
         rope_apply(s->dq, s->rope_cos, s->rope_sin, B, T, d.H, d.hd, -1.0f);
         rope_apply(s->dk, s->rope_cos, s->rope_sin, B, T, d.KV, d.hd, -1.0f);
-        const real *ln1 = a->ln1 + l * N * d.D;
-        matmul_backward(s->dln, 0.0f, g->wq + l * d.QD * d.D, g->bq ? g->bq + l * d.QD : NULL,
-                        s->dq, ln1, p->wq + l * d.QD * d.D, N, d.D, d.QD);
-        matmul_backward(s->dln, 1.0f, g->wk + l * d.KVD * d.D, g->bk ? g->bk + l * d.KVD : NULL,
-                        s->dk, ln1, p->wk + l * d.KVD * d.D, N, d.D, d.KVD);
-        matmul_backward(s->dln, 1.0f, g->wv + l * d.KVD * d.D, g->bv ? g->bv + l * d.KVD : NULL,
-                        s->dv, ln1, p->wv + l * d.KVD * d.D, N, d.D, d.KVD);
+        mm_ctx qkv = { .x = a->ln1 + l * N * d.D, .dx = s->dln, .beta_dx = 0.0f, .N = N,
+                       .C = d.D, .n = 3 };
+        qkv.l[0] = (lin){ .W = p->wq + l * d.QD * d.D, .dout = s->dq,
+                          .dW = g->wq + l * d.QD * d.D, .db = g->bq ? g->bq + l * d.QD : NULL,
+                          .O = d.QD };
+        qkv.l[1] = (lin){ .W = p->wk + l * d.KVD * d.D, .dout = s->dk,
+                          .dW = g->wk + l * d.KVD * d.D,
+                          .db = g->bk ? g->bk + l * d.KVD : NULL, .O = d.KVD };
+        qkv.l[2] = (lin){ .W = p->wv + l * d.KVD * d.D, .dout = s->dv,
+                          .dW = g->wv + l * d.KVD * d.D,
+                          .db = g->bv ? g->bv + l * d.KVD : NULL, .O = d.KVD };
+        matmul_backward(th, &qkv);
         rmsnorm_backward(s->dres, g->attn_norm + l * d.D, s->dln, x, p->attn_norm + l * d.D,
                          a->ln1_rstd + l * N, N, d.D);
     }
     embedding_backward(g->tok_emb, s->dres, s->tokens, N, d.D);
-    return 0;
 }
 
 /* ---- activation statistics ------------------------------------------------------- */
