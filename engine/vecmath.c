@@ -6,7 +6,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define EXP_HI 88.7228317f
+#define EXP_HI 88.3762626f /* largest x with 2^round(x log2 e) finite */
 #define EXP_LO -87.3365447f
 #define LOG2E 1.44269504088896341f
 #define LN2_HI 0.693359375f

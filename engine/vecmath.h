@@ -2,8 +2,10 @@
  *
  * bn_vexp computes exp over an array with a Cephes-style range reduction (x = n ln2 + r,
  * |r| <= ln2/2) and a degree-6 polynomial: within 2 ulp of expf for x >= -87.3, exactly 0
- * below (softmax underflow), +inf above 88.7. One scalar reference and AVX2 / AVX-512
- * versions of the same algorithm, picked at run time; tests check they agree.
+ * below (softmax underflow), +inf above 88.37 (expf is finite up to 88.72, but no
+ * caller gets there: softmax arguments are <= 0, sigmoid saturates). One scalar
+ * reference and AVX2 / AVX-512 versions of the same algorithm, picked at run time;
+ * tests check they agree.
  * bn_vmax returns the largest element (n >= 1).
  */
 #ifndef BN_VECMATH_H
