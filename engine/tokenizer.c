@@ -1960,10 +1960,12 @@ int bn_tok_encode_file(const bn_tok *t, const char *path, unsigned flags, bn_tok
     while (start < n && !rc) {
         const char *sep = n - start >= 2 ? memmem(s + start, n - start, "\n\n", 2) : NULL;
         size_t end = sep ? (size_t)(sep - s) : n;
-        if (ltrim_len(s + start, end - start) < end - start) { /* not blank */
+        size_t a = start + ltrim_len(s + start, end - start);
+        size_t b = a + rtrim_len(s + a, end - a);
+        if (b > a) { /* not blank */
             if (doc_starts && ids_push(doc_starts, (int32_t)out->n))
                 rc = bn_err_set(err, BN_ENOMEM, "%s: out of memory", path);
-            else if ((rc = bn_tok_encode(t, s + start, end - start, flags, out, err)))
+            else if ((rc = bn_tok_encode(t, s + a, b - a, flags, out, err)))
                 bn_err_prefix(err, "%s: ", path);
         }
         start = sep ? end + 2 : n;
