@@ -26,7 +26,13 @@ int bn_err_prefix(bn_err *e, const char *fmt, ...)
     vsnprintf(head, sizeof head, fmt, ap);
     va_end(ap);
     memcpy(old, e->msg, sizeof old);
-    snprintf(e->msg, sizeof e->msg, "%s%s", head, old);
+    old[sizeof old - 1] = 0;
+    size_t h = strnlen(head, sizeof head), o = strlen(old);
+    if (h > sizeof e->msg - 1) h = sizeof e->msg - 1;
+    if (o > sizeof e->msg - 1 - h) o = sizeof e->msg - 1 - h;
+    memcpy(e->msg, head, h);
+    memcpy(e->msg + h, old, o);
+    e->msg[h + o] = 0;
     return e->code;
 }
 

@@ -9,6 +9,7 @@
 #define BN_HF_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "err.h"
@@ -62,6 +63,10 @@ const char *bn_hf_name(bn_role r, int layer, char *buf, size_t len);
 
 int bn_hf_config_parse(const char *json, size_t len, bn_model_config *cfg, bn_err *err);
 int bn_hf_config_load(const char *path, bn_model_config *cfg, bn_err *err);
+/* As bn_hf_config_parse, with `file` naming the source in error messages. */
+int bn_hf_config_parse_named(const char *json, size_t len, const char *file, bn_model_config *cfg, bn_err *err);
+/* The shape config implies for role r (ndim returned; 0 for BN_ROLE_OTHER). */
+int bn_hf_expected_shape(const bn_model_config *cfg, bn_role r, int64_t shape[2]);
 
 typedef struct bn_hf_model {
     char *dir;

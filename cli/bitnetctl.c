@@ -1,0 +1,58 @@
+/* bitnetctl.c - the command-line tool: a table of commands and the dispatcher.
+ *
+ * Add a command by writing `int bn_cli_<name>(int argc, char **argv)` in its own file
+ * (declared in cli.h) and one row in the table below. Commands print results on stdout,
+ * errors on stderr, and return the exit code (0 ok, 1 failure, 2 usage).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+static const bn_cli_cmd commands[] = {
+    { "compress", bn_cli_compress, "compress MODEL_DIR OUT_DIR: run the pipeline in-process" },
+    { "inspect", bn_cli_inspect, "inspect FILE: summary of a safetensors file or model folder" },
+    { "init-model", bn_cli_init_model, "init-model OUT_DIR --shape tiny|25m|tinyllama-1.1b: random Llama HF folder" },
+};
+
+void bn_cli_errorf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("bitnetctl: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+bool bn_cli_tty(void) { return isatty(STDERR_FILENO); }
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: bitnetctl COMMAND [ARGS]   (bitnetctl COMMAND --help for details)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].help);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("bitnetctl %s\n", BN_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+    bn_cli_errorf("unknown command '%s'", argv[1]);
+    usage(stderr);
+    return 2;
+}
