@@ -85,6 +85,8 @@ typedef struct bn_store_new_job {
     const char *request_hash;      /* digest of the request body, for key reuse checks */
     int max_queued;                /* 0 = unlimited */
 } bn_store_new_job;
+/* bn_store_job_create also refuses (BN_STORE_CONFLICT) a job whose output name is the
+ * target of a queued or running job. */
 
 typedef struct bn_store_event {
     int64_t seq, ts;
@@ -152,6 +154,10 @@ int bn_store_job_delete(bn_store *st, const char *id);
 int bn_store_recover(bn_store *st, int max_attempts, int *requeued, int *failed);
 /* Number of jobs per status (counts[BN_JOB_STATUS_COUNT]). */
 int bn_store_job_counts(bn_store *st, int64_t counts[BN_JOB_STATUS_COUNT]);
+
+/* Calls fn for every recorded stage duration of every job (for histograms). */
+int bn_store_stage_durations(bn_store *st, void (*fn)(void *ctx, const char *stage,
+                                                      double seconds), void *ctx);
 
 /* ---- events and metrics ------------------------------------------------------------ */
 

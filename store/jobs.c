@@ -196,6 +196,14 @@ int bn_store_job_create(bn_store *st, const bn_store_new_job *nj, bn_store_job *
             return rc;
         }
     }
+    bool busy = false;
+    if ((rc = bn_store_output_in_use(st, nj->output, &busy))) goto fail;
+    if (busy) {
+        snprintf(st->errmsg, sizeof st->errmsg,
+                 "output \"%s\" is the target of another queued or running job", nj->output);
+        bn_store__rollback(st);
+        return BN_STORE_CONFLICT;
+    }
     if (nj->max_queued > 0) {
         int64_t q;
         if ((rc = count_queued(st, &q))) goto fail;
@@ -556,4 +564,19 @@ int bn_store_job_counts(bn_store *st, int64_t counts[BN_JOB_STATUS_COUNT])
     }
     sqlite3_finalize(s);
     return rc == SQLITE_DONE ? BN_STORE_OK : bn_store__fail(st, "counting jobs");
+}
+
+int bn_store_stage_durations(bn_store *st, void (*fn)(void *ctx, const char *stage,
+                                                      double seconds), void *ctx)
+{
+    sqlite3_stmt *s = bn_store__prepare(st,
+        "SELECT t.key, json_extract(t.value, '$.seconds') FROM jobs, json_each(jobs.stage_timings) AS t"
+        " WHERE jobs.stage_timings != '{}'");
+    if (!s) return BN_STORE_ERROR;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+        if (sqlite3_column_type(s, 1) != SQLITE_NULL)
+            fn(ctx, (const char *)sqlite3_column_text(s, 0), sqlite3_column_double(s, 1));
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? BN_STORE_OK : bn_store__fail(st, "reading stage timings");
 }

@@ -35,7 +35,10 @@ static bn_store *open_store(void)
 
 static void make_job(bn_store *st, const char *key, const char *mode, int prio, bn_store_job *j)
 {
-    bn_store_new_job nj = {.priority = prio, .model = "/m", .output = "out",
+    static int counter;
+    char out[32];
+    snprintf(out, sizeof out, "out%d", counter++);
+    bn_store_new_job nj = {.priority = prio, .model = "/m", .output = out,
                            .output_dir = "/o/out", .config = "{}", .tracking = "{}",
                            .wandb_mode = mode, .idempotency_key = key, .request_hash = "h1"};
     bool existed;
@@ -96,7 +99,7 @@ START_TEST(test_idempotency)
     bn_store *st = open_store();
     bn_store_job a, b;
     make_job(st, "k1", "disabled", 0, &a);
-    bn_store_new_job nj = {.model = "/m", .output = "out", .idempotency_key = "k1",
+    bn_store_new_job nj = {.model = "/m", .output = "out-other", .idempotency_key = "k1",
                            .request_hash = "h1"};
     bool existed;
     ck_assert_int_eq(bn_store_job_create(st, &nj, &b, &existed), BN_STORE_OK);
@@ -115,11 +118,17 @@ START_TEST(test_queue_full_and_priority)
 {
     bn_store *st = open_store();
     bn_store_job a, b, c;
+    bool busy = false;
     make_job(st, NULL, "disabled", 0, &a);
     make_job(st, NULL, "disabled", 5, &b);
     bn_store_new_job nj = {.model = "/m", .output = "o", .max_queued = 2};
     bool existed;
     ck_assert_int_eq(bn_store_job_create(st, &nj, &c, &existed), BN_STORE_FULL);
+    ck_assert_int_eq(bn_store_output_in_use(st, a.output, &busy), BN_STORE_OK);
+    ck_assert(busy);
+    nj.output = a.output; /* an active job's output cannot be targeted twice */
+    nj.max_queued = 0;
+    ck_assert_int_eq(bn_store_job_create(st, &nj, &c, &existed), BN_STORE_CONFLICT);
     ck_assert_int_eq(bn_store_job_claim(st, "w", 1000, &c), BN_STORE_OK);
     ck_assert_str_eq(c.id, b.id); /* higher priority first */
     bn_store_job_free(&c);
