@@ -10,6 +10,8 @@ PKGS=(build-essential meson ninja-build pkg-config
 # deploy: systemd-analyze/-sysusers/-tmpfiles for the unit checks; Debian's Chromium for
 # the headless dashboard test (tests/deploy/dashboard_browser.sh).
 PKGS+=(systemd chromium)
+# tokenizer: ICU for Unicode categories (\p{L}, \p{N}) and NFC normalization.
+PKGS+=(libicu-dev)
 # Node.js + npm run playwright-core for that test. A machine that already has a node and
 # npm (e.g. from another packaging of Node.js) keeps them: Debian's npm would conflict.
 command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
