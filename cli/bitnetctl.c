@@ -15,6 +15,7 @@ static const bn_cli_cmd commands[] = {
     { "compress", bn_cli_compress, "compress MODEL_DIR OUT_DIR: run the pipeline in-process" },
     { "inspect", bn_cli_inspect, "inspect FILE: summary of a safetensors file or model folder" },
     { "init-model", bn_cli_init_model, "init-model OUT_DIR --shape tiny|25m|tinyllama-1.1b: random Llama HF folder" },
+    { "generate", bn_cli_generate, "generate DIR --prompt TEXT [-n N] [--greedy] [--ternary] [--json]: continue a prompt" },
 };
 
 void bn_cli_errorf(const char *fmt, ...)
