@@ -151,16 +151,50 @@ static cJSON *ids_json(const int32_t *ids, size_t n)
     return a;
 }
 
+/* Text of ids; ids the tokenizer does not know (a model vocabulary larger than the
+ * tokenizer's) appear as "[id N]" instead of failing the whole decode. */
+static char *decode_lenient(const bn_tok *tok, const int32_t *ids, int n)
+{
+    size_t cap = 64, len = 0;
+    char *s = malloc(cap);
+    if (!s) return NULL;
+    s[0] = 0;
+    int32_t tv = (int32_t)bn_tok_vocab_size(tok);
+    for (int i = 0; i < n;) {
+        int j = i;
+        while (j < n && ids[j] >= 0 && ids[j] < tv) j++;
+        char *piece = NULL, tmp[32];
+        const char *add = tmp;
+        size_t plen = 0;
+        bn_err err;
+        if (j > i) {
+            if (bn_tok_decode(tok, ids + i, (size_t)(j - i), BN_TOK_SKIP_SPECIAL, &piece, &plen, &err) != 0)
+                piece = NULL, plen = 0;
+            add = piece ? piece : "";
+            i = j;
+        } else {
+            plen = (size_t)snprintf(tmp, sizeof tmp, "[id %d]", ids[i++]);
+        }
+        if (len + plen + 1 > cap) {
+            while (len + plen + 1 > cap) cap *= 2;
+            char *t = realloc(s, cap);
+            if (!t) {
+                free(piece);
+                return s;
+            }
+            s = t;
+        }
+        memcpy(s + len, add, plen);
+        s[len += plen] = 0;
+        free(piece);
+    }
+    return s;
+}
+
 static void print_result(const gen_opts *o, const bn_tok *tok, const bn_tok_ids *prompt, const int32_t *out,
                          int n_out, const char *weights, double secs, cJSON *logits)
 {
-    char *text = NULL;
-    size_t len = 0;
-    bn_err err;
-    if (bn_tok_decode(tok, out, (size_t)n_out, BN_TOK_SKIP_SPECIAL, &text, &len, &err) != 0) {
-        text = strdup("");
-        bn_cli_errorf("generate: decoding: %s", err.msg);
-    }
+    char *text = decode_lenient(tok, out, n_out);
     if (o->json) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "model", o->dir);
