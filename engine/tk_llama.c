@@ -56,6 +56,22 @@ bool bn_tk_recover_ternary(const float *w, int64_t rows, int64_t cols, int8_t *c
     return true;
 }
 
+/* Weights that are not ternary yet: the engine quantizer's defaults (quant.h). */
+static int ternarize(const char *name, const float *w, int rows, int cols, int threads, int8_t *codes,
+                     float *scale, bn_err *err)
+{
+#ifdef BN_HAVE_QUANT
+    bn_quant_params qp;
+    bn_quant_params_default(&qp);
+    qp.threads = threads;
+    return bn_quant_tensor(name, w, BN_DTYPE_F32, rows, cols, &qp, codes, scale, NULL, err);
+#else
+    (void)w, (void)rows, (void)cols, (void)threads, (void)codes, (void)scale;
+    return bn_err_set(err, BN_EUNSUPPORTED, "%s is not ternary (rows are not {-s, 0, +s}): compress the model "
+                      "first, or run without --ternary", name);
+#endif
+}
+
 static int build_proj(bn_tk_llama *m, int p, int layer, bn_err *err)
 {
     int rows, cols;
@@ -69,10 +85,7 @@ static int build_proj(bn_tk_llama *m, int p, int layer, bn_err *err)
     if (!codes || !scale) rc = bn_err_set(err, BN_ENOMEM, "ternary model: out of memory for %s", name);
     if (!rc && !bn_tk_recover_ternary(w, rows, cols, codes, scale)) {
         m->exact = false;
-        bn_quant_params qp;
-        bn_quant_params_default(&qp);
-        qp.threads = m->threads;
-        rc = bn_quant_tensor(name, w, BN_DTYPE_F32, rows, cols, &qp, codes, scale, NULL, err);
+        rc = ternarize(name, w, rows, cols, m->threads, codes, scale, err);
     }
     if (!rc) rc = bn_tk_matrix_pack(&m->w[p][layer], codes, scale, rows, cols, name, err);
     free(codes), free(scale);

@@ -33,6 +33,7 @@ typedef struct fixture {
 static void setup_model(fixture *f, int dim, int hidden, int heads, int kv_heads)
 {
     bn_err err;
+    memset(f, 0, sizeof *f);
     f->tmp = bn_test_tmpdir("gguf_export");
     snprintf(f->model, sizeof f->model, "%s/model", f->tmp);
     bn_init_spec s;
