@@ -24,7 +24,7 @@ keys=$("$bin" --help | sed -n '/Keys:/,$p' | sed -n 's/^  \([a-z_.]*\) .*/\1/p')
 example=$(awk '
   /^\[[a-z]+\]$/ { sec = substr($0, 2, length($0) - 2) "."; prev = ""; next }
   /^#?[a-z_]+ *=/ { line = $0; sub(/^#/, "", line); k = line; sub(/ *=.*/, "", k);
-                    print sec k, (prev ~ /^#/ ? "documented" : "undocumented"); }
+                    print sec k, (prev ~ /^#/ && prev !~ /^#[a-z_]+ *=/ ? "documented" : "undocumented"); }
   { prev = $0 }' "$conf")
 
 for k in $keys; do
@@ -38,7 +38,7 @@ echo "ok: $(printf '%s\n' "$keys" | wc -l) keys, all in the example and document
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/bn-conf-XXXXXX")
 trap 'bn_stop_daemon; rm -rf "$tmp"' EXIT
-bn_start_daemon "$(dirname "$(dirname "$bin")")" "$tmp" --config "$conf"
+BN_BITNETD=$bin bn_start_daemon "" "$tmp" --config "$conf"
 curl -fsS "$BN_URL/healthz" >/dev/null || fail "daemon started with the example does not answer /healthz"
 kill -TERM "$BN_DAEMON_PID"
 rc=0; wait "$BN_DAEMON_PID" || rc=$?
