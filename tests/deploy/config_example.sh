@@ -28,10 +28,10 @@ example=$(awk '
   { prev = $0 }' "$conf")
 
 for k in $keys; do
-  printf '%s\n' "$example" | grep -q "^$k " || fail "key $k (bitnetd --help) is missing from bitnetd.conf.example"
+  grep -q "^$k " <<< "$example" || fail "key $k (bitnetd --help) is missing from bitnetd.conf.example"
 done
 while read -r k doc; do
-  printf '%s\n' "$keys" | grep -qx "$k" || fail "bitnetd.conf.example has $k, which bitnetd does not know"
+  grep -qx "$k" <<< "$keys" || fail "bitnetd.conf.example has $k, which bitnetd does not know"
   [ "$doc" = documented ] || fail "bitnetd.conf.example: $k has no comment line above it"
 done <<< "$example"
 echo "ok: $(printf '%s\n' "$keys" | wc -l) keys, all in the example and documented"
