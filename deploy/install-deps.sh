@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(build-essential meson ninja-build pkg-config
       libmicrohttpd-dev libcjson-dev libopenblas-dev libsqlite3-dev
-      libcurl4-openssl-dev check libsystemd-dev
+      libcurl4-openssl-dev libssl-dev check libsystemd-dev
       clang libclang-rt-14-dev curl ca-certificates python3 sqlite3)
 # deploy: systemd-analyze/-sysusers/-tmpfiles for the unit checks; Debian's Chromium for
 # the headless dashboard test (tests/deploy/dashboard_browser.sh).
