@@ -92,7 +92,7 @@ static int get_job(bn_store *st, const char *id, bn_store_job *out)
     } else {
         ret = bn_store__fail(st, "reading job");
     }
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     return ret;
 }
 
@@ -112,11 +112,11 @@ static int find_idempotent(bn_store *st, const bn_store_new_job *nj, bn_store_jo
     bn_store__bind_text(s, 1, nj->idempotency_key);
     int rc = sqlite3_step(s);
     if (rc == SQLITE_DONE) {
-        sqlite3_finalize(s);
+        bn_store__release(st, s);
         return BN_STORE_NOTFOUND;
     }
     if (rc != SQLITE_ROW) {
-        sqlite3_finalize(s);
+        bn_store__release(st, s);
         return bn_store__fail(st, "reading idempotency key");
     }
     char id[BN_STORE_ID_LEN];
@@ -124,7 +124,7 @@ static int find_idempotent(bn_store *st, const bn_store_new_job *nj, bn_store_jo
     const char *h = (const char *)sqlite3_column_text(s, 1);
     bool same = (!h && !nj->request_hash) ||
                 (h && nj->request_hash && strcmp(h, nj->request_hash) == 0);
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     if (get_job(st, id, out)) return BN_STORE_ERROR;
     *existed = true;
     if (!same) {
@@ -141,7 +141,7 @@ static int count_queued(bn_store *st, int64_t *n)
     if (!s) return BN_STORE_ERROR;
     int rc = sqlite3_step(s);
     *n = sqlite3_column_int64(s, 0);
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     return rc == SQLITE_ROW ? BN_STORE_OK : bn_store__fail(st, "counting queue");
 }
 
@@ -165,7 +165,7 @@ static int insert_job(bn_store *st, const bn_store_new_job *nj, const char *id, 
     sqlite3_bind_int64(s, 11, now);
     sqlite3_bind_int64(s, 12, now);
     int rc = sqlite3_step(s);
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     if (rc != SQLITE_DONE) return bn_store__fail(st, "inserting job");
     if (nj->wandb_mode && strcmp(nj->wandb_mode, "disabled") != 0) {
         s = bn_store__prepare(st,
@@ -176,7 +176,7 @@ static int insert_job(bn_store *st, const bn_store_new_job *nj, const char *id, 
         bn_store__bind_text(s, 3, nj->wandb_project);
         bn_store__bind_text(s, 4, nj->wandb_mode);
         rc = sqlite3_step(s);
-        sqlite3_finalize(s);
+        bn_store__release(st, s);
         if (rc != SQLITE_DONE) return bn_store__fail(st, "inserting wandb run");
     }
     return BN_STORE_OK;
@@ -244,13 +244,13 @@ int bn_store_job_list(bn_store *st, int status, int limit, int64_t cursor,
     sqlite3_bind_int(s, 3, limit + 1);
     bn_store_job *jobs = calloc((size_t)limit + 1, sizeof *jobs);
     if (!jobs) {
-        sqlite3_finalize(s);
+        bn_store__release(st, s);
         snprintf(st->errmsg, sizeof st->errmsg, "out of memory");
         return BN_STORE_ERROR;
     }
     int k = 0, rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) job_from_row(s, &jobs[k++]);
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     if (rc != SQLITE_DONE) {
         bn_store_jobs_free(jobs, k);
         return bn_store__fail(st, "listing jobs");
@@ -272,7 +272,7 @@ int bn_store_output_in_use(bn_store *st, const char *output, bool *in_use)
     if (!s) return BN_STORE_ERROR;
     bn_store__bind_text(s, 1, output);
     int rc = sqlite3_step(s);
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) return bn_store__fail(st, "checking output");
     *in_use = rc == SQLITE_ROW;
     return BN_STORE_OK;
@@ -287,18 +287,18 @@ int bn_store_job_claim(bn_store *st, const char *owner, int64_t lease_ms, bn_sto
     if (!s) goto fail;
     int rc = sqlite3_step(s);
     if (rc == SQLITE_DONE) {
-        sqlite3_finalize(s);
+        bn_store__release(st, s);
         bn_store__rollback(st);
         return BN_STORE_NOTFOUND;
     }
     if (rc != SQLITE_ROW) {
-        sqlite3_finalize(s);
+        bn_store__release(st, s);
         bn_store__fail(st, "claiming");
         goto fail;
     }
     char id[BN_STORE_ID_LEN];
     snprintf(id, sizeof id, "%s", (const char *)sqlite3_column_text(s, 0));
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     int64_t now = bn_store_now_ms();
     s = bn_store__prepare(st,
         "UPDATE jobs SET status = 'running', lease_owner = ?2, lease_expires = ?3,"
@@ -309,7 +309,7 @@ int bn_store_job_claim(bn_store *st, const char *owner, int64_t lease_ms, bn_sto
     sqlite3_bind_int64(s, 3, now + lease_ms);
     sqlite3_bind_int64(s, 4, now);
     rc = sqlite3_step(s);
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     if (rc != SQLITE_DONE) {
         bn_store__fail(st, "claiming");
         goto fail;
@@ -356,7 +356,7 @@ int bn_store_job_progress(bn_store *st, const char *id, const char *owner, int64
         ret = BN_STORE_LOST;
     }
     if (rc != SQLITE_DONE) ret = bn_store__fail(st, "writing progress");
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     return ret;
 }
 
@@ -373,7 +373,7 @@ int bn_store_job_stage_timing(bn_store *st, const char *id, const char *stage,
     sqlite3_bind_int64(s, 3, started_at);
     sqlite3_bind_int64(s, 4, finished_at);
     int rc = sqlite3_step(s);
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     return rc == SQLITE_DONE ? BN_STORE_OK : bn_store__fail(st, "recording stage timing");
 }
 
@@ -396,7 +396,7 @@ static int set_final(bn_store *st, const char *id, const char *owner, bn_job_sta
     sqlite3_bind_int64(s, 5, now);
     bn_store__bind_text(s, 6, from_status);
     int rc = sqlite3_step(s);
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     if (rc != SQLITE_DONE) return bn_store__fail(st, "finishing job");
     if (sqlite3_changes(st->db) == 0) {
         snprintf(st->errmsg, sizeof st->errmsg, "job %s is not %s%s", id, from_status,
@@ -433,7 +433,7 @@ int bn_store_job_requeue(bn_store *st, const char *id, const char *owner)
     bn_store__bind_text(s, 2, owner);
     sqlite3_bind_int64(s, 3, bn_store_now_ms());
     int rc = sqlite3_step(s);
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     if (rc != SQLITE_DONE) return bn_store__fail(st, "requeueing job");
     return sqlite3_changes(st->db) ? BN_STORE_OK : BN_STORE_LOST;
 }
@@ -461,7 +461,7 @@ int bn_store_job_cancel(bn_store *st, const char *id, bool *now_final)
             bn_store__bind_text(s, 1, id);
             sqlite3_bind_int64(s, 2, bn_store_now_ms());
             rc = sqlite3_step(s) == SQLITE_DONE ? BN_STORE_OK : bn_store__fail(st, "cancel");
-            sqlite3_finalize(s);
+            bn_store__release(st, s);
         }
     }
     bn_store_job_free(&j);
@@ -499,7 +499,7 @@ int bn_store_job_delete(bn_store *st, const char *id)
         }
         bn_store__bind_text(s, 1, id);
         if (sqlite3_step(s) != SQLITE_DONE) rc = bn_store__fail(st, "deleting job");
-        sqlite3_finalize(s);
+        bn_store__release(st, s);
     }
 out:
     if (rc) {
@@ -529,7 +529,7 @@ int bn_store_recover(bn_store *st, int max_attempts, int *requeued, int *failed)
         sqlite3_bind_int(u, 2, attempts);
         sqlite3_bind_int64(u, 3, bn_store_now_ms());
         int urc = sqlite3_step(u);
-        sqlite3_finalize(u);
+        bn_store__release(st, u);
         if (urc != SQLITE_DONE) {
             bn_store__fail(st, "recovering job");
             break;
@@ -544,7 +544,7 @@ int bn_store_recover(bn_store *st, int max_attempts, int *requeued, int *failed)
             (*requeued)++;
         }
     }
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     if (rc != SQLITE_DONE) goto fail;
     return bn_store__commit(st);
 fail:
@@ -562,7 +562,7 @@ int bn_store_job_counts(bn_store *st, int64_t counts[BN_JOB_STATUS_COUNT])
         int k = bn_store_status_parse((const char *)sqlite3_column_text(s, 0));
         if (k >= 0) counts[k] = sqlite3_column_int64(s, 1);
     }
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     return rc == SQLITE_DONE ? BN_STORE_OK : bn_store__fail(st, "counting jobs");
 }
 
@@ -577,6 +577,6 @@ int bn_store_stage_durations(bn_store *st, void (*fn)(void *ctx, const char *sta
     while ((rc = sqlite3_step(s)) == SQLITE_ROW)
         if (sqlite3_column_type(s, 1) != SQLITE_NULL)
             fn(ctx, (const char *)sqlite3_column_text(s, 0), sqlite3_column_double(s, 1));
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     return rc == SQLITE_DONE ? BN_STORE_OK : bn_store__fail(st, "reading stage timings");
 }

@@ -33,7 +33,7 @@ int bn_store_event_add(bn_store *st, const char *id, const char *stage, const ch
     bn_store__bind_text(s, 4, level ? level : "info");
     bn_store__bind_text(s, 5, message ? message : "");
     int rc = sqlite3_step(s);
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     return rc == SQLITE_DONE ? BN_STORE_OK : bn_store__fail(st, "adding event");
 }
 
@@ -69,7 +69,7 @@ int bn_store_events_list(bn_store *st, const char *id, int64_t after_seq, int li
         ev[k].message = bn_store__col_strdup(s, 4);
         k++;
     }
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     if (rc != SQLITE_DONE) {
         bn_store_events_free(ev, k);
         return bn_store__fail(st, "listing events");
@@ -100,7 +100,7 @@ int bn_store__wandb_mode(bn_store *st, const char *id, char *mode, size_t len)
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW && sqlite3_column_text(s, 0))
         snprintf(mode, len, "%s", (const char *)sqlite3_column_text(s, 0));
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     return (rc == SQLITE_ROW || rc == SQLITE_DONE) ? BN_STORE_OK
                                                     : bn_store__fail(st, "reading wandb mode");
 }
@@ -115,14 +115,14 @@ int bn_store__outbox_add(bn_store *st, const char *id, const char *kind, const c
     bn_store__bind_text(s, 3, payload);
     sqlite3_bind_int64(s, 4, bn_store_now_ms());
     int rc = sqlite3_step(s);
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     if (rc != SQLITE_DONE) return bn_store__fail(st, "adding outbox row");
     s = bn_store__prepare(st,
         "UPDATE wandb_runs SET pending_rows = pending_rows + 1 WHERE job_id = ?");
     if (!s) return BN_STORE_ERROR;
     bn_store__bind_text(s, 1, id);
     rc = sqlite3_step(s);
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     return rc == SQLITE_DONE ? BN_STORE_OK : bn_store__fail(st, "counting outbox row");
 }
 
@@ -139,7 +139,7 @@ static int summary_payload(bn_store *st, const char *id, bn_job_status status, c
     sqlite3_bind_int(s, 2, status == BN_JOB_SUCCEEDED ? 1 : 0);
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW) *out = bn_store__col_strdup(s, 0);
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     if (rc != SQLITE_ROW || !*out) return bn_store__fail(st, "building summary");
     return BN_STORE_OK;
 }
@@ -171,7 +171,7 @@ static int metric_exists(bn_store *st, const char *id, const char *key, int64_t 
     bn_store__bind_text(s, 2, key);
     sqlite3_bind_int64(s, 3, step);
     int rc = sqlite3_step(s);
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) return bn_store__fail(st, "reading metric");
     *exists = rc == SQLITE_ROW;
     return BN_STORE_OK;
@@ -191,7 +191,7 @@ static int upsert_metric(bn_store *st, const char *id, const char *key, int64_t 
     sqlite3_bind_double(s, 4, value);
     sqlite3_bind_int64(s, 5, bn_store_now_ms());
     int rc = sqlite3_step(s);
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     return rc == SQLITE_DONE ? BN_STORE_OK : bn_store__fail(st, "writing metric");
 }
 
@@ -206,7 +206,7 @@ static int history_payload(bn_store *st, const char *key, int64_t step, double v
     sqlite3_bind_int64(s, 3, step);
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW) *out = bn_store__col_strdup(s, 0);
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     return *out ? BN_STORE_OK : bn_store__fail(st, "building history row");
 }
 
@@ -263,7 +263,7 @@ int bn_store_metrics_list(bn_store *st, const char *id, bn_store_metric **out, i
         m[k].ts = sqlite3_column_int64(s, 3);
         k++;
     }
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     if (rc != SQLITE_DONE) {
         bn_store_metrics_free(m, k);
         return bn_store__fail(st, "listing metrics");
@@ -288,6 +288,6 @@ int bn_store_outbox_count(bn_store *st, const char *id, const char *kind, int64_
     bn_store__bind_text(s, 2, kind);
     int rc = sqlite3_step(s);
     *n = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     return rc == SQLITE_ROW ? BN_STORE_OK : bn_store__fail(st, "counting outbox");
 }
