@@ -6,9 +6,11 @@
  */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "blas.h"
 #include "cli.h"
 
 static const bn_cli_cmd commands[] = {
@@ -23,7 +25,9 @@ static const bn_cli_cmd commands[] = {
     { "artifacts", bn_cli_artifacts, "artifacts ID: files of a job's output folder" },
     { "fetch", bn_cli_fetch, "fetch ID PATH [-o FILE]: download one artifact" },
     { "token", bn_cli_token, "token new NAME --scope read|submit|admin: a bearer token + tokens-file line" },
+    { "eval", bn_cli_eval, "eval MODEL_DIR --tokens FILE.u16|--text FILE: mean NLL and perplexity" },
     { "init-model", bn_cli_init_model, "init-model OUT_DIR --shape tiny|25m|tinyllama-1.1b: random Llama HF folder" },
+    { "wandb-sync", bn_cli_wandb_sync, "wandb-sync OUTPUT_DIR|JOB_ID: upload an offline W&B run" },
 };
 
 void bn_cli_errorf(const char *fmt, ...)
@@ -47,6 +51,8 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    /* first: may re-exec so that OpenBLAS starts with the right kernels for this CPU */
+    bn_blas_init(argc, argv, getenv("BN_VERBOSE") != NULL);
     if (argc < 2) {
         usage(stderr);
         return 2;
