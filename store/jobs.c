@@ -80,7 +80,7 @@ static void new_job_id(char id[BN_STORE_ID_LEN])
 /* Reads one job by id inside the current transaction (or autocommit). */
 static int get_job(bn_store *st, const char *id, bn_store_job *out)
 {
-    sqlite3_stmt *s = bn_store__prepare(st, "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?");
+    sqlite3_stmt *s = bn_store__cached(st, "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?");
     if (!s) return BN_STORE_ERROR;
     bn_store__bind_text(s, 1, id);
     int rc = sqlite3_step(s), ret;
@@ -106,7 +106,7 @@ int bn_store_job_get(bn_store *st, const char *id, bn_store_job *out)
 static int find_idempotent(bn_store *st, const bn_store_new_job *nj, bn_store_job *out,
                            bool *existed)
 {
-    sqlite3_stmt *s = bn_store__prepare(st,
+    sqlite3_stmt *s = bn_store__cached(st,
         "SELECT id, request_hash FROM jobs WHERE idempotency_key = ?");
     if (!s) return BN_STORE_ERROR;
     bn_store__bind_text(s, 1, nj->idempotency_key);
@@ -137,7 +137,7 @@ static int find_idempotent(bn_store *st, const bn_store_new_job *nj, bn_store_jo
 
 static int count_queued(bn_store *st, int64_t *n)
 {
-    sqlite3_stmt *s = bn_store__prepare(st, "SELECT count(*) FROM jobs WHERE status = 'queued'");
+    sqlite3_stmt *s = bn_store__cached(st, "SELECT count(*) FROM jobs WHERE status = 'queued'");
     if (!s) return BN_STORE_ERROR;
     int rc = sqlite3_step(s);
     *n = sqlite3_column_int64(s, 0);
@@ -147,7 +147,7 @@ static int count_queued(bn_store *st, int64_t *n)
 
 static int insert_job(bn_store *st, const bn_store_new_job *nj, const char *id, int64_t now)
 {
-    sqlite3_stmt *s = bn_store__prepare(st,
+    sqlite3_stmt *s = bn_store__cached(st,
         "INSERT INTO jobs (id, status, priority, model, output, output_dir, config, tracking,"
         " wandb_mode, idempotency_key, request_hash, created_at, updated_at)"
         " VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
@@ -168,7 +168,7 @@ static int insert_job(bn_store *st, const bn_store_new_job *nj, const char *id, 
     bn_store__release(st, s);
     if (rc != SQLITE_DONE) return bn_store__fail(st, "inserting job");
     if (nj->wandb_mode && strcmp(nj->wandb_mode, "disabled") != 0) {
-        s = bn_store__prepare(st,
+        s = bn_store__cached(st,
             "INSERT INTO wandb_runs (job_id, entity, project, mode) VALUES (?, ?, ?, ?)");
         if (!s) return BN_STORE_ERROR;
         bn_store__bind_text(s, 1, id);
@@ -235,7 +235,7 @@ int bn_store_job_list(bn_store *st, int status, int limit, int64_t cursor,
     *n = 0;
     *next_cursor = 0;
     if (limit <= 0) limit = 50;
-    sqlite3_stmt *s = bn_store__prepare(st,
+    sqlite3_stmt *s = bn_store__cached(st,
         "SELECT " JOB_COLUMNS " FROM jobs WHERE (?1 IS NULL OR status = ?1)"
         " AND (?2 = 0 OR rowid < ?2) ORDER BY rowid DESC LIMIT ?3");
     if (!s) return BN_STORE_ERROR;
@@ -267,7 +267,7 @@ int bn_store_job_list(bn_store *st, int status, int limit, int64_t cursor,
 
 int bn_store_output_in_use(bn_store *st, const char *output, bool *in_use)
 {
-    sqlite3_stmt *s = bn_store__prepare(st,
+    sqlite3_stmt *s = bn_store__cached(st,
         "SELECT 1 FROM jobs WHERE output = ? AND status IN ('queued','running') LIMIT 1");
     if (!s) return BN_STORE_ERROR;
     bn_store__bind_text(s, 1, output);
@@ -282,7 +282,7 @@ int bn_store_job_claim(bn_store *st, const char *owner, int64_t lease_ms, bn_sto
 {
     memset(out, 0, sizeof *out);
     if (bn_store__begin(st, true)) return BN_STORE_ERROR;
-    sqlite3_stmt *s = bn_store__prepare(st,
+    sqlite3_stmt *s = bn_store__cached(st,
         "SELECT id FROM jobs WHERE status = 'queued' ORDER BY priority DESC, rowid LIMIT 1");
     if (!s) goto fail;
     int rc = sqlite3_step(s);
@@ -300,7 +300,7 @@ int bn_store_job_claim(bn_store *st, const char *owner, int64_t lease_ms, bn_sto
     snprintf(id, sizeof id, "%s", (const char *)sqlite3_column_text(s, 0));
     bn_store__release(st, s);
     int64_t now = bn_store_now_ms();
-    s = bn_store__prepare(st,
+    s = bn_store__cached(st,
         "UPDATE jobs SET status = 'running', lease_owner = ?2, lease_expires = ?3,"
         " started_at = coalesce(started_at, ?4), updated_at = ?4 WHERE id = ?1");
     if (!s) goto fail;
@@ -330,7 +330,7 @@ int bn_store_job_progress(bn_store *st, const char *id, const char *owner, int64
                           const char *detail, bool *cancel_requested)
 {
     int64_t now = bn_store_now_ms();
-    sqlite3_stmt *s = bn_store__prepare(st,
+    sqlite3_stmt *s = bn_store__cached(st,
         "UPDATE jobs SET lease_expires = ?3, updated_at = ?4,"
         " stage = coalesce(?5, stage),"
         " stage_progress = CASE WHEN ?5 IS NULL THEN stage_progress ELSE ?6 END,"
@@ -363,7 +363,7 @@ int bn_store_job_progress(bn_store *st, const char *id, const char *owner, int64
 int bn_store_job_stage_timing(bn_store *st, const char *id, const char *stage,
                               int64_t started_at, int64_t finished_at)
 {
-    sqlite3_stmt *s = bn_store__prepare(st,
+    sqlite3_stmt *s = bn_store__cached(st,
         "UPDATE jobs SET stage_timings = json_set(stage_timings, '$.' || ?2,"
         " json_object('started_at', ?3, 'finished_at', ?4, 'seconds', (?4 - ?3) / 1000.0))"
         " WHERE id = ?1");
@@ -382,7 +382,7 @@ static int set_final(bn_store *st, const char *id, const char *owner, bn_job_sta
                      const char *error, const char *from_status)
 {
     int64_t now = bn_store_now_ms();
-    sqlite3_stmt *s = bn_store__prepare(st,
+    sqlite3_stmt *s = bn_store__cached(st,
         "UPDATE jobs SET status = ?3, error = ?4, finished_at = ?5, updated_at = ?5,"
         " lease_owner = NULL, lease_expires = NULL,"
         " progress = CASE WHEN ?3 = 'succeeded' THEN 1.0 ELSE progress END,"
@@ -425,7 +425,7 @@ int bn_store_job_finish(bn_store *st, const char *id, const char *owner,
 
 int bn_store_job_requeue(bn_store *st, const char *id, const char *owner)
 {
-    sqlite3_stmt *s = bn_store__prepare(st,
+    sqlite3_stmt *s = bn_store__cached(st,
         "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires = NULL,"
         " updated_at = ?3 WHERE id = ?1 AND status = 'running' AND lease_owner = ?2");
     if (!s) return BN_STORE_ERROR;
@@ -453,7 +453,7 @@ int bn_store_job_cancel(bn_store *st, const char *id, bool *now_final)
         rc = set_final(st, id, NULL, BN_JOB_CANCELLED, "cancelled by request", "queued");
         *now_final = rc == BN_STORE_OK;
     } else {
-        sqlite3_stmt *s = bn_store__prepare(st,
+        sqlite3_stmt *s = bn_store__cached(st,
             "UPDATE jobs SET cancel_requested = 1, updated_at = ?2 WHERE id = ?1");
         if (!s) {
             rc = BN_STORE_ERROR;
@@ -492,7 +492,7 @@ int bn_store_job_delete(bn_store *st, const char *id)
         "DELETE FROM jobs WHERE id = ?",
     };
     for (size_t i = 0; i < sizeof del / sizeof del[0] && !rc; i++) {
-        sqlite3_stmt *s = bn_store__prepare(st, del[i]);
+        sqlite3_stmt *s = bn_store__cached(st, del[i]);
         if (!s) {
             rc = BN_STORE_ERROR;
             break;
@@ -513,7 +513,7 @@ int bn_store_recover(bn_store *st, int max_attempts, int *requeued, int *failed)
 {
     *requeued = *failed = 0;
     if (bn_store__begin(st, true)) return BN_STORE_ERROR;
-    sqlite3_stmt *s = bn_store__prepare(st,
+    sqlite3_stmt *s = bn_store__cached(st,
         "SELECT id, attempts FROM jobs WHERE status = 'running' ORDER BY rowid");
     if (!s) goto fail;
     int rc;
@@ -521,7 +521,7 @@ int bn_store_recover(bn_store *st, int max_attempts, int *requeued, int *failed)
         char id[BN_STORE_ID_LEN];
         snprintf(id, sizeof id, "%s", (const char *)sqlite3_column_text(s, 0));
         int attempts = sqlite3_column_int(s, 1) + 1;
-        sqlite3_stmt *u = bn_store__prepare(st,
+        sqlite3_stmt *u = bn_store__cached(st,
             "UPDATE jobs SET status = 'queued', attempts = ?2, lease_owner = NULL,"
             " lease_expires = NULL, updated_at = ?3 WHERE id = ?1");
         if (!u) break;
@@ -555,7 +555,7 @@ fail:
 int bn_store_job_counts(bn_store *st, int64_t counts[BN_JOB_STATUS_COUNT])
 {
     for (int i = 0; i < BN_JOB_STATUS_COUNT; i++) counts[i] = 0;
-    sqlite3_stmt *s = bn_store__prepare(st, "SELECT status, count(*) FROM jobs GROUP BY status");
+    sqlite3_stmt *s = bn_store__cached(st, "SELECT status, count(*) FROM jobs GROUP BY status");
     if (!s) return BN_STORE_ERROR;
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
@@ -569,7 +569,7 @@ int bn_store_job_counts(bn_store *st, int64_t counts[BN_JOB_STATUS_COUNT])
 int bn_store_stage_durations(bn_store *st, void (*fn)(void *ctx, const char *stage,
                                                       double seconds), void *ctx)
 {
-    sqlite3_stmt *s = bn_store__prepare(st,
+    sqlite3_stmt *s = bn_store__cached(st,
         "SELECT t.key, json_extract(t.value, '$.seconds') FROM jobs, json_each(jobs.stage_timings) AS t"
         " WHERE jobs.stage_timings != '{}'");
     if (!s) return BN_STORE_ERROR;

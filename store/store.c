@@ -219,6 +219,16 @@ int bn_store__fail(bn_store *st, const char *what)
 
 sqlite3_stmt *bn_store__prepare(bn_store *st, const char *sql)
 {
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK) {
+        bn_store__fail(st, "prepare");
+        return NULL;
+    }
+    return s;
+}
+
+sqlite3_stmt *bn_store__cached(bn_store *st, const char *sql)
+{
     bn_store_stmt *slot = NULL;
     for (int i = 0; i < BN_STORE_STMT_CACHE; i++) {
         bn_store_stmt *c = &st->cache[i];

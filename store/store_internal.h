@@ -25,9 +25,13 @@ struct bn_store {
 
 /* Records sqlite's message for the failed operation what; returns BN_STORE_ERROR. */
 int bn_store__fail(bn_store *st, const char *what);
-/* Prepares sql (from the cache when possible); on failure records the error and returns
- * NULL. sql must be a string literal. Give the statement back with bn_store__release. */
+/* Prepares sql; on failure records the error and returns NULL. The caller finalizes it
+ * (sqlite3_finalize or bn_store__release). */
 sqlite3_stmt *bn_store__prepare(bn_store *st, const char *sql);
+/* Like bn_store__prepare, but reuses a statement kept per connection: sql must be a
+ * string literal (the cache is keyed by its address) and the statement must be given
+ * back with bn_store__release, never finalized. */
+sqlite3_stmt *bn_store__cached(bn_store *st, const char *sql);
 void bn_store__release(bn_store *st, sqlite3_stmt *s);
 int bn_store__exec(bn_store *st, const char *sql);
 int bn_store__begin(bn_store *st, bool immediate);
