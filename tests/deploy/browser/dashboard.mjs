@@ -59,7 +59,7 @@ async function giveToken(tok, shot) {
   await page.click('.dialog button[type=submit]');
   log('token entered in the dialog');
 }
-try {
+async function run() {
   page = context.pages()[0] || await context.newPage();
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
   // A 401/403 resource error is the expected first answer while auth is on; any other
@@ -103,6 +103,21 @@ try {
   const pct = await page.textContent(`${row} .pct`);
   if (pct.trim() !== '100%') fail(`succeeded job shows progress ${pct}`);
   log('job reached succeeded in the list');
+
+  // Until the engine has every stage, its events say "<stage> is not available in this
+  // build" and the 19 metrics and the loss curve cannot exist: skip (exit 77) then.
+  // TEMPORARY while the engine lands; remove once calibrate/evaluate/finetune are in.
+  const evs = await (await fetch(`${base}/v1/jobs/${id}/events`,
+    { headers: { Authorization: `Bearer ${args['read-token'] || ''}` } })).json().catch(() => ({}));
+  const missingStages = (evs.events || []).filter((e) => /not available in this build/.test(e.message || ''));
+  if (missingStages.length) {
+    await page.click(`${row} a`);
+    await page.waitForSelector('#job-status.succeeded', { timeout: 10000 });
+    await page.screenshot({ path: join(args.out, '04-job-page.png'), fullPage: true });
+    console.log(`SKIP: engine stages missing in this build: ${missingStages.map((e) => e.message).join('; ')}`);
+    process.exitCode = 77;
+    return;
+  }
 
   // 3. the job page
   await page.click(`${row} a`);
@@ -149,6 +164,10 @@ try {
   if (problems.length) fail(problems.join('\n'));
   writeFileSync(join(args.out, 'result.txt'), `ok job=${id} loss_points=${nPoints}\n`);
   log('all dashboard checks passed');
+}
+
+try {
+  await run();
 } catch (e) {
   if (page) await page.screenshot({ path: join(args.out, 'failure.png'), fullPage: true }).catch(() => {});
   console.error(`FAIL: ${e.message}${problems.length ? '\n' + problems.join('\n') : ''}`);
