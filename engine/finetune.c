@@ -629,9 +629,12 @@ static int add_preserved(bn_job_ctx *ctx, const char *name, const float *data, s
 static int save_preserved(bn_job_ctx *ctx, bn_err *err)
 {
     char path[4096];
+    bn_job_work_path(ctx, BN_FT_DIR, path, sizeof path);
+    int rc = bn_fs_mkdir_p(path, err);
+    if (rc) return rc;
     bn_job_work_path(ctx, BN_FT_PRESERVED, path, sizeof path);
     bn_st_writer *w;
-    int rc = bn_st_writer_new(path, &w, err);
+    rc = bn_st_writer_new(path, &w, err);
     if (rc) return rc;
     for (size_t i = 0; i < ctx->n_preserved && !rc; i++) {
         int64_t s[1] = {(int64_t)ctx->preserved[i].numel};
