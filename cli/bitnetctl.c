@@ -6,14 +6,17 @@
  */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "blas.h"
 #include "cli.h"
 
 static const bn_cli_cmd commands[] = {
     { "compress", bn_cli_compress, "compress MODEL_DIR OUT_DIR: run the pipeline in-process" },
     { "inspect", bn_cli_inspect, "inspect FILE: summary of a safetensors file or model folder" },
+    { "eval", bn_cli_eval, "eval MODEL_DIR --tokens FILE.u16|--text FILE: mean NLL and perplexity" },
     { "init-model", bn_cli_init_model, "init-model OUT_DIR --shape tiny|25m|tinyllama-1.1b: random Llama HF folder" },
 };
 
@@ -38,6 +41,8 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    /* first: may re-exec so that OpenBLAS starts with the right kernels for this CPU */
+    bn_blas_init(argc, argv, getenv("BN_VERBOSE") != NULL);
     if (argc < 2) {
         usage(stderr);
         return 2;

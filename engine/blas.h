@@ -7,6 +7,8 @@
  * detects the CPU features (AVX-512 -> SkylakeX, AVX2 -> Haswell, else leave OpenBLAS's
  * choice), sets the variable and re-executes the program (/proc/self/exe, same argv),
  * once (a marker variable prevents loops). A user-set OPENBLAS_CORETYPE is respected.
+ * OpenBLAS's own pick is kept when it is as strong as ours (e.g. Cooperlake). Tests can
+ * set BN_BLAS_SIMULATE_CORE=Prescott to exercise the re-exec on any machine.
  */
 #ifndef BN_BLAS_H
 #define BN_BLAS_H
@@ -16,6 +18,8 @@
 void bn_blas_init(int argc, char **argv, int verbose);
 /* The core type we would choose for this CPU ("SkylakeX", "Haswell" or NULL). */
 const char *bn_blas_wanted_core(void);
+/* SIMD class of an OpenBLAS core name: 3 AVX-512, 2 AVX2, 1 AVX, 0 older/unknown. */
+int bn_blas_core_rank(const char *name);
 /* openblas_get_corename() */
 const char *bn_blas_core_name(void);
 /* OpenBLAS threads (n <= 0: all cores). */

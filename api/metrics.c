@@ -1,0 +1,133 @@
+/* metrics.c - GET /metrics in the Prometheus text format (version 0.0.4).
+ *
+ * Job gauges and stage-duration histograms are computed from the store at scrape time
+ * (so they survive restarts and count every host sharing the queue); request counters
+ * are this process's atomic counters kept by bn_api_queue.
+ */
+#include "api_internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const double buckets[] = {0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400};
+#define N_BUCKETS (sizeof buckets / sizeof buckets[0])
+static const char *const stages[] = {"load", "calibrate", "quantize", "evaluate",
+                                     "finetune", "export"};
+#define N_STAGES 6
+
+typedef struct hist {
+    uint64_t bucket[N_STAGES][N_BUCKETS], count[N_STAGES];
+    double sum[N_STAGES];
+} hist;
+
+typedef struct buf {
+    char *p;
+    size_t len, cap;
+} buf;
+
+static void out(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void out(buf *b, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) return;
+        if (b->p && b->len + (size_t)n < b->cap) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = (b->cap ? b->cap * 2 : 8192) + (size_t)n;
+        char *g = realloc(b->p, cap);
+        if (!g) return;
+        b->p = g;
+        b->cap = cap;
+    }
+}
+
+static void add_duration(void *ctx, const char *stage, double seconds)
+{
+    hist *h = ctx;
+    for (int s = 0; s < N_STAGES; s++) {
+        if (strcmp(stage, stages[s]) != 0) continue;
+        for (size_t k = 0; k < N_BUCKETS; k++)
+            if (seconds <= buckets[k]) h->bucket[s][k]++;
+        h->count[s]++;
+        h->sum[s] += seconds;
+    }
+}
+
+static void jobs_section(buf *b, bn_store *st)
+{
+    int64_t counts[BN_JOB_STATUS_COUNT];
+    if (bn_store_job_counts(st, counts)) return;
+    out(b, "# HELP bitnetd_jobs Jobs in the store by status.\n# TYPE bitnetd_jobs gauge\n");
+    for (int i = 0; i < BN_JOB_STATUS_COUNT; i++)
+        out(b, "bitnetd_jobs{status=\"%s\"} %lld\n", bn_store_status_name((bn_job_status)i),
+            (long long)counts[i]);
+    out(b, "# HELP bitnetd_queue_depth Jobs waiting for a worker.\n"
+           "# TYPE bitnetd_queue_depth gauge\nbitnetd_queue_depth %lld\n",
+        (long long)counts[BN_JOB_QUEUED]);
+}
+
+static void stage_section(buf *b, bn_store *st)
+{
+    hist *h = calloc(1, sizeof *h);
+    if (!h) return;
+    bn_store_stage_durations(st, add_duration, h);
+    out(b, "# HELP bitnetd_stage_duration_seconds Wall time of each pipeline stage.\n"
+           "# TYPE bitnetd_stage_duration_seconds histogram\n");
+    for (int s = 0; s < N_STAGES; s++) {
+        for (size_t k = 0; k < N_BUCKETS; k++)
+            out(b, "bitnetd_stage_duration_seconds_bucket{stage=\"%s\",le=\"%g\"} %llu\n",
+                stages[s], buckets[k], (unsigned long long)h->bucket[s][k]);
+        out(b, "bitnetd_stage_duration_seconds_bucket{stage=\"%s\",le=\"+Inf\"} %llu\n"
+               "bitnetd_stage_duration_seconds_sum{stage=\"%s\"} %g\n"
+               "bitnetd_stage_duration_seconds_count{stage=\"%s\"} %llu\n",
+            stages[s], (unsigned long long)h->count[s], stages[s], h->sum[s], stages[s],
+            (unsigned long long)h->count[s]);
+    }
+    free(h);
+}
+
+static void http_section(buf *b, bn_api *api)
+{
+    out(b, "# HELP bitnetd_http_requests_total HTTP requests by route and status code.\n"
+           "# TYPE bitnetd_http_requests_total counter\n");
+    for (int r = 0; r < R_COUNT; r++)
+        for (int c = 0; c < BN_API_N_CODES; c++) {
+            long n = atomic_load_explicit(&api->http_count[r][c], memory_order_relaxed);
+            if (!n) continue;
+            char code[16];
+            if (bn_api_codes[c]) snprintf(code, sizeof code, "%d", bn_api_codes[c]);
+            else snprintf(code, sizeof code, "other");
+            out(b, "bitnetd_http_requests_total{route=\"%s\",code=\"%s\"} %ld\n",
+                bn_api_route_name((bn_api_route)r), code, n);
+        }
+    out(b, "# HELP bitnetd_event_streams Open Server-Sent Events streams.\n"
+           "# TYPE bitnetd_event_streams gauge\nbitnetd_event_streams %d\n",
+        atomic_load(&api->n_sse));
+}
+
+enum MHD_Result bn_api_prometheus(bn_api_req *r)
+{
+    bn_store *st = bn_api_store(r);
+    if (!st) return MHD_YES;
+    buf b = {0};
+    jobs_section(&b, st);
+    stage_section(&b, st);
+    http_section(&b, r->api);
+    if (!b.p) return bn_api_problem(r, 500, NULL, "out of memory");
+    struct MHD_Response *resp = MHD_create_response_from_buffer(b.len, b.p,
+                                                                MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(b.p);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8");
+    return bn_api_queue(r, 200, resp);
+}

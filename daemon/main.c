@@ -1,0 +1,366 @@
+/* main.c - bitnetd: start, serve, stop.
+ *
+ * Start-up: configuration (defaults < file < BITNETD_* < flags), folders, tokens (a
+ * non-loopback address without a tokens file is refused), the store (migrations, then
+ * recovery of jobs a crash left running), the worker pool, the API. The real listening
+ * URL is printed and written to <state_dir>/bitnetd.url, then systemd hears READY=1.
+ *
+ * The main thread then only waits for signals (blocked in every thread, taken here with
+ * sigtimedwait): SIGHUP reloads the tokens file and the log level; SIGTERM/SIGINT drain
+ * (new jobs get 503, running stages stop at a checkpoint and their jobs go back to
+ * queued) and stop within the grace period. Between signals it sends WATCHDOG=1, but
+ * only while the API answers its own /healthz, the workers heartbeat and the store
+ * takes a write.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bn_api.h"
+#include "bn_store.h"
+#include "bn_worker.h"
+#include "daemon.h"
+
+typedef struct daemon_state {
+    bn_daemon_config cfg;
+    bn_logger log;
+    char db_path[PATH_MAX + 32];
+    char url_path[PATH_MAX + 32];
+    char host[256];
+    int port;
+    char *roots[BN_DAEMON_MAX_ROOTS];
+    char output_root[PATH_MAX];
+    bn_store *st;
+    bn_workers *workers;
+    bn_api *api;
+} daemon_state;
+
+static int mkdirs(const char *path)
+{
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(tmp, 0750) != 0 && errno != EEXIST) return -1;
+        *p = '/';
+    }
+    return (mkdir(tmp, 0750) != 0 && errno != EEXIST) ? -1 : 0;
+}
+
+/* "host:port", "[v6]:port" or ":port". */
+static int parse_listen(const char *s, char *host, size_t hostlen, int *port)
+{
+    const char *colon;
+    if (s[0] == '[') {
+        const char *e = strchr(s, ']');
+        if (!e || e[1] != ':') return -1;
+        snprintf(host, hostlen, "%.*s", (int)(e - s - 1), s + 1);
+        colon = e + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon) return -1;
+        snprintf(host, hostlen, "%.*s", (int)(colon - s), s);
+        if (!*host) snprintf(host, hostlen, "127.0.0.1");
+    }
+    char *end;
+    long p = strtol(colon + 1, &end, 10);
+    if (*end || end == colon + 1 || p < 0 || p > 65535) return -1;
+    *port = (int)p;
+    return 0;
+}
+
+static bool is_loopback(const char *host)
+{
+    return strncmp(host, "127.", 4) == 0 || strcmp(host, "::1") == 0 ||
+           strcmp(host, "localhost") == 0;
+}
+
+static int load_config(daemon_state *d, int argc, char **argv)
+{
+    bn_daemon_config *c = &d->cfg;
+    char err[1024];
+    bn_daemon_config_default(c);
+    const char *file = getenv("BITNETD_CONFIG");
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) file = argv[i + 1];
+        else if (strncmp(argv[i], "--config=", 9) == 0) file = argv[i] + 9;
+    }
+    if (file) {
+        snprintf(c->config_file, sizeof c->config_file, "%s", file);
+        if (bn_daemon_config_file(c, file, err, sizeof err)) {
+            fprintf(stderr, "bitnetd: %s\n", err);
+            return -1;
+        }
+    }
+    int bad;
+    bn_daemon_config_env(c, err, sizeof err, &bad);
+    if (bad) {
+        fprintf(stderr, "bitnetd: %s\n", err);
+        return -1;
+    }
+    int rc = bn_daemon_config_args(c, argc, argv, err, sizeof err);
+    if (rc) {
+        if (rc < 0) fprintf(stderr, "bitnetd: %s (see --help)\n", err);
+        return rc < 0 ? -1 : 1;
+    }
+    return 0;
+}
+
+/* Creates and canonicalizes the folders; checks the listen address and tokens. */
+static int prepare(daemon_state *d, bn_api_tokens **tokens)
+{
+    bn_daemon_config *c = &d->cfg;
+    bn_logger *l = &d->log;
+    if (parse_listen(c->listen, d->host, sizeof d->host, &d->port)) {
+        bn_log(l, BN_LOG_ERR, "listen: \"%s\" is not ADDR:PORT", c->listen);
+        return -1;
+    }
+    char real[PATH_MAX], work[PATH_MAX + 8];
+    if (mkdirs(c->state_dir) || !realpath(c->state_dir, real) ||
+        strlen(real) + 16 >= sizeof c->state_dir) {
+        bn_log(l, BN_LOG_ERR, "state_dir %s: %s", c->state_dir, strerror(errno));
+        return -1;
+    }
+    memcpy(c->state_dir, real, strlen(real) + 1);
+    snprintf(work, sizeof work, "%s/work", real);
+    mkdirs(work);
+    snprintf(d->db_path, sizeof d->db_path, "%s/bitnetd.db", real);
+    snprintf(d->url_path, sizeof d->url_path, "%s/bitnetd.url", real);
+    if (!c->output_root[0]) snprintf(c->output_root, sizeof c->output_root, "%.4000s/outputs", real);
+    if (mkdirs(c->output_root) || !realpath(c->output_root, d->output_root)) {
+        bn_log(l, BN_LOG_ERR, "output_root %s: %s", c->output_root, strerror(errno));
+        return -1;
+    }
+    for (int i = 0; i < c->n_model_roots; i++) {
+        if (!realpath(c->model_roots[i], real)) {
+            bn_log(l, BN_LOG_ERR, "model_root %s: %s", c->model_roots[i], strerror(errno));
+            return -1;
+        }
+        d->roots[i] = strdup(real);
+    }
+    if (c->n_model_roots == 0)
+        bn_log(l, BN_LOG_WARNING, "no model_root configured: every submission will be refused");
+    *tokens = NULL;
+    if (c->tokens_file[0]) {
+        char err[1024];
+        if (bn_api_tokens_load(c->tokens_file, tokens, err, sizeof err)) {
+            bn_log(l, BN_LOG_ERR, "%s", err);
+            return -1;
+        }
+        bn_log(l, BN_LOG_INFO, "auth: %d tokens from %s", bn_api_tokens_count(*tokens),
+               c->tokens_file);
+    } else if (!is_loopback(d->host)) {
+        bn_log(l, BN_LOG_ERR, "refusing to listen on non-loopback address %s without a "
+               "tokens file (set tokens_file)", d->host);
+        return -1;
+    } else {
+        bn_log(l, BN_LOG_WARNING, "auth disabled: no tokens file (loopback only)");
+    }
+    return 0;
+}
+
+static int open_store(daemon_state *d)
+{
+    char err[1024];
+    if (bn_store_open(d->db_path, &d->st, err, sizeof err)) {
+        bn_log(&d->log, BN_LOG_ERR, "%s", err);
+        return -1;
+    }
+    int requeued, failed;
+    if (bn_store_recover(d->st, d->cfg.max_attempts, &requeued, &failed)) {
+        bn_log(&d->log, BN_LOG_ERR, "recovery: %s", bn_store_errmsg(d->st));
+        return -1;
+    }
+    if (requeued || failed)
+        bn_log(&d->log, BN_LOG_WARNING, "recovered interrupted jobs: %d requeued, %d failed "
+               "after %d attempts", requeued, failed, d->cfg.max_attempts);
+    return 0;
+}
+
+static int start_workers(daemon_state *d)
+{
+    char owner[300], hostname[256] = "localhost", err[512];
+    gethostname(hostname, sizeof hostname - 1);
+    snprintf(owner, sizeof owner, "%s:%d", hostname, (int)getpid());
+    bn_workers_config wc = {
+        .db_path = d->db_path, .state_dir = d->cfg.state_dir,
+        .data_dir = d->cfg.data_dir[0] ? d->cfg.data_dir : NULL, .owner_prefix = owner,
+        .n_workers = d->cfg.workers, .threads_per_job = d->cfg.threads,
+        .lease_ms = (int64_t)d->cfg.lease_seconds * 1000, .progress_per_s = 4,
+        .log = bn_log_cb, .log_ctx = &d->log,
+    };
+    if (bn_workers_start(&wc, &d->workers, err, sizeof err)) {
+        bn_log(&d->log, BN_LOG_ERR, "%s", err);
+        return -1;
+    }
+    return 0;
+}
+
+static bool wandb_key_available(const bn_daemon_config *c)
+{
+    const char *k = getenv("WANDB_API_KEY");
+    return (k && *k) || (c->wandb_api_key_file[0] && access(c->wandb_api_key_file, R_OK) == 0);
+}
+
+static int start_api(daemon_state *d, bn_api_tokens *tokens)
+{
+    bn_daemon_config *c = &d->cfg;
+    bn_api_config ac = {
+        .listen_host = d->host, .port = d->port, .db_path = d->db_path,
+        .state_dir = c->state_dir, .model_roots = (const char *const *)d->roots,
+        .n_model_roots = c->n_model_roots, .output_root = d->output_root,
+        .max_body = (size_t)c->max_body, .threads = c->http_threads,
+        .max_connections = c->max_connections, .connection_timeout_s = c->connection_timeout,
+        .max_queued = c->max_queued, .max_sse = c->max_sse,
+        .wandb_key_available = wandb_key_available(c),
+        .wandb_project = c->wandb_project[0] ? c->wandb_project : NULL,
+        .wandb_entity = c->wandb_entity[0] ? c->wandb_entity : NULL,
+        .workers_alive = bn_workers_alive, .workers_ctx = d->workers,
+        .log = bn_log_cb, .log_ctx = &d->log,
+    };
+    char err[512];
+    if (bn_api_start(&ac, tokens, &d->api, err, sizeof err)) {
+        bn_log(&d->log, BN_LOG_ERR, "%s", err);
+        return -1;
+    }
+    return 0;
+}
+
+/* Prints the URL and writes <state_dir>/bitnetd.url atomically. */
+static void announce(daemon_state *d)
+{
+    char url[400];
+    bool v6 = strchr(d->host, ':') != NULL;
+    snprintf(url, sizeof url, "http://%s%s%s:%d", v6 ? "[" : "", d->host, v6 ? "]" : "",
+             bn_api_port(d->api));
+    printf("bitnetd listening on %s\n", url);
+    fflush(stdout);
+    bn_log(&d->log, BN_LOG_INFO, "listening on %s (state %s, %d workers)", url,
+           d->cfg.state_dir, d->cfg.workers);
+    char tmp[PATH_MAX + 48];
+    snprintf(tmp, sizeof tmp, "%s.tmp", d->url_path);
+    FILE *f = fopen(tmp, "w");
+    if (f) {
+        fprintf(f, "%s\n", url);
+        fflush(f);
+        fsync(fileno(f));
+        fclose(f);
+        rename(tmp, d->url_path);
+    }
+    sd_notifyf(0, "READY=1\nSTATUS=serving on %s", url);
+}
+
+/* SIGHUP: new tokens file and log level from the config file (and environment). */
+static void reload(daemon_state *d)
+{
+    bn_daemon_config fresh;
+    bn_daemon_config_default(&fresh);
+    char err[1024];
+    if (d->cfg.config_file[0] && bn_daemon_config_file(&fresh, d->cfg.config_file, err,
+                                                       sizeof err)) {
+        bn_log(&d->log, BN_LOG_ERR, "reload: %s; keeping the old settings", err);
+        return;
+    }
+    const char *lv = getenv("BITNETD_LOG_LEVEL");
+    int level = bn_log_level_parse(lv ? lv : d->cfg.config_file[0] ? fresh.log_level
+                                                                   : d->cfg.log_level);
+    if (level > 0) {
+        pthread_mutex_lock(&d->log.lock);
+        d->log.level = level;
+        pthread_mutex_unlock(&d->log.lock);
+    }
+    if (d->cfg.tokens_file[0]) {
+        bn_api_tokens *t;
+        if (bn_api_tokens_load(d->cfg.tokens_file, &t, err, sizeof err)) {
+            bn_log(&d->log, BN_LOG_ERR, "reload: %s; keeping the old tokens", err);
+            return;
+        }
+        int n = bn_api_tokens_count(t);
+        bn_api_set_tokens(d->api, t);
+        bn_log(&d->log, BN_LOG_INFO, "reload: %d tokens", n);
+    }
+}
+
+static bool healthy(daemon_state *d)
+{
+    return bn_workers_alive(d->workers) && bn_store_ping(d->st) == BN_STORE_OK &&
+           bn_api_alive(d->api);
+}
+
+/* Waits for signals; returns when asked to stop. */
+static void serve(daemon_state *d, const sigset_t *sigs)
+{
+    uint64_t wd_usec = 0;
+    bool watchdog = sd_watchdog_enabled(0, &wd_usec) > 0;
+    long tick_ms = watchdog ? (long)(wd_usec / 2000) : 1000;
+    if (tick_ms < 100) tick_ms = 100;
+    if (tick_ms > 1000) tick_ms = 1000;
+    for (;;) {
+        struct timespec ts = {.tv_sec = tick_ms / 1000, .tv_nsec = (tick_ms % 1000) * 1000000L};
+        int sig = sigtimedwait(sigs, NULL, &ts);
+        if (sig == SIGHUP) {
+            reload(d);
+        } else if (sig == SIGTERM || sig == SIGINT) {
+            bn_log(&d->log, BN_LOG_INFO, "%s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            return;
+        }
+        if (watchdog && healthy(d)) sd_notify(0, "WATCHDOG=1");
+    }
+}
+
+static void shutdown_all(daemon_state *d)
+{
+    sd_notify(0, "STOPPING=1\nSTATUS=draining");
+    if (d->api) bn_api_set_draining(d->api, true);
+    int grace = d->cfg.grace_seconds * 1000;
+    int stuck = d->workers ? bn_workers_stop(d->workers, grace) : 0;
+    if (stuck) bn_log(&d->log, BN_LOG_WARNING, "%d workers did not stop within %d s", stuck,
+                      d->cfg.grace_seconds);
+    bn_api_stop(d->api);
+    bn_store_close(d->st);
+    unlink(d->url_path);
+    for (int i = 0; i < BN_DAEMON_MAX_ROOTS; i++) free(d->roots[i]);
+    bn_log(&d->log, BN_LOG_INFO, "stopped");
+    if (stuck) _exit(0); /* detached threads still hold resources */
+}
+
+int main(int argc, char **argv)
+{
+    static daemon_state d; /* large; lives for the whole process */
+    int rc = load_config(&d, argc, argv);
+    if (rc) return rc < 0 ? 2 : 0;
+    char err[512];
+    if (bn_logger_init(&d.log, d.cfg.log_format, d.cfg.log_level, err, sizeof err)) {
+        fprintf(stderr, "bitnetd: %s\n", err);
+        return 2;
+    }
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL); /* inherited by every thread */
+    signal(SIGPIPE, SIG_IGN);
+    bn_api_tokens *tokens = NULL;
+    bool started = prepare(&d, &tokens) == 0 && open_store(&d) == 0 && start_workers(&d) == 0;
+    if (!started) bn_api_tokens_free(tokens); /* start_api owns them from here on */
+    if (!started || start_api(&d, tokens)) {
+        sd_notify(0, "STATUS=start-up failed");
+        shutdown_all(&d);
+        bn_logger_destroy(&d.log);
+        return 1;
+    }
+    announce(&d);
+    serve(&d, &sigs);
+    shutdown_all(&d);
+    bn_logger_destroy(&d.log);
+    return 0;
+}

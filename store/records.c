@@ -1,0 +1,293 @@
+/* records.c - job events, job metrics and the W&B outbox rows they produce.
+ *
+ * A metric is upserted on (job, key, step), so a stage that runs again after a crash
+ * never doubles a value. The same transaction appends a 'history' outbox row for jobs
+ * tracked on W&B, but only the first time that (key, step) is seen: the tracker then
+ * delivers each row exactly once. When a job ends, bn_store__enqueue_final appends the
+ * 'summary' row (the phase keys and every job-level metric) and the 'complete' row.
+ *
+ * Outbox payloads: history {"<key>": value, "_step": step} (step -1 for job-level
+ * metrics); summary {"<key>": value, ..., "phase/success": 0|1,
+ * "phase/quantization_method": "BitNet-1.58"}; complete {"exitcode": 0|1}.
+ */
+#include "store_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- events ------------------------------------------------------------------------ */
+
+int bn_store_event_add(bn_store *st, const char *id, const char *stage, const char *level,
+                       const char *message)
+{
+    sqlite3_stmt *s = bn_store__prepare(st,
+        "INSERT INTO job_events (job_id, seq, ts, stage, level, message)"
+        " SELECT ?1, coalesce(max(seq), 0) + 1, ?2, ?3, ?4, ?5 FROM job_events"
+        " WHERE job_id = ?1");
+    if (!s) return BN_STORE_ERROR;
+    bn_store__bind_text(s, 1, id);
+    sqlite3_bind_int64(s, 2, bn_store_now_ms());
+    bn_store__bind_text(s, 3, stage);
+    bn_store__bind_text(s, 4, level ? level : "info");
+    bn_store__bind_text(s, 5, message ? message : "");
+    int rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? BN_STORE_OK : bn_store__fail(st, "adding event");
+}
+
+int bn_store_events_list(bn_store *st, const char *id, int64_t after_seq, int limit,
+                         bn_store_event **out, int *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (limit <= 0) limit = 1000;
+    sqlite3_stmt *s = bn_store__prepare(st,
+        "SELECT seq, ts, stage, level, message FROM job_events WHERE job_id = ? AND seq > ?"
+        " ORDER BY seq LIMIT ?");
+    if (!s) return BN_STORE_ERROR;
+    bn_store__bind_text(s, 1, id);
+    sqlite3_bind_int64(s, 2, after_seq);
+    sqlite3_bind_int(s, 3, limit);
+    bn_store_event *ev = NULL;
+    int k = 0, cap = 0, rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (k == cap) {
+            cap = cap ? cap * 2 : 16;
+            bn_store_event *grown = realloc(ev, (size_t)cap * sizeof *ev);
+            if (!grown) {
+                rc = SQLITE_NOMEM;
+                break;
+            }
+            ev = grown;
+        }
+        ev[k].seq = sqlite3_column_int64(s, 0);
+        ev[k].ts = sqlite3_column_int64(s, 1);
+        ev[k].stage = bn_store__col_strdup(s, 2);
+        ev[k].level = bn_store__col_strdup(s, 3);
+        ev[k].message = bn_store__col_strdup(s, 4);
+        k++;
+    }
+    sqlite3_finalize(s);
+    if (rc != SQLITE_DONE) {
+        bn_store_events_free(ev, k);
+        return bn_store__fail(st, "listing events");
+    }
+    *out = ev;
+    *n = k;
+    return BN_STORE_OK;
+}
+
+void bn_store_events_free(bn_store_event *ev, int n)
+{
+    for (int i = 0; ev && i < n; i++) {
+        free(ev[i].stage);
+        free(ev[i].level);
+        free(ev[i].message);
+    }
+    free(ev);
+}
+
+/* ---- outbox ------------------------------------------------------------------------- */
+
+int bn_store__wandb_mode(bn_store *st, const char *id, char *mode, size_t len)
+{
+    snprintf(mode, len, "disabled");
+    sqlite3_stmt *s = bn_store__prepare(st, "SELECT wandb_mode FROM jobs WHERE id = ?");
+    if (!s) return BN_STORE_ERROR;
+    bn_store__bind_text(s, 1, id);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW && sqlite3_column_text(s, 0))
+        snprintf(mode, len, "%s", (const char *)sqlite3_column_text(s, 0));
+    sqlite3_finalize(s);
+    return (rc == SQLITE_ROW || rc == SQLITE_DONE) ? BN_STORE_OK
+                                                    : bn_store__fail(st, "reading wandb mode");
+}
+
+int bn_store__outbox_add(bn_store *st, const char *id, const char *kind, const char *payload)
+{
+    sqlite3_stmt *s = bn_store__prepare(st,
+        "INSERT INTO wandb_outbox (job_id, kind, payload, created_at) VALUES (?, ?, ?, ?)");
+    if (!s) return BN_STORE_ERROR;
+    bn_store__bind_text(s, 1, id);
+    bn_store__bind_text(s, 2, kind);
+    bn_store__bind_text(s, 3, payload);
+    sqlite3_bind_int64(s, 4, bn_store_now_ms());
+    int rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    if (rc != SQLITE_DONE) return bn_store__fail(st, "adding outbox row");
+    s = bn_store__prepare(st,
+        "UPDATE wandb_runs SET pending_rows = pending_rows + 1 WHERE job_id = ?");
+    if (!s) return BN_STORE_ERROR;
+    bn_store__bind_text(s, 1, id);
+    rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? BN_STORE_OK : bn_store__fail(st, "counting outbox row");
+}
+
+/* Builds the summary payload with SQLite's JSON functions (one statement). */
+static int summary_payload(bn_store *st, const char *id, bn_job_status status, char **out)
+{
+    *out = NULL;
+    sqlite3_stmt *s = bn_store__prepare(st,
+        "SELECT json_set(coalesce((SELECT json_group_object(key, value) FROM job_metrics"
+        "   WHERE job_id = ?1 AND step < 0), '{}'),"
+        " '$.\"phase/success\"', ?2, '$.\"phase/quantization_method\"', 'BitNet-1.58')");
+    if (!s) return BN_STORE_ERROR;
+    bn_store__bind_text(s, 1, id);
+    sqlite3_bind_int(s, 2, status == BN_JOB_SUCCEEDED ? 1 : 0);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) *out = bn_store__col_strdup(s, 0);
+    sqlite3_finalize(s);
+    if (rc != SQLITE_ROW || !*out) return bn_store__fail(st, "building summary");
+    return BN_STORE_OK;
+}
+
+int bn_store__enqueue_final(bn_store *st, const char *id, bn_job_status status)
+{
+    char mode[16];
+    if (bn_store__wandb_mode(st, id, mode, sizeof mode)) return BN_STORE_ERROR;
+    if (strcmp(mode, "disabled") == 0) return BN_STORE_OK;
+    char *summary;
+    if (summary_payload(st, id, status, &summary)) return BN_STORE_ERROR;
+    int rc = bn_store__outbox_add(st, id, "summary", summary);
+    free(summary);
+    if (rc) return rc;
+    return bn_store__outbox_add(st, id, "complete",
+                                status == BN_JOB_SUCCEEDED ? "{\"exitcode\":0}"
+                                                           : "{\"exitcode\":1}");
+}
+
+/* ---- metrics ------------------------------------------------------------------------ */
+
+static int metric_exists(bn_store *st, const char *id, const char *key, int64_t step,
+                         bool *exists)
+{
+    sqlite3_stmt *s = bn_store__prepare(st,
+        "SELECT 1 FROM job_metrics WHERE job_id = ? AND key = ? AND step = ?");
+    if (!s) return BN_STORE_ERROR;
+    bn_store__bind_text(s, 1, id);
+    bn_store__bind_text(s, 2, key);
+    sqlite3_bind_int64(s, 3, step);
+    int rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return bn_store__fail(st, "reading metric");
+    *exists = rc == SQLITE_ROW;
+    return BN_STORE_OK;
+}
+
+static int upsert_metric(bn_store *st, const char *id, const char *key, int64_t step,
+                         double value)
+{
+    sqlite3_stmt *s = bn_store__prepare(st,
+        "INSERT INTO job_metrics (job_id, key, step, value, ts) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (job_id, key, step) DO UPDATE SET value = excluded.value,"
+        " ts = excluded.ts");
+    if (!s) return BN_STORE_ERROR;
+    bn_store__bind_text(s, 1, id);
+    bn_store__bind_text(s, 2, key);
+    sqlite3_bind_int64(s, 3, step);
+    sqlite3_bind_double(s, 4, value);
+    sqlite3_bind_int64(s, 5, bn_store_now_ms());
+    int rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? BN_STORE_OK : bn_store__fail(st, "writing metric");
+}
+
+static int history_payload(bn_store *st, const char *key, int64_t step, double value,
+                           char **out)
+{
+    *out = NULL;
+    sqlite3_stmt *s = bn_store__prepare(st, "SELECT json_object(?, ?, '_step', ?)");
+    if (!s) return BN_STORE_ERROR;
+    bn_store__bind_text(s, 1, key);
+    sqlite3_bind_double(s, 2, value);
+    sqlite3_bind_int64(s, 3, step);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) *out = bn_store__col_strdup(s, 0);
+    sqlite3_finalize(s);
+    return *out ? BN_STORE_OK : bn_store__fail(st, "building history row");
+}
+
+int bn_store_metric_add(bn_store *st, const char *id, const char *key, int64_t step,
+                        double value)
+{
+    if (!isfinite(value)) {
+        snprintf(st->errmsg, sizeof st->errmsg, "metric %s: value is not finite", key);
+        return BN_STORE_ERROR;
+    }
+    if (step < 0) step = -1;
+    if (bn_store__begin(st, true)) return BN_STORE_ERROR;
+    bool exists = false;
+    char mode[16];
+    int rc = metric_exists(st, id, key, step, &exists);
+    if (!rc) rc = upsert_metric(st, id, key, step, value);
+    if (!rc) rc = bn_store__wandb_mode(st, id, mode, sizeof mode);
+    if (!rc && !exists && strcmp(mode, "disabled") != 0) {
+        char *payload;
+        rc = history_payload(st, key, step, value, &payload);
+        if (!rc) rc = bn_store__outbox_add(st, id, "history", payload);
+        free(payload);
+    }
+    if (rc) {
+        bn_store__rollback(st);
+        return rc;
+    }
+    return bn_store__commit(st);
+}
+
+int bn_store_metrics_list(bn_store *st, const char *id, bn_store_metric **out, int *n)
+{
+    *out = NULL;
+    *n = 0;
+    sqlite3_stmt *s = bn_store__prepare(st,
+        "SELECT key, step, value, ts FROM job_metrics WHERE job_id = ? ORDER BY key, step");
+    if (!s) return BN_STORE_ERROR;
+    bn_store__bind_text(s, 1, id);
+    bn_store_metric *m = NULL;
+    int k = 0, cap = 0, rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (k == cap) {
+            cap = cap ? cap * 2 : 32;
+            bn_store_metric *grown = realloc(m, (size_t)cap * sizeof *m);
+            if (!grown) {
+                rc = SQLITE_NOMEM;
+                break;
+            }
+            m = grown;
+        }
+        m[k].key = bn_store__col_strdup(s, 0);
+        m[k].step = sqlite3_column_int64(s, 1);
+        m[k].value = sqlite3_column_double(s, 2);
+        m[k].ts = sqlite3_column_int64(s, 3);
+        k++;
+    }
+    sqlite3_finalize(s);
+    if (rc != SQLITE_DONE) {
+        bn_store_metrics_free(m, k);
+        return bn_store__fail(st, "listing metrics");
+    }
+    *out = m;
+    *n = k;
+    return BN_STORE_OK;
+}
+
+void bn_store_metrics_free(bn_store_metric *m, int n)
+{
+    for (int i = 0; m && i < n; i++) free(m[i].key);
+    free(m);
+}
+
+int bn_store_outbox_count(bn_store *st, const char *id, const char *kind, int64_t *n)
+{
+    sqlite3_stmt *s = bn_store__prepare(st,
+        "SELECT count(*) FROM wandb_outbox WHERE job_id = ? AND (?2 IS NULL OR kind = ?2)");
+    if (!s) return BN_STORE_ERROR;
+    bn_store__bind_text(s, 1, id);
+    bn_store__bind_text(s, 2, kind);
+    int rc = sqlite3_step(s);
+    *n = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    sqlite3_finalize(s);
+    return rc == SQLITE_ROW ? BN_STORE_OK : bn_store__fail(st, "counting outbox");
+}

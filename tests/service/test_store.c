@@ -1,0 +1,307 @@
+/* test_store.c - unit tests of store/: migrations, job life cycle, idempotency, claim
+ * exclusivity, recovery, metrics upsert and the W&B outbox rows. */
+#include <check.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bn_store.h"
+#include "bn_test.h"
+
+static char *tmp;
+static char dbpath[4096];
+
+static void setup(void)
+{
+    tmp = bn_test_tmpdir("store");
+    ck_assert_ptr_nonnull(tmp);
+    snprintf(dbpath, sizeof dbpath, "%s/bitnetd.db", tmp);
+}
+
+static void teardown(void)
+{
+    bn_test_rmtree(tmp);
+    free(tmp);
+}
+
+static bn_store *open_store(void)
+{
+    bn_store *st = NULL;
+    char err[256];
+    ck_assert_int_eq(bn_store_open(dbpath, &st, err, sizeof err), BN_STORE_OK);
+    return st;
+}
+
+static void make_job(bn_store *st, const char *key, const char *mode, int prio, bn_store_job *j)
+{
+    static int counter;
+    char out[32];
+    snprintf(out, sizeof out, "out%d", counter++);
+    bn_store_new_job nj = {.priority = prio, .model = "/m", .output = out,
+                           .output_dir = "/o/out", .config = "{}", .tracking = "{}",
+                           .wandb_mode = mode, .idempotency_key = key, .request_hash = "h1"};
+    bool existed;
+    ck_assert_int_eq(bn_store_job_create(st, &nj, j, &existed), BN_STORE_OK);
+    ck_assert(!existed);
+}
+
+START_TEST(test_open_migrates)
+{
+    bn_store *st = open_store();
+    ck_assert_int_eq(bn_store_schema_version(st), 1);
+    bn_store_close(st);
+    st = open_store(); /* reopening keeps the version */
+    ck_assert_int_eq(bn_store_schema_version(st), 1);
+    ck_assert_int_eq(bn_store_ping(st), BN_STORE_OK);
+    bn_store_close(st);
+}
+END_TEST
+
+START_TEST(test_lifecycle)
+{
+    bn_store *st = open_store();
+    bn_store_job j, c;
+    make_job(st, NULL, "disabled", 0, &j);
+    ck_assert_int_eq(strncmp(j.id, "job_", 4), 0);
+    ck_assert_uint_eq(strlen(j.id), 20);
+    ck_assert_int_eq(j.status, BN_JOB_QUEUED);
+    ck_assert_int_eq(bn_store_job_claim(st, "w1", 30000, &c), BN_STORE_OK);
+    ck_assert_str_eq(c.id, j.id);
+    ck_assert_int_eq(c.status, BN_JOB_RUNNING);
+    ck_assert_str_eq(c.lease_owner, "w1");
+    bn_store_job none;
+    ck_assert_int_eq(bn_store_job_claim(st, "w2", 30000, &none), BN_STORE_NOTFOUND);
+    bool cancel = true;
+    ck_assert_int_eq(bn_store_job_progress(st, j.id, "w1", 30000, "load", 0.5, 0.1, "x",
+                                           &cancel), BN_STORE_OK);
+    ck_assert(!cancel);
+    ck_assert_int_eq(bn_store_job_progress(st, j.id, "w2", 30000, "load", 0.5, 0.1, "x",
+                                           &cancel), BN_STORE_LOST);
+    ck_assert_int_eq(bn_store_job_stage_timing(st, j.id, "load", 1000, 3500), BN_STORE_OK);
+    ck_assert_int_eq(bn_store_job_finish(st, j.id, "w1", BN_JOB_SUCCEEDED, NULL), BN_STORE_OK);
+    bn_store_job g;
+    ck_assert_int_eq(bn_store_job_get(st, j.id, &g), BN_STORE_OK);
+    ck_assert_int_eq(g.status, BN_JOB_SUCCEEDED);
+    ck_assert_double_eq(g.progress, 1.0);
+    ck_assert_ptr_nonnull(strstr(g.stage_timings, "\"seconds\":2.5"));
+    ck_assert_int_eq(bn_store_job_delete(st, j.id), BN_STORE_OK);
+    ck_assert_int_eq(bn_store_job_get(st, j.id, &none), BN_STORE_NOTFOUND);
+    bn_store_job_free(&g);
+    bn_store_job_free(&c);
+    bn_store_job_free(&j);
+    bn_store_close(st);
+}
+END_TEST
+
+START_TEST(test_idempotency)
+{
+    bn_store *st = open_store();
+    bn_store_job a, b;
+    make_job(st, "k1", "disabled", 0, &a);
+    bn_store_new_job nj = {.model = "/m", .output = "out-other", .idempotency_key = "k1",
+                           .request_hash = "h1"};
+    bool existed;
+    ck_assert_int_eq(bn_store_job_create(st, &nj, &b, &existed), BN_STORE_OK);
+    ck_assert(existed);
+    ck_assert_str_eq(a.id, b.id);
+    bn_store_job_free(&b);
+    nj.request_hash = "other";
+    ck_assert_int_eq(bn_store_job_create(st, &nj, &b, &existed), BN_STORE_CONFLICT);
+    bn_store_job_free(&b);
+    bn_store_job_free(&a);
+    bn_store_close(st);
+}
+END_TEST
+
+START_TEST(test_queue_full_and_priority)
+{
+    bn_store *st = open_store();
+    bn_store_job a, b, c;
+    bool busy = false;
+    make_job(st, NULL, "disabled", 0, &a);
+    make_job(st, NULL, "disabled", 5, &b);
+    bn_store_new_job nj = {.model = "/m", .output = "o", .max_queued = 2};
+    bool existed;
+    ck_assert_int_eq(bn_store_job_create(st, &nj, &c, &existed), BN_STORE_FULL);
+    ck_assert_int_eq(bn_store_output_in_use(st, a.output, &busy), BN_STORE_OK);
+    ck_assert(busy);
+    nj.output = a.output; /* an active job's output cannot be targeted twice */
+    nj.max_queued = 0;
+    ck_assert_int_eq(bn_store_job_create(st, &nj, &c, &existed), BN_STORE_CONFLICT);
+    ck_assert_int_eq(bn_store_job_claim(st, "w", 1000, &c), BN_STORE_OK);
+    ck_assert_str_eq(c.id, b.id); /* higher priority first */
+    bn_store_job_free(&c);
+    int64_t counts[BN_JOB_STATUS_COUNT];
+    ck_assert_int_eq(bn_store_job_counts(st, counts), BN_STORE_OK);
+    ck_assert_int_eq(counts[BN_JOB_QUEUED], 1);
+    ck_assert_int_eq(counts[BN_JOB_RUNNING], 1);
+    bn_store_job *list;
+    int n;
+    int64_t next;
+    ck_assert_int_eq(bn_store_job_list(st, -1, 1, 0, &list, &n, &next), BN_STORE_OK);
+    ck_assert_int_eq(n, 1);
+    ck_assert_str_eq(list[0].id, b.id); /* newest first */
+    ck_assert_int_ne(next, 0);
+    bn_store_jobs_free(list, n);
+    ck_assert_int_eq(bn_store_job_list(st, -1, 1, next, &list, &n, &next), BN_STORE_OK);
+    ck_assert_int_eq(n, 1);
+    ck_assert_str_eq(list[0].id, a.id);
+    ck_assert_int_eq(next, 0);
+    bn_store_jobs_free(list, n);
+    ck_assert_int_eq(bn_store_job_list(st, BN_JOB_RUNNING, 10, 0, &list, &n, &next), 0);
+    ck_assert_int_eq(n, 1);
+    bn_store_jobs_free(list, n);
+    bn_store_job_free(&a);
+    bn_store_job_free(&b);
+    bn_store_close(st);
+}
+END_TEST
+
+START_TEST(test_cancel)
+{
+    bn_store *st = open_store();
+    bn_store_job a, b, c;
+    make_job(st, NULL, "online", 0, &a);
+    make_job(st, NULL, "disabled", 0, &b);
+    bool final;
+    ck_assert_int_eq(bn_store_job_claim(st, "w", 1000, &c), BN_STORE_OK);
+    ck_assert_str_eq(c.id, a.id);
+    ck_assert_int_eq(bn_store_job_cancel(st, b.id, &final), BN_STORE_OK);
+    ck_assert(final);
+    ck_assert_int_eq(bn_store_job_cancel(st, b.id, &final), BN_STORE_CONFLICT);
+    ck_assert_int_eq(bn_store_job_cancel(st, a.id, &final), BN_STORE_OK);
+    ck_assert(!final);
+    bool cancel = false;
+    ck_assert_int_eq(bn_store_job_progress(st, a.id, "w", 1000, NULL, 0, 0, NULL, &cancel), 0);
+    ck_assert(cancel);
+    ck_assert_int_eq(bn_store_job_delete(st, a.id), BN_STORE_CONFLICT);
+    ck_assert_int_eq(bn_store_job_finish(st, a.id, "w", BN_JOB_CANCELLED, "cancelled"), 0);
+    int64_t n;
+    ck_assert_int_eq(bn_store_outbox_count(st, a.id, "complete", &n), 0);
+    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(bn_store_outbox_count(st, b.id, NULL, &n), 0);
+    ck_assert_int_eq(n, 0);
+    ck_assert_int_eq(bn_store_job_cancel(st, "job_nope", &final), BN_STORE_NOTFOUND);
+    bn_store_job_free(&a);
+    bn_store_job_free(&b);
+    bn_store_job_free(&c);
+    bn_store_close(st);
+}
+END_TEST
+
+START_TEST(test_recover)
+{
+    bn_store *st = open_store();
+    bn_store_job a, c;
+    make_job(st, NULL, "disabled", 0, &a);
+    for (int attempt = 1; attempt <= 3; attempt++) {
+        ck_assert_int_eq(bn_store_job_claim(st, "w", 1000, &c), BN_STORE_OK);
+        bn_store_job_free(&c);
+        int rq, fl;
+        ck_assert_int_eq(bn_store_recover(st, 3, &rq, &fl), BN_STORE_OK);
+        ck_assert_int_eq(rq, attempt < 3 ? 1 : 0);
+        ck_assert_int_eq(fl, attempt < 3 ? 0 : 1);
+    }
+    ck_assert_int_eq(bn_store_job_get(st, a.id, &c), BN_STORE_OK);
+    ck_assert_int_eq(c.status, BN_JOB_FAILED);
+    ck_assert_int_eq(c.attempts, 3);
+    ck_assert_ptr_nonnull(strstr(c.error, "interrupted 3 times"));
+    bn_store_job_free(&c);
+    bn_store_job_free(&a);
+    bn_store_close(st);
+}
+END_TEST
+
+START_TEST(test_metrics_outbox)
+{
+    bn_store *st = open_store();
+    bn_store_job a, c;
+    make_job(st, NULL, "offline", 0, &a);
+    ck_assert_int_eq(bn_store_job_claim(st, "w", 1000, &c), BN_STORE_OK);
+    ck_assert_int_eq(bn_store_metric_add(st, a.id, "fine_tune/loss", 0, 2.5), 0);
+    ck_assert_int_eq(bn_store_metric_add(st, a.id, "fine_tune/loss", 1, 2.0), 0);
+    ck_assert_int_eq(bn_store_metric_add(st, a.id, "fine_tune/loss", 1, 1.9), 0); /* re-run */
+    ck_assert_int_eq(bn_store_metric_add(st, a.id, "compression/ratio", -1, 9.5), 0);
+    ck_assert_int_eq(bn_store_metric_add(st, a.id, "phase/compression_ratio", -1, 9.5), 0);
+    bn_store_metric *m;
+    int n;
+    ck_assert_int_eq(bn_store_metrics_list(st, a.id, &m, &n), 0);
+    ck_assert_int_eq(n, 4);
+    ck_assert_str_eq(m[1].key, "fine_tune/loss");
+    ck_assert_double_eq(m[2].value, 1.9);
+    bn_store_metrics_free(m, n);
+    int64_t k;
+    ck_assert_int_eq(bn_store_outbox_count(st, a.id, "history", &k), 0);
+    ck_assert_int_eq(k, 4);
+    ck_assert_int_eq(bn_store_job_finish(st, a.id, "w", BN_JOB_SUCCEEDED, NULL), 0);
+    ck_assert_int_eq(bn_store_outbox_count(st, a.id, "summary", &k), 0);
+    ck_assert_int_eq(k, 1);
+    ck_assert_int_eq(bn_store_outbox_count(st, a.id, "complete", &k), 0);
+    ck_assert_int_eq(k, 1);
+    ck_assert_int_eq(bn_store_event_add(st, a.id, "load", "info", "one"), 0);
+    ck_assert_int_eq(bn_store_event_add(st, a.id, "load", "warn", "two"), 0);
+    bn_store_event *ev;
+    ck_assert_int_eq(bn_store_events_list(st, a.id, 1, 10, &ev, &n), 0);
+    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(ev[0].seq, 2);
+    ck_assert_str_eq(ev[0].message, "two");
+    bn_store_events_free(ev, n);
+    bn_store_job_free(&a);
+    bn_store_job_free(&c);
+    bn_store_close(st);
+}
+END_TEST
+
+/* Two threads with their own connections race to claim: each job exactly once. */
+static void *claimer(void *arg)
+{
+    int *claimed = arg;
+    bn_store *st = open_store();
+    bn_store_job c;
+    char owner[32];
+    snprintf(owner, sizeof owner, "w%p", arg);
+    while (bn_store_job_claim(st, owner, 1000, &c) == BN_STORE_OK) {
+        (*claimed)++;
+        bn_store_job_free(&c);
+    }
+    bn_store_close(st);
+    return NULL;
+}
+
+START_TEST(test_claim_race)
+{
+    bn_store *st = open_store();
+    for (int i = 0; i < 40; i++) {
+        bn_store_job j;
+        make_job(st, NULL, "disabled", 0, &j);
+        bn_store_job_free(&j);
+    }
+    int c1 = 0, c2 = 0;
+    pthread_t t1, t2;
+    pthread_create(&t1, NULL, claimer, &c1);
+    pthread_create(&t2, NULL, claimer, &c2);
+    pthread_join(t1, NULL);
+    pthread_join(t2, NULL);
+    ck_assert_int_eq(c1 + c2, 40);
+    bn_store_close(st);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("store");
+    TCase *tc = tcase_create("store");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_open_migrates);
+    tcase_add_test(tc, test_lifecycle);
+    tcase_add_test(tc, test_idempotency);
+    tcase_add_test(tc, test_queue_full_and_priority);
+    tcase_add_test(tc, test_cancel);
+    tcase_add_test(tc, test_recover);
+    tcase_add_test(tc, test_metrics_outbox);
+    tcase_add_test(tc, test_claim_race);
+    suite_add_tcase(s, tc);
+    return bn_test_run(s);
+}

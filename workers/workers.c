@@ -1,0 +1,524 @@
+/* workers.c - the job worker pool.
+ *
+ * Each worker thread owns a store connection and loops: claim a job (BEGIN IMMEDIATE in
+ * the store), run bn_pipeline_run on it, record the outcome. The engine reports through
+ * bn_progress callbacks:
+ *   update  -> a progress write (rate-limited to progress_per_s; a stage change is always
+ *              written and closes the previous stage's timing); its answer is "stop now"
+ *              when the user cancelled, the daemon is shutting down or the lease is lost;
+ *   event   -> a job event row, committed at once;
+ *   metric  -> a job_metrics row (+ W&B outbox row), committed at once.
+ * A housekeeping thread renews every running job's lease every lease_ms/4 and copies the
+ * job's cancel_requested flag into the worker, so a pipeline that computes for a long
+ * time between callbacks keeps its lease and still learns about a cancel.
+ *
+ * Outcomes: success -> succeeded, work folder removed; user cancel -> cancelled, work
+ * folder and any <output>.partial removed; shutdown -> back to queued with the work
+ * folder kept (the engine resumes from its checkpoints); engine error -> failed with the
+ * engine's message.
+ */
+#include "bn_worker.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <ftw.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bn_engine.h"
+#include "bn_store.h"
+
+/* Share of the whole job taken by each stage (for the overall progress). */
+static const double stage_weight[BN_STAGE_COUNT] = {0.05, 0.15, 0.20, 0.15, 0.35, 0.10};
+
+typedef struct worker {
+    struct bn_workers *pool;
+    int index;
+    pthread_t thread;
+    bool started;
+    char owner[128];
+    atomic_llong heartbeat_ms;
+    atomic_bool exited;
+    /* the running job (guarded by pool->lock for the housekeeper) */
+    char job_id[BN_STORE_ID_LEN];
+    atomic_bool busy;
+    atomic_bool cancel_user;
+    atomic_bool lease_lost;
+} worker;
+
+struct bn_workers {
+    bn_workers_config cfg;
+    char *db_path, *state_dir, *data_dir, *owner_prefix;
+    int n;
+    worker *w;
+    atomic_bool stop;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    pthread_t housekeeper;
+    bool hk_started;
+    atomic_llong hk_heartbeat_ms;
+    atomic_bool hk_exited;
+};
+
+/* Progress context of one job run. */
+typedef struct run {
+    worker *w;
+    bn_store *st;
+    const bn_store_job *job;
+    int cur_stage;
+    int64_t stage_started_ms;
+    int64_t last_write_ms;
+} run;
+
+static int64_t now_ms(void)
+{
+    return bn_store_now_ms();
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void wlog(struct bn_workers *p, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void wlog(struct bn_workers *p, int level, const char *fmt, ...)
+{
+    if (!p->cfg.log) return;
+    char msg[1200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    p->cfg.log(p->cfg.log_ctx, level, msg);
+}
+
+int bn_workers_threads_for(int cores, int n_workers, int configured, int requested)
+{
+    if (n_workers < 1) n_workers = 1;
+    int t = configured > 0 ? configured : cores / n_workers;
+    if (t < 1) t = 1;
+    if (requested > 0 && requested < t) t = requested;
+    return t;
+}
+
+/* ---- filesystem helpers ------------------------------------------------------------ */
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb; (void)flag; (void)ftw;
+    remove(path);
+    return 0;
+}
+
+static void rmtree(const char *path)
+{
+    struct stat sb;
+    if (lstat(path, &sb) == 0) nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static int mkdirs(const char *path)
+{
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(tmp, 0750) != 0 && errno != EEXIST) return -1;
+        *p = '/';
+    }
+    return (mkdir(tmp, 0750) != 0 && errno != EEXIST) ? -1 : 0;
+}
+
+/* ---- progress callbacks -------------------------------------------------------------- */
+
+static bool should_stop(const run *r)
+{
+    return atomic_load(&r->w->pool->stop) || atomic_load(&r->w->cancel_user) ||
+           atomic_load(&r->w->lease_lost);
+}
+
+static void close_stage(run *r)
+{
+    if (r->cur_stage < 0) return;
+    bn_store_job_stage_timing(r->st, r->job->id, bn_stage_name((bn_stage)r->cur_stage),
+                              r->stage_started_ms, now_ms());
+}
+
+static bool on_update(void *ctx, bn_stage stage, double fraction, const char *detail)
+{
+    run *r = ctx;
+    worker *w = r->w;
+    atomic_store(&w->heartbeat_ms, mono_ms());
+    if (fraction < 0) fraction = 0;
+    if (fraction > 1) fraction = 1;
+    bool changed = (int)stage != r->cur_stage;
+    int64_t t = mono_ms();
+    int per_s = w->pool->cfg.progress_per_s > 0 ? w->pool->cfg.progress_per_s : 4;
+    if (!changed && t - r->last_write_ms < 1000 / per_s) return should_stop(r);
+    if (changed) {
+        close_stage(r);
+        r->cur_stage = (int)stage;
+        r->stage_started_ms = now_ms();
+    }
+    double overall = 0;
+    for (int s = 0; s < (int)stage && s < BN_STAGE_COUNT; s++) overall += stage_weight[s];
+    if ((int)stage < BN_STAGE_COUNT) overall += stage_weight[stage] * fraction;
+    bool cancel = false;
+    int rc = bn_store_job_progress(r->st, r->job->id, w->owner, w->pool->cfg.lease_ms,
+                                   bn_stage_name(stage), fraction, overall, detail, &cancel);
+    r->last_write_ms = t;
+    if (rc == BN_STORE_LOST) atomic_store(&w->lease_lost, true);
+    if (cancel) atomic_store(&w->cancel_user, true);
+    return should_stop(r);
+}
+
+static void on_event(void *ctx, bn_stage stage, const char *level, const char *message)
+{
+    run *r = ctx;
+    const char *sn = (int)stage >= 0 && stage < BN_STAGE_COUNT ? bn_stage_name(stage) : NULL;
+    if (bn_store_event_add(r->st, r->job->id, sn, level, message))
+        wlog(r->w->pool, 4, "job %s: event lost: %s", r->job->id, bn_store_errmsg(r->st));
+}
+
+static void on_metric(void *ctx, const char *key, double value, int64_t step)
+{
+    run *r = ctx;
+    if (bn_store_metric_add(r->st, r->job->id, key, step, value))
+        wlog(r->w->pool, 4, "job %s: metric %s not recorded: %s", r->job->id, key,
+             bn_store_errmsg(r->st));
+}
+
+/* ---- running one job ------------------------------------------------------------------ */
+
+static int parse_options(const bn_store_job *job, bn_options *opt, bn_err *err)
+{
+    cJSON *cfg = cJSON_Parse(job->config ? job->config : "{}");
+    if (!cfg) return bn_err_set(err, BN_EINVAL, "config: stored config is not JSON");
+    int rc = bn_options_from_json(cfg, opt, err);
+    cJSON_Delete(cfg);
+    return rc;
+}
+
+static void finish(run *r, bn_job_status status, const char *error)
+{
+    worker *w = r->w;
+    int rc = bn_store_job_finish(r->st, r->job->id, w->owner, status, error);
+    if (rc) wlog(w->pool, 3, "job %s: cannot record %s: %s", r->job->id,
+                 bn_store_status_name(status), bn_store_errmsg(r->st));
+}
+
+static void remove_partial(const bn_store_job *job)
+{
+    if (!job->output_dir) return;
+    char partial[PATH_MAX + 16];
+    snprintf(partial, sizeof partial, "%s.partial", job->output_dir);
+    rmtree(partial);
+}
+
+static void run_job(worker *w, bn_store *st, bn_store_job *job)
+{
+    struct bn_workers *p = w->pool;
+    run r = {.w = w, .st = st, .job = job, .cur_stage = -1};
+    char wd[PATH_MAX];
+    snprintf(wd, sizeof wd, "%s/work/%s", p->state_dir, job->id);
+    bn_options opt;
+    bn_err err = {0};
+    int64_t t0 = mono_ms();
+    if (parse_options(job, &opt, &err)) {
+        bn_store_event_add(st, job->id, NULL, "error", err.msg);
+        finish(&r, BN_JOB_FAILED, err.msg);
+        return;
+    }
+    int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    opt.threads = bn_workers_threads_for(cores, p->n, p->cfg.threads_per_job, opt.threads);
+    if (mkdirs(wd)) {
+        bn_err_set(&err, BN_EIO, "cannot create work folder %.900s: %s", wd, strerror(errno));
+        finish(&r, BN_JOB_FAILED, err.msg);
+        bn_options_free(&opt);
+        return;
+    }
+    bn_stage resume = bn_pipeline_resume_stage(wd);
+    char msg[256];
+    snprintf(msg, sizeof msg, "started on %s (attempt %d, %d threads)%s%s", w->owner,
+             job->attempts + 1, opt.threads, resume > 0 ? "; resuming at " : "",
+             resume > 0 && resume < BN_STAGE_COUNT ? bn_stage_name(resume) : "");
+    bn_store_event_add(st, job->id, NULL, "info", msg);
+    wlog(p, 6, "job %s: %s", job->id, msg);
+    bn_progress prog = {.ctx = &r, .update = on_update, .event = on_event, .metric = on_metric};
+    bn_pipeline_paths paths = {.model_dir = job->model, .output_dir = job->output_dir,
+                               .work_dir = wd, .data_dir = p->data_dir};
+    int rc = bn_pipeline_run(&paths, &opt, &prog, &err);
+    bn_options_free(&opt);
+    close_stage(&r);
+    double secs = (double)(mono_ms() - t0) / 1000.0;
+    if (atomic_load(&w->lease_lost)) {
+        wlog(p, 4, "job %s: lease lost; leaving the job to its new owner", job->id);
+    } else if (rc == BN_OK) {
+        finish(&r, BN_JOB_SUCCEEDED, NULL);
+        rmtree(wd);
+        wlog(p, 6, "job %s: succeeded in %.1f s -> %s", job->id, secs, job->output_dir);
+    } else if (rc == BN_ECANCELLED && atomic_load(&w->cancel_user)) {
+        bn_store_event_add(st, job->id, NULL, "warn", "cancelled by request");
+        finish(&r, BN_JOB_CANCELLED, "cancelled by request");
+        rmtree(wd);
+        remove_partial(job);
+        wlog(p, 6, "job %s: cancelled after %.1f s", job->id, secs);
+    } else if (rc == BN_ECANCELLED && atomic_load(&p->stop)) {
+        bn_store_event_add(st, job->id, NULL, "info", "interrupted by shutdown; will resume");
+        if (bn_store_job_requeue(st, job->id, w->owner))
+            wlog(p, 3, "job %s: requeue failed: %s", job->id, bn_store_errmsg(st));
+        wlog(p, 6, "job %s: back to queued (shutdown), work kept in %s", job->id, wd);
+    } else {
+        const char *why = err.msg[0] ? err.msg : bn_err_code_name(rc);
+        bn_store_event_add(st, job->id, NULL, "error", why);
+        finish(&r, BN_JOB_FAILED, why);
+        rmtree(wd);
+        remove_partial(job);
+        wlog(p, 4, "job %s: failed after %.1f s: %s", job->id, secs, why);
+    }
+}
+
+/* ---- threads -------------------------------------------------------------------------- */
+
+static void idle_wait(struct bn_workers *p, int ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&p->lock);
+    if (!atomic_load(&p->stop)) pthread_cond_timedwait(&p->cond, &p->lock, &ts);
+    pthread_mutex_unlock(&p->lock);
+}
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    struct bn_workers *p = w->pool;
+    bn_store *st = NULL;
+    char err[512];
+    while (!atomic_load(&p->stop) && bn_store_open(p->db_path, &st, err, sizeof err)) {
+        wlog(p, 3, "worker %d: %s", w->index, err);
+        idle_wait(p, 2000);
+    }
+    while (st && !atomic_load(&p->stop)) {
+        atomic_store(&w->heartbeat_ms, mono_ms());
+        bn_store_job job;
+        int rc = bn_store_job_claim(st, w->owner, p->cfg.lease_ms, &job);
+        if (rc == BN_STORE_NOTFOUND) {
+            idle_wait(p, p->cfg.poll_ms);
+            continue;
+        }
+        if (rc) {
+            wlog(p, 3, "worker %d: claim failed: %s", w->index, bn_store_errmsg(st));
+            idle_wait(p, 1000);
+            continue;
+        }
+        pthread_mutex_lock(&p->lock);
+        snprintf(w->job_id, sizeof w->job_id, "%s", job.id);
+        atomic_store(&w->cancel_user, job.cancel_requested);
+        atomic_store(&w->lease_lost, false);
+        atomic_store(&w->busy, true);
+        pthread_mutex_unlock(&p->lock);
+        run_job(w, st, &job);
+        pthread_mutex_lock(&p->lock);
+        atomic_store(&w->busy, false);
+        w->job_id[0] = 0;
+        pthread_mutex_unlock(&p->lock);
+        bn_store_job_free(&job);
+    }
+    bn_store_close(st);
+    atomic_store(&w->exited, true);
+    pthread_mutex_lock(&p->lock);
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+/* Renews the leases of running jobs and reads their cancel flags. */
+static void renew_all(struct bn_workers *p, bn_store *st)
+{
+    for (int i = 0; i < p->n; i++) {
+        worker *w = &p->w[i];
+        char id[BN_STORE_ID_LEN];
+        pthread_mutex_lock(&p->lock);
+        snprintf(id, sizeof id, "%s", atomic_load(&w->busy) ? w->job_id : "");
+        pthread_mutex_unlock(&p->lock);
+        if (!id[0]) continue;
+        bool cancel = false;
+        int rc = bn_store_job_progress(st, id, w->owner, p->cfg.lease_ms, NULL, 0, 0, NULL,
+                                       &cancel);
+        if (rc == BN_STORE_OK && cancel) atomic_store(&w->cancel_user, true);
+        if (rc == BN_STORE_LOST) {
+            /* the job may just have finished; only a still-busy worker lost it */
+            pthread_mutex_lock(&p->lock);
+            if (atomic_load(&w->busy) && strcmp(w->job_id, id) == 0)
+                atomic_store(&w->lease_lost, true);
+            pthread_mutex_unlock(&p->lock);
+        }
+    }
+}
+
+static void *housekeeper_main(void *arg)
+{
+    struct bn_workers *p = arg;
+    bn_store *st = NULL;
+    char err[512];
+    int64_t interval = p->cfg.lease_ms / 4;
+    if (interval > 5000) interval = 5000;
+    if (interval < 100) interval = 100;
+    while (!atomic_load(&p->stop)) {
+        atomic_store(&p->hk_heartbeat_ms, mono_ms());
+        if (!st && bn_store_open(p->db_path, &st, err, sizeof err))
+            wlog(p, 3, "housekeeper: %s", err);
+        if (st) renew_all(p, st);
+        idle_wait(p, (int)interval);
+    }
+    bn_store_close(st);
+    atomic_store(&p->hk_exited, true);
+    return NULL;
+}
+
+static char *xstrdup(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static void pool_free(struct bn_workers *p)
+{
+    free(p->db_path);
+    free(p->state_dir);
+    free(p->data_dir);
+    free(p->owner_prefix);
+    free(p->w);
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->cond);
+    free(p);
+}
+
+int bn_workers_start(const bn_workers_config *cfg, bn_workers **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    struct bn_workers *p = calloc(1, sizeof *p);
+    if (!p) {
+        snprintf(err, errlen, "workers: out of memory");
+        return -1;
+    }
+    p->cfg = *cfg;
+    p->db_path = xstrdup(cfg->db_path);
+    p->state_dir = xstrdup(cfg->state_dir);
+    p->data_dir = xstrdup(cfg->data_dir);
+    p->owner_prefix = xstrdup(cfg->owner_prefix ? cfg->owner_prefix : "bitnetd");
+    if (p->cfg.lease_ms <= 0) p->cfg.lease_ms = 60000;
+    if (p->cfg.poll_ms <= 0) p->cfg.poll_ms = 500;
+    p->n = cfg->n_workers > 0 ? cfg->n_workers : 0;
+    p->w = calloc((size_t)p->n + 1, sizeof *p->w);
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->cond, NULL);
+    if (!p->w) {
+        pool_free(p);
+        snprintf(err, errlen, "workers: out of memory");
+        return -1;
+    }
+    atomic_store(&p->hk_heartbeat_ms, mono_ms());
+    for (int i = 0; i < p->n; i++) {
+        worker *w = &p->w[i];
+        w->pool = p;
+        w->index = i;
+        snprintf(w->owner, sizeof w->owner, "%s/w%d", p->owner_prefix, i);
+        atomic_store(&w->heartbeat_ms, mono_ms());
+        if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+            snprintf(err, errlen, "workers: cannot start thread %d", i);
+            bn_workers_stop(p, 0);
+            return -1;
+        }
+        w->started = true;
+    }
+    if (pthread_create(&p->housekeeper, NULL, housekeeper_main, p) != 0) {
+        snprintf(err, errlen, "workers: cannot start the lease thread");
+        bn_workers_stop(p, 0);
+        return -1;
+    }
+    p->hk_started = true;
+    *out = p;
+    return 0;
+}
+
+bool bn_workers_alive(void *arg)
+{
+    struct bn_workers *p = arg;
+    if (!p || atomic_load(&p->stop)) return false;
+    int64_t t = mono_ms();
+    if (t - atomic_load(&p->hk_heartbeat_ms) > 30000 || atomic_load(&p->hk_exited))
+        return false;
+    for (int i = 0; i < p->n; i++) {
+        worker *w = &p->w[i];
+        if (atomic_load(&w->exited)) return false;
+        /* a busy worker computes inside the engine; the housekeeper keeps its lease */
+        if (!atomic_load(&w->busy) && t - atomic_load(&w->heartbeat_ms) > 30000) return false;
+    }
+    return true;
+}
+
+int bn_workers_busy(bn_workers *p)
+{
+    int n = 0;
+    for (int i = 0; i < p->n; i++) n += atomic_load(&p->w[i].busy);
+    return n;
+}
+
+int bn_workers_stop(bn_workers *p, int grace_ms)
+{
+    if (!p) return 0;
+    pthread_mutex_lock(&p->lock);
+    atomic_store(&p->stop, true);
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+    int64_t deadline = mono_ms() + grace_ms;
+    for (;;) {
+        bool all = true;
+        for (int i = 0; i < p->n; i++)
+            if (p->w[i].started && !atomic_load(&p->w[i].exited)) all = false;
+        if (all || mono_ms() >= deadline) break;
+        idle_wait(p, 50);
+    }
+    int stuck = 0;
+    bn_store *st = NULL;
+    char err[256];
+    for (int i = 0; i < p->n; i++) {
+        worker *w = &p->w[i];
+        if (!w->started) continue;
+        if (atomic_load(&w->exited)) {
+            pthread_join(w->thread, NULL);
+            continue;
+        }
+        stuck++;
+        pthread_detach(w->thread);
+        if (!st && bn_store_open(p->db_path, &st, err, sizeof err)) continue;
+        pthread_mutex_lock(&p->lock);
+        char id[BN_STORE_ID_LEN];
+        snprintf(id, sizeof id, "%s", w->job_id);
+        pthread_mutex_unlock(&p->lock);
+        if (id[0] && bn_store_job_requeue(st, id, w->owner) == BN_STORE_OK)
+            wlog(p, 4, "job %s: did not stop within the grace period; requeued", id);
+    }
+    bn_store_close(st);
+    if (p->hk_started) pthread_join(p->housekeeper, NULL);
+    if (stuck == 0) pool_free(p); /* stuck threads still use the pool: leave it */
+    return stuck;
+}
