@@ -51,7 +51,7 @@ typedef struct ft_run {
     bn_optim *opt;
     int8_t *codes;
     float *scales;
-    float taus[16];
+    float taus[8];
     int n_taus;
     bn_quant_params qp;
     bn_eval_tokens tok;
@@ -224,7 +224,7 @@ static int setup(ft_run *r, bn_err *err)
     r->qp.tau = ctx->tau > 0 ? ctx->tau : 0.5f;
     r->qp.per_tensor = o->scale == BN_SCALE_PER_TENSOR;
     r->qp.threads = ctx->threads;
-    r->n_taus = bn_quant_tau_grid(r->qp.tau, r->taus, 16);
+    r->n_taus = bn_quant_tau_grid(r->qp.tau, r->taus, 8);
 
     int64_t by_epochs = (int64_t)(o->fine_tune.epochs > 0 ? o->fine_tune.epochs : 1) * r->steps_per_epoch;
     r->total_steps = by_epochs;
