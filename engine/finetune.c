@@ -435,7 +435,7 @@ static int write_ckpt_tensors(ft_run *r, const char *path, bn_err *err)
 
 static int save_checkpoint(ft_run *r, bn_err *err)
 {
-    char dir[4096], rel[128], path[4200], old[256] = "";
+    char dir[4096], rel[128], path[4096 + 512], old[256] = "";
     bn_job_work_path(r->ctx, BN_FT_DIR, dir, sizeof dir);
     int rc = bn_fs_mkdir_p(dir, err);
     if (rc) return rc;
@@ -718,8 +718,8 @@ static int train_loop(ft_run *r, bn_err *err)
                          o->fine_tune.max_minutes, (long long)r->step);
             break;
         }
-        double loss;
-        bn_optim_stats st;
+        double loss = 0;
+        bn_optim_stats st = {0};
         rc = train_step(r, &loss, &st, err);
         if (rc) return rc;
         r->step++;
