@@ -711,7 +711,7 @@ static int train_loop(ft_run *r, bn_err *err)
     const bn_options *o = r->o;
     int every = o->fine_tune.checkpoint_every > 0 ? o->fine_tune.checkpoint_every : 0;
     double budget = o->fine_tune.max_minutes > 0 ? o->fine_tune.max_minutes * 60.0 : 0;
-    int rc = BN_OK;
+    int rc = BN_OK, bad_steps = 0;
     while (r->step < r->total_steps) {
         if (budget > 0 && elapsed(r) >= budget) {
             bn_job_event(ctx, "info", "fine-tune: time budget of %.1f minutes reached at step %lld",
@@ -722,6 +722,15 @@ static int train_loop(ft_run *r, bn_err *err)
         bn_optim_stats st = {0};
         rc = train_step(r, &loss, &st, err);
         if (rc) return rc;
+        if (st.skipped) {
+            if (++bad_steps >= 20)
+                return bn_err_set(err, BN_ENUMERIC, "fine-tuning diverged: non-finite gradients "
+                                  "for %d steps in a row (step %lld)", bad_steps, (long long)r->step);
+            bn_job_event(ctx, "warn", "fine-tune step %lld: non-finite gradient, update skipped",
+                         (long long)r->step + 1);
+        } else {
+            bad_steps = 0;
+        }
         r->step++;
         r->steps_this_run++;
         r->pos++;
