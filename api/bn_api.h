@@ -53,6 +53,7 @@ typedef struct bn_api_config {
     int max_queued;              /* queued jobs before 429 (0 = unlimited) */
     int max_sse;                 /* concurrent event streams (default 64) */
     bool wandb_key_available;    /* default tracking mode is online when true */
+    const char *wandb_default_mode; /* "online" | "offline" | "disabled"; NULL: by the key */
     const char *wandb_project;   /* default W&B project (may be NULL) */
     const char *wandb_entity;    /* default W&B entity (may be NULL) */
     /* Health of the other subsystems for /readyz (NULL = always alive). */

@@ -1,13 +1,25 @@
-/* dashboard.c - the page served at "/". A placeholder: the dashboard issue replaces
- * this file with the real single-page dashboard (same function, same contract: a
- * NUL-terminated HTML document with static storage duration). */
+/* dashboard.c - the dashboard page served at "/".
+ *
+ * The page is a single self-contained HTML document (inline CSS and JavaScript, system
+ * fonts, no CDN) written as ordinary files under api/dashboard/: index.html, style.css
+ * and app.js. At build time api/dashboard/embed.py inlines the two into the HTML and
+ * emits dashboard_data.c, a NUL-terminated byte array with its length and an ETag. This
+ * file only exposes that array; it owns nothing and allocates nothing.
+ *
+ * The page talks to the same REST API as bitnetctl (GET /v1/jobs, /v1/jobs/{id},
+ * /v1/jobs/{id}/events as Server-Sent Events, /metrics, /artifacts, POST .../cancel),
+ * so it needs no route of its own beyond "/".
+ */
 #include "bn_api.h"
+
+#include <stddef.h>
+
+/* Defined in the generated dashboard_data.c. */
+extern const unsigned char bn_api_dashboard_bytes[];
+extern const size_t bn_api_dashboard_len;
+extern const char bn_api_dashboard_etag[];
 
 const char *bn_api_dashboard_page(void)
 {
-    return "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-           "<title>bitnetd</title></head>\n<body><h1>bitnetd</h1>\n"
-           "<p>The dashboard is not built yet. The API is at <a href=\"/v1/jobs\">/v1/jobs</a>"
-           " (<a href=\"/v1/openapi.json\">OpenAPI</a>), metrics at "
-           "<a href=\"/metrics\">/metrics</a>.</p>\n</body></html>\n";
+    return (const char *)bn_api_dashboard_bytes;
 }

@@ -258,6 +258,8 @@ static enum MHD_Result check_tracking(bn_api_req *r, cJSON *tracking, submit *s)
 {
     snprintf(s->mode, sizeof s->mode, "%s", r->api->cfg.wandb_key_available ? "online"
                                                                            : "disabled");
+    if (r->api->cfg.wandb_default_mode) /* WANDB_MODE / wandb.mode (tracker) */
+        snprintf(s->mode, sizeof s->mode, "%s", r->api->cfg.wandb_default_mode);
     s->project = r->api->cfg.wandb_project;
     s->entity = r->api->cfg.wandb_entity;
     if (!tracking) return MHD_YES;

@@ -5,6 +5,7 @@
  * are this process's atomic counters kept by bn_api_queue.
  */
 #include "api_internal.h"
+#include "bn_store_wandb.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -112,6 +113,30 @@ static void http_section(buf *b, bn_api *api)
         atomic_load(&api->n_sse));
 }
 
+/* ---- W&B delivery (owner: tracker), from the store ---- */
+static void wandb_section(buf *b, bn_store *st)
+{
+    bn_store_wandb_stats w;
+    if (bn_store_wandb_stats_get(st, &w)) return;
+    out(b, "# HELP bitnetd_wandb_backlog_rows W&B outbox rows waiting for delivery.\n"
+           "# TYPE bitnetd_wandb_backlog_rows gauge\nbitnetd_wandb_backlog_rows %lld\n",
+        (long long)w.backlog_rows);
+    out(b, "# HELP bitnetd_wandb_delivered_rows_total W&B outbox rows delivered (or spooled).\n"
+           "# TYPE bitnetd_wandb_delivered_rows_total counter\n"
+           "bitnetd_wandb_delivered_rows_total %lld\n", (long long)w.delivered_rows);
+    out(b, "# HELP bitnetd_wandb_failures_total Runs whose W&B tracking failed.\n"
+           "# TYPE bitnetd_wandb_failures_total counter\nbitnetd_wandb_failures_total %lld\n",
+        (long long)w.runs_failed);
+    out(b, "# HELP bitnetd_wandb_runs W&B runs by delivery status.\n"
+           "# TYPE bitnetd_wandb_runs gauge\n"
+           "bitnetd_wandb_runs{status=\"active\"} %lld\n"
+           "bitnetd_wandb_runs{status=\"finished\"} %lld\n"
+           "bitnetd_wandb_runs{status=\"failed\"} %lld\n"
+           "bitnetd_wandb_runs{status=\"offline\"} %lld\n",
+        (long long)w.runs_active, (long long)w.runs_finished, (long long)w.runs_failed,
+        (long long)w.runs_offline);
+}
+
 enum MHD_Result bn_api_prometheus(bn_api_req *r)
 {
     bn_store *st = bn_api_store(r);
@@ -120,6 +145,7 @@ enum MHD_Result bn_api_prometheus(bn_api_req *r)
     jobs_section(&b, st);
     stage_section(&b, st);
     http_section(&b, r->api);
+    wandb_section(&b, st);
     if (!b.p) return bn_api_problem(r, 500, NULL, "out of memory");
     struct MHD_Response *resp = MHD_create_response_from_buffer(b.len, b.p,
                                                                 MHD_RESPMEM_MUST_FREE);

@@ -18,6 +18,7 @@ static const bn_cli_cmd commands[] = {
     { "inspect", bn_cli_inspect, "inspect FILE: summary of a safetensors file or model folder" },
     { "eval", bn_cli_eval, "eval MODEL_DIR --tokens FILE.u16|--text FILE: mean NLL and perplexity" },
     { "init-model", bn_cli_init_model, "init-model OUT_DIR --shape tiny|25m|tinyllama-1.1b: random Llama HF folder" },
+    { "wandb-sync", bn_cli_wandb_sync, "wandb-sync OUTPUT_DIR|JOB_ID: upload an offline W&B run" },
 };
 
 void bn_cli_errorf(const char *fmt, ...)

@@ -18,6 +18,8 @@ int bn_cli_inspect(int argc, char **argv);
 int bn_cli_init_model(int argc, char **argv);
 int bn_cli_eval(int argc, char **argv);
 
+int bn_cli_wandb_sync(int argc, char **argv);
+
 /* Prints "bitnetctl: <msg>" to stderr. */
 void bn_cli_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* true when stderr is a terminal (progress bars) */

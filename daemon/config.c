@@ -52,6 +52,13 @@ static const key_def keys[] = {
     S("wandb.api_key_file", wandb_api_key_file, "file holding the W&B API key"),
     S("wandb.project", wandb_project, "default W&B project"),
     S("wandb.entity", wandb_entity, "default W&B entity"),
+    S("wandb.mode", wandb_mode, "default tracking mode: online | offline | disabled (WANDB_MODE wins)"),
+    S("wandb.base_url", wandb_base_url, "W&B API root (WANDB_BASE_URL wins; default https://api.wandb.ai)"),
+    I("wandb.heartbeat_seconds", wandb_heartbeat_seconds, 1, 3600, "idle heartbeat of a running job's run (30)"),
+    I("wandb.timeout_seconds", wandb_timeout_seconds, 1, 3600, "per W&B request (60)"),
+    I("wandb.backoff_base_ms", wandb_backoff_base_ms, 1, 600000, "first retry delay (2000; doubles, +0-25% jitter)"),
+    I("wandb.backoff_cap_ms", wandb_backoff_cap_ms, 1, 3600000, "longest retry delay (60000)"),
+    I("wandb.min_interval_ms", wandb_min_interval_ms, 1, 600000, "between two requests of a run (1000)"),
 };
 #define N_KEYS (sizeof keys / sizeof keys[0])
 

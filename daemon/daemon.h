@@ -37,6 +37,11 @@ typedef struct bn_daemon_config {
     char wandb_api_key_file[4096];
     char wandb_project[256];
     char wandb_entity[256];
+    /* [wandb] delivery (tracker) */
+    char wandb_mode[16];        /* default mode; WANDB_MODE wins when set */
+    char wandb_base_url[1024];  /* WANDB_BASE_URL wins when set */
+    int wandb_heartbeat_seconds, wandb_timeout_seconds;
+    int wandb_backoff_base_ms, wandb_backoff_cap_ms, wandb_min_interval_ms;
 } bn_daemon_config;
 
 void bn_daemon_config_default(bn_daemon_config *c);

@@ -27,6 +27,8 @@
 #include "bn_store.h"
 #include "bn_worker.h"
 #include "daemon.h"
+#include "tracker.h"
+#include "wandb.h"
 
 typedef struct daemon_state {
     bn_daemon_config cfg;
@@ -40,6 +42,8 @@ typedef struct daemon_state {
     bn_store *st;
     bn_workers *workers;
     bn_api *api;
+    bn_tracker *tracker;      /* W&B delivery (tracker.h) */
+    char wandb_mode[16];      /* default tracking mode for new jobs */
 } daemon_state;
 
 static int mkdirs(const char *path)
@@ -210,6 +214,56 @@ static bool wandb_key_available(const bn_daemon_config *c)
     return (k && *k) || (c->wandb_api_key_file[0] && access(c->wandb_api_key_file, R_OK) == 0);
 }
 
+/* ---- W&B tracker (owner: tracker) ------------------------------------------------------
+ * Default mode: WANDB_MODE, else wandb.mode, else online when a key exists, else disabled.
+ * Key: WANDB_API_KEY, else wandb.api_key_file. Endpoint and names: WANDB_BASE_URL,
+ * WANDB_ENTITY, WANDB_PROJECT win over the [wandb] settings. The key is never logged. */
+static int start_tracker(daemon_state *d)
+{
+    bn_daemon_config *c = &d->cfg;
+    bool invalid;
+    const char *mode = bn_tracker_default_mode(&invalid);
+    if (invalid) {
+        bn_log(&d->log, BN_LOG_ERR, "WANDB_MODE: expected online, offline or disabled");
+        return -1;
+    }
+    if (!mode && c->wandb_mode[0]) {
+        int m = bn_wandb_mode_parse(c->wandb_mode);
+        if (m < 0) {
+            bn_log(&d->log, BN_LOG_ERR, "wandb.mode: expected online, offline or disabled");
+            return -1;
+        }
+        mode = bn_wandb_mode_name((bn_wandb_mode)m);
+    }
+    char err[512] = "", *key = NULL;
+    const char *env_key = getenv("WANDB_API_KEY");
+    if (env_key && *env_key) key = strdup(env_key);
+    else if (c->wandb_api_key_file[0]) key = bn_tracker_read_key_file(c->wandb_api_key_file, err, sizeof err);
+    if (err[0]) bn_log(&d->log, BN_LOG_WARNING, "%s: online W&B tracking will fail", err);
+    snprintf(d->wandb_mode, sizeof d->wandb_mode, "%s", mode ? mode : key ? "online" : "disabled");
+    bn_tracker_config tc = {
+        .db_path = d->db_path, .api_key = key,
+        .default_entity = c->wandb_entity[0] ? c->wandb_entity : NULL,
+        .default_project = c->wandb_project[0] ? c->wandb_project : NULL,
+        .heartbeat_ms = (int64_t)c->wandb_heartbeat_seconds * 1000,
+        .timeout_ms = (long)c->wandb_timeout_seconds * 1000,
+        .backoff_base_ms = c->wandb_backoff_base_ms, .backoff_cap_ms = c->wandb_backoff_cap_ms,
+        .min_interval_ms = c->wandb_min_interval_ms, .log = bn_log_cb, .log_ctx = &d->log,
+    };
+    bn_tracker_config_from_env(&tc); /* WANDB_BASE_URL / ENTITY / PROJECT / APP_URL */
+    if (!getenv("WANDB_BASE_URL") && c->wandb_base_url[0]) tc.base_url = c->wandb_base_url;
+    int rc = bn_tracker_open(&tc, &d->tracker, err, sizeof err);
+    if (key) memset(key, 0, strlen(key));
+    free(key);
+    if (rc || bn_tracker_start(d->tracker)) {
+        bn_log(&d->log, BN_LOG_ERR, "W&B tracker: %s", rc ? err : "cannot start its thread");
+        return -1;
+    }
+    bn_log(&d->log, BN_LOG_INFO, "W&B tracker: default mode %s, endpoint %s", d->wandb_mode,
+           tc.base_url ? tc.base_url : "https://api.wandb.ai");
+    return 0;
+}
+
 static int start_api(daemon_state *d, bn_api_tokens *tokens)
 {
     bn_daemon_config *c = &d->cfg;
@@ -221,6 +275,7 @@ static int start_api(daemon_state *d, bn_api_tokens *tokens)
         .max_connections = c->max_connections, .connection_timeout_s = c->connection_timeout,
         .max_queued = c->max_queued, .max_sse = c->max_sse,
         .wandb_key_available = wandb_key_available(c),
+        .wandb_default_mode = d->wandb_mode[0] ? d->wandb_mode : NULL,
         .wandb_project = c->wandb_project[0] ? c->wandb_project : NULL,
         .wandb_entity = c->wandb_entity[0] ? c->wandb_entity : NULL,
         .workers_alive = bn_workers_alive, .workers_ctx = d->workers,
@@ -325,6 +380,7 @@ static void shutdown_all(daemon_state *d)
     if (stuck) bn_log(&d->log, BN_LOG_WARNING, "%d workers did not stop within %d s", stuck,
                       d->cfg.grace_seconds);
     bn_api_stop(d->api);
+    bn_tracker_close(d->tracker); /* stops its thread; undelivered rows stay in the outbox */
     bn_store_close(d->st);
     unlink(d->url_path);
     for (int i = 0; i < BN_DAEMON_MAX_ROOTS; i++) free(d->roots[i]);
@@ -350,7 +406,8 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL); /* inherited by every thread */
     signal(SIGPIPE, SIG_IGN);
     bn_api_tokens *tokens = NULL;
-    bool started = prepare(&d, &tokens) == 0 && open_store(&d) == 0 && start_workers(&d) == 0;
+    bool started = prepare(&d, &tokens) == 0 && open_store(&d) == 0 && start_workers(&d) == 0 &&
+                   start_tracker(&d) == 0;
     if (!started) bn_api_tokens_free(tokens); /* start_api owns them from here on */
     if (!started || start_api(&d, tokens)) {
         sd_notify(0, "STATUS=start-up failed");

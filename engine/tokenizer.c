@@ -1927,6 +1927,7 @@ int bn_tok_decode(const bn_tok *t, const int32_t *ids, size_t n, unsigned flags,
     }
     buf o = { 0 };
     if (!rc && buf_reserve(&o, 0)) rc = bn_err_set(err, BN_ENOMEM, "decode: out of memory");
+    if (!rc) o.p[0] = 0;
     for (size_t i = 0; i < a.n && !rc; i++) {
         if (!t->has_decoder && i > 0 && buf_add(&o, " ", 1)) rc = BN_ENOMEM;
         if (!rc && buf_add(&o, a.v[i].p ? a.v[i].p : "", a.v[i].n)) rc = BN_ENOMEM;

@@ -2,7 +2,7 @@
 #
 # bn_need TOOL WHY       skip (77) when TOOL is missing, fail under CI=true.
 # bn_start_daemon BUILD DIR [ARGS...]
-#                        starts BUILD/daemon/bitnetd on a free loopback port with its
+#                        starts BUILD/daemon/bitnetd (or $BN_BITNETD) on a free loopback port with its
 #                        state, models and outputs under DIR; sets BN_DAEMON_PID, BN_URL.
 # bn_stop_daemon         SIGTERM, wait up to 30 s, then SIGKILL; only the pid we started.
 
@@ -17,7 +17,7 @@ bn_start_daemon() {
   local build=$1 dir=$2; shift 2
   mkdir -p "$dir/state" "$dir/models" "$dir/outputs"
   rm -f "$dir/state/bitnetd.url"
-  "$build/daemon/bitnetd" --listen 127.0.0.1:0 --state-dir "$dir/state" --model-root "$dir/models" \
+  "${BN_BITNETD:-$build/daemon/bitnetd}" --listen 127.0.0.1:0 --state-dir "$dir/state" --model-root "$dir/models" \
     --output-root "$dir/outputs" "$@" >"$dir/bitnetd.log" 2>&1 </dev/null &
   BN_DAEMON_PID=$!
   local i

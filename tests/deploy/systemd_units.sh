@@ -12,7 +12,7 @@
 # None of this needs systemd running as PID 1 (it works in a container). When the tools
 # are missing the test is skipped (exit 77), except under CI=true where it fails.
 set -euo pipefail
-src=${1:?source root}; bin=${2:?bitnetd binary}
+src=$(realpath "${1:?source root}"); bin=${2:?bitnetd binary}
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 for tool in systemd-analyze systemd-sysusers systemd-tmpfiles; do
