@@ -103,10 +103,12 @@ typedef struct bn_options {
     } evaluate;
 } bn_options;
 
+/* Defaults allocate nothing (bn_options_free on them is a no-op but allowed). */
 void bn_options_default(bn_options *o);
 /* Parses and validates a JSON object (NULL = defaults). Unknown keys and wrong types are
  * rejected; err->msg starts with the JSON path of the offending field ("config.fine_tune.lr: ...").
- * On success *o owns its strings; release with bn_options_free. */
+ * *o is overwritten (pass an uninitialised or freed struct). On success *o owns its
+ * strings; release with bn_options_free. On failure *o holds the defaults. */
 int bn_options_from_json(const struct cJSON *json, bn_options *o, bn_err *err);
 /* The effective options as JSON (for metadata and W&B config); caller frees with cJSON_Delete. */
 struct cJSON *bn_options_to_json(const bn_options *o);

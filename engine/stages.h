@@ -64,6 +64,7 @@ typedef struct bn_ptensor {
 typedef struct bn_metric_kv {
     char key[64];
     double value;
+    int stage;           /* stage that recorded it (for the stage checkpoint) */
 } bn_metric_kv;
 
 typedef struct bn_job_ctx {
@@ -88,6 +89,7 @@ typedef struct bn_job_ctx {
     bn_metric_kv *metrics;        /* use bn_job_metric / bn_job_metric_get */
     size_t n_metrics, cap_metrics;
 
+    uint64_t input_bytes;         /* tensor data bytes of the input on disk */
     bn_stage stage;               /* stage being run */
     double last_update_time;      /* progress rate limiting (internal) */
     double last_update_fraction;
@@ -115,6 +117,13 @@ const bn_calib_stat *bn_job_calib(const bn_job_ctx *ctx, const char *name);
 const char *bn_job_work_path(const bn_job_ctx *ctx, const char *rel, char *buf, size_t len);
 /* true when tensor `name` is preserved by the options' patterns or its role. */
 bool bn_job_is_preserved(const bn_job_ctx *ctx, const char *name, bn_role role, int ndim);
+
+/* Records the compression metrics from ctx->qt; quantized_bytes = bytes of the
+ * quantized weights (export passes the size of quantized/model.safetensors on disk). */
+void bn_job_compression_metrics(bn_job_ctx *ctx, uint64_t quantized_bytes);
+struct cJSON;
+/* Per-tensor statistics as a JSON object (caller owns). */
+struct cJSON *bn_qtensor_stats_json(const bn_qtensor *q);
 
 /* quantized checkpoint I/O (quantize stage; finetune may call save after requantizing) */
 int bn_qt_save(const bn_job_ctx *ctx, const char *path, bn_err *err);

@@ -9,6 +9,7 @@
  */
 #include "tensor.h"
 
+#include <cpuid.h>
 #include <immintrin.h>
 #include <string.h>
 
@@ -145,7 +146,10 @@ static int have_f16c(void)
     int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
     if (v < 0) {
         __builtin_cpu_init();
-        v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+        /* F16C is CPUID leaf 1, ECX bit 29 (clang 14 has no "f16c" cpu_supports name). */
+        unsigned a, b, c, d;
+        int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+        v = __builtin_cpu_supports("avx2") && f16c;
         __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
     }
     return v;
