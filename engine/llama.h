@@ -73,7 +73,8 @@ typedef struct bn_llama_acts {
     bn_llama_float *q;         /* [L, N, H*hd] after bias and RoPE */
     bn_llama_float *k;         /* [L, N, KV*hd] after bias and RoPE */
     bn_llama_float *v;         /* [L, N, KV*hd] */
-    bn_llama_float *att;       /* [L, B, H, T, T] softmax probabilities (upper triangle 0) */
+    bn_llama_float *att;       /* [L, B, H, T, T] softmax probabilities; only j <= t
+                                * (and zeros to the end of t's 64-block) are valid */
     bn_llama_float *atty;      /* [L, N, H*hd] attention output (input of wo) */
     bn_llama_float *res_att;   /* [L, N, D] residual after attention */
     bn_llama_float *ln2;       /* [L, N, D] ffn rmsnorm output (input of w_gate/w_up) */
