@@ -189,11 +189,12 @@ int bn_cli_eval(int argc, char **argv)
                  : text_tokens(a.text, hf, &ids, &n, &err))
         goto fail;
     if (bn_llama_load(hf, &m, &err)) goto fail;
-    if (a.ternary) {
-        bn_err_set(&err, BN_EUNSUPPORTED, "eval: --ternary is not available in this build");
-        goto fail;
-    }
     bn_llama_set_threads(m, a.threads ? a.threads : bn_cpu_count());
+    bool packed = false;
+    if (a.ternary && bn_llama_ternarize(m, a.model, &packed, &err)) goto fail;
+    if (a.ternary && !a.json)
+        printf("ternary    %s\n", packed ? "codes and scales from quantized/model.safetensors"
+                                         : "quantized now (absmean, per channel, tau 0.5)");
     m->act_quant = a.act_quant;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);

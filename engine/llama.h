@@ -158,6 +158,12 @@ int bn_llama_set_tensor(bn_llama *m, bn_role role, int layer, const bn_llama_flo
 int bn_llama_set_linear_codes(bn_llama *m, bn_role role, int layer, const int8_t *codes,
                               const bn_llama_float *scales, int n_scales, bn_err *err);
 
+/* The ternary model: every linear projection (wq wk wv wo w_gate w_up w_down) becomes
+ * scale x code. Codes and scales come from <dir>/quantized/model.safetensors (an output
+ * folder; *from_packed = true) or, when absent, from the engine quantizer (absmean, per
+ * channel, tau 0.5) applied to m's current weights. Embeddings, norms and head stay. */
+int bn_llama_ternarize(bn_llama *m, const char *dir, bool *from_packed, bn_err *err);
+
 /* Forward: tokens int32 [B, T] (each in [0, V)). Logits [B, T, V] in m->acts.logits. */
 int bn_llama_forward(bn_llama *m, const int32_t *tokens, int B, int T, bn_err *err);
 static inline bn_llama_float *bn_llama_logits(const bn_llama *m) { return m->acts.logits; }
