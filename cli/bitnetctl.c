@@ -27,6 +27,7 @@ static const bn_cli_cmd commands[] = {
     { "token", bn_cli_token, "token new NAME --scope read|submit|admin: a bearer token + tokens-file line" },
     { "eval", bn_cli_eval, "eval MODEL_DIR --tokens FILE.u16|--text FILE: mean NLL and perplexity" },
     { "init-model", bn_cli_init_model, "init-model OUT_DIR --shape tiny|25m|tinyllama-1.1b: random Llama HF folder" },
+    { "generate", bn_cli_generate, "generate DIR --prompt TEXT [-n N] [--greedy] [--ternary] [--json]: continue a prompt" },
     { "wandb-sync", bn_cli_wandb_sync, "wandb-sync OUTPUT_DIR|JOB_ID: upload an offline W&B run" },
 };
 

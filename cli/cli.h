@@ -16,6 +16,7 @@ typedef struct bn_cli_cmd {
 int bn_cli_compress(int argc, char **argv);
 int bn_cli_inspect(int argc, char **argv);
 int bn_cli_init_model(int argc, char **argv);
+int bn_cli_generate(int argc, char **argv);
 int bn_cli_eval(int argc, char **argv);
 
 int bn_cli_wandb_sync(int argc, char **argv);
