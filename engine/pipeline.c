@@ -444,13 +444,8 @@ __attribute__((weak)) int bn_stage_finetune(bn_job_ctx *ctx, bn_err *err)
 __attribute__((weak)) int bn_stage_calibrate_restore(bn_job_ctx *ctx, bn_err *err) { (void)ctx; (void)err; return 0; }
 __attribute__((weak)) int bn_stage_evaluate_restore(bn_job_ctx *ctx, bn_err *err) { (void)ctx; (void)err; return 0; }
 __attribute__((weak)) int bn_stage_finetune_restore(bn_job_ctx *ctx, bn_err *err) { (void)ctx; (void)err; return 0; }
-/* PLACEHOLDER: the GGUF writer (kernels engineer) provides the strong definition. */
-__attribute__((weak)) int bn_stage_export_gguf(bn_job_ctx *ctx, const char *out_dir, bn_err *err)
-{
-    (void)out_dir; (void)err;
-    bn_job_event(ctx, "warn", "GGUF export is not available in this build");
-    return 0;
-}
+/* bn_stage_export_gguf: engine/gguf_stage.c (no placeholder: a weak definition here would
+ * win, since a static library member is only pulled in for a still-undefined symbol). */
 
 /* ---- the run ---------------------------------------------------------------------------------- */
 
