@@ -927,12 +927,13 @@ static void classify(bn_tok *t)
         const char *s = t->tok_str[id];
         uint8_t ty;
         float sc = 0.0f;
+        /* As llama.cpp's converter: a special added token is CONTROL even when it is
+         * also the unk token (tokenizer.ggml.unknown_token_id still names it). */
         if (!s) ty = BN_TOK_TYPE_UNUSED;
+        else if (t->is_added[id] && t->is_special[id]) { ty = BN_TOK_TYPE_CONTROL; sc = -1000.0f; }
         else if ((int32_t)id == t->unk_id) { ty = BN_TOK_TYPE_UNKNOWN; sc = -1000.0f; }
-        else if (t->is_added[id]) {
-            ty = t->is_special[id] ? BN_TOK_TYPE_CONTROL : BN_TOK_TYPE_USER_DEFINED;
-            sc = t->is_special[id] ? -1000.0f : 0.0f;
-        } else if (t->kind == BN_TOK_KIND_LLAMA && strlen(s) == 6 && strncmp(s, "<0x", 3) == 0 &&
+        else if (t->is_added[id]) ty = BN_TOK_TYPE_USER_DEFINED;
+        else if (t->kind == BN_TOK_KIND_LLAMA && strlen(s) == 6 && strncmp(s, "<0x", 3) == 0 &&
                    s[5] == '>' && strchr("0123456789ABCDEF", s[3]) && strchr("0123456789ABCDEF", s[4]))
             ty = BN_TOK_TYPE_BYTE;
         else {
