@@ -12,12 +12,6 @@ set -euo pipefail
 src=${1:?source root}; build=${2:?build root}
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-# TEMPORARY while bitnetctl's client commands land (issue 3): quickstart needs them.
-help=$("$build/cli/bitnetctl" --help 2>&1 || true)
-for c in submit watch status; do
-  grep -qE "^  $c " <<< "$help" || { echo "SKIP: bitnetctl has no '$c' command yet"; exit 77; }
-done
-
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/bn-quickstart-XXXXXX")
 export BN_BUILD_DIR=$build BN_VAR_DIR=$tmp/var BN_SKIP_DEPS=1
 cleanup() {
