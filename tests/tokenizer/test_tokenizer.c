@@ -5,6 +5,7 @@
  * facts (types, scores, merges), and precise errors for malformed input.
  * The expected ids follow from each document's own vocab and merge ranks. */
 #include <check.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -339,6 +340,20 @@ START_TEST(errors)
     expect_load_error("{\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"Regex\":\"\\\\p{Foo}\"}},"
                       "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}",
                       NULL, BN_EUNSUPPORTED, "\\p{Foo}");
+    /* hostile patterns fail cleanly instead of exhausting the stack or memory */
+    char deep[400];
+    memset(deep, '(', 200);
+    memset(deep + 200, ')', 200);
+    char doc[1024];
+    snprintf(doc, sizeof doc, "{\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"Regex\":\"%.400s\"}},"
+             "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}", deep);
+    expect_load_error(doc, NULL, BN_EUNSUPPORTED, "nested too deeply");
+    expect_load_error("{\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"Regex\":\"((a{1000}){1000}){1000}\"}},"
+                      "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}",
+                      NULL, BN_EUNSUPPORTED, "too large");
+    expect_load_error("{\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"Regex\":\"(a*)*\"}},"
+                      "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}",
+                      NULL, BN_EUNSUPPORTED, "empty-matching");
     expect_load_error("{\"normalizer\":{\"type\":\"BertNormalizer\"},"
                       "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}",
                       NULL, BN_EUNSUPPORTED, "normalizer.type");
@@ -398,6 +413,50 @@ START_TEST(encode_file)
 }
 END_TEST
 
+/* One bn_tok shared by several threads: results equal the single-threaded ones. */
+typedef struct job { const bn_tok *t; int32_t got[64]; size_t n; int rc; } job;
+static const char *THREAD_TEXT = "the the  a\n\xc3\xa9 it's 12345 <|eot|> the";
+
+static void *encode_many(void *arg)
+{
+    job *j = arg;
+    for (int rep = 0; rep < 200 && !j->rc; rep++) {
+        bn_tok_ids ids = { 0 };
+        j->rc = bn_tok_encode(j->t, THREAD_TEXT, strlen(THREAD_TEXT), 0, &ids, NULL);
+        j->n = ids.n < 64 ? ids.n : 64;
+        memcpy(j->got, ids.ids, j->n * sizeof *ids.ids);
+        char *s = NULL;
+        size_t len;
+        if (!j->rc) j->rc = bn_tok_decode(j->t, ids.ids, ids.n, 0, &s, &len, NULL);
+        if (!j->rc && strcmp(s, THREAD_TEXT) != 0) j->rc = -1;
+        free(s);
+        bn_tok_ids_free(&ids);
+    }
+    return NULL;
+}
+
+START_TEST(threads)
+{
+    bn_tok *t = load(bl_json(LLAMA3_PRE, "{\"type\":\"NFC\"}"), NULL);
+    job one = { t, { 0 }, 0, 0 };
+    encode_many(&one);
+    ck_assert_int_eq(one.rc, 0);
+    pthread_t th[4];
+    job jobs[4];
+    for (int i = 0; i < 4; i++) {
+        jobs[i] = (job){ t, { 0 }, 0, 0 };
+        ck_assert_int_eq(pthread_create(&th[i], NULL, encode_many, &jobs[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_int_eq(jobs[i].rc, 0);
+        ck_assert_uint_eq(jobs[i].n, one.n);
+        ck_assert_mem_eq(jobs[i].got, one.got, one.n * sizeof one.got[0]);
+    }
+    bn_tok_free(t);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("tokenizer");
@@ -413,6 +472,7 @@ int main(void)
     tcase_add_test(tc, bl_nfc);
     tcase_add_test(tc, errors);
     tcase_add_test(tc, encode_file);
+    tcase_add_test(tc, threads);
     suite_add_tcase(s, tc);
     return bn_test_run(s);
 }
