@@ -308,6 +308,45 @@ START_TEST(bl_nfc)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- Split behaviours */
+
+/* vocab: a b c ' ' ab "ab " 1 2 12 <unk>; merges: a b, ab ' ', 1 2 */
+static char *split_json(const char *pre)
+{
+    static char buf[2048];
+    snprintf(buf, sizeof buf,
+             "{\"pre_tokenizer\":%s,\"model\":{\"type\":\"BPE\",\"unk_token\":\"<unk>\",\"vocab\":"
+             "{\"a\":0,\"b\":1,\"c\":2,\" \":3,\"ab\":4,\"ab \":5,\"1\":6,\"2\":7,\"12\":8,\"<unk>\":9},"
+             "\"merges\":[\"a b\",[\"ab\",\" \"],\"1 2\"]}}", pre);
+    return buf;
+}
+
+static void split_case(const char *pre, const char *text, const int32_t *want, size_t n)
+{
+    bn_tok *t = load(split_json(pre), NULL);
+    expect(t, text, 0, want, n);
+    bn_tok_free(t);
+}
+#define SPLIT(pre, text, ...) do { \
+    const int32_t w_[] = { __VA_ARGS__ }; split_case(pre, text, w_, sizeof w_ / sizeof w_[0]); } while (0)
+#define SPLIT_PRE(behavior, pattern, invert) \
+    "{\"type\":\"Split\",\"pattern\":" pattern ",\"behavior\":\"" behavior "\",\"invert\":" invert "}"
+
+START_TEST(split_behaviours)
+{
+    SPLIT("null", "ab ab", 5, 4);           /* no pre-tokenizer: one word, "ab " forms */
+    SPLIT(SPLIT_PRE("Isolated", "{\"String\":\" \"}", "false"), "ab ab", 4, 3, 4);
+    SPLIT(SPLIT_PRE("Removed", "{\"String\":\" \"}", "false"), "ab ab", 4, 4);
+    SPLIT(SPLIT_PRE("MergedWithPrevious", "{\"String\":\" \"}", "false"), "ab ab", 5, 4);
+    SPLIT(SPLIT_PRE("MergedWithNext", "{\"Regex\":\" \"}", "false"), "ab ab", 4, 3, 4);
+    SPLIT(SPLIT_PRE("Isolated", "{\"Regex\":\"b\"}", "true"), "ab ab", 1, 1);
+    SPLIT("{\"type\":\"Digits\",\"individual_digits\":true}", "a12", 0, 6, 7);
+    SPLIT("{\"type\":\"Digits\",\"individual_digits\":false}", "a12", 0, 8);
+    SPLIT("{\"type\":\"Digits\"}", "c", 2);
+    SPLIT("null", "x", 9);                  /* no byte fallback: <unk> */
+}
+END_TEST
+
 /* ---------------------------------------------------------------- errors */
 
 static void expect_load_error(const char *json, const char *cfg, int code, const char *needle)
@@ -470,6 +509,7 @@ int main(void)
     tcase_add_test(tc, bl_gpt2);
     tcase_add_test(tc, bl_llama3_regex);
     tcase_add_test(tc, bl_nfc);
+    tcase_add_test(tc, split_behaviours);
     tcase_add_test(tc, errors);
     tcase_add_test(tc, encode_file);
     tcase_add_test(tc, threads);
