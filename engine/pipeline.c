@@ -246,6 +246,7 @@ int bn_stage_quantize(bn_job_ctx *ctx, bn_err *err)
         int layer;
         bn_role role = bn_hf_role_of(t->name, &layer);
         if (!bn_job_is_preserved(ctx, t->name, role, t->ndim)) {
+            bn_st_tensor_prefetch(t);
             rc = quantize_one(ctx, t, role, layer, &ctx->qt[ctx->n_qt], err);
             ctx->n_qt++;
             if (!rc && ctx->opt->calibration.refine_scales && bn_job_calib(ctx, t->name)) refined++;
