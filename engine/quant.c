@@ -17,6 +17,8 @@
  */
 #include "quant.h"
 
+#include "cpu.h"
+
 #include <immintrin.h>
 #include <math.h>
 #include <pthread.h>
@@ -289,13 +291,10 @@ typedef struct {
 
 bool bn_quant_isa_available(bn_isa isa)
 {
-    __builtin_cpu_init();
     switch (isa) {
     case BN_ISA_AUTO: case BN_ISA_SCALAR: return true;
-    case BN_ISA_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
-    case BN_ISA_AVX512:
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    case BN_ISA_AVX2: return bn_cpu_has_f16c();
+    case BN_ISA_AVX512: return bn_cpu_has_avx512() && bn_cpu_has_f16c();
     }
     return false;
 }

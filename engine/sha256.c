@@ -5,6 +5,8 @@
  * bn_sha256_force_portable lets a test check the other. */
 #include "sha256.h"
 
+#include "cpu.h"
+
 #include <errno.h>
 #include <immintrin.h>
 #include <stdbool.h>
@@ -94,8 +96,7 @@ static void blocks(uint32_t h[8], const uint8_t *p, size_t nblocks)
 {
     int hw = __atomic_load_n(&use_shani, __ATOMIC_RELAXED);
     if (hw < 0) {
-        __builtin_cpu_init();
-        hw = __builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1") ? 1 : 0;
+        hw = bn_cpu_has_sha() ? 1 : 0;
         __atomic_store_n(&use_shani, hw, __ATOMIC_RELAXED);
     }
     if (hw) {

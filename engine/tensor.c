@@ -12,6 +12,8 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "cpu.h"
+
 static const struct { const char *name; size_t size; int is_float; } dtype_info[BN_DTYPE_COUNT] = {
     [BN_DTYPE_F32] = { "F32", 4, 1 },  [BN_DTYPE_F16] = { "F16", 2, 1 },
     [BN_DTYPE_BF16] = { "BF16", 2, 1 }, [BN_DTYPE_I8] = { "I8", 1, 0 },
@@ -144,8 +146,7 @@ static int have_f16c(void)
     static int cached = -1;
     int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
     if (v < 0) {
-        __builtin_cpu_init();
-        v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+        v = bn_cpu_has_f16c();
         __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
     }
     return v;
