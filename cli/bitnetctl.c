@@ -16,8 +16,18 @@
 static const bn_cli_cmd commands[] = {
     { "compress", bn_cli_compress, "compress MODEL_DIR OUT_DIR: run the pipeline in-process" },
     { "inspect", bn_cli_inspect, "inspect FILE: summary of a safetensors file or model folder" },
+    { "submit", bn_cli_submit, "submit MODEL [--output NAME] [--config FILE|JSON] [--wait]: queue a job on bitnetd" },
+    { "status", bn_cli_status, "status ID: a job's status, stage, progress, ETA, error" },
+    { "watch", bn_cli_watch, "watch ID: live progress bars per stage, then the metrics table" },
+    { "list", bn_cli_list, "list [--status S] [--limit N]: jobs, newest first" },
+    { "cancel", bn_cli_cancel, "cancel ID: cancel a queued or running job" },
+    { "logs", bn_cli_logs, "logs ID [--follow]: a job's events" },
+    { "artifacts", bn_cli_artifacts, "artifacts ID: files of a job's output folder" },
+    { "fetch", bn_cli_fetch, "fetch ID PATH [-o FILE]: download one artifact" },
+    { "token", bn_cli_token, "token new NAME --scope read|submit|admin: a bearer token + tokens-file line" },
     { "eval", bn_cli_eval, "eval MODEL_DIR --tokens FILE.u16|--text FILE: mean NLL and perplexity" },
     { "init-model", bn_cli_init_model, "init-model OUT_DIR --shape tiny|25m|tinyllama-1.1b: random Llama HF folder" },
+    { "generate", bn_cli_generate, "generate DIR --prompt TEXT [-n N] [--greedy] [--ternary] [--json]: continue a prompt" },
     { "wandb-sync", bn_cli_wandb_sync, "wandb-sync OUTPUT_DIR|JOB_ID: upload an offline W&B run" },
 };
 

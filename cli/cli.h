@@ -16,9 +16,21 @@ typedef struct bn_cli_cmd {
 int bn_cli_compress(int argc, char **argv);
 int bn_cli_inspect(int argc, char **argv);
 int bn_cli_init_model(int argc, char **argv);
+int bn_cli_generate(int argc, char **argv);
 int bn_cli_eval(int argc, char **argv);
 
 int bn_cli_wandb_sync(int argc, char **argv);
+
+/* daemon client commands (client.c) */
+int bn_cli_submit(int argc, char **argv);
+int bn_cli_status(int argc, char **argv);
+int bn_cli_watch(int argc, char **argv);
+int bn_cli_list(int argc, char **argv);
+int bn_cli_cancel(int argc, char **argv);
+int bn_cli_logs(int argc, char **argv);
+int bn_cli_artifacts(int argc, char **argv);
+int bn_cli_fetch(int argc, char **argv);
+int bn_cli_token(int argc, char **argv);
 
 /* Prints "bitnetctl: <msg>" to stderr. */
 void bn_cli_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

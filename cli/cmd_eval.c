@@ -20,6 +20,7 @@
 #include "hf.h"
 #include "llama.h"
 #include "parallel.h"
+#include "tokenizer.h"
 
 typedef struct eval_args {
     const char *model, *text, *tokens;
@@ -122,15 +123,31 @@ static int read_tokens(const char *path, int vocab, int32_t **ids, size_t *n, bn
     return 0;
 }
 
+/* Encodes a text file with the model folder's tokenizer: paragraphs at blank lines,
+ * each with the tokenizer's BOS (the layout of the shared .u16 corpora). */
 static int text_tokens(const char *path, const bn_hf_model *hf, int32_t **ids, size_t *n,
                        bn_err *err)
 {
-    (void)hf;
-    (void)ids;
-    (void)n;
-    return bn_err_set(err, BN_EUNSUPPORTED,
-                      "%s: --text needs the tokenizer, which this build lacks; use --tokens",
-                      path);
+    bn_tok *tok;
+    int rc = bn_tok_load(hf->dir, &tok, err);
+    if (rc) return rc;
+    bn_tok_ids v = { 0 };
+    rc = bn_tok_encode_file(tok, path, BN_TOK_ADD_SPECIAL, &v, NULL, err);
+    bn_tok_free(tok);
+    if (rc) {
+        bn_tok_ids_free(&v);
+        return rc;
+    }
+    for (size_t i = 0; i < v.n; i++)
+        if (v.ids[i] < 0 || v.ids[i] >= hf->cfg.vocab_size) {
+            rc = bn_err_set(err, BN_EFORMAT, "%s: token id %d outside the model's vocab %d",
+                            path, v.ids[i], hf->cfg.vocab_size);
+            bn_tok_ids_free(&v);
+            return rc;
+        }
+    *ids = v.ids; /* ownership moves to the caller (free) */
+    *n = v.n;
+    return 0;
 }
 
 static void print_result(const eval_args *a, const bn_llama_eval_result *r, int ctx,
@@ -172,11 +189,12 @@ int bn_cli_eval(int argc, char **argv)
                  : text_tokens(a.text, hf, &ids, &n, &err))
         goto fail;
     if (bn_llama_load(hf, &m, &err)) goto fail;
-    if (a.ternary) {
-        bn_err_set(&err, BN_EUNSUPPORTED, "eval: --ternary is not available in this build");
-        goto fail;
-    }
     bn_llama_set_threads(m, a.threads ? a.threads : bn_cpu_count());
+    bool packed = false;
+    if (a.ternary && bn_llama_ternarize(m, a.model, &packed, &err)) goto fail;
+    if (a.ternary && !a.json)
+        printf("ternary    %s\n", packed ? "codes and scales from quantized/model.safetensors"
+                                         : "quantized now (absmean, per channel, tau 0.5)");
     m->act_quant = a.act_quant;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);

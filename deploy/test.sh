@@ -33,4 +33,7 @@ TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
   run_suite build-tsan -Db_sanitize=thread -Db_lundef=false -Dbench=false -- \
   --suite unit --suite integration --timeout-multiplier 4
 
+echo "== libFuzzer harnesses (${BN_FUZZ_SECONDS:-60} s each)"
+BN_FUZZ_BUILD=build-fuzz bash deploy/fuzz.sh
+
 echo "== all test runs passed"

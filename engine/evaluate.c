@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "evalcore.h"
+#include "tk_stage.h"
 
 #define EVAL_MAX_ACCURACY_DROP 0.10
 
@@ -131,6 +132,7 @@ int bn_stage_evaluate(bn_job_ctx *ctx, bn_err *err)
     bn_job_work_path(ctx, BN_EVAL_TOKENS_FILE, path, sizeof path);
     bn_eval_tokens t;
     bn_err e2 = {0};
+    bn_tk_job_speedup(ctx); /* kern: measured kernel speedup (needs no text) */
     if (bn_eval_tokens_load(path, &t, &e2) != BN_OK) {
         bn_job_event(ctx, "warn", "no evaluation text (calibration disabled or failed): post-"
                      "compression perplexity, dequantization accuracy and gradient flow not measured");

@@ -704,7 +704,10 @@ static void attention_forward_task(void *vctx, int task, int thread)
         real sum = exp_sub_sum(p, t + 1, vmax(p, t + 1));
         real inv = 1.0f / sum;
         for (size_t j = 0; j <= t; j++) p[j] *= inv;
-        memset(p + t + 1, 0, (T - t - 1) * sizeof(real));
+        /* zero to the end of the row's causal block only: nothing reads further */
+        size_t end = (t / ATT_BLOCK + 1) * ATT_BLOCK;
+        if (end > T) end = T;
+        if (end > t + 1) memset(p + t + 1, 0, (end - t - 1) * sizeof(real));
     }
     for (size_t r0 = 0; r0 < T; r0 += ATT_BLOCK) {
         size_t nr = T - r0 < ATT_BLOCK ? T - r0 : ATT_BLOCK, nk = r0 + nr;

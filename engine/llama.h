@@ -73,7 +73,8 @@ typedef struct bn_llama_acts {
     bn_llama_float *q;         /* [L, N, H*hd] after bias and RoPE */
     bn_llama_float *k;         /* [L, N, KV*hd] after bias and RoPE */
     bn_llama_float *v;         /* [L, N, KV*hd] */
-    bn_llama_float *att;       /* [L, B, H, T, T] softmax probabilities (upper triangle 0) */
+    bn_llama_float *att;       /* [L, B, H, T, T] softmax probabilities; only j <= t
+                                * (and zeros to the end of t's 64-block) are valid */
     bn_llama_float *atty;      /* [L, N, H*hd] attention output (input of wo) */
     bn_llama_float *res_att;   /* [L, N, D] residual after attention */
     bn_llama_float *ln2;       /* [L, N, D] ffn rmsnorm output (input of w_gate/w_up) */
@@ -156,6 +157,12 @@ int bn_llama_set_tensor(bn_llama *m, bn_role role, int layer, const bn_llama_flo
  * pass n_scales = 1 for one per-tensor scale). codes are -1/0/+1 (any int8 accepted). */
 int bn_llama_set_linear_codes(bn_llama *m, bn_role role, int layer, const int8_t *codes,
                               const bn_llama_float *scales, int n_scales, bn_err *err);
+
+/* The ternary model: every linear projection (wq wk wv wo w_gate w_up w_down) becomes
+ * scale x code. Codes and scales come from <dir>/quantized/model.safetensors (an output
+ * folder; *from_packed = true) or, when absent, from the engine quantizer (absmean, per
+ * channel, tau 0.5) applied to m's current weights. Embeddings, norms and head stay. */
+int bn_llama_ternarize(bn_llama *m, const char *dir, bool *from_packed, bn_err *err);
 
 /* Forward: tokens int32 [B, T] (each in [0, V)). Logits [B, T, V] in m->acts.logits. */
 int bn_llama_forward(bn_llama *m, const int32_t *tokens, int B, int T, bn_err *err);

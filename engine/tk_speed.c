@@ -9,6 +9,8 @@
  */
 #include "tkernels.h"
 
+#include "hf.h"
+
 #include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,4 +154,15 @@ int bn_tk_measure_speedup(const bn_tk_shape *shapes, int n_shapes, int batch, in
     *gemv_speedup = bv / tv;
     *gemm_speedup = bm / tm;
     return BN_OK;
+}
+
+int bn_tk_model_shapes(const struct bn_model_config *c, bn_tk_shape shapes[5])
+{
+    int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim, L = c->n_layers;
+    shapes[0] = (bn_tk_shape){qd, c->dim, L};                 /* wq */
+    shapes[1] = (bn_tk_shape){kvd, c->dim, 2 * L};            /* wk, wv */
+    shapes[2] = (bn_tk_shape){c->dim, qd, L};                 /* wo */
+    shapes[3] = (bn_tk_shape){c->hidden_dim, c->dim, 2 * L};  /* w_gate, w_up */
+    shapes[4] = (bn_tk_shape){c->dim, c->hidden_dim, L};      /* w_down */
+    return 5;
 }

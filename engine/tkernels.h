@@ -102,4 +102,9 @@ int bn_tk_measure_speedup(const bn_tk_shape *shapes, int n_shapes, int batch, in
                           double budget_ms, double *gemv_speedup, double *gemm_speedup,
                           bn_err *err);
 
+/* The linear-layer shapes of a Llama-family model (q, k+v, o, gate+up, down with their
+ * per-forward counts) into shapes[5]; returns how many were filled. */
+struct bn_model_config;
+int bn_tk_model_shapes(const struct bn_model_config *cfg, bn_tk_shape shapes[5]);
+
 #endif

@@ -9,6 +9,7 @@
  */
 #include "tok_internal.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -96,18 +97,18 @@ int bn_tok_utf8_decode_all(const char *s, size_t len, uint32_t **cps, size_t **o
 enum { ASCII_SPACE = 1, ASCII_ALPHA = 2 };
 static uint32_t ascii_gc[128];
 static unsigned char ascii_flags[128];
-static int ascii_ready; /* benign race: every thread writes the same values */
+static pthread_once_t ascii_once = PTHREAD_ONCE_INIT;
 
-static void ascii_init(void)
+static void ascii_fill(void)
 {
-    if (__atomic_load_n(&ascii_ready, __ATOMIC_ACQUIRE)) return;
     for (int c = 0; c < 128; c++) {
         ascii_gc[c] = (uint32_t)U_GET_GC_MASK(c);
         ascii_flags[c] = (unsigned char)((u_isUWhiteSpace(c) ? ASCII_SPACE : 0) |
                                          (u_isUAlphabetic(c) ? ASCII_ALPHA : 0));
     }
-    __atomic_store_n(&ascii_ready, 1, __ATOMIC_RELEASE);
 }
+
+static void ascii_init(void) { pthread_once(&ascii_once, ascii_fill); }
 
 uint32_t bn_tok_uc_gc_mask(uint32_t cp)
 {

@@ -927,12 +927,13 @@ static void classify(bn_tok *t)
         const char *s = t->tok_str[id];
         uint8_t ty;
         float sc = 0.0f;
+        /* As llama.cpp's converter: a special added token is CONTROL even when it is
+         * also the unk token (tokenizer.ggml.unknown_token_id still names it). */
         if (!s) ty = BN_TOK_TYPE_UNUSED;
+        else if (t->is_added[id] && t->is_special[id]) { ty = BN_TOK_TYPE_CONTROL; sc = -1000.0f; }
         else if ((int32_t)id == t->unk_id) { ty = BN_TOK_TYPE_UNKNOWN; sc = -1000.0f; }
-        else if (t->is_added[id]) {
-            ty = t->is_special[id] ? BN_TOK_TYPE_CONTROL : BN_TOK_TYPE_USER_DEFINED;
-            sc = t->is_special[id] ? -1000.0f : 0.0f;
-        } else if (t->kind == BN_TOK_KIND_LLAMA && strlen(s) == 6 && strncmp(s, "<0x", 3) == 0 &&
+        else if (t->is_added[id]) ty = BN_TOK_TYPE_USER_DEFINED;
+        else if (t->kind == BN_TOK_KIND_LLAMA && strlen(s) == 6 && strncmp(s, "<0x", 3) == 0 &&
                    s[5] == '>' && strchr("0123456789ABCDEF", s[3]) && strchr("0123456789ABCDEF", s[4]))
             ty = BN_TOK_TYPE_BYTE;
         else {
@@ -1777,28 +1778,57 @@ int bn_tok_encode(const bn_tok *t, const char *text, size_t len, unsigned flags,
 
 /* ------------------------------------------------------------------ decode */
 
-typedef struct strlist { buf *v; size_t n, cap; } strlist;
+/* The decoder steps work on a list of pieces kept in one buffer: piece i is
+ * data[off[i] .. off[i+1]), with a flag telling whether it is an added token (the
+ * ByteLevel decoder passes those through unchanged). No allocation per piece. */
+typedef struct pieces {
+    buf data;
+    size_t *off;     /* n + 1 offsets */
+    uint8_t *added;
+    size_t n, cap;
+} pieces;
 
-static buf *sl_add(strlist *l, const char *s, size_t n)
+static int pc_begin(pieces *p, int added)
 {
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 32;
-        buf *nv = realloc(l->v, cap * sizeof *nv);
-        if (!nv) return NULL;
-        l->v = nv;
-        l->cap = cap;
+    if (p->n + 2 > p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 64;
+        while (cap < p->n + 2) cap *= 2;
+        size_t *no = realloc(p->off, cap * sizeof *no);
+        if (!no) return -1;
+        p->off = no;
+        uint8_t *na = realloc(p->added, cap);
+        if (!na) return -1;
+        p->added = na;
+        p->cap = cap;
     }
-    buf *b = &l->v[l->n++];
-    *b = (buf){ 0 };
-    if (buf_add(b, s, n)) return NULL;
-    return b;
+    if (p->n == 0) p->off[0] = p->data.n;
+    p->added[p->n] = (uint8_t)added;
+    p->n++;
+    p->off[p->n] = p->data.n;
+    return 0;
 }
 
-static void sl_free(strlist *l)
+/* Appends bytes to the last piece. */
+static int pc_add(pieces *p, const char *s, size_t n)
 {
-    for (size_t i = 0; i < l->n; i++) free(l->v[i].p);
-    free(l->v);
-    *l = (strlist){ 0 };
+    if (buf_add(&p->data, s, n)) return -1;
+    p->off[p->n] = p->data.n;
+    return 0;
+}
+
+static int pc_push(pieces *p, const char *s, size_t n, int added)
+{
+    return pc_begin(p, added) || pc_add(p, s, n) ? -1 : 0;
+}
+
+static void pc_reset(pieces *p) { p->n = 0; p->data.n = 0; }
+
+static void pc_free(pieces *p)
+{
+    free(p->data.p);
+    free(p->off);
+    free(p->added);
+    *p = (pieces){ 0 };
 }
 
 static int hexdig(char c)
@@ -1809,97 +1839,96 @@ static int hexdig(char c)
     return -1;
 }
 
-/* One decoder step: in -> out (out starts empty). */
-static int dec_apply(const bn_tok *t, const dec_step *d, strlist *in, strlist *out)
+/* Appends s[0..n) with every occurrence of pat replaced by rep. */
+static int add_replaced(pieces *o, const char *s, size_t n, const char *pat, size_t plen,
+                        const char *rep, size_t rlen)
 {
-    switch (d->type) {
-    case DEC_REPLACE: case DEC_METASPACE: {
-        const char *rep = d->type == DEC_METASPACE ? " " : d->b;
-        size_t replen = d->type == DEC_METASPACE ? 1 : d->blen;
-        for (size_t i = 0; i < in->n; i++) {
-            buf *o = sl_add(out, "", 0);
-            if (!o) return -1;
-            const char *s = in->v[i].p ? in->v[i].p : "";
-            size_t n = in->v[i].n, j = 0;
-            while (j < n) {
-                const char *hit = d->alen <= n - j ? memmem(s + j, n - j, d->a, d->alen) : NULL;
-                size_t upto = hit ? (size_t)(hit - s) : n;
-                if (buf_add(o, s + j, upto - j)) return -1;
-                if (!hit) break;
-                if (buf_add(o, rep, replen)) return -1;
-                j = upto + d->alen;
-            }
-            if (d->type == DEC_METASPACE && i == 0 && o->n && o->p[0] == ' ') {
-                memmove(o->p, o->p + 1, o->n);
-                o->n--;
-            }
-        }
-        return 0;
+    size_t j = 0;
+    while (j < n) {
+        const char *hit = plen <= n - j ? memmem(s + j, n - j, pat, plen) : NULL;
+        size_t upto = hit ? (size_t)(hit - s) : n;
+        if (pc_add(o, s + j, upto - j)) return -1;
+        if (!hit) break;
+        if (pc_add(o, rep, rlen)) return -1;
+        j = upto + plen;
     }
-    case DEC_BYTEFALLBACK: {
-        buf *run = NULL;
-        for (size_t i = 0; i < in->n; i++) {
-            const buf *b = &in->v[i];
+    return 0;
+}
+
+/* One decoder step: in -> out (out starts empty). */
+static int dec_apply(const dec_step *d, const pieces *in, pieces *out)
+{
+    uint32_t b2u[256];
+    int16_t u2b[512];
+    int in_run = 0;
+    if (d->type == DEC_BYTELEVEL) bytelevel_tables(b2u, u2b);
+    if (d->type == DEC_FUSE && pc_begin(out, 0)) return -1;
+    for (size_t i = 0; i < in->n; i++) {
+        const char *s = in->data.p + in->off[i];
+        size_t n = in->off[i + 1] - in->off[i];
+        int added = in->added[i];
+        switch (d->type) {
+        case DEC_REPLACE:
+            if (pc_begin(out, added) || add_replaced(out, s, n, d->a, d->alen, d->b, d->blen)) return -1;
+            break;
+        case DEC_METASPACE: {
+            if (pc_begin(out, added)) return -1;
+            size_t start = out->data.n;
+            if (add_replaced(out, s, n, d->a, d->alen, " ", 1)) return -1;
+            if (i == 0 && out->data.n > start && out->data.p[start] == ' ') {
+                memmove(out->data.p + start, out->data.p + start + 1, out->data.n - start - 1);
+                out->data.n--;
+                out->off[out->n] = out->data.n;
+            }
+            break;
+        }
+        case DEC_BYTEFALLBACK: {
             int hi, lo;
-            if (b->n == 6 && memcmp(b->p, "<0x", 3) == 0 && b->p[5] == '>' &&
-                (hi = hexdig(b->p[3])) >= 0 && (lo = hexdig(b->p[4])) >= 0) {
+            if (n == 6 && memcmp(s, "<0x", 3) == 0 && s[5] == '>' && (hi = hexdig(s[3])) >= 0 &&
+                (lo = hexdig(s[4])) >= 0) {
                 char c = (char)(hi * 16 + lo);
-                if (!run && !(run = sl_add(out, "", 0))) return -1;
-                if (buf_add(run, &c, 1)) return -1;
+                if ((!in_run && pc_begin(out, 0)) || pc_add(out, &c, 1)) return -1;
+                in_run = 1;
             } else {
-                run = NULL;
-                if (!sl_add(out, b->p ? b->p : "", b->n)) return -1;
+                in_run = 0;
+                if (pc_push(out, s, n, added)) return -1;
             }
+            break;
         }
-        return 0;
-    }
-    case DEC_FUSE: {
-        buf *o = sl_add(out, "", 0);
-        if (!o) return -1;
-        for (size_t i = 0; i < in->n; i++)
-            if (buf_add(o, in->v[i].p ? in->v[i].p : "", in->v[i].n)) return -1;
-        return 0;
-    }
-    case DEC_STRIP:
-        for (size_t i = 0; i < in->n; i++) {
-            const char *s = in->v[i].p ? in->v[i].p : "";
-            size_t a = 0, b = in->v[i].n;
+        case DEC_FUSE:
+            if (pc_add(out, s, n)) return -1;
+            break;
+        case DEC_STRIP: {
+            size_t a = 0, b = n;
             for (int k = 0; k < d->start && b - a >= d->alen && memcmp(s + a, d->a, d->alen) == 0; k++) a += d->alen;
             for (int k = 0; k < d->stop && b - a >= d->alen && memcmp(s + b - d->alen, d->a, d->alen) == 0; k++) b -= d->alen;
-            if (!sl_add(out, s + a, b - a)) return -1;
+            if (pc_push(out, s + a, b - a, added)) return -1;
+            break;
         }
-        return 0;
-    default: { /* DEC_BYTELEVEL: runs of non-added tokens back to bytes */
-        uint32_t b2u[256];
-        int16_t u2b[512];
-        bytelevel_tables(b2u, u2b);
-        buf *run = NULL;
-        for (size_t i = 0; i < in->n; i++) {
-            const buf *b = &in->v[i];
-            const char *s = b->p ? b->p : "";
-            int32_t id = sm_get(&t->all_map, s, b->n);
-            if (id >= 0 && t->is_added[id]) {
-                run = NULL;
-                if (!sl_add(out, s, b->n)) return -1;
-                continue;
+        default: /* DEC_BYTELEVEL: runs of non-added pieces back to raw bytes */
+            if (added) {
+                in_run = 0;
+                if (pc_push(out, s, n, 1)) return -1;
+                break;
             }
-            if (!run && !(run = sl_add(out, "", 0))) return -1;
-            size_t j = 0;
-            while (j < b->n) {
+            if (!in_run && pc_begin(out, 0)) return -1;
+            in_run = 1;
+            for (size_t j = 0; j < n;) {
                 size_t k = j;
                 uint32_t cp;
-                if (bn_tok_utf8_next(s, b->n, &k, &cp) != 0) k = j + 1, cp = 0xFFFD;
-                char c[4];
-                size_t cl;
-                if (cp < 512 && u2b[cp] >= 0) { c[0] = (char)u2b[cp]; cl = 1; }
-                else { memcpy(c, s + j, k - j); cl = k - j; } /* outside the alphabet: as is */
-                if (buf_add(run, c, cl)) return -1;
+                if (bn_tok_utf8_next(s, n, &k, &cp) != 0) k = j + 1, cp = 0xFFFD;
+                if (cp < 512 && u2b[cp] >= 0) {
+                    char c = (char)u2b[cp];
+                    if (pc_add(out, &c, 1)) return -1;
+                } else if (pc_add(out, s + j, k - j)) { /* outside the alphabet: as is */
+                    return -1;
+                }
                 j = k;
             }
+            break;
         }
-        return 0;
     }
-    }
+    return 0;
 }
 
 int bn_tok_decode(const bn_tok *t, const int32_t *ids, size_t n, unsigned flags,
@@ -1907,7 +1936,7 @@ int bn_tok_decode(const bn_tok *t, const int32_t *ids, size_t n, unsigned flags,
 {
     *out = NULL;
     *out_len = 0;
-    strlist a = { 0 }, b = { 0 };
+    pieces a = { 0 }, b = { 0 };
     int rc = 0;
     for (size_t i = 0; i < n && !rc; i++) {
         int32_t id = ids[i];
@@ -1916,25 +1945,28 @@ int bn_tok_decode(const bn_tok *t, const int32_t *ids, size_t n, unsigned flags,
                             id, i, t->n_ids);
         else if ((flags & BN_TOK_SKIP_SPECIAL) && t->is_special[id])
             continue;
-        else if (!sl_add(&a, t->tok_str[id], strlen(t->tok_str[id])))
+        else if (pc_push(&a, t->tok_str[id], strlen(t->tok_str[id]), t->is_added[id]))
             rc = bn_err_set(err, BN_ENOMEM, "decode: out of memory");
     }
     for (size_t k = 0; k < t->n_dec && !rc; k++) {
-        if (dec_apply(t, &t->dec[k], &a, &b)) { rc = bn_err_set(err, BN_ENOMEM, "decode: out of memory"); break; }
-        sl_free(&a);
-        a = b;
-        b = (strlist){ 0 };
+        pc_reset(&b);
+        if (dec_apply(&t->dec[k], &a, &b)) { rc = bn_err_set(err, BN_ENOMEM, "decode: out of memory"); break; }
+        pieces x = a; a = b; b = x;
     }
     buf o = { 0 };
-    if (!rc && buf_reserve(&o, 0)) rc = bn_err_set(err, BN_ENOMEM, "decode: out of memory");
-    if (!rc) o.p[0] = 0;
-    for (size_t i = 0; i < a.n && !rc; i++) {
-        if (!t->has_decoder && i > 0 && buf_add(&o, " ", 1)) rc = BN_ENOMEM;
-        if (!rc && buf_add(&o, a.v[i].p ? a.v[i].p : "", a.v[i].n)) rc = BN_ENOMEM;
-        if (rc) bn_err_set(err, BN_ENOMEM, "decode: out of memory");
+    if (!rc && buf_reserve(&o, a.data.n + a.n)) rc = bn_err_set(err, BN_ENOMEM, "decode: out of memory");
+    if (!rc) {
+        /* without a decoder the pieces are joined with spaces, as transformers.js does */
+        for (size_t i = 0; i < a.n; i++) {
+            if (!t->has_decoder && i > 0) o.p[o.n++] = ' ';
+            size_t pl = a.off[i + 1] - a.off[i];
+            memcpy(o.p + o.n, a.data.p + a.off[i], pl);
+            o.n += pl;
+        }
+        o.p[o.n] = 0;
     }
-    sl_free(&a);
-    sl_free(&b);
+    pc_free(&a);
+    pc_free(&b);
     if (rc) { free(o.p); return rc; }
     *out = o.p;
     *out_len = o.n;

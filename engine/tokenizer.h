@@ -36,7 +36,8 @@ typedef enum bn_tok_kind {
 typedef enum bn_tok_type {
     BN_TOK_TYPE_NORMAL = 1,
     BN_TOK_TYPE_UNKNOWN = 2,
-    BN_TOK_TYPE_CONTROL = 3,      /* special added tokens: <s>, <|begin_of_text|> ... */
+    BN_TOK_TYPE_CONTROL = 3,      /* special added tokens: <s>, <|begin_of_text|> ...
+                                     (also <unk> when it is one, as llama.cpp's converter) */
     BN_TOK_TYPE_USER_DEFINED = 4, /* non-special added tokens */
     BN_TOK_TYPE_UNUSED = 5,       /* ids with no token ("[PAD<id>]" holes) */
     BN_TOK_TYPE_BYTE = 6,         /* <0xXX> byte-fallback pieces */

@@ -80,7 +80,7 @@ static void new_job_id(char id[BN_STORE_ID_LEN])
 /* Reads one job by id inside the current transaction (or autocommit). */
 static int get_job(bn_store *st, const char *id, bn_store_job *out)
 {
-    sqlite3_stmt *s = bn_store__prepare(st, "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?");
+    sqlite3_stmt *s = bn_store__cached(st, "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?");
     if (!s) return BN_STORE_ERROR;
     bn_store__bind_text(s, 1, id);
     int rc = sqlite3_step(s), ret;
@@ -92,7 +92,7 @@ static int get_job(bn_store *st, const char *id, bn_store_job *out)
     } else {
         ret = bn_store__fail(st, "reading job");
     }
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     return ret;
 }
 
@@ -106,17 +106,17 @@ int bn_store_job_get(bn_store *st, const char *id, bn_store_job *out)
 static int find_idempotent(bn_store *st, const bn_store_new_job *nj, bn_store_job *out,
                            bool *existed)
 {
-    sqlite3_stmt *s = bn_store__prepare(st,
+    sqlite3_stmt *s = bn_store__cached(st,
         "SELECT id, request_hash FROM jobs WHERE idempotency_key = ?");
     if (!s) return BN_STORE_ERROR;
     bn_store__bind_text(s, 1, nj->idempotency_key);
     int rc = sqlite3_step(s);
     if (rc == SQLITE_DONE) {
-        sqlite3_finalize(s);
+        bn_store__release(st, s);
         return BN_STORE_NOTFOUND;
     }
     if (rc != SQLITE_ROW) {
-        sqlite3_finalize(s);
+        bn_store__release(st, s);
         return bn_store__fail(st, "reading idempotency key");
     }
     char id[BN_STORE_ID_LEN];
@@ -124,7 +124,7 @@ static int find_idempotent(bn_store *st, const bn_store_new_job *nj, bn_store_jo
     const char *h = (const char *)sqlite3_column_text(s, 1);
     bool same = (!h && !nj->request_hash) ||
                 (h && nj->request_hash && strcmp(h, nj->request_hash) == 0);
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     if (get_job(st, id, out)) return BN_STORE_ERROR;
     *existed = true;
     if (!same) {
@@ -137,17 +137,17 @@ static int find_idempotent(bn_store *st, const bn_store_new_job *nj, bn_store_jo
 
 static int count_queued(bn_store *st, int64_t *n)
 {
-    sqlite3_stmt *s = bn_store__prepare(st, "SELECT count(*) FROM jobs WHERE status = 'queued'");
+    sqlite3_stmt *s = bn_store__cached(st, "SELECT count(*) FROM jobs WHERE status = 'queued'");
     if (!s) return BN_STORE_ERROR;
     int rc = sqlite3_step(s);
     *n = sqlite3_column_int64(s, 0);
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     return rc == SQLITE_ROW ? BN_STORE_OK : bn_store__fail(st, "counting queue");
 }
 
 static int insert_job(bn_store *st, const bn_store_new_job *nj, const char *id, int64_t now)
 {
-    sqlite3_stmt *s = bn_store__prepare(st,
+    sqlite3_stmt *s = bn_store__cached(st,
         "INSERT INTO jobs (id, status, priority, model, output, output_dir, config, tracking,"
         " wandb_mode, idempotency_key, request_hash, created_at, updated_at)"
         " VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
@@ -165,10 +165,10 @@ static int insert_job(bn_store *st, const bn_store_new_job *nj, const char *id, 
     sqlite3_bind_int64(s, 11, now);
     sqlite3_bind_int64(s, 12, now);
     int rc = sqlite3_step(s);
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     if (rc != SQLITE_DONE) return bn_store__fail(st, "inserting job");
     if (nj->wandb_mode && strcmp(nj->wandb_mode, "disabled") != 0) {
-        s = bn_store__prepare(st,
+        s = bn_store__cached(st,
             "INSERT INTO wandb_runs (job_id, entity, project, mode) VALUES (?, ?, ?, ?)");
         if (!s) return BN_STORE_ERROR;
         bn_store__bind_text(s, 1, id);
@@ -176,7 +176,7 @@ static int insert_job(bn_store *st, const bn_store_new_job *nj, const char *id, 
         bn_store__bind_text(s, 3, nj->wandb_project);
         bn_store__bind_text(s, 4, nj->wandb_mode);
         rc = sqlite3_step(s);
-        sqlite3_finalize(s);
+        bn_store__release(st, s);
         if (rc != SQLITE_DONE) return bn_store__fail(st, "inserting wandb run");
     }
     return BN_STORE_OK;
@@ -235,7 +235,7 @@ int bn_store_job_list(bn_store *st, int status, int limit, int64_t cursor,
     *n = 0;
     *next_cursor = 0;
     if (limit <= 0) limit = 50;
-    sqlite3_stmt *s = bn_store__prepare(st,
+    sqlite3_stmt *s = bn_store__cached(st,
         "SELECT " JOB_COLUMNS " FROM jobs WHERE (?1 IS NULL OR status = ?1)"
         " AND (?2 = 0 OR rowid < ?2) ORDER BY rowid DESC LIMIT ?3");
     if (!s) return BN_STORE_ERROR;
@@ -244,13 +244,13 @@ int bn_store_job_list(bn_store *st, int status, int limit, int64_t cursor,
     sqlite3_bind_int(s, 3, limit + 1);
     bn_store_job *jobs = calloc((size_t)limit + 1, sizeof *jobs);
     if (!jobs) {
-        sqlite3_finalize(s);
+        bn_store__release(st, s);
         snprintf(st->errmsg, sizeof st->errmsg, "out of memory");
         return BN_STORE_ERROR;
     }
     int k = 0, rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) job_from_row(s, &jobs[k++]);
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     if (rc != SQLITE_DONE) {
         bn_store_jobs_free(jobs, k);
         return bn_store__fail(st, "listing jobs");
@@ -267,12 +267,12 @@ int bn_store_job_list(bn_store *st, int status, int limit, int64_t cursor,
 
 int bn_store_output_in_use(bn_store *st, const char *output, bool *in_use)
 {
-    sqlite3_stmt *s = bn_store__prepare(st,
+    sqlite3_stmt *s = bn_store__cached(st,
         "SELECT 1 FROM jobs WHERE output = ? AND status IN ('queued','running') LIMIT 1");
     if (!s) return BN_STORE_ERROR;
     bn_store__bind_text(s, 1, output);
     int rc = sqlite3_step(s);
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) return bn_store__fail(st, "checking output");
     *in_use = rc == SQLITE_ROW;
     return BN_STORE_OK;
@@ -282,25 +282,25 @@ int bn_store_job_claim(bn_store *st, const char *owner, int64_t lease_ms, bn_sto
 {
     memset(out, 0, sizeof *out);
     if (bn_store__begin(st, true)) return BN_STORE_ERROR;
-    sqlite3_stmt *s = bn_store__prepare(st,
+    sqlite3_stmt *s = bn_store__cached(st,
         "SELECT id FROM jobs WHERE status = 'queued' ORDER BY priority DESC, rowid LIMIT 1");
     if (!s) goto fail;
     int rc = sqlite3_step(s);
     if (rc == SQLITE_DONE) {
-        sqlite3_finalize(s);
+        bn_store__release(st, s);
         bn_store__rollback(st);
         return BN_STORE_NOTFOUND;
     }
     if (rc != SQLITE_ROW) {
-        sqlite3_finalize(s);
+        bn_store__release(st, s);
         bn_store__fail(st, "claiming");
         goto fail;
     }
     char id[BN_STORE_ID_LEN];
     snprintf(id, sizeof id, "%s", (const char *)sqlite3_column_text(s, 0));
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     int64_t now = bn_store_now_ms();
-    s = bn_store__prepare(st,
+    s = bn_store__cached(st,
         "UPDATE jobs SET status = 'running', lease_owner = ?2, lease_expires = ?3,"
         " started_at = coalesce(started_at, ?4), updated_at = ?4 WHERE id = ?1");
     if (!s) goto fail;
@@ -309,7 +309,7 @@ int bn_store_job_claim(bn_store *st, const char *owner, int64_t lease_ms, bn_sto
     sqlite3_bind_int64(s, 3, now + lease_ms);
     sqlite3_bind_int64(s, 4, now);
     rc = sqlite3_step(s);
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     if (rc != SQLITE_DONE) {
         bn_store__fail(st, "claiming");
         goto fail;
@@ -330,7 +330,7 @@ int bn_store_job_progress(bn_store *st, const char *id, const char *owner, int64
                           const char *detail, bool *cancel_requested)
 {
     int64_t now = bn_store_now_ms();
-    sqlite3_stmt *s = bn_store__prepare(st,
+    sqlite3_stmt *s = bn_store__cached(st,
         "UPDATE jobs SET lease_expires = ?3, updated_at = ?4,"
         " stage = coalesce(?5, stage),"
         " stage_progress = CASE WHEN ?5 IS NULL THEN stage_progress ELSE ?6 END,"
@@ -356,14 +356,14 @@ int bn_store_job_progress(bn_store *st, const char *id, const char *owner, int64
         ret = BN_STORE_LOST;
     }
     if (rc != SQLITE_DONE) ret = bn_store__fail(st, "writing progress");
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     return ret;
 }
 
 int bn_store_job_stage_timing(bn_store *st, const char *id, const char *stage,
                               int64_t started_at, int64_t finished_at)
 {
-    sqlite3_stmt *s = bn_store__prepare(st,
+    sqlite3_stmt *s = bn_store__cached(st,
         "UPDATE jobs SET stage_timings = json_set(stage_timings, '$.' || ?2,"
         " json_object('started_at', ?3, 'finished_at', ?4, 'seconds', (?4 - ?3) / 1000.0))"
         " WHERE id = ?1");
@@ -373,7 +373,7 @@ int bn_store_job_stage_timing(bn_store *st, const char *id, const char *stage,
     sqlite3_bind_int64(s, 3, started_at);
     sqlite3_bind_int64(s, 4, finished_at);
     int rc = sqlite3_step(s);
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     return rc == SQLITE_DONE ? BN_STORE_OK : bn_store__fail(st, "recording stage timing");
 }
 
@@ -382,7 +382,7 @@ static int set_final(bn_store *st, const char *id, const char *owner, bn_job_sta
                      const char *error, const char *from_status)
 {
     int64_t now = bn_store_now_ms();
-    sqlite3_stmt *s = bn_store__prepare(st,
+    sqlite3_stmt *s = bn_store__cached(st,
         "UPDATE jobs SET status = ?3, error = ?4, finished_at = ?5, updated_at = ?5,"
         " lease_owner = NULL, lease_expires = NULL,"
         " progress = CASE WHEN ?3 = 'succeeded' THEN 1.0 ELSE progress END,"
@@ -396,7 +396,7 @@ static int set_final(bn_store *st, const char *id, const char *owner, bn_job_sta
     sqlite3_bind_int64(s, 5, now);
     bn_store__bind_text(s, 6, from_status);
     int rc = sqlite3_step(s);
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     if (rc != SQLITE_DONE) return bn_store__fail(st, "finishing job");
     if (sqlite3_changes(st->db) == 0) {
         snprintf(st->errmsg, sizeof st->errmsg, "job %s is not %s%s", id, from_status,
@@ -425,7 +425,7 @@ int bn_store_job_finish(bn_store *st, const char *id, const char *owner,
 
 int bn_store_job_requeue(bn_store *st, const char *id, const char *owner)
 {
-    sqlite3_stmt *s = bn_store__prepare(st,
+    sqlite3_stmt *s = bn_store__cached(st,
         "UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_expires = NULL,"
         " updated_at = ?3 WHERE id = ?1 AND status = 'running' AND lease_owner = ?2");
     if (!s) return BN_STORE_ERROR;
@@ -433,7 +433,7 @@ int bn_store_job_requeue(bn_store *st, const char *id, const char *owner)
     bn_store__bind_text(s, 2, owner);
     sqlite3_bind_int64(s, 3, bn_store_now_ms());
     int rc = sqlite3_step(s);
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     if (rc != SQLITE_DONE) return bn_store__fail(st, "requeueing job");
     return sqlite3_changes(st->db) ? BN_STORE_OK : BN_STORE_LOST;
 }
@@ -453,7 +453,7 @@ int bn_store_job_cancel(bn_store *st, const char *id, bool *now_final)
         rc = set_final(st, id, NULL, BN_JOB_CANCELLED, "cancelled by request", "queued");
         *now_final = rc == BN_STORE_OK;
     } else {
-        sqlite3_stmt *s = bn_store__prepare(st,
+        sqlite3_stmt *s = bn_store__cached(st,
             "UPDATE jobs SET cancel_requested = 1, updated_at = ?2 WHERE id = ?1");
         if (!s) {
             rc = BN_STORE_ERROR;
@@ -461,7 +461,7 @@ int bn_store_job_cancel(bn_store *st, const char *id, bool *now_final)
             bn_store__bind_text(s, 1, id);
             sqlite3_bind_int64(s, 2, bn_store_now_ms());
             rc = sqlite3_step(s) == SQLITE_DONE ? BN_STORE_OK : bn_store__fail(st, "cancel");
-            sqlite3_finalize(s);
+            bn_store__release(st, s);
         }
     }
     bn_store_job_free(&j);
@@ -492,14 +492,14 @@ int bn_store_job_delete(bn_store *st, const char *id)
         "DELETE FROM jobs WHERE id = ?",
     };
     for (size_t i = 0; i < sizeof del / sizeof del[0] && !rc; i++) {
-        sqlite3_stmt *s = bn_store__prepare(st, del[i]);
+        sqlite3_stmt *s = bn_store__cached(st, del[i]);
         if (!s) {
             rc = BN_STORE_ERROR;
             break;
         }
         bn_store__bind_text(s, 1, id);
         if (sqlite3_step(s) != SQLITE_DONE) rc = bn_store__fail(st, "deleting job");
-        sqlite3_finalize(s);
+        bn_store__release(st, s);
     }
 out:
     if (rc) {
@@ -513,7 +513,7 @@ int bn_store_recover(bn_store *st, int max_attempts, int *requeued, int *failed)
 {
     *requeued = *failed = 0;
     if (bn_store__begin(st, true)) return BN_STORE_ERROR;
-    sqlite3_stmt *s = bn_store__prepare(st,
+    sqlite3_stmt *s = bn_store__cached(st,
         "SELECT id, attempts FROM jobs WHERE status = 'running' ORDER BY rowid");
     if (!s) goto fail;
     int rc;
@@ -521,7 +521,7 @@ int bn_store_recover(bn_store *st, int max_attempts, int *requeued, int *failed)
         char id[BN_STORE_ID_LEN];
         snprintf(id, sizeof id, "%s", (const char *)sqlite3_column_text(s, 0));
         int attempts = sqlite3_column_int(s, 1) + 1;
-        sqlite3_stmt *u = bn_store__prepare(st,
+        sqlite3_stmt *u = bn_store__cached(st,
             "UPDATE jobs SET status = 'queued', attempts = ?2, lease_owner = NULL,"
             " lease_expires = NULL, updated_at = ?3 WHERE id = ?1");
         if (!u) break;
@@ -529,7 +529,7 @@ int bn_store_recover(bn_store *st, int max_attempts, int *requeued, int *failed)
         sqlite3_bind_int(u, 2, attempts);
         sqlite3_bind_int64(u, 3, bn_store_now_ms());
         int urc = sqlite3_step(u);
-        sqlite3_finalize(u);
+        bn_store__release(st, u);
         if (urc != SQLITE_DONE) {
             bn_store__fail(st, "recovering job");
             break;
@@ -544,7 +544,7 @@ int bn_store_recover(bn_store *st, int max_attempts, int *requeued, int *failed)
             (*requeued)++;
         }
     }
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     if (rc != SQLITE_DONE) goto fail;
     return bn_store__commit(st);
 fail:
@@ -555,21 +555,21 @@ fail:
 int bn_store_job_counts(bn_store *st, int64_t counts[BN_JOB_STATUS_COUNT])
 {
     for (int i = 0; i < BN_JOB_STATUS_COUNT; i++) counts[i] = 0;
-    sqlite3_stmt *s = bn_store__prepare(st, "SELECT status, count(*) FROM jobs GROUP BY status");
+    sqlite3_stmt *s = bn_store__cached(st, "SELECT status, count(*) FROM jobs GROUP BY status");
     if (!s) return BN_STORE_ERROR;
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         int k = bn_store_status_parse((const char *)sqlite3_column_text(s, 0));
         if (k >= 0) counts[k] = sqlite3_column_int64(s, 1);
     }
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     return rc == SQLITE_DONE ? BN_STORE_OK : bn_store__fail(st, "counting jobs");
 }
 
 int bn_store_stage_durations(bn_store *st, void (*fn)(void *ctx, const char *stage,
                                                       double seconds), void *ctx)
 {
-    sqlite3_stmt *s = bn_store__prepare(st,
+    sqlite3_stmt *s = bn_store__cached(st,
         "SELECT t.key, json_extract(t.value, '$.seconds') FROM jobs, json_each(jobs.stage_timings) AS t"
         " WHERE jobs.stage_timings != '{}'");
     if (!s) return BN_STORE_ERROR;
@@ -577,6 +577,6 @@ int bn_store_stage_durations(bn_store *st, void (*fn)(void *ctx, const char *sta
     while ((rc = sqlite3_step(s)) == SQLITE_ROW)
         if (sqlite3_column_type(s, 1) != SQLITE_NULL)
             fn(ctx, (const char *)sqlite3_column_text(s, 0), sqlite3_column_double(s, 1));
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     return rc == SQLITE_DONE ? BN_STORE_OK : bn_store__fail(st, "reading stage timings");
 }

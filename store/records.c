@@ -22,7 +22,7 @@
 int bn_store_event_add(bn_store *st, const char *id, const char *stage, const char *level,
                        const char *message)
 {
-    sqlite3_stmt *s = bn_store__prepare(st,
+    sqlite3_stmt *s = bn_store__cached(st,
         "INSERT INTO job_events (job_id, seq, ts, stage, level, message)"
         " SELECT ?1, coalesce(max(seq), 0) + 1, ?2, ?3, ?4, ?5 FROM job_events"
         " WHERE job_id = ?1");
@@ -33,7 +33,7 @@ int bn_store_event_add(bn_store *st, const char *id, const char *stage, const ch
     bn_store__bind_text(s, 4, level ? level : "info");
     bn_store__bind_text(s, 5, message ? message : "");
     int rc = sqlite3_step(s);
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     return rc == SQLITE_DONE ? BN_STORE_OK : bn_store__fail(st, "adding event");
 }
 
@@ -43,7 +43,7 @@ int bn_store_events_list(bn_store *st, const char *id, int64_t after_seq, int li
     *out = NULL;
     *n = 0;
     if (limit <= 0) limit = 1000;
-    sqlite3_stmt *s = bn_store__prepare(st,
+    sqlite3_stmt *s = bn_store__cached(st,
         "SELECT seq, ts, stage, level, message FROM job_events WHERE job_id = ? AND seq > ?"
         " ORDER BY seq LIMIT ?");
     if (!s) return BN_STORE_ERROR;
@@ -69,7 +69,7 @@ int bn_store_events_list(bn_store *st, const char *id, int64_t after_seq, int li
         ev[k].message = bn_store__col_strdup(s, 4);
         k++;
     }
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     if (rc != SQLITE_DONE) {
         bn_store_events_free(ev, k);
         return bn_store__fail(st, "listing events");
@@ -94,20 +94,20 @@ void bn_store_events_free(bn_store_event *ev, int n)
 int bn_store__wandb_mode(bn_store *st, const char *id, char *mode, size_t len)
 {
     snprintf(mode, len, "disabled");
-    sqlite3_stmt *s = bn_store__prepare(st, "SELECT wandb_mode FROM jobs WHERE id = ?");
+    sqlite3_stmt *s = bn_store__cached(st, "SELECT wandb_mode FROM jobs WHERE id = ?");
     if (!s) return BN_STORE_ERROR;
     bn_store__bind_text(s, 1, id);
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW && sqlite3_column_text(s, 0))
         snprintf(mode, len, "%s", (const char *)sqlite3_column_text(s, 0));
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     return (rc == SQLITE_ROW || rc == SQLITE_DONE) ? BN_STORE_OK
                                                     : bn_store__fail(st, "reading wandb mode");
 }
 
 int bn_store__outbox_add(bn_store *st, const char *id, const char *kind, const char *payload)
 {
-    sqlite3_stmt *s = bn_store__prepare(st,
+    sqlite3_stmt *s = bn_store__cached(st,
         "INSERT INTO wandb_outbox (job_id, kind, payload, created_at) VALUES (?, ?, ?, ?)");
     if (!s) return BN_STORE_ERROR;
     bn_store__bind_text(s, 1, id);
@@ -115,14 +115,14 @@ int bn_store__outbox_add(bn_store *st, const char *id, const char *kind, const c
     bn_store__bind_text(s, 3, payload);
     sqlite3_bind_int64(s, 4, bn_store_now_ms());
     int rc = sqlite3_step(s);
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     if (rc != SQLITE_DONE) return bn_store__fail(st, "adding outbox row");
-    s = bn_store__prepare(st,
+    s = bn_store__cached(st,
         "UPDATE wandb_runs SET pending_rows = pending_rows + 1 WHERE job_id = ?");
     if (!s) return BN_STORE_ERROR;
     bn_store__bind_text(s, 1, id);
     rc = sqlite3_step(s);
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     return rc == SQLITE_DONE ? BN_STORE_OK : bn_store__fail(st, "counting outbox row");
 }
 
@@ -130,7 +130,7 @@ int bn_store__outbox_add(bn_store *st, const char *id, const char *kind, const c
 static int summary_payload(bn_store *st, const char *id, bn_job_status status, char **out)
 {
     *out = NULL;
-    sqlite3_stmt *s = bn_store__prepare(st,
+    sqlite3_stmt *s = bn_store__cached(st,
         "SELECT json_set(coalesce((SELECT json_group_object(key, value) FROM job_metrics"
         "   WHERE job_id = ?1 AND step < 0), '{}'),"
         " '$.\"phase/success\"', ?2, '$.\"phase/quantization_method\"', 'BitNet-1.58')");
@@ -139,7 +139,7 @@ static int summary_payload(bn_store *st, const char *id, bn_job_status status, c
     sqlite3_bind_int(s, 2, status == BN_JOB_SUCCEEDED ? 1 : 0);
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW) *out = bn_store__col_strdup(s, 0);
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     if (rc != SQLITE_ROW || !*out) return bn_store__fail(st, "building summary");
     return BN_STORE_OK;
 }
@@ -164,14 +164,14 @@ int bn_store__enqueue_final(bn_store *st, const char *id, bn_job_status status)
 static int metric_exists(bn_store *st, const char *id, const char *key, int64_t step,
                          bool *exists)
 {
-    sqlite3_stmt *s = bn_store__prepare(st,
+    sqlite3_stmt *s = bn_store__cached(st,
         "SELECT 1 FROM job_metrics WHERE job_id = ? AND key = ? AND step = ?");
     if (!s) return BN_STORE_ERROR;
     bn_store__bind_text(s, 1, id);
     bn_store__bind_text(s, 2, key);
     sqlite3_bind_int64(s, 3, step);
     int rc = sqlite3_step(s);
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) return bn_store__fail(st, "reading metric");
     *exists = rc == SQLITE_ROW;
     return BN_STORE_OK;
@@ -180,7 +180,7 @@ static int metric_exists(bn_store *st, const char *id, const char *key, int64_t 
 static int upsert_metric(bn_store *st, const char *id, const char *key, int64_t step,
                          double value)
 {
-    sqlite3_stmt *s = bn_store__prepare(st,
+    sqlite3_stmt *s = bn_store__cached(st,
         "INSERT INTO job_metrics (job_id, key, step, value, ts) VALUES (?, ?, ?, ?, ?)"
         " ON CONFLICT (job_id, key, step) DO UPDATE SET value = excluded.value,"
         " ts = excluded.ts");
@@ -191,7 +191,7 @@ static int upsert_metric(bn_store *st, const char *id, const char *key, int64_t 
     sqlite3_bind_double(s, 4, value);
     sqlite3_bind_int64(s, 5, bn_store_now_ms());
     int rc = sqlite3_step(s);
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     return rc == SQLITE_DONE ? BN_STORE_OK : bn_store__fail(st, "writing metric");
 }
 
@@ -199,14 +199,14 @@ static int history_payload(bn_store *st, const char *key, int64_t step, double v
                            char **out)
 {
     *out = NULL;
-    sqlite3_stmt *s = bn_store__prepare(st, "SELECT json_object(?, ?, '_step', ?)");
+    sqlite3_stmt *s = bn_store__cached(st, "SELECT json_object(?, ?, '_step', ?)");
     if (!s) return BN_STORE_ERROR;
     bn_store__bind_text(s, 1, key);
     sqlite3_bind_double(s, 2, value);
     sqlite3_bind_int64(s, 3, step);
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW) *out = bn_store__col_strdup(s, 0);
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     return *out ? BN_STORE_OK : bn_store__fail(st, "building history row");
 }
 
@@ -241,7 +241,7 @@ int bn_store_metrics_list(bn_store *st, const char *id, bn_store_metric **out, i
 {
     *out = NULL;
     *n = 0;
-    sqlite3_stmt *s = bn_store__prepare(st,
+    sqlite3_stmt *s = bn_store__cached(st,
         "SELECT key, step, value, ts FROM job_metrics WHERE job_id = ? ORDER BY key, step");
     if (!s) return BN_STORE_ERROR;
     bn_store__bind_text(s, 1, id);
@@ -263,7 +263,7 @@ int bn_store_metrics_list(bn_store *st, const char *id, bn_store_metric **out, i
         m[k].ts = sqlite3_column_int64(s, 3);
         k++;
     }
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     if (rc != SQLITE_DONE) {
         bn_store_metrics_free(m, k);
         return bn_store__fail(st, "listing metrics");
@@ -281,13 +281,13 @@ void bn_store_metrics_free(bn_store_metric *m, int n)
 
 int bn_store_outbox_count(bn_store *st, const char *id, const char *kind, int64_t *n)
 {
-    sqlite3_stmt *s = bn_store__prepare(st,
+    sqlite3_stmt *s = bn_store__cached(st,
         "SELECT count(*) FROM wandb_outbox WHERE job_id = ? AND (?2 IS NULL OR kind = ?2)");
     if (!s) return BN_STORE_ERROR;
     bn_store__bind_text(s, 1, id);
     bn_store__bind_text(s, 2, kind);
     int rc = sqlite3_step(s);
     *n = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     return rc == SQLITE_ROW ? BN_STORE_OK : bn_store__fail(st, "counting outbox");
 }

@@ -130,7 +130,7 @@ static int user_version(bn_store *st, int *v)
     if (!s) return BN_STORE_ERROR;
     int rc = sqlite3_step(s);
     *v = rc == SQLITE_ROW ? sqlite3_column_int(s, 0) : 0;
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     return rc == SQLITE_ROW ? BN_STORE_OK : bn_store__fail(st, "reading user_version");
 }
 
@@ -187,6 +187,7 @@ int bn_store_open(const char *path, bn_store **out, char *err, size_t errlen)
 void bn_store_close(bn_store *st)
 {
     if (!st) return;
+    for (int i = 0; i < BN_STORE_STMT_CACHE; i++) sqlite3_finalize(st->cache[i].stmt);
     sqlite3_close_v2(st->db);
     free(st);
 }
@@ -224,6 +225,42 @@ sqlite3_stmt *bn_store__prepare(bn_store *st, const char *sql)
         return NULL;
     }
     return s;
+}
+
+sqlite3_stmt *bn_store__cached(bn_store *st, const char *sql)
+{
+    bn_store_stmt *slot = NULL;
+    for (int i = 0; i < BN_STORE_STMT_CACHE; i++) {
+        bn_store_stmt *c = &st->cache[i];
+        if (c->sql == sql && !c->in_use) {
+            c->in_use = true;
+            return c->stmt;
+        }
+        if (!c->sql && !slot) slot = c;
+    }
+    sqlite3_stmt *s = NULL;
+    unsigned flags = slot ? SQLITE_PREPARE_PERSISTENT : 0;
+    if (sqlite3_prepare_v3(st->db, sql, -1, flags, &s, NULL) != SQLITE_OK) {
+        bn_store__fail(st, "prepare");
+        return NULL;
+    }
+    if (slot) *slot = (bn_store_stmt){.sql = sql, .stmt = s, .in_use = true};
+    return s;
+}
+
+void bn_store__release(bn_store *st, sqlite3_stmt *s)
+{
+    if (!s) return;
+    for (int i = 0; i < BN_STORE_STMT_CACHE; i++) {
+        bn_store_stmt *c = &st->cache[i];
+        if (c->stmt == s && c->in_use) {
+            sqlite3_reset(s);
+            sqlite3_clear_bindings(s);
+            c->in_use = false;
+            return;
+        }
+    }
+    sqlite3_finalize(s);
 }
 
 int bn_store__exec(bn_store *st, const char *sql)

@@ -7,15 +7,32 @@
 
 #include "bn_store.h"
 
+#define BN_STORE_STMT_CACHE 48
+
+/* A prepared statement kept for reuse, keyed by its SQL text's address (every
+ * statement is a string literal). in_use guards against re-entrant use. */
+typedef struct bn_store_stmt {
+    const char *sql;
+    sqlite3_stmt *stmt;
+    bool in_use;
+} bn_store_stmt;
+
 struct bn_store {
     sqlite3 *db;
     char errmsg[512];
+    bn_store_stmt cache[BN_STORE_STMT_CACHE];
 };
 
 /* Records sqlite's message for the failed operation what; returns BN_STORE_ERROR. */
 int bn_store__fail(bn_store *st, const char *what);
-/* Prepares sql; on failure records the error and returns NULL. */
+/* Prepares sql; on failure records the error and returns NULL. The caller finalizes it
+ * (sqlite3_finalize or bn_store__release). */
 sqlite3_stmt *bn_store__prepare(bn_store *st, const char *sql);
+/* Like bn_store__prepare, but reuses a statement kept per connection: sql must be a
+ * string literal (the cache is keyed by its address) and the statement must be given
+ * back with bn_store__release, never finalized. */
+sqlite3_stmt *bn_store__cached(bn_store *st, const char *sql);
+void bn_store__release(bn_store *st, sqlite3_stmt *s);
 int bn_store__exec(bn_store *st, const char *sql);
 int bn_store__begin(bn_store *st, bool immediate);
 int bn_store__commit(bn_store *st);

@@ -506,7 +506,8 @@ static int send_online(bn_tracker *t, bn_store_wandb_job *j, job_sched *s, int64
     bool heartbeat = false;
     if (!b.body) {
         if (j->status != BN_JOB_RUNNING || now - s->last_sent < t->cfg.heartbeat_ms) {
-            s->next_at = s->last_sent + t->cfg.heartbeat_ms;
+            /* idle: look again next pass (new rows must not wait for the heartbeat) */
+            s->next_at = now + t->cfg.poll_ms;
             return 0;
         }
         b.body = strdup("{}");

@@ -194,9 +194,9 @@
     var tries = opts.tries === undefined ? 2 : opts.tries;
     return fetch(path, { method: opts.method || "GET", headers: headers(opts.headers), body: opts.body })
       .then(function (res) {
-        if ((res.status === 401 || res.status === 403) && tries > 0 && !opts.noAsk &&
-            (res.status === 401 || !token())) {
-          return askToken(res.status === 403 ? "This action needs a token with a wider scope." : null)
+        if ((res.status === 401 || res.status === 403) && tries > 0 && !opts.noAsk) {
+          return askToken(res.status === 403 ?
+            "This action needs a token with a wider scope (submit, or admin). It replaces the current one in this tab." : null)
             .then(function (t) {
               if (t === null) throw new Error("a token is required (HTTP " + res.status + ")");
               opts.tries = tries - 1;
@@ -369,7 +369,7 @@
     STAGES.forEach(function (name, i) {
       var s = stageState(job, name, i);
       var meta = s.state === "running" ? Math.round(s.progress * 100) + "%" +
-                   (job.detail ? " \u00b7 " + job.detail : "") :
+                   (job.detail && job.detail !== name ? " \u00b7 " + job.detail : "") :
                  s.state === "done" ? fmtDur(s.duration) || "done" : s.state;
       box.appendChild(el("div", { class: "stage " + s.state, "data-stage": name, title: s.note }, [
         el("div", { class: "name", text: name }),
@@ -571,7 +571,7 @@
       clear(info);
       var started = toDate(j.started), finished = toDate(j.finished);
       var rows = [["model", j.model], ["output", j.output], ["output folder", j.outputDir],
-        ["stage", j.status === "running" ? j.stage + (j.detail ? " \u2014 " + j.detail : "") : ""], ["submitted", fmtTime(j.created)],
+        ["stage", j.status === "running" ? j.stage + (j.detail && j.detail !== j.stage ? " \u2014 " + j.detail : "") : ""], ["submitted", fmtTime(j.created)],
         ["started", fmtTime(j.started)], ["finished", fmtTime(j.finished)],
         ["elapsed", started ? fmtDur(((finished || new Date()) - started) / 1000) : ""],
         ["ETA", j.status === "running" ? fmtDur(j.eta) : ""], ["attempts", j.attempts === undefined ? "" : String(j.attempts)]];

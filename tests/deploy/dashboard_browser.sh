@@ -33,9 +33,24 @@ rm -rf "$shots"; mkdir -p "$shots"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/bn-browser-XXXXXX")
 trap 'bn_stop_daemon; cp "$tmp/bitnetd.log" "$shots/" 2>/dev/null || true; rm -rf "$tmp"' EXIT
 
-bn_start_daemon "$build" "$tmp" --workers 1
-echo "bitnetd at $BN_URL"
-"$build/cli/bitnetctl" init-model "$tmp/models/tiny" --shape tiny >/dev/null
-config='{"calibration":{"samples":16,"sequence_length":32},"fine_tune":{"threshold":0,"max_steps":12,"checkpoint_every":4}}'
-node "$nodedir/dashboard.mjs" --url "$BN_URL" --model "$tmp/models/tiny" --config "$config" --out "$shots"
+# Auth on: a read-only token for the page, a submit token for submitting and cancelling.
+newtok() { od -An -N16 -tx1 /dev/urandom | tr -d ' \n'; }
+read_tok=$(newtok); submit_tok=$(newtok)
+sha() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
+printf 'viewer read %s\noperator submit %s\n' "$(sha "$read_tok")" "$(sha "$submit_tok")" > "$tmp/tokens"
+
+extra=(); [ -n "${BN_BROWSER_MODEL:-}" ] && extra=(--model-root "$(dirname "$BN_BROWSER_MODEL")")
+bn_start_daemon "$build" "$tmp" --workers 1 --tokens-file "$tmp/tokens" "${extra[@]}"
+echo "bitnetd at $BN_URL (auth on)"
+model=${BN_BROWSER_MODEL:-}
+if [ -z "$model" ]; then
+  model=$tmp/models/tiny
+  "$build/cli/bitnetctl" init-model "$model" --shape tiny >/dev/null
+fi
+config=${BN_BROWSER_CONFIG:-'{"calibration":{"samples":16,"sequence_length":32},"fine_tune":{"threshold":0,"max_steps":12,"checkpoint_every":4}}'}
+long_config=${BN_BROWSER_LONG_CONFIG:-'{"calibration":{"samples":16,"sequence_length":32},"fine_tune":{"threshold":0,"max_steps":100000,"max_minutes":5}}'}
+node "$nodedir/dashboard.mjs" --url "$BN_URL" --model "$model" --config "$config" \
+  --long-config "$long_config" --expect-metrics "${BN_BROWSER_EXPECT_METRICS:-19}" \
+  --read-token "$read_tok" --submit-token "$submit_tok" --out "$shots" || rc=$?
 echo "screenshots in $shots"
+exit "${rc:-0}"

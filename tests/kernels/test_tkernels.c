@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "bn_test.h"
+#include "hf.h"
 #include "tkernels.h"
 
 static uint64_t rng = 88172645463325252ull;
@@ -172,6 +173,15 @@ START_TEST(speedup_runs)
     ck_assert_int_eq(bn_tk_measure_speedup(sh, 2, 8, 1, 40, &gv, &gm, &err), 0);
     ck_assert(isfinite(gv) && gv > 0);
     ck_assert(isfinite(gm) && gm > 0);
+    bn_model_config c = {.dim = 256, .hidden_dim = 768, .n_layers = 3, .n_heads = 4, .n_kv_heads = 2, .head_dim = 64};
+    bn_tk_shape ms[5];
+    ck_assert_int_eq(bn_tk_model_shapes(&c, ms), 5);
+    ck_assert_int_eq(ms[1].rows, 128);
+    ck_assert_int_eq(ms[1].count, 6);
+    ck_assert_int_eq(ms[4].cols, 768);
+    int64_t total = 0;
+    for (int i = 0; i < 5; i++) total += (int64_t)ms[i].rows * ms[i].cols * ms[i].count;
+    ck_assert_int_eq(total, 3 * (256 * 256 * 2 + 2 * 128 * 256 + 3 * 768 * 256));
     sh[0].rows = 0;
     ck_assert_int_eq(bn_tk_measure_speedup(sh, 2, 8, 1, 40, &gv, &gm, &err), BN_EINVAL);
 }

@@ -2,7 +2,8 @@
  *
  * "unit" mode: argument and input errors give exit status 2 / 1 with a message naming
  * the problem. "data" mode: the stories260K reference NLL over 64 windows of 512 tokens
- * (1.40559 nats/token, perplexity 4.078) within 1e-4, JSON keys as documented.
+ * (1.40559 nats/token, perplexity 4.078) within 1e-4, JSON keys as documented, from the
+ * .u16 ids and from tinystories_eval.txt through the tokenizer (the same 32,769 ids).
  */
 #include <check.h>
 #include <cjson/cJSON.h>
@@ -96,6 +97,16 @@ START_TEST(stories_reference_nll)
     ck_assert_msg(nll > 1.40549 && nll < 1.40569, "mean_nll %.6f, want 1.40559", nll);
     ck_assert_double_eq_tol(ppl, 4.078, 1e-3);
     ck_assert_int_eq(cJSON_GetObjectItem(j, "tokens")->valueint, 64 * 512);
+    cJSON_Delete(j);
+    /* the same stories as text, tokenized by the folder's tokenizer.json */
+    snprintf(toks, sizeof toks, "%s", bn_test_data("corpora/tinystories_eval.txt"));
+    snprintf(args, sizeof args, "eval %s --text %s --ctx 512 --json", model, toks);
+    ck_assert_msg(run(args, out, sizeof out) == 0, "%s", out);
+    j = cJSON_Parse(strchr(out, '{'));
+    ck_assert_msg(j != NULL, "not JSON: %s", out);
+    ck_assert_int_eq(cJSON_GetObjectItem(j, "windows")->valueint, 64);
+    nll = cJSON_GetObjectItem(j, "mean_nll")->valuedouble;
+    ck_assert_msg(nll > 1.40549 && nll < 1.40569, "--text mean_nll %.6f, want 1.40559", nll);
     cJSON_Delete(j);
 }
 END_TEST

@@ -7,11 +7,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "blas.h"
 #include "bn_test.h"
 #include "hf.h"
 #include "llama.h"
+#include "pack.h"
+#include "safetensors.h"
+#include "tensor.h"
 #include "vecmath.h"
 
 static const int32_t golden_tokens[16] = { 1,   403, 407, 261, 378, 432, 383, 286,
@@ -238,6 +242,95 @@ START_TEST(linear_codes)
 }
 END_TEST
 
+/* Distinct absolute values in a row (ternary rows have at most one besides 0). */
+static int row_levels(const float *w, int n)
+{
+    float seen[4];
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        float a = fabsf(w[i]);
+        int j = 0;
+        while (j < k && seen[j] != a) j++;
+        if (j == k) {
+            if (k == 4) return 5;
+            seen[k++] = a;
+        }
+    }
+    return k;
+}
+
+START_TEST(ternarize_packed_and_on_the_fly)
+{
+    bn_model_config cfg = small_config();
+    bn_llama *m;
+    bn_err err = { 0 };
+    ck_assert_int_eq(bn_llama_new(&cfg, 3, &m, &err), 0);
+    char *dir = bn_test_tmpdir("tern");
+    bool packed = true;
+    /* no quantized/: the engine quantizer runs */
+    ck_assert_msg(bn_llama_ternarize(m, dir, &packed, &err) == 0, "%s", err.msg);
+    ck_assert(!packed);
+    for (int r = 0; r < cfg.n_heads * cfg.head_dim; r++)
+        ck_assert_int_le(row_levels(m->params.wq + (size_t)r * cfg.dim, cfg.dim), 2);
+    ck_assert_int_gt(row_levels(m->params.tok_emb, cfg.dim), 2); /* embeddings stay */
+
+    /* an output folder's quantized/model.safetensors: codes + F16 scales per linear */
+    char qdir[1024], path[1100];
+    snprintf(qdir, sizeof qdir, "%s/quantized", dir);
+    ck_assert_int_eq(mkdir(qdir, 0755), 0);
+    snprintf(path, sizeof path, "%s/model.safetensors", qdir);
+    bn_st_writer *w;
+    ck_assert_int_eq(bn_st_writer_new(path, &w, &err), 0);
+    static const bn_role lin[] = { BN_ROLE_WQ, BN_ROLE_WK, BN_ROLE_WV, BN_ROLE_WO,
+                                   BN_ROLE_W_GATE, BN_ROLE_W_UP, BN_ROLE_W_DOWN };
+    for (int pass = 0; pass < 2; pass++)
+        for (int l = 0; l < cfg.n_layers; l++)
+            for (int i = 0; i < 7; i++) {
+                int rows, cols;
+                bn_llama_tensor(m, &m->params, lin[i], l, &rows, &cols);
+                char name[256], sname[300];
+                bn_hf_name(lin[i], l, name, sizeof name);
+                snprintf(sname, sizeof sname, "%.*s.weight_scale", (int)strlen(name) - 7, name);
+                int64_t ps[2] = { bn_pack2_rows(rows), cols }, ss[1] = { rows };
+                if (pass == 0) {
+                    ck_assert_int_eq(bn_st_writer_declare(w, name, BN_DTYPE_U8, 2, ps, &err), 0);
+                    ck_assert_int_eq(bn_st_writer_declare(w, sname, BN_DTYPE_F16, 1, ss, &err), 0);
+                    continue;
+                }
+                int8_t *codes = malloc((size_t)rows * cols);
+                uint8_t *pk = malloc((size_t)ps[0] * cols);
+                uint16_t *hs = malloc((size_t)rows * 2);
+                for (int k = 0; k < rows * cols; k++) codes[k] = (int8_t)((k * 7 + l + i) % 3 - 1);
+                for (int k = 0; k < rows; k++) hs[k] = bn_f32_to_f16(0.25f + 0.125f * (float)(k % 5));
+                bn_pack2_hf(codes, rows, cols, pk);
+                ck_assert_int_eq(bn_st_writer_write(w, pk, (size_t)ps[0] * cols, &err), 0);
+                ck_assert_int_eq(bn_st_writer_write(w, hs, (size_t)rows * 2, &err), 0);
+                free(codes);
+                free(pk);
+                free(hs);
+            }
+    ck_assert_int_eq(bn_st_writer_finish(w, &err), 0);
+    ck_assert_msg(bn_llama_ternarize(m, dir, &packed, &err) == 0, "%s", err.msg);
+    ck_assert(packed);
+    int rows, cols;
+    float *wd = bn_llama_tensor(m, &m->params, BN_ROLE_W_DOWN, 1, &rows, &cols);
+    int k = 3 * cols + 5; /* row 3 */
+    float want = (float)((k * 7 + 1 + 6) % 3 - 1) * (0.25f + 0.125f * 3);
+    ck_assert_float_eq(wd[k], want);
+    /* a corrupt packed file is named in the error */
+    FILE *f = fopen(path, "r+b");
+    ck_assert_ptr_nonnull(f);
+    fseek(f, 0, SEEK_SET);
+    fputc(0xff, f); /* header length byte: now invalid */
+    fclose(f);
+    ck_assert_int_ne(bn_llama_ternarize(m, dir, &packed, &err), 0);
+    ck_assert_ptr_nonnull(strstr(err.msg, "model.safetensors"));
+    bn_test_rmtree(dir);
+    free(dir);
+    bn_llama_free(m);
+}
+END_TEST
+
 START_TEST(bad_input)
 {
     bn_model_config cfg = small_config();
@@ -278,6 +371,7 @@ int main(void)
     tcase_add_test(tc, vexp_matches_reference);
     tcase_add_test(tc, stats_hook_and_act_quant);
     tcase_add_test(tc, linear_codes);
+    tcase_add_test(tc, ternarize_packed_and_on_the_fly);
     tcase_add_test(tc, bad_input);
     tcase_add_test(tc, blas_core);
     suite_add_tcase(s, tc);

@@ -49,7 +49,8 @@ static bn_model_config tiny_config(bool tied, bool bias, int kv)
     return c;
 }
 
-enum { TB = 2, TT = 7 };
+enum { TB = 2, TT_MAX = 140 };
+static int TT = 7; /* sequence length of the current check */
 
 static double eval_loss(bn_llama *m, const int32_t *tok, const int32_t *tgt, const uint8_t *mask)
 {
@@ -89,16 +90,17 @@ static void scale_params(bn_llama *m, float f)
     }
 }
 
-static void check_model(bn_model_config cfg, int threads)
+static void check_model_T(bn_model_config cfg, int threads, int T, int per_tensor)
 {
+    TT = T;
     bn_err err;
     bn_llama *m;
     ck_assert_int_eq(bn_llama_new(&cfg, 99, &m, &err), 0);
     bn_llama_set_threads(m, threads);
     ck_assert_int_eq(bn_llama_reserve(m, TB, TT, true, &err), 0);
     scale_params(m, 10.0f); /* std 0.2 */
-    int32_t tok[TB * TT], tgt[TB * TT];
-    uint8_t mask[TB * TT];
+    int32_t tok[TB * TT_MAX], tgt[TB * TT_MAX];
+    uint8_t mask[TB * TT_MAX];
     make_batch(tok, tgt, mask, cfg.vocab_size);
 
     eval_loss(m, tok, tgt, mask);
@@ -125,7 +127,7 @@ static void check_model(bn_model_config cfg, int threads)
                 if (fabs(g[i]) > gmax) gmax = fabs(g[i]), imax = i;
             ck_assert_msg(gmax > 1e-4, "role %d layer %d: gradient is zero", roles[ri], l);
             double worst = 0;
-            for (int k = 0; k < 6; k++) {
+            for (int k = 0; k < per_tensor; k++) {
                 size_t i = imax;
                 if (k > 0) {
                     s = s * 1664525u + 1013904223u;
@@ -155,23 +157,37 @@ static void check_model(bn_model_config cfg, int threads)
     bn_llama_free(m);
 }
 
+static void check_model(bn_model_config cfg, int threads)
+{
+    check_model_T(cfg, threads, 7, 6);
+}
+
 START_TEST(grad_untied_bias_gqa) { check_model(tiny_config(false, true, 2), 1); }
 END_TEST
 START_TEST(grad_tied_mha_threads) { check_model(tiny_config(true, false, 4), 2); }
 END_TEST
 START_TEST(grad_mqa) { check_model(tiny_config(false, false, 1), 2); }
 END_TEST
+/* T = 137 crosses the 64-row causal blocks of the attention kernels. */
+START_TEST(grad_long_blocks)
+{
+    bn_model_config c = tiny_config(false, false, 2);
+    c.max_seq_len = 140;
+    check_model_T(c, 2, 137, 2);
+}
+END_TEST
 
 /* Gradients accumulate across backward calls (gradient accumulation). */
 START_TEST(grad_accumulates)
 {
+    TT = 7;
     bn_model_config cfg = tiny_config(false, false, 2);
     bn_err err;
     bn_llama *m;
     ck_assert_int_eq(bn_llama_new(&cfg, 3, &m, &err), 0);
     ck_assert_int_eq(bn_llama_reserve(m, TB, TT, true, &err), 0);
-    int32_t tok[TB * TT], tgt[TB * TT];
-    uint8_t mask[TB * TT];
+    int32_t tok[TB * TT_MAX], tgt[TB * TT_MAX];
+    uint8_t mask[TB * TT_MAX];
     make_batch(tok, tgt, mask, cfg.vocab_size);
     eval_loss(m, tok, tgt, mask);
     bn_llama_zero_grad(m);
@@ -186,13 +202,14 @@ END_TEST
 /* Masked positions contribute neither loss nor gradient. */
 START_TEST(mask_excludes)
 {
+    TT = 7;
     bn_model_config cfg = tiny_config(false, false, 2);
     bn_err err;
     bn_llama *m;
     ck_assert_int_eq(bn_llama_new(&cfg, 5, &m, &err), 0);
     ck_assert_int_eq(bn_llama_reserve(m, TB, TT, true, &err), 0);
-    int32_t tok[TB * TT], tgt[TB * TT];
-    uint8_t mask[TB * TT];
+    int32_t tok[TB * TT_MAX], tgt[TB * TT_MAX];
+    uint8_t mask[TB * TT_MAX];
     make_batch(tok, tgt, mask, cfg.vocab_size);
     eval_loss(m, tok, tgt, mask);
     int cnt;
@@ -215,6 +232,7 @@ int main(void)
     tcase_add_test(tc, grad_untied_bias_gqa);
     tcase_add_test(tc, grad_tied_mha_threads);
     tcase_add_test(tc, grad_mqa);
+    tcase_add_test(tc, grad_long_blocks);
     tcase_add_test(tc, grad_accumulates);
     tcase_add_test(tc, mask_excludes);
     suite_add_tcase(s, tc);

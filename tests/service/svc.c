@@ -66,7 +66,7 @@ void svc_init(svc *s, const char *binary)
     snprintf(s->log, sizeof s->log, "%s/bitnetd.log", s->root);
     mkdir(s->models, 0755);
     mkdir(s->outputs, 0755);
-    s->binary = binary;
+    snprintf(s->binary, sizeof s->binary, "%s", binary);
     svc_model(s, "tiny", "{\"model_type\": \"llama\", \"hidden_size\": 64}\n");
 }
 
@@ -125,7 +125,10 @@ void svc_start(svc *s)
         int st;
         if (waitpid(pid, &st, WNOHANG) == pid) {
             s->pid = 0;
-            ck_abort_msg("bitnetd exited during start-up (status %d), see %s", st, s->log);
+            char *log = svc_read_file(s->log);
+            size_t n = log ? strlen(log) : 0;
+            ck_abort_msg("bitnetd exited during start-up (status %d): %s", st,
+                         log ? log + (n > 600 ? n - 600 : 0) : "(no log)");
         }
         sleep_ms(20);
     }

@@ -13,7 +13,7 @@ typedef struct svc {
     char state[4096], models[4096], outputs[4096], log[4096];
     char url[256];
     pid_t pid;
-    const char *binary;  /* path of the bitnetd executable */
+    char binary[4096];   /* path of the bitnetd executable */
     char extra[8][256];  /* extra flags */
     int n_extra;
     char env[4][256];    /* extra NAME=VALUE environment */

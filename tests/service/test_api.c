@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <openssl/evp.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "bn_test.h"
@@ -247,6 +249,325 @@ START_TEST(test_errors)
 }
 END_TEST
 
+START_TEST(test_idempotency)
+{
+    svc_start(&S);
+    char a[64], b[64], c[64];
+    const char *body = "{\"model\":\"tiny\",\"output\":\"idem\"}";
+    ck_assert_int_eq(svc_submit(&S, body, "key-1", a), 201);
+    ck_assert_int_eq(svc_submit(&S, body, "key-1", b), 200);
+    ck_assert_str_eq(a, b);
+    ck_assert_str_eq(svc_wait(&S, a, 30), "succeeded");
+    /* still the same job after it finished and its output exists */
+    ck_assert_int_eq(svc_submit(&S, body, "key-1", c), 200);
+    ck_assert_str_eq(a, c);
+    /* the same key with another body is a conflict */
+    svc_resp r;
+    const char *h[] = {"Content-Type: application/json", "Idempotency-Key: key-1", NULL};
+    svc_req(&S, "POST", "/v1/jobs", "{\"model\":\"tiny\",\"output\":\"other\"}", h, &r);
+    expect_problem(&r, 409, "header.Idempotency-Key");
+    svc_resp_free(&r);
+    svc_req(&S, "GET", "/v1/jobs", NULL, NULL, &r);
+    cJSON *j = parse(&r);
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItem(j, "jobs")), 1);
+    cJSON_Delete(j);
+    svc_resp_free(&r);
+}
+END_TEST
+
+START_TEST(test_cancel)
+{
+    svc_setenv(&S, "BN_FAKE_STAGE_MS=2000");
+    svc_start(&S);
+    char run[64], queued[64], path[256];
+    ck_assert_int_eq(svc_submit(&S, "{\"model\":\"tiny\",\"output\":\"c1\"}", NULL, run), 201);
+    ck_assert(svc_wait_stage(&S, run, "load", 10));
+    ck_assert_int_eq(svc_submit(&S, "{\"model\":\"tiny\",\"output\":\"c2\"}", NULL, queued),
+                     201);
+    svc_resp r;
+    snprintf(path, sizeof path, "/v1/jobs/%s/cancel", queued);
+    svc_req(&S, "POST", path, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    svc_resp_free(&r);
+    ck_assert_str_eq(svc_job_field(&S, queued, "status"), "cancelled");
+    svc_req(&S, "POST", path, NULL, NULL, &r);
+    expect_problem(&r, 409, "id");
+    svc_resp_free(&r);
+    /* running: 202 then cancelled at the next safe point, work folder removed */
+    snprintf(path, sizeof path, "/v1/jobs/%s/cancel", run);
+    svc_req(&S, "POST", path, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 202);
+    svc_resp_free(&r);
+    ck_assert_str_eq(svc_wait(&S, run, 10), "cancelled");
+    char wd[4400];
+    snprintf(wd, sizeof wd, "%s/work/%s", S.state, run);
+    ck_assert_int_ne(access(wd, F_OK), 0);
+    /* DELETE: finished jobs only; purge */
+    snprintf(path, sizeof path, "/v1/jobs/%s", run);
+    svc_req(&S, "DELETE", path, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 204);
+    svc_resp_free(&r);
+    svc_req(&S, "GET", path, NULL, NULL, &r);
+    expect_problem(&r, 404, "id");
+    svc_resp_free(&r);
+}
+END_TEST
+
+START_TEST(test_delete_running_conflict_and_queue_full)
+{
+    svc_setenv(&S, "BN_FAKE_STAGE_MS=2000");
+    svc_flag(&S, "--set");
+    svc_flag(&S, "api.max_queued=1");
+    svc_start(&S);
+    char a[64], b[64], c[64], path[256];
+    ck_assert_int_eq(svc_submit(&S, "{\"model\":\"tiny\",\"output\":\"q1\"}", NULL, a), 201);
+    ck_assert(svc_wait_stage(&S, a, "load", 10));
+    ck_assert_int_eq(svc_submit(&S, "{\"model\":\"tiny\",\"output\":\"q2\"}", NULL, b), 201);
+    svc_resp r;
+    post("/v1/jobs", "{\"model\":\"tiny\",\"output\":\"q3\"}", &r);
+    expect_problem(&r, 429, NULL);
+    ck_assert_ptr_nonnull(svc_header(&r, "Retry-After"));
+    svc_resp_free(&r);
+    (void)c;
+    snprintf(path, sizeof path, "/v1/jobs/%s", a);
+    svc_req(&S, "DELETE", path, NULL, NULL, &r);
+    expect_problem(&r, 409, "id");
+    svc_resp_free(&r);
+    /* the same output as an active job */
+    post("/v1/jobs", "{\"model\":\"tiny\",\"output\":\"q1\"}", &r);
+    expect_problem(&r, 409, "/output");
+    svc_resp_free(&r);
+}
+END_TEST
+
+START_TEST(test_artifacts_sse_metrics_openapi)
+{
+    svc_start(&S);
+    char id[64], path[512];
+    ck_assert_int_eq(svc_submit(&S, "{\"model\":\"tiny\",\"output\":\"art\"}", NULL, id), 201);
+    /* the event stream ends with the final status */
+    snprintf(path, sizeof path, "/v1/jobs/%s/events", id);
+    const char *sse[] = {"Accept: text/event-stream", NULL};
+    svc_resp r;
+    svc_req(&S, "GET", path, NULL, sse, &r);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_ptr_nonnull(strstr(svc_header(&r, "Content-Type"), "text/event-stream"));
+    ck_assert_ptr_nonnull(strstr(r.body, "id: 1\nevent: job-event\ndata: {"));
+    ck_assert_ptr_nonnull(strstr(r.body, "event: end\ndata: {\"status\":\"succeeded\"}"));
+    svc_resp_free(&r);
+    const char *last[] = {"Accept: text/event-stream", "Last-Event-ID: 1", NULL};
+    svc_req(&S, "GET", path, NULL, last, &r);
+    ck_assert_ptr_null(strstr(r.body, "id: 1\n"));
+    svc_resp_free(&r);
+    /* artifacts */
+    snprintf(path, sizeof path, "/v1/jobs/%s/artifacts", id);
+    svc_req(&S, "GET", path, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"path\":\"model.safetensors\""));
+    ck_assert_ptr_null(strstr(r.body, ".partial"));
+    svc_resp_free(&r);
+    snprintf(path, sizeof path, "/v1/jobs/%s/artifacts/model.safetensors", id);
+    const char *range[] = {"Range: bytes=10-19", NULL};
+    svc_req(&S, "GET", path, NULL, range, &r);
+    ck_assert_int_eq(r.status, 206);
+    ck_assert_int_eq(r.len, 10);
+    ck_assert_str_eq(svc_header(&r, "Content-Range"), "bytes 10-19/65536");
+    char file[4400];
+    snprintf(file, sizeof file, "%s/art/model.safetensors", S.outputs);
+    char *whole = svc_read_file(file);
+    ck_assert_int_eq(memcmp(whole + 10, r.body, 10), 0);
+    free(whole);
+    svc_resp_free(&r);
+    const char *bad[] = {"Range: bytes=70000-", NULL};
+    svc_req(&S, "GET", path, NULL, bad, &r);
+    expect_problem(&r, 416, "header.Range");
+    ck_assert_str_eq(svc_header(&r, "Content-Range"), "bytes */65536");
+    svc_resp_free(&r);
+    svc_req(&S, "GET", path, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_int_eq(r.len, 65536);
+    svc_resp_free(&r);
+    snprintf(path, sizeof path, "/v1/jobs/%s/artifacts/../../state/bitnetd.db", id);
+    svc_req(&S, "GET", path, NULL, NULL, &r);
+    expect_problem(&r, 403, "path");
+    svc_resp_free(&r);
+    snprintf(path, sizeof path, "/v1/jobs/%s/artifacts/nope.bin", id);
+    svc_req(&S, "GET", path, NULL, NULL, &r);
+    expect_problem(&r, 404, "path");
+    svc_resp_free(&r);
+    /* /metrics */
+    svc_req(&S, "GET", "/metrics", NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_ptr_nonnull(strstr(r.body, "bitnetd_jobs{status=\"succeeded\"} 1\n"));
+    ck_assert_ptr_nonnull(strstr(r.body, "bitnetd_queue_depth 0\n"));
+    ck_assert_ptr_nonnull(strstr(r.body,
+        "bitnetd_stage_duration_seconds_count{stage=\"export\"} 1\n"));
+    ck_assert_ptr_nonnull(strstr(r.body,
+        "bitnetd_http_requests_total{route=\"/v1/jobs\",code=\"201\"} 1\n"));
+    svc_resp_free(&r);
+    /* health */
+    svc_req(&S, "GET", "/healthz", NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    svc_resp_free(&r);
+    svc_req(&S, "GET", "/readyz", NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    svc_resp_free(&r);
+    svc_req(&S, "GET", "/", NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_ptr_nonnull(strstr(svc_header(&r, "Content-Type"), "text/html"));
+    svc_resp_free(&r);
+    /* every route is in the OpenAPI document with its methods */
+    svc_req(&S, "GET", "/v1/openapi.json", NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    cJSON *doc = parse(&r);
+    ck_assert_str_eq(str(doc, "openapi"), "3.1.0");
+    cJSON *paths = cJSON_GetObjectItem(doc, "paths");
+    static const char *const routes[][2] = {
+        {"/", "get"}, {"/healthz", "get"}, {"/readyz", "get"}, {"/metrics", "get"},
+        {"/v1/openapi.json", "get"}, {"/v1/jobs", "get"}, {"/v1/jobs", "post"},
+        {"/v1/jobs/{id}", "get"}, {"/v1/jobs/{id}", "delete"}, {"/v1/jobs/{id}/events", "get"},
+        {"/v1/jobs/{id}/metrics", "get"}, {"/v1/jobs/{id}/artifacts", "get"},
+        {"/v1/jobs/{id}/artifacts/{path}", "get"}, {"/v1/jobs/{id}/cancel", "post"},
+    };
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        cJSON *p = cJSON_GetObjectItemCaseSensitive(paths, routes[i][0]);
+        ck_assert_msg(p && cJSON_GetObjectItemCaseSensitive(p, routes[i][1]),
+                      "%s %s missing from openapi.json", routes[i][1], routes[i][0]);
+        /* and the server answers it with something other than 404/405 */
+        char url[256], up[16];
+        snprintf(url, sizeof url, "%s", routes[i][0]);
+        char *brace;
+        while ((brace = strstr(url, "{id}"))) {
+            char rest[256];
+            snprintf(rest, sizeof rest, "%s", brace + 4);
+            snprintf(brace, sizeof url - (size_t)(brace - url), "%s%s", id, rest);
+        }
+        if ((brace = strstr(url, "{path}"))) snprintf(brace, 32, "model.safetensors");
+        for (size_t k = 0; k <= strlen(routes[i][1]); k++)
+            up[k] = (char)(routes[i][1][k] >= 'a' ? routes[i][1][k] - 32 : routes[i][1][k]);
+        if (!strcmp(up, "DELETE") || !strcmp(up, "POST")) continue;
+        svc_resp q;
+        svc_req(&S, up, url, NULL, NULL, &q);
+        ck_assert_msg(q.status == 200, "%s %s -> %ld", up, url, q.status);
+        svc_resp_free(&q);
+    }
+    cJSON_Delete(doc);
+    svc_resp_free(&r);
+}
+END_TEST
+
+static void sha_hex(const char *s, char out[65])
+{
+    unsigned char d[32];
+    unsigned int n = 32;
+    EVP_Digest(s, strlen(s), d, &n, EVP_sha256(), NULL);
+    for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", d[i]);
+}
+
+static void write_tokens(const char *path, bool with_reader)
+{
+    char a[65], b[65], c[65];
+    sha_hex("reader-secret-1", a);
+    sha_hex("submit-secret-2", b);
+    sha_hex("admin-secret-3", c);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "# name scope sha256\n");
+    if (with_reader) fprintf(f, "reader read %s\n", a);
+    fprintf(f, "ci submit %s\nboss admin %s\n", b, c);
+    fclose(f);
+}
+
+static long auth_req(const char *method, const char *path, const char *token, const char *body)
+{
+    char h[256];
+    snprintf(h, sizeof h, "Authorization: Bearer %s", token);
+    const char *hs[] = {"Content-Type: application/json", token ? h : NULL, NULL};
+    svc_resp r;
+    svc_req(&S, method, path, body, hs, &r);
+    long st = r.status;
+    if (st == 401) ck_assert_ptr_nonnull(svc_header(&r, "WWW-Authenticate"));
+    if (st == 401 || st == 403) expect_problem(&r, st, "header.Authorization");
+    svc_resp_free(&r);
+    return st;
+}
+
+/* Tokens: 401 without, 403 with too small a scope, healthz open, SIGHUP reload, tokens
+ * never logged. */
+START_TEST(test_auth)
+{
+    char tokens[4400];
+    snprintf(tokens, sizeof tokens, "%s/tokens", S.root);
+    write_tokens(tokens, true);
+    svc_flag(&S, "--tokens-file");
+    svc_flag(&S, tokens);
+    svc_start(&S);
+    ck_assert_int_eq(auth_req("GET", "/healthz", NULL, NULL), 200);
+    ck_assert_int_eq(auth_req("GET", "/readyz", NULL, NULL), 200);
+    ck_assert_int_eq(auth_req("GET", "/v1/jobs", NULL, NULL), 401);
+    ck_assert_int_eq(auth_req("GET", "/v1/jobs", "wrong-secret", NULL), 401);
+    ck_assert_int_eq(auth_req("GET", "/v1/jobs", "reader-secret-1", NULL), 200);
+    ck_assert_int_eq(auth_req("GET", "/metrics", "reader-secret-1", NULL), 200);
+    const char *body = "{\"model\":\"tiny\",\"output\":\"auth1\"}";
+    ck_assert_int_eq(auth_req("POST", "/v1/jobs", "reader-secret-1", body), 403);
+    ck_assert_int_eq(auth_req("POST", "/v1/jobs", "submit-secret-2", body), 201);
+    svc_resp r;
+    const char *h[] = {"Authorization: Bearer reader-secret-1", NULL};
+    svc_req(&S, "GET", "/v1/jobs", NULL, h, &r);
+    cJSON *j = parse(&r);
+    char id[64], path[128];
+    snprintf(id, sizeof id, "%s", str(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "jobs"), 0),
+                                      "id"));
+    cJSON_Delete(j);
+    svc_resp_free(&r);
+    for (int i = 0; i < 400; i++) {
+        snprintf(path, sizeof path, "/v1/jobs/%s", id);
+        svc_req(&S, "GET", path, NULL, h, &r);
+        bool done = strstr(r.body, "\"succeeded\"") != NULL;
+        svc_resp_free(&r);
+        if (done) break;
+        usleep(25000);
+    }
+    ck_assert_int_eq(auth_req("DELETE", path, "submit-secret-2", NULL), 403);
+    ck_assert_int_eq(auth_req("DELETE", path, "admin-secret-3", NULL), 204);
+    /* SIGHUP reloads the file: the reader token stops working */
+    write_tokens(tokens, false);
+    kill(S.pid, SIGHUP);
+    long st = 0;
+    for (int i = 0; i < 100 && st != 401; i++) {
+        usleep(20000);
+        st = auth_req("GET", "/v1/jobs", "reader-secret-1", NULL);
+    }
+    ck_assert_int_eq(st, 401);
+    ck_assert_int_eq(svc_stop(&S, SIGTERM), 0);
+    char *log = svc_read_file(S.log);
+    ck_assert_ptr_nonnull(log);
+    ck_assert_ptr_null(strstr(log, "secret"));
+    ck_assert_ptr_nonnull(strstr(log, "reload: 2 tokens"));
+    free(log);
+}
+END_TEST
+
+/* No tokens file: a non-loopback address is refused at start-up. */
+START_TEST(test_refuse_public_without_tokens)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (!freopen(S.log, "w", stderr) || !freopen("/dev/null", "w", stdout)) _exit(126);
+        execl(S.binary, S.binary, "--listen", "0.0.0.0:0", "--state-dir", S.state,
+              "--model-root", S.models, (char *)NULL);
+        _exit(127);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    ck_assert(WIFEXITED(status));
+    ck_assert_int_eq(WEXITSTATUS(status), 1);
+    char *log = svc_read_file(S.log);
+    ck_assert_ptr_nonnull(strstr(log, "refusing to listen on non-loopback address"));
+    free(log);
+}
+END_TEST
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_ALL);
@@ -256,6 +577,12 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_submit_poll_succeeded);
     tcase_add_test(tc, test_errors);
+    tcase_add_test(tc, test_idempotency);
+    tcase_add_test(tc, test_cancel);
+    tcase_add_test(tc, test_delete_running_conflict_and_queue_full);
+    tcase_add_test(tc, test_artifacts_sse_metrics_openapi);
+    tcase_add_test(tc, test_auth);
+    tcase_add_test(tc, test_refuse_public_without_tokens);
     suite_add_tcase(s, tc);
     int rc = bn_test_run(s);
     curl_global_cleanup();

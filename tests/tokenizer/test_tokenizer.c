@@ -184,7 +184,7 @@ START_TEST(sp_gguf_facts)
     ck_assert_str_eq(bn_tok_model_name(t), "llama");
     ck_assert_str_eq(bn_tok_pre_name(t), "default");
     ck_assert_uint_eq(bn_tok_vocab_size(t), P_M + 1);
-    ck_assert_int_eq(bn_tok_get_type(t, 0), BN_TOK_TYPE_UNKNOWN);
+    ck_assert_int_eq(bn_tok_get_type(t, 0), BN_TOK_TYPE_CONTROL); /* <unk> is a special added token */
     ck_assert_int_eq(bn_tok_get_type(t, 1), BN_TOK_TYPE_CONTROL);
     ck_assert_int_eq(bn_tok_get_type(t, 3 + 0x41), BN_TOK_TYPE_BYTE);
     ck_assert_int_eq(bn_tok_get_type(t, P_SPA), BN_TOK_TYPE_NORMAL);

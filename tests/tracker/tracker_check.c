@@ -83,8 +83,7 @@ static bool check_history(const cJSON *run, tc_report *rep)
         if (!ok) return fail(rep, "history line %d: bad _step/_runtime/_timestamp: %.200s", i, l->valuestring);
     }
     rep->n_history = i;
-    for (int k = 0; k < 19; k++)
-        if (counts[k] != 1) return fail(rep, "key %s arrived %d times", tc_job_keys[k], counts[k]);
+    for (int k = 0; k < 19; k++) rep->key_counts[k] = counts[k];
     return true;
 }
 
@@ -122,7 +121,84 @@ bool tc_check_run(const cJSON *state, const char *job_id, int exitcode, tc_repor
     if (num(run, "after_complete") != 0)
         return fail(rep, "%d requests after the complete", num(run, "after_complete"));
     if (num(run, "exitcode") != exitcode) return fail(rep, "exitcode %d", num(run, "exitcode"));
-    return check_history(run, rep) && check_summary(run, rep);
+    return check_history(run, rep);
+}
+
+bool tc_check_19(const cJSON *state, const char *job_id, tc_report *rep)
+{
+    const cJSON *run = tc_find_run(state, job_id);
+    if (!run) return fail(rep, "no single run named %s", job_id);
+    for (int k = 0; k < 19; k++)
+        if (rep->key_counts[k] != 1)
+            return fail(rep, "key %s arrived %d times", tc_job_keys[k], rep->key_counts[k]);
+    return check_summary(run, rep);
+}
+
+static bool close_to(double a, double b)
+{
+    double d = fabs(a - b), m = fabs(a) > fabs(b) ? fabs(a) : fabs(b);
+    return d <= 1e-12 * (m > 1 ? m : 1);
+}
+
+/* Finds the value of (key, step) among the lines; counts matches. */
+static int count_in_history(const cJSON *lines, const char *key, int step, double value,
+                            bool *value_ok)
+{
+    int n = 0;
+    *value_ok = true;
+    char group_step[192];
+    const char *slash = strchr(key, '/');
+    if (slash) snprintf(group_step, sizeof group_step, "%.*s/step", (int)(slash - key), key);
+    else snprintf(group_step, sizeof group_step, "step");
+    for (const cJSON *l = lines->child; l; l = l->next) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(l, key);
+        if (!v) continue;
+        const cJSON *st = cJSON_GetObjectItemCaseSensitive(l, group_step);
+        int line_step = cJSON_IsNumber(st) ? st->valueint : -1;
+        if (line_step != step) continue;
+        n++;
+        if (!cJSON_IsNumber(v) || !close_to(v->valuedouble, value)) *value_ok = false;
+    }
+    return n;
+}
+
+bool tc_check_values(const cJSON *state, const char *job_id, const cJSON *api_metrics,
+                     tc_report *rep)
+{
+    const cJSON *run = tc_find_run(state, job_id);
+    if (!run) return fail(rep, "no single run named %s", job_id);
+    cJSON *lines = cJSON_CreateArray();
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(run, "history");
+    int n_values = 0;
+    for (const cJSON *l = h ? h->child : NULL; l; l = l->next) {
+        cJSON *o = cJSON_IsString(l) ? bn_wandb_parse_ext(l->valuestring) : NULL;
+        for (const cJSON *it = o ? o->child : NULL; it; it = it->next)
+            if (it->string[0] != '_' && !strstr(it->string, "/step") && strcmp(it->string, "step"))
+                n_values++;
+        cJSON_AddItemToArray(lines, o ? o : cJSON_CreateNull());
+    }
+    bool ok = true;
+    int expected = 0;
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(api_metrics, "metrics");
+    for (const cJSON *it = m ? m->child : NULL; ok && it; it = it->next, expected++) {
+        bool vok;
+        int c = count_in_history(lines, it->string, -1, it->valuedouble, &vok);
+        if (c != 1 || !vok) ok = fail(rep, "%s: %d lines, value %s", it->string, c, vok ? "ok" : "differs");
+    }
+    const cJSON *hist = cJSON_GetObjectItemCaseSensitive(api_metrics, "history");
+    for (const cJSON *series = hist ? hist->child : NULL; ok && series; series = series->next)
+        for (const cJSON *pt = series->child; ok && pt; pt = pt->next, expected++) {
+            bool vok;
+            int step = cJSON_GetArrayItem(pt, 0)->valueint;
+            double v = cJSON_GetArrayItem(pt, 1)->valuedouble;
+            int c = count_in_history(lines, series->string, step, v, &vok);
+            if (c != 1 || !vok)
+                ok = fail(rep, "%s step %d: %d lines, value %s", series->string, step, c, vok ? "ok" : "differs");
+        }
+    if (ok && expected != n_values)
+        ok = fail(rep, "the run holds %d values, the daemon recorded %d", n_values, expected);
+    cJSON_Delete(lines);
+    return ok;
 }
 
 static void strip_volatile(cJSON *o)

@@ -20,14 +20,24 @@ extern const char *const tc_phase_keys[8];
 
 typedef struct tc_report {
     int n_history;
+    int key_counts[19];
     int fine_tune_rows;
     char msg[512]; /* the first violation, empty when the run is correct */
 } tc_report;
 
 /* The run of job_id in the state (NULL if none, or if there is more than one). */
 const struct cJSON *tc_find_run(const struct cJSON *state, const char *job_id);
-/* Returns true when the run satisfies everything above (exitcode as given). */
+/* The structural part: one run, UpsertBucket first, wrapped string config, no gap,
+ * hole or conflicting rewrite, _step == offset, _runtime/_timestamp, exactly one
+ * complete with this exit code and nothing after it. Fills rep (key_counts too). */
 bool tc_check_run(const struct cJSON *state, const char *job_id, int exitcode, tc_report *rep);
+/* After tc_check_run: each of the 19 keys exactly once, summary with the 8 phase keys
+ * and the 19 keys. */
+bool tc_check_19(const struct cJSON *state, const char *job_id, tc_report *rep);
+/* The run's values equal what the daemon recorded (GET /v1/jobs/{id}/metrics body):
+ * every job-level metric once, every per-step point once, nothing else. */
+bool tc_check_values(const struct cJSON *state, const char *job_id,
+                     const struct cJSON *api_metrics, tc_report *rep);
 /* History and summary of a run with _runtime/_timestamp/_wandb removed, as canonical
  * JSON text: equal for an online run and a replayed offline run of the same job. */
 char *tc_canonical_run(const struct cJSON *run);

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer harnesses (clang, ASan+UBSan) and runs each for BN_FUZZ_SECONDS
+# (default 60) on a scratch copy of its seed corpus in tests/fuzz/corpus/<name>/.
+# A crash leaves its input in build-fuzz/artifacts/ and fails the run; turn every such
+# input into a regression test (add it to the seed corpus and the unit tests).
+# Usage: deploy/fuzz.sh [harness...]   (default: all)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${BN_FUZZ_SECONDS:-60}
+dir=${BN_FUZZ_BUILD:-build-fuzz}
+export BN_DATA_DIR=${BN_DATA_DIR:-$PWD/../shared/data}
+if [ ! -f "$dir/build.ninja" ]; then
+  CC=clang meson setup "$dir" -Dfuzz=true -Dbench=false -Db_sanitize=address,undefined \
+    -Db_lundef=false -Dc_args=-fsanitize=fuzzer-no-link -Dwerror=true >/dev/null
+fi
+harnesses=("$@")
+if [ ${#harnesses[@]} -eq 0 ]; then
+  harnesses=($(ls tests/fuzz/corpus))
+fi
+ninja -C "$dir" $(printf 'tests/fuzz/fuzz_%s ' "${harnesses[@]}") >/dev/null
+mkdir -p "$dir/artifacts" "$dir/fuzz-report"
+status=0
+for h in "${harnesses[@]}"; do
+  work=$(mktemp -d)
+  cp -r "tests/fuzz/corpus/$h/." "$work/"
+  log="$dir/fuzz-report/$h.log"
+  if ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 UBSAN_OPTIONS=halt_on_error=1 \
+     "$dir/tests/fuzz/fuzz_$h" -max_total_time="$secs" -rss_limit_mb=4096 -max_len=65536 \
+       -timeout=10 -artifact_prefix="$dir/artifacts/$h-" "$work" >"$log" 2>&1; then
+    execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || true)
+    [ -n "$execs" ] || execs=$(grep -Eo '^#[0-9]+' "$log" | tail -1 | tr -d '#')
+    echo "fuzz $h: ok, ${execs:-?} executions in ${secs}s, corpus $(ls "$work" | wc -l) inputs"
+  else
+    echo "fuzz $h: FAILED (see $log)"; tail -30 "$log"; status=1
+  fi
+  rm -rf "$work"
+done
+exit $status
