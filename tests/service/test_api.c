@@ -10,7 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <openssl/evp.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -568,6 +571,49 @@ START_TEST(test_refuse_public_without_tokens)
 }
 END_TEST
 
+/* systemd socket activation: an inherited listening socket replaces --listen. */
+START_TEST(test_socket_activation)
+{
+    const char *sa = "/usr/bin/systemd-socket-activate";
+    if (access(sa, X_OK) != 0) return; /* not on this machine: nothing to check */
+    int probe = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    ck_assert_int_eq(bind(probe, (struct sockaddr *)&a, sizeof a), 0);
+    getsockname(probe, (struct sockaddr *)&a, &len);
+    int port = ntohs(a.sin_port);
+    close(probe);
+    char listen_arg[64];
+    snprintf(listen_arg, sizeof listen_arg, "127.0.0.1:%d", port);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (!freopen(S.log, "w", stderr) || !freopen("/dev/null", "w", stdout)) _exit(126);
+        execl(sa, sa, "-l", listen_arg, S.binary, "--state-dir", S.state, "--listen",
+              "127.0.0.1:1", "--model-root", S.models, (char *)NULL);
+        _exit(127);
+    }
+    S.pid = pid;
+    snprintf(S.url, sizeof S.url, "http://%s", listen_arg);
+    svc_resp r = {0};
+    for (int i = 0; i < 200 && r.status != 200; i++) { /* the first connection starts it */
+        svc_resp_free(&r);
+        svc_req(&S, "GET", "/healthz", NULL, NULL, &r);
+        if (r.status != 200) usleep(20000);
+    }
+    ck_assert_int_eq(r.status, 200);
+    svc_resp_free(&r);
+    char url_file[4400];
+    snprintf(url_file, sizeof url_file, "%s/bitnetd.url", S.state);
+    char *u = NULL;
+    for (int i = 0; i < 200 && !u; i++) /* written just after the API starts */
+        if (!(u = svc_read_file(url_file))) usleep(10000);
+    ck_assert_ptr_nonnull(u);
+    ck_assert_ptr_nonnull(strstr(u, listen_arg));
+    free(u);
+    ck_assert_int_eq(svc_stop(&S, SIGTERM), 0);
+}
+END_TEST
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_ALL);
@@ -583,6 +629,7 @@ int main(void)
     tcase_add_test(tc, test_artifacts_sse_metrics_openapi);
     tcase_add_test(tc, test_auth);
     tcase_add_test(tc, test_refuse_public_without_tokens);
+    tcase_add_test(tc, test_socket_activation);
     suite_add_tcase(s, tc);
     int rc = bn_test_run(s);
     curl_global_cleanup();
