@@ -328,12 +328,22 @@ void bn_optim_step(bn_optim *o, bn_optim_stats *st)
 {
     const bn_optim_config *c = &o->cfg;
     double norm = global_norm(o);
+    double f = bn_optim_lr_factor(c, o->t);
+    if (!isfinite(norm)) {
+        o->t++;
+        if (st) {
+            st->grad_norm = 0;
+            st->skipped = 1;
+            st->lr = c->lr * f;
+            st->muon_lr = c->muon_lr * f;
+        }
+        return;
+    }
     if (c->max_grad_norm > 0 && norm > c->max_grad_norm) {
         float k = (float)(c->max_grad_norm / (norm + 1e-12));
         for (int i = 0; i < o->n; i++)
             for (size_t j = 0; j < o->slots[i].n; j++) o->slots[i].p.g[j] *= k;
     }
-    double f = bn_optim_lr_factor(c, o->t);
     float lr = (float)(c->lr * f), mlr = (float)(c->muon_lr * f);
     for (int i = 0; i < o->n; i++) {
         optim_slot *sl = &o->slots[i];
@@ -345,6 +355,7 @@ void bn_optim_step(bn_optim *o, bn_optim_stats *st)
     o->t++;
     if (st) {
         st->grad_norm = norm;
+        st->skipped = 0;
         st->lr = lr;
         st->muon_lr = mlr;
     }

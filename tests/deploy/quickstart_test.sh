@@ -33,7 +33,7 @@ for f in model.safetensors config.json compression_metadata.json; do
 done
 url=$(sed -n 's#^dashboard: *\(http://[^ ]*\)/$#\1#p' "$tmp/out" | head -n 1)
 [ -n "$url" ] || fail "no dashboard URL printed"
-curl -fsS "$url/" | grep -q "<title>bitnetd</title>" || fail "dashboard at $url/ does not serve the page"
+curl -fsS "$url/" >"$tmp/page" && grep -q "<title>bitnetd</title>" "$tmp/page" || fail "dashboard at $url/ does not serve the page"
 pid=$(cat "$tmp/var/bitnetd.pid")
 kill -0 "$pid" || fail "the daemon was not left running"
 bash "$src/deploy/quickstart.sh" --stop | grep -q "stopped bitnetd" || fail "--stop did not stop it"

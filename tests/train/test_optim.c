@@ -212,6 +212,33 @@ START_TEST(muon_orthogonal_step_and_shape_scale)
 }
 END_TEST
 
+START_TEST(non_finite_gradient_skips_the_update)
+{
+    bn_optim_config c;
+    bn_optim_config_default(&c);
+    c.warmup_steps = 0;
+    float w[3] = {1, 2, 3}, g[3] = {0.1f, NAN, 0.2f};
+    bn_optim_param p = {"w", w, g, 1, 3, BN_OPTIM_ADAMW};
+    bn_optim *o;
+    ck_assert_int_eq(bn_optim_new(&c, &p, 1, &o, NULL), 0);
+    bn_optim_stats st;
+    bn_optim_step(o, &st);
+    ck_assert_int_eq(st.skipped, 1);
+    ck_assert(w[0] == 1 && w[1] == 2 && w[2] == 3);
+    ck_assert(isfinite(st.grad_norm));
+    g[1] = 0.3f;
+    bn_optim_step(o, &st);
+    ck_assert_int_eq(st.skipped, 0);
+    ck_assert(w[0] != 1);
+    for (int i = 0; i < bn_optim_state_count(o); i++) {
+        size_t n;
+        float *s = bn_optim_state_at(o, i, NULL, &n);
+        for (size_t j = 0; j < n; j++) ck_assert(isfinite(s[j]));
+    }
+    bn_optim_free(o);
+}
+END_TEST
+
 static void fill_params(float *w, float *g, int n, uint64_t seed)
 {
     uint64_t s = rng;
@@ -275,6 +302,7 @@ int main(void)
     tcase_add_test(tc, grokfast_and_clipping);
     tcase_add_test(tc, muon_orthogonal_step_and_shape_scale);
     tcase_add_test(tc, state_round_trip);
+    tcase_add_test(tc, non_finite_gradient_skips_the_update);
     suite_add_tcase(s, tc);
     return bn_test_run(s);
 }
