@@ -419,13 +419,8 @@ int bn_qt_load(bn_job_ctx *ctx, const char *path, bn_err *err)
 
 /* ---- weak placeholders (deleted at integration; the real stages are strong symbols) ---------- */
 
-/* PLACEHOLDER: the GGUF writer (kernels engineer) provides the strong definition. */
-__attribute__((weak)) int bn_stage_export_gguf(bn_job_ctx *ctx, const char *out_dir, bn_err *err)
-{
-    (void)out_dir; (void)err;
-    bn_job_event(ctx, "warn", "GGUF export is not available in this build");
-    return 0;
-}
+/* bn_stage_export_gguf: engine/gguf_stage.c (no placeholder: a weak definition here would
+ * win, since a static library member is only pulled in for a still-undefined symbol). */
 
 /* ---- the run ---------------------------------------------------------------------------------- */
 
