@@ -50,10 +50,31 @@ static void usage(FILE *f)
         fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].help);
 }
 
+/* Client options given before the command ("bitnetctl --server URL --json status ID")
+ * move behind the command's own arguments, where the client commands parse them. */
+static int hoist_globals(int argc, char **argv)
+{
+    char *globals[8];
+    int ng = 0, i = 1;
+    while (i < argc && ng < 6) {
+        bool with_value = !strcmp(argv[i], "--server") || !strcmp(argv[i], "--token-file");
+        if (!with_value && strcmp(argv[i], "--json") != 0) break;
+        if (with_value && i + 1 >= argc) break;
+        globals[ng++] = argv[i++];
+        if (with_value) globals[ng++] = argv[i++];
+    }
+    if (ng == 0) return argc;
+    int k = 1;
+    for (int j = i; j < argc; j++) argv[k++] = argv[j];
+    for (int j = 0; j < ng; j++) argv[k++] = globals[j];
+    return argc;
+}
+
 int main(int argc, char **argv)
 {
     /* first: may re-exec so that OpenBLAS starts with the right kernels for this CPU */
     bn_blas_init(argc, argv, getenv("BN_VERBOSE") != NULL);
+    argc = hoist_globals(argc, argv);
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -87,6 +87,11 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: bitnetctl compress MODEL_DIR OUT_DIR [--sparsity-threshold X|auto] [--per-tensor]\n"
                "       [--preserve PATTERN]... [--threads N] [--config FILE|JSON] [--work-dir DIR] [--json]\n"
+               "       [--calibration FILE] [--fine-tune] [--max-minutes M]\n"
+               "--calibration FILE: calibration and fine-tuning text (.txt: documents at blank lines; .jsonl:\n"
+               "a \"text\" field per line). --fine-tune: STE fine-tuning when compression degrades the held-out\n"
+               "perplexity by more than fine_tune.threshold; --max-minutes: its time budget. SIGINT/SIGTERM stop\n"
+               "at the next safe point with a checkpoint; with --work-dir the same command resumes.\n"
                "Ternarizes a Hugging Face Llama/Mistral/Qwen2 folder (BitNet b1.58) and writes OUT_DIR with the\n"
                "dequantized FP16 model, quantized/ (packed 2-bit) and compression_metadata.json.\n");
 }
@@ -122,13 +127,25 @@ static void set_key(cJSON *o, const char *k, cJSON *v)
     cJSON_AddItemToObject(o, k, v);
 }
 
+/* cfg[k] as an object (created, or replacing a non-object). */
+static cJSON *sub_object(cJSON *cfg, const char *k)
+{
+    cJSON *o = cJSON_GetObjectItemCaseSensitive(cfg, k);
+    if (cJSON_IsObject(o)) return o;
+    o = cJSON_CreateObject();
+    set_key(cfg, k, o);
+    return o;
+}
+
 static cJSON *build_config(int argc, char **argv, bool *json_out, const char **work_dir, int *bad)
 {
     static const struct option opts[] = {
         { "sparsity-threshold", required_argument, 0, 't' }, { "per-tensor", no_argument, 0, 'p' },
         { "preserve", required_argument, 0, 'P' }, { "threads", required_argument, 0, 'j' },
         { "config", required_argument, 0, 'c' }, { "work-dir", required_argument, 0, 'w' },
-        { "json", no_argument, 0, 'J' }, { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 },
+        { "json", no_argument, 0, 'J' }, { "help", no_argument, 0, 'h' },
+        { "calibration", required_argument, 0, 'C' }, { "fine-tune", no_argument, 0, 'F' },
+        { "max-minutes", required_argument, 0, 'M' }, { 0, 0, 0, 0 },
     };
     cJSON *cfg = NULL;
     for (int i = 1; i + 1 < argc; i++) /* --config first: flags override it */
@@ -161,6 +178,21 @@ static cJSON *build_config(int argc, char **argv, bool *json_out, const char **w
             break;
         }
         case 'c': break;
+        case 'C': { /* calibration (and fine-tuning) text: a .txt or .jsonl file */
+            cJSON *cal = sub_object(cfg, "calibration");
+            set_key(cal, "dataset", cJSON_CreateString("custom"));
+            cJSON_DeleteItemFromObjectCaseSensitive(cal, "texts");
+            set_key(cal, "path", cJSON_CreateString(optarg));
+            break;
+        }
+        case 'F': set_key(sub_object(cfg, "fine_tune"), "enabled", cJSON_CreateBool(1)); break;
+        case 'M': {
+            char *end;
+            double v = strtod(optarg, &end);
+            if (!*optarg || *end || !(v > 0)) { bn_cli_errorf("compress: --max-minutes needs a positive number"); *bad = 2; }
+            set_key(sub_object(cfg, "fine_tune"), "max_minutes", cJSON_CreateNumber(v));
+            break;
+        }
         case 'w': *work_dir = optarg; break;
         case 'J': *json_out = true; break;
         case 'h': usage(stdout); *bad = -1; break;
@@ -253,11 +285,14 @@ int bn_cli_compress(int argc, char **argv)
     bn_pipeline_paths paths = { model, out, work, NULL };
     struct sigaction sa = { 0 }, old;
     sa.sa_handler = on_sigint;
+    struct sigaction old_term;
     sigaction(SIGINT, &sa, &old);
+    sigaction(SIGTERM, &sa, &old_term);
     double t0 = mono();
     rc = bn_pipeline_run(&paths, &opt, &prog, &err);
     double secs = mono() - t0;
     sigaction(SIGINT, &old, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
     if (u.tty) fputs("\r\033[K", stderr);
     if (!work_arg || rc == 0) bn_fs_rm_rf(work, NULL);
     bn_options_free(&opt);

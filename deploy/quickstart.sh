@@ -149,7 +149,7 @@ done
 curl -fsS -o /dev/null "$url/readyz" || die 3 "bitnetd at $url is not ready (log: $logfile)"
 echo "bitnetd is up at $url (pid $pid)"
 
-ctl() { "$bitnetctl" --server "$url" "$@"; }
+ctl() { BITNETD_URL=$url "$bitnetctl" "$@"; }
 
 # --- 4. the model ------------------------------------------------------------------
 if [ -z "$model" ]; then
@@ -173,14 +173,14 @@ name="quickstart-$(basename "$model")-$(date +%Y%m%d-%H%M%S)"
 say "5/6 submitting $name"
 submit_args=(submit "$model" --output "$name")
 [ -n "$config" ] && submit_args+=(--config "$config")
-job=$(ctl --json "${submit_args[@]}") || die 1 "submit failed: $job"
+job=$(ctl "${submit_args[@]}" --json) || die 1 "submit failed: $job"
 id=$(printf '%s' "$job" | sed -n 's/.*"id"[[:space:]]*:[[:space:]]*"\{0,1\}\([A-Za-z0-9_-]*\).*/\1/p' | head -n 1)
 [ -n "$id" ] || die 1 "submit answered no job id: $job"
 echo "job $id queued; dashboard: $url/#/jobs/$id"
 watch_rc=0
 if [ -n "$ci" ]; then ctl watch "$id" </dev/null | cat || watch_rc=$?
 else ctl watch "$id" || watch_rc=$?; fi
-status=$(ctl --json status "$id") || die 4 "cannot read job $id"
+status=$(ctl status "$id" --json) || die 4 "cannot read job $id"
 state=$(printf '%s' "$status" | sed -n 's/.*"status"[[:space:]]*:[[:space:]]*"\([a-z]*\)".*/\1/p' | head -n 1)
 outdir=$(printf '%s' "$status" | sed -n 's/.*"output_dir"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p' | head -n 1)
 
@@ -191,7 +191,9 @@ echo "job:        $id ($state)"
 echo "dashboard:  $url/"
 echo "API:        curl $url/v1/jobs/$id"
 echo "log:        $logfile"
-echo "stop it:    bash deploy/quickstart.sh --stop    (or: kill $pid)"
+stop_cmd="bash deploy/quickstart.sh --stop"
+[ "$var" = "$root/var" ] || stop_cmd="BN_VAR_DIR=$var $stop_cmd"
+echo "stop it:    $stop_cmd    (or: kill $pid)"
 if [ "$state" != succeeded ]; then
-  die 4 "job $id ended '$state' (watch exit $watch_rc); see: $bitnetctl --server $url logs $id"
+  die 4 "job $id ended '$state' (watch exit $watch_rc); see: $bitnetctl logs $id --server $url"
 fi

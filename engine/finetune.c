@@ -51,7 +51,7 @@ typedef struct ft_run {
     bn_optim *opt;
     int8_t *codes;
     float *scales;
-    float taus[16];
+    float taus[8];
     int n_taus;
     bn_quant_params qp;
     bn_eval_tokens tok;
@@ -224,7 +224,7 @@ static int setup(ft_run *r, bn_err *err)
     r->qp.tau = ctx->tau > 0 ? ctx->tau : 0.5f;
     r->qp.per_tensor = o->scale == BN_SCALE_PER_TENSOR;
     r->qp.threads = ctx->threads;
-    r->n_taus = bn_quant_tau_grid(r->qp.tau, r->taus, 16);
+    r->n_taus = bn_quant_tau_grid(r->qp.tau, r->taus, 8);
 
     int64_t by_epochs = (int64_t)(o->fine_tune.epochs > 0 ? o->fine_tune.epochs : 1) * r->steps_per_epoch;
     r->total_steps = by_epochs;
@@ -435,7 +435,7 @@ static int write_ckpt_tensors(ft_run *r, const char *path, bn_err *err)
 
 static int save_checkpoint(ft_run *r, bn_err *err)
 {
-    char dir[4096], rel[128], path[4200], old[256] = "";
+    char dir[4096], rel[128], path[4096 + 512], old[256] = "";
     bn_job_work_path(r->ctx, BN_FT_DIR, dir, sizeof dir);
     int rc = bn_fs_mkdir_p(dir, err);
     if (rc) return rc;
@@ -629,9 +629,12 @@ static int add_preserved(bn_job_ctx *ctx, const char *name, const float *data, s
 static int save_preserved(bn_job_ctx *ctx, bn_err *err)
 {
     char path[4096];
+    bn_job_work_path(ctx, BN_FT_DIR, path, sizeof path);
+    int rc = bn_fs_mkdir_p(path, err);
+    if (rc) return rc;
     bn_job_work_path(ctx, BN_FT_PRESERVED, path, sizeof path);
     bn_st_writer *w;
-    int rc = bn_st_writer_new(path, &w, err);
+    rc = bn_st_writer_new(path, &w, err);
     if (rc) return rc;
     for (size_t i = 0; i < ctx->n_preserved && !rc; i++) {
         int64_t s[1] = {(int64_t)ctx->preserved[i].numel};
@@ -708,17 +711,26 @@ static int train_loop(ft_run *r, bn_err *err)
     const bn_options *o = r->o;
     int every = o->fine_tune.checkpoint_every > 0 ? o->fine_tune.checkpoint_every : 0;
     double budget = o->fine_tune.max_minutes > 0 ? o->fine_tune.max_minutes * 60.0 : 0;
-    int rc = BN_OK;
+    int rc = BN_OK, bad_steps = 0;
     while (r->step < r->total_steps) {
         if (budget > 0 && elapsed(r) >= budget) {
             bn_job_event(ctx, "info", "fine-tune: time budget of %.1f minutes reached at step %lld",
                          o->fine_tune.max_minutes, (long long)r->step);
             break;
         }
-        double loss;
-        bn_optim_stats st;
+        double loss = 0;
+        bn_optim_stats st = {0};
         rc = train_step(r, &loss, &st, err);
         if (rc) return rc;
+        if (st.skipped) {
+            if (++bad_steps >= 20)
+                return bn_err_set(err, BN_ENUMERIC, "fine-tuning diverged: non-finite gradients "
+                                  "for %d steps in a row (step %lld)", bad_steps, (long long)r->step);
+            bn_job_event(ctx, "warn", "fine-tune step %lld: non-finite gradient, update skipped",
+                         (long long)r->step + 1);
+        } else {
+            bad_steps = 0;
+        }
         r->step++;
         r->steps_this_run++;
         r->pos++;

@@ -64,12 +64,14 @@ void bn_optim_free(bn_optim *o);
 double bn_optim_lr_factor(const bn_optim_config *c, int64_t t);
 
 typedef struct bn_optim_stats {
-    double grad_norm; /* global norm of the raw gradients, before clipping */
+    double grad_norm; /* global norm of the raw gradients, before clipping (0 if skipped) */
+    int skipped;      /* 1: a gradient was NaN/Inf; nothing was updated (the step counts) */
     double lr;        /* AdamW lr used */
     double muon_lr;   /* Muon lr used */
 } bn_optim_stats;
 
-/* One step with the current gradients; advances the step counter. */
+/* One step with the current gradients; advances the step counter. A non-finite gradient
+ * norm skips the update (weights and state untouched) and sets st->skipped. */
 void bn_optim_step(bn_optim *o, bn_optim_stats *st);
 int64_t bn_optim_steps(const bn_optim *o);
 void bn_optim_set_steps(bn_optim *o, int64_t t);

@@ -419,38 +419,8 @@ int bn_qt_load(bn_job_ctx *ctx, const char *path, bn_err *err)
 
 /* ---- weak placeholders (deleted at integration; the real stages are strong symbols) ---------- */
 
-/* PLACEHOLDER: calibration lives in engine/calibrate.c (model engineer). */
-__attribute__((weak)) int bn_stage_calibrate(bn_job_ctx *ctx, bn_err *err)
-{
-    (void)err;
-    bn_job_event(ctx, "warn", "calibrate is not available in this build");
-    return 0;
-}
-/* PLACEHOLDER: evaluation lives in engine/evaluate.c (model engineer). */
-__attribute__((weak)) int bn_stage_evaluate(bn_job_ctx *ctx, bn_err *err)
-{
-    (void)err;
-    bn_job_event(ctx, "warn", "evaluate is not available in this build");
-    return 0;
-}
-/* PLACEHOLDER: fine-tuning lives in engine/finetune.c (train engineer). */
-__attribute__((weak)) int bn_stage_finetune(bn_job_ctx *ctx, bn_err *err)
-{
-    (void)err;
-    bn_job_event(ctx, "warn", "finetune is not available in this build");
-    return 0;
-}
-/* PLACEHOLDERS: restores of the stages above. */
-__attribute__((weak)) int bn_stage_calibrate_restore(bn_job_ctx *ctx, bn_err *err) { (void)ctx; (void)err; return 0; }
-__attribute__((weak)) int bn_stage_evaluate_restore(bn_job_ctx *ctx, bn_err *err) { (void)ctx; (void)err; return 0; }
-__attribute__((weak)) int bn_stage_finetune_restore(bn_job_ctx *ctx, bn_err *err) { (void)ctx; (void)err; return 0; }
-/* PLACEHOLDER: the GGUF writer (kernels engineer) provides the strong definition. */
-__attribute__((weak)) int bn_stage_export_gguf(bn_job_ctx *ctx, const char *out_dir, bn_err *err)
-{
-    (void)out_dir; (void)err;
-    bn_job_event(ctx, "warn", "GGUF export is not available in this build");
-    return 0;
-}
+/* bn_stage_export_gguf: engine/gguf_stage.c (no placeholder: a weak definition here would
+ * win, since a static library member is only pulled in for a still-undefined symbol). */
 
 /* ---- the run ---------------------------------------------------------------------------------- */
 

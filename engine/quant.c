@@ -292,7 +292,7 @@ bool bn_quant_isa_available(bn_isa isa)
     __builtin_cpu_init();
     switch (isa) {
     case BN_ISA_AUTO: case BN_ISA_SCALAR: return true;
-    case BN_ISA_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+    case BN_ISA_AVX2: return __builtin_cpu_supports("avx2") && bn_cpu_has_f16c();
     case BN_ISA_AVX512:
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");

@@ -140,16 +140,20 @@ static void f32_to_f16_f16c(const float *src, uint16_t *dst, size_t n)
     for (; i < n; i++) dst[i] = bn_f32_to_f16(src[i]);
 }
 
+int bn_cpu_has_f16c(void)
+{
+    /* CPUID leaf 1, ECX bit 29 (clang 14 has no "f16c" name for __builtin_cpu_supports). */
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+}
+
 static int have_f16c(void)
 {
     static int cached = -1;
     int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
     if (v < 0) {
         __builtin_cpu_init();
-        /* F16C is CPUID leaf 1, ECX bit 29 (clang 14 has no "f16c" cpu_supports name). */
-        unsigned a, b, c, d;
-        int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
-        v = __builtin_cpu_supports("avx2") && f16c;
+        v = __builtin_cpu_supports("avx2") && bn_cpu_has_f16c();
         __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
     }
     return v;

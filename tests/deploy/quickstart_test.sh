@@ -12,12 +12,6 @@ set -euo pipefail
 src=${1:?source root}; build=${2:?build root}
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-# TEMPORARY while bitnetctl's client commands land (issue 3): quickstart needs them.
-help=$("$build/cli/bitnetctl" --help 2>&1 || true)
-for c in submit watch status; do
-  grep -qE "^  $c " <<< "$help" || { echo "SKIP: bitnetctl has no '$c' command yet"; exit 77; }
-done
-
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/bn-quickstart-XXXXXX")
 export BN_BUILD_DIR=$build BN_VAR_DIR=$tmp/var BN_SKIP_DEPS=1
 cleanup() {
@@ -39,7 +33,7 @@ for f in model.safetensors config.json compression_metadata.json; do
 done
 url=$(sed -n 's#^dashboard: *\(http://[^ ]*\)/$#\1#p' "$tmp/out" | head -n 1)
 [ -n "$url" ] || fail "no dashboard URL printed"
-curl -fsS "$url/" | grep -q "<title>bitnetd</title>" || fail "dashboard at $url/ does not serve the page"
+curl -fsS "$url/" >"$tmp/page" && grep -q "<title>bitnetd</title>" "$tmp/page" || fail "dashboard at $url/ does not serve the page"
 pid=$(cat "$tmp/var/bitnetd.pid")
 kill -0 "$pid" || fail "the daemon was not left running"
 bash "$src/deploy/quickstart.sh" --stop | grep -q "stopped bitnetd" || fail "--stop did not stop it"
