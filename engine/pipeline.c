@@ -9,7 +9,7 @@
  * This file also holds the helpers stage code uses (metrics, events, rate-limited
  * progress, lookups), the load and quantize stages, the quantized checkpoint
  * (quantized.safetensors: 2-bit packed codes + F32 scales + stats in __metadata__), and
- * weak placeholders for the stages other modules provide.
+ * the stage entry points other modules provide (calibrate.c, evaluate.c, finetune.c, gguf_stage.c).
  */
 #include <cjson/cJSON.h>
 #include <limits.h>
@@ -414,16 +414,6 @@ int bn_qt_load(bn_job_ctx *ctx, const char *path, bn_err *err)
     free(ctx->preserved);
     ctx->preserved = pt;
     ctx->n_preserved = kp;
-    return 0;
-}
-
-/* ---- weak placeholders (deleted at integration; the real stages are strong symbols) ---------- */
-
-/* PLACEHOLDER: the GGUF writer (kernels engineer) provides the strong definition. */
-__attribute__((weak)) int bn_stage_export_gguf(bn_job_ctx *ctx, const char *out_dir, bn_err *err)
-{
-    (void)out_dir; (void)err;
-    bn_job_event(ctx, "warn", "GGUF export is not available in this build");
     return 0;
 }
 
