@@ -191,6 +191,34 @@ static char *decode_lenient(const bn_tok *tok, const int32_t *ids, int n)
     return s;
 }
 
+/* JSON needs valid UTF-8: a continuation cut mid-character (random or early models do
+ * that) becomes U+FFFD. Returns a new string. */
+static char *utf8_valid(const char *s)
+{
+    size_t n = strlen(s), o = 0;
+    char *out = malloc(3 * n + 1);
+    if (!out) return NULL;
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        unsigned c = p[i];
+        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        bool ok = len > 0 && i + len <= n;
+        for (size_t k = 1; ok && k < len; k++) ok = (p[i + k] & 0xC0) == 0x80;
+        if (ok && len == 2) ok = c >= 0xC2;
+        if (ok && len == 3) ok = !(c == 0xE0 && p[i + 1] < 0xA0) && !(c == 0xED && p[i + 1] >= 0xA0);
+        if (ok && len == 4) ok = !(c == 0xF0 && p[i + 1] < 0x90) && !(c == 0xF4 && p[i + 1] >= 0x90) && c <= 0xF4;
+        if (ok) {
+            memcpy(out + o, p + i, len);
+            o += len, i += len;
+        } else {
+            memcpy(out + o, "\xEF\xBF\xBD", 3);
+            o += 3, i++;
+        }
+    }
+    out[o] = 0;
+    return out;
+}
+
 static void print_result(const gen_opts *o, const bn_tok *tok, const bn_tok_ids *prompt, const int32_t *out,
                          int n_out, const char *weights, double secs, cJSON *logits)
 {
@@ -203,7 +231,9 @@ static void print_result(const gen_opts *o, const bn_tok *tok, const bn_tok_ids 
         cJSON_AddStringToObject(j, "prompt", o->prompt);
         cJSON_AddItemToObject(j, "prompt_ids", ids_json(prompt->ids, prompt->n));
         cJSON_AddItemToObject(j, "ids", ids_json(out, (size_t)n_out));
-        cJSON_AddStringToObject(j, "text", text ? text : "");
+        char *valid = utf8_valid(text ? text : "");
+        cJSON_AddStringToObject(j, "text", valid ? valid : "");
+        free(valid);
         cJSON_AddBoolToObject(j, "greedy", o->greedy);
         cJSON_AddNumberToObject(j, "seconds", secs);
         cJSON_AddNumberToObject(j, "tokens_per_second", secs > 0 ? n_out / secs : 0);

@@ -29,6 +29,7 @@
 #include <time.h>
 
 #include "fsutil.h"
+#include "gguf_export.h"
 #include "pack.h"
 #include "sha256.h"
 #include "stages.h"
@@ -354,6 +355,21 @@ static void summary_metrics(bn_job_ctx *ctx, cJSON *summary)
     cJSON_AddStringToObject(summary, "phase/quantization_method", "BitNet-1.58");
 }
 
+/* kern: the GGUF step's report (gguf_stage.c, gguf_export.h) becomes "gguf" here and
+ * the separate file is removed: every fallback type is in the metadata, never silent. */
+static void add_gguf_report(cJSON *o, const char *dir)
+{
+    char path[PATH_MAX], *text = NULL;
+    size_t len;
+    bn_fs_join(path, sizeof path, dir, BN_GGUF_REPORT_FILE);
+    if (!bn_fs_exists(path) || bn_fs_read_file(path, 1 << 24, &text, &len, NULL) != 0) return;
+    cJSON *g = cJSON_Parse(text);
+    free(text);
+    if (!g) return;
+    cJSON_AddItemToObject(o, "gguf", g);
+    remove(path);
+}
+
 static int write_metadata(bn_job_ctx *ctx, const char *dir, uint64_t qbytes, bn_err *err)
 {
     const bn_model_config *c = &ctx->model->cfg;
@@ -404,6 +420,7 @@ static int write_metadata(bn_job_ctx *ctx, const char *dir, uint64_t qbytes, bn_
         cJSON_AddItemToArray(pres, p);
     }
     cJSON_AddItemToObject(o, "totals", totals_json(ctx));
+    add_gguf_report(o, dir); /* kern: GGUF files, their types and fallbacks */
     double n = (double)ctx->model->n_params;
     cJSON *sz = cJSON_AddObjectToObject(o, "sizes");
     cJSON_AddNumberToObject(sz, "input_weight_bytes", (double)ctx->input_bytes);

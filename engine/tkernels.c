@@ -17,6 +17,8 @@
 #define TK_ALIGN 64
 /* blocks ahead to prefetch in a streamed weight row (GEMV is memory-bound) */
 #define TK_PREFETCH 32
+/* the micro-tiles' fixed 2/4-trip loops must unroll so accumulators stay in registers */
+#define TK_UNROLL _Pragma("GCC unroll 4")
 
 static void *tk_alloc(size_t n)
 {
@@ -224,9 +226,11 @@ __attribute__((target("avx2"))) static inline __m256i block_avx2(__m256i acc, co
                                                                   const int8_t *q)
 {
     const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi16(1);
+    TK_UNROLL
     for (int h = 0; h < 2; h++) {
         __m256i p = _mm256_loadu_si256((const __m256i *)(wq + 32 * h));
         __m256i s16 = _mm256_setzero_si256();
+        TK_UNROLL
         for (int n = 0; n < 4; n++) {
             __m256i u = _mm256_and_si256(_mm256_srli_epi16(p, 2 * n), m3);
             __m256i a = _mm256_load_si256((const __m256i *)(q + n * 64 + 32 * h));
@@ -260,42 +264,54 @@ __attribute__((target("avx2"))) static void tile_avx2(const tk_job *jb)
     const size_t qs = (size_t)nb * BN_TK_BLOCK;
     const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi16(1);
     int r = jb->r0;
-    /* 2 rows x 4 tokens: each unpacked weight vector feeds 4 maddubs */
+    /* 2 rows x 2 tokens: each unpacked weight vector feeds 2 maddubs; 4 i16 partial and
+     * 4 i32 accumulators stay in the 16 ymm registers */
     for (; r + 2 <= jb->r1; r += 2) {
         int t = 0;
-        for (; t + 4 <= x->n; t += 4) {
-            __m256i acc[2][4];
+        for (; t + 2 <= x->n; t += 2) {
+            __m256i acc[2][2];
+            TK_UNROLL
             for (int i = 0; i < 2; i++)
-                for (int k = 0; k < 4; k++) acc[i][k] = _mm256_setzero_si256();
+                TK_UNROLL
+                for (int k = 0; k < 2; k++) acc[i][k] = _mm256_setzero_si256();
             const uint8_t *w0 = w->blocks[(size_t)r * nb].qs;
             const uint8_t *w1 = w->blocks[(size_t)(r + 1) * nb].qs;
             const int8_t *q0 = x->q + (size_t)t * qs;
             for (int j = 0; j < nb; j++) {
+                TK_UNROLL
                 for (int h = 0; h < 2; h++) {
                     __m256i p0 = _mm256_loadu_si256((const __m256i *)(w0 + 64 * j + 32 * h));
                     __m256i p1 = _mm256_loadu_si256((const __m256i *)(w1 + 64 * j + 32 * h));
-                    __m256i s[2][4];
-                    for (int k = 0; k < 4; k++) s[0][k] = s[1][k] = _mm256_setzero_si256();
+                    __m256i s[2][2];
+                    TK_UNROLL
+                    for (int k = 0; k < 2; k++) s[0][k] = s[1][k] = _mm256_setzero_si256();
+                    TK_UNROLL
                     for (int n = 0; n < 4; n++) {
                         __m256i u0 = _mm256_and_si256(_mm256_srli_epi16(p0, 2 * n), m3);
                         __m256i u1 = _mm256_and_si256(_mm256_srli_epi16(p1, 2 * n), m3);
-                        for (int k = 0; k < 4; k++) {
+                        TK_UNROLL
+                        for (int k = 0; k < 2; k++) {
                             __m256i a = _mm256_load_si256(
                                 (const __m256i *)(q0 + k * qs + (size_t)j * BN_TK_BLOCK + n * 64 + 32 * h));
                             s[0][k] = _mm256_add_epi16(s[0][k], _mm256_maddubs_epi16(u0, a));
                             s[1][k] = _mm256_add_epi16(s[1][k], _mm256_maddubs_epi16(u1, a));
                         }
                     }
+                    TK_UNROLL
                     for (int i = 0; i < 2; i++)
-                        for (int k = 0; k < 4; k++)
+                        TK_UNROLL
+                        for (int k = 0; k < 2; k++)
                             acc[i][k] = _mm256_add_epi32(acc[i][k], _mm256_madd_epi16(s[i][k], one));
                 }
             }
+            TK_UNROLL
             for (int i = 0; i < 2; i++)
-                for (int k = 0; k < 4; k++)
+                TK_UNROLL
+                for (int k = 0; k < 2; k++)
                     jb->y[(size_t)(t + k) * w->rows + r + i] = finish(hsum8_avx2(acc[i][k]), w, x, r + i, t + k);
         }
         for (; t < x->n; t++)
+            TK_UNROLL
             for (int i = 0; i < 2; i++)
                 jb->y[(size_t)t * w->rows + r + i] =
                     finish(row_avx2(w->blocks + (size_t)(r + i) * nb, x->q + (size_t)t * qs, nb), w, x, r + i, t);
@@ -314,6 +330,7 @@ TK_VNNI static inline __m512i block_vnni(__m512i acc, const uint8_t *wq, const i
 {
     const __m512i m3 = _mm512_set1_epi8(3);
     __m512i p = _mm512_loadu_si512((const void *)wq);
+    TK_UNROLL
     for (int n = 0; n < 4; n++) {
         __m512i u = _mm512_and_si512(_mm512_srli_epi16(p, 2 * n), m3);
         acc = _mm512_dpbusd_epi32(acc, u, _mm512_load_si512((const void *)(q + n * 64)));
@@ -334,24 +351,33 @@ TK_VNNI static void tile_vnni(const tk_job *jb)
         int t = 0;
         for (; t + 4 <= x->n; t += 4) {
             __m512i acc[4][4];
+            TK_UNROLL
             for (int i = 0; i < 4; i++)
+                TK_UNROLL
                 for (int k = 0; k < 4; k++) acc[i][k] = _mm512_setzero_si512();
             const int8_t *q0 = x->q + (size_t)t * qs;
             for (int j = 0; j < nb; j++) {
                 __m512i p[4];
+                TK_UNROLL
                 for (int i = 0; i < 4; i++)
                     p[i] = _mm512_loadu_si512((const void *)w->blocks[(size_t)(r + i) * nb + j].qs);
+                TK_UNROLL
                 for (int n = 0; n < 4; n++) {
                     __m512i a[4];
+                    TK_UNROLL
                     for (int k = 0; k < 4; k++)
                         a[k] = _mm512_load_si512((const void *)(q0 + k * qs + (size_t)j * BN_TK_BLOCK + n * 64));
+                    TK_UNROLL
                     for (int i = 0; i < 4; i++) {
                         __m512i u = _mm512_and_si512(_mm512_srli_epi16(p[i], 2 * n), m3);
+                        TK_UNROLL
                         for (int k = 0; k < 4; k++) acc[i][k] = _mm512_dpbusd_epi32(acc[i][k], u, a[k]);
                     }
                 }
             }
+            TK_UNROLL
             for (int i = 0; i < 4; i++)
+                TK_UNROLL
                 for (int k = 0; k < 4; k++)
                     jb->y[(size_t)(t + k) * w->rows + r + i] =
                         finish(_mm512_reduce_add_epi32(acc[i][k]), w, x, r + i, t + k);
@@ -360,6 +386,7 @@ TK_VNNI static void tile_vnni(const tk_job *jb)
             /* one token (the GEMV case): rows one after the other, so the weights are
              * read as one sequential stream; two accumulators hide dpbusd latency */
             const int8_t *q = x->q + (size_t)t * qs;
+            TK_UNROLL
             for (int i = 0; i < 4; i++) {
                 const bn_tk_block *b = w->blocks + (size_t)(r + i) * nb;
                 __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();

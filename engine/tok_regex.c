@@ -18,6 +18,9 @@
 
 #include <unicode/uchar.h>
 
+#define BN_TOK_RE_MAX_DEPTH 64       /* nesting of groups */
+#define BN_TOK_RE_MAX_PROG 100000     /* instructions after unrolling counted repeats */
+
 /* ---- character classes ---- */
 
 enum { CI_RANGE, CI_GC, CI_SPACE, CI_ALPHA, CI_WORD };
@@ -99,6 +102,7 @@ typedef struct parser {
     cls *classes;
     size_t ncls, clscap;
     int icase;
+    int depth;              /* group nesting, bounded so hostile patterns cannot blow the stack */
     bn_err *err;
     int failed;
 } parser;
@@ -310,6 +314,7 @@ static int parse_atom(parser *ps)
 {
     int c = peek(ps);
     if (c == '(') {
+        if (++ps->depth > BN_TOK_RE_MAX_DEPTH) return perr(ps, BN_EUNSUPPORTED, "groups nested too deeply");
         ps->i++;
         int saved = ps->icase, look = 0, neg = 0;
         if (peek(ps) == '?') {
@@ -330,6 +335,7 @@ static int parse_atom(parser *ps)
         }
         int inner = parse_alt(ps);
         ps->icase = saved;
+        ps->depth--;
         if (inner < 0) return -1;
         if (peek(ps) != ')') return perr(ps, BN_EFORMAT, "missing )");
         ps->i++;
@@ -399,7 +405,8 @@ static int parse_repeat(parser *ps)
 {
     int atom = parse_atom(ps);
     if (atom < 0) return -1;
-    for (;;) {
+    for (int nq = 0;; nq++) {
+        if (nq > 4) return perr(ps, BN_EUNSUPPORTED, "too many stacked quantifiers");
         int c = peek(ps), min, max;
         if (c == '*') { min = 0; max = -1; ps->i++; }
         else if (c == '+') { min = 1; max = -1; ps->i++; }
@@ -459,6 +466,7 @@ static int parse_alt(parser *ps)
 
 static int emit(bn_tok_re *re, int op, int x, int y, uint32_t c, int neg)
 {
+    if (re->n >= BN_TOK_RE_MAX_PROG) return -1;
     if (re->n == re->cap) {
         size_t cap = re->cap ? re->cap * 2 : 64;
         inst *np = realloc(re->prog, cap * sizeof *np);
@@ -586,7 +594,10 @@ int bn_tok_re_compile(const char *pattern, bn_tok_re **out, bn_err *err)
     int root = parse_alt(&ps);
     if (root >= 0 && ps.i < ps.n) root = perr(&ps, BN_EFORMAT, "unbalanced )");
     if (root < 0 || gen(re, &ps, root) < 0 || emit(re, OP_MATCH, 0, 0, 0, 0) < 0) {
-        if (!ps.failed) bn_err_set(err, BN_ENOMEM, "regex: out of memory");
+        if (!ps.failed && re->n >= BN_TOK_RE_MAX_PROG)
+            bn_err_set(err, BN_EUNSUPPORTED, "regex /%s/: too large after unrolling repeats", pattern);
+        else if (!ps.failed)
+            bn_err_set(err, BN_ENOMEM, "regex: out of memory");
         rc = err ? err->code : BN_EFORMAT;
         goto fail;
     }
@@ -601,6 +612,7 @@ fail:
     free(ps.classes);
     free(ps.nodes);
     free(cps);
+    if (re) free(re->prog);
     free(re);
     return rc;
 }

@@ -1458,7 +1458,9 @@ static int pre_tokenize(const bn_tok *t, const char *text, size_t n, size_t sect
                               (st->prepend == PREPEND_FIRST && section_index == 0 && i == 0);
                 /* copy with ' ' -> replacement; the source may move when wb grows */
                 size_t src = sp.off;
-                if (prepend && !(sp.len >= st->repllen && memcmp(wb->p + src, st->repl, st->repllen) == 0))
+                /* after ' ' -> replacement, prepend unless it starts with one */
+                if (prepend && wb->p[src] != ' ' &&
+                    !(sp.len >= st->repllen && memcmp(wb->p + src, st->repl, st->repllen) == 0))
                     if (buf_add(wb, st->repl, st->repllen)) return bn_err_set(err, BN_ENOMEM, "pre-tokenizer: out of memory");
                 for (size_t j = 0; j < sp.len; j++) {
                     char c = wb->p[src + j];

@@ -5,21 +5,28 @@
 # `bitnetctl generate --ternary` does, for >= 32 tokens, with log-probabilities within
 # 0.1 standard deviations of the logits at every step.
 #
-# Why 0.1 sigma: the two engines see the same ternary weights but quantize activations
-# differently: llama.cpp to Q8_K (one scale per 256 values), bitnetd per token (one
-# scale per row). Rounding to a step D = absmax/127 adds noise of variance D^2/12 per
-# input; through a ternary row that is a relative output error of about
-# absmax / (127 * sqrt(12) * rms) ~ 1% for absmax/rms ~ 4, per quantized product. The
-# test model quantizes 8 products per token (q/k/v, o, gate/up, down x 2 layers); the
-# independent errors of both engines add to roughly sqrt(2 * 8) * 1% ~ 4% of the logit
-# spread, plus fp16 rounding of embeddings/output in llama.cpp. Measured: 3-4%. The
-# bound 10% leaves 2.5x margin yet fails on any real layout or permutation error
-# (those move logits by O(sigma)).
+# Two test models (`bitnetctl init-model`, 2 layers, 4 heads, 2 KV heads, vocab 512,
+# seed 7; every row length a multiple of 256), compressed by `bitnetctl compress` (TQ2_0
+# and TQ1_0), each checked on both files:
 #
-# The model: `bitnetctl init-model` (dim 256, hidden 768, 2 layers, 4 heads, vocab 512:
-# all rows multiples of 256), compressed with `bitnetctl compress` when its output
-# has the GGUF files; otherwise tests/kernels/tk_fixture writes the same two forms
-# (dequantized HF folder + GGUF) from one set of codes, and the test says so.
+#  A. dim 256, hidden 256: every projection input is ONE 256-block, so llama.cpp's Q8_K
+#     activation blocks and bitnetd's per-token scales coincide. Only float rounding is
+#     left (measured 0.001 sigma): tolerance 0.01 sigma. Any layout, scale, permutation
+#     or metadata error moves logits by O(sigma) and fails this at once.
+#  B. dim 256, hidden 512: the down projection's input has 2 Q8_K blocks in llama.cpp
+#     but one scale per token in bitnetd. Rounding to a step D = absmax/127 adds noise of
+#     variance D^2/12 per input, a relative output error of about
+#     absmax / (127 * sqrt(12) * rms) ~ 1% for absmax/rms ~ 4 per quantized product; two
+#     layers' down projections, errors of both engines: ~ sqrt(2 * 2) * 1% ~ 2-4% of the
+#     logit spread. Measured 0.036 sigma; tolerance 0.1 sigma (2.5x margin).
+# "sigma" is the standard deviation of bitnetd's logits at that step; the compared
+# quantity is log p (node-llama-cpp exposes probabilities), i.e. logits minus their
+# log-sum-exp, so the engines' logit offsets do not matter.
+# Greedy continuations must be equal for >= 32 of the 40 generated tokens. (With hidden
+# 768 the same seed diverges at token 26, at a near tie: the top-2 gap there is below
+# the Q8_K-vs-per-token difference; the logits still agree within 0.042 sigma.)
+#
+# llama.cpp runs with an F32 KV cache (bitnetd keeps K/V in F32) and one thread.
 set -euo pipefail
 src=${BN_SOURCE_ROOT:?}/tests/kernels/js
 build=${BN_BUILD_ROOT:?}
@@ -27,7 +34,7 @@ ctl=$build/cli/bitnetctl
 work=$(mktemp -d "${TMPDIR:-/tmp}/bn_llama_agree.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
-# 1. node-llama-cpp, reinstalled only when the lock file changes
+# node-llama-cpp, reinstalled only when the lock file changes
 js=$build/tests/kernels/js
 mkdir -p "$js"
 cp "$src"/package.json "$src"/package-lock.json "$src"/*.mjs "$js"/
@@ -37,31 +44,25 @@ if [ ! -f "$js/node_modules/.bn_stamp" ] || [ "$(cat "$js/node_modules/.bn_stamp
   echo "$stamp" > "$js/node_modules/.bn_stamp"
 fi
 
-# 2. the test model
-"$ctl" init-model "$work/model" --dim 256 --hidden 768 --layers 2 --heads 4 --kv-heads 2 \
-  --vocab 512 --ctx 256 --dtype f32 --seed 7
-out=$work/out
-if "$ctl" compress "$work/model" "$out" --config '{"export":{"gguf":["tq2_0","tq1_0"]},"fine_tune":{"enabled":false},"calibration":{"enabled":false}}' \
-     > "$work/compress.log" 2>&1 && [ -f "$out/model-tq2_0.gguf" ] && [ -f "$out/model-tq1_0.gguf" ]; then
-  echo "model: bitnetctl compress output"
-else
-  echo "model: bitnetctl compress did not produce both GGUF files here; using tk_fixture" \
-       "(same codes for the HF folder and the GGUF). compress log:"
-  sed 's/^/  | /' "$work/compress.log" | tail -5
-  rm -rf "$out"
-  mkdir -p "$out"
-  "$build/tests/kernels/tk_fixture" "$work/model" "$out"
-fi
-
-# 3. bitnetd's ternary continuation, then llama.cpp's on each GGUF
-n=40
-"$ctl" generate "$out" --prompt "The quick brown fox jumps over the lazy dog." -n $n \
-  --greedy --ternary --ignore-eos --json --logits > "$work/ours.json"
-ids=$(node -e 'console.log(JSON.stringify(JSON.parse(require("fs").readFileSync(process.argv[1])).prompt_ids))' "$work/ours.json")
 status=0
-for t in tq2_0 tq1_0; do
-  node "$js/llama_greedy.mjs" "$out/model-$t.gguf" "$ids" $n > "$work/llama-$t.json"
-  echo -n "$t: "
-  node "$js/compare.mjs" "$work/ours.json" "$work/llama-$t.json" 32 0.1 || status=1
-done
+check_model() { # name hidden tolerance
+  local name=$1 hidden=$2 tol=$3 m=$work/$1
+  "$ctl" init-model "$m" --dim 256 --hidden "$hidden" --layers 2 --heads 4 --kv-heads 2 \
+    --vocab 512 --ctx 256 --dtype f32 --seed 7 > /dev/null
+  "$ctl" compress "$m" "$m.out" \
+    --config '{"export":{"gguf":["tq2_0","tq1_0"]},"fine_tune":{"enabled":false},"calibration":{"enabled":false}}' \
+    > "$m.log" 2>&1 || { cat "$m.log"; return 1; }
+  local n=40
+  "$ctl" generate "$m.out" --prompt "The quick brown fox jumps over the lazy dog." -n $n \
+    --greedy --ternary --ignore-eos --json --logits > "$m.ours.json"
+  local ids
+  ids=$(node -e 'console.log(JSON.stringify(JSON.parse(require("fs").readFileSync(process.argv[1])).prompt_ids))' "$m.ours.json")
+  for t in tq2_0 tq1_0; do
+    node "$js/llama_greedy.mjs" "$m.out/model-$t.gguf" "$ids" $n > "$m.llama-$t.json"
+    echo -n "model $name (hidden $hidden) $t: "
+    node "$js/compare.mjs" "$m.ours.json" "$m.llama-$t.json" 32 "$tol" || status=1
+  done
+}
+check_model A 256 0.01
+check_model B 512 0.1
 exit $status

@@ -5,6 +5,7 @@
  * facts (types, scores, merges), and precise errors for malformed input.
  * The expected ids follow from each document's own vocab and merge ranks. */
 #include <check.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -307,6 +308,45 @@ START_TEST(bl_nfc)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- Split behaviours */
+
+/* vocab: a b c ' ' ab "ab " 1 2 12 <unk>; merges: a b, ab ' ', 1 2 */
+static char *split_json(const char *pre)
+{
+    static char buf[2048];
+    snprintf(buf, sizeof buf,
+             "{\"pre_tokenizer\":%s,\"model\":{\"type\":\"BPE\",\"unk_token\":\"<unk>\",\"vocab\":"
+             "{\"a\":0,\"b\":1,\"c\":2,\" \":3,\"ab\":4,\"ab \":5,\"1\":6,\"2\":7,\"12\":8,\"<unk>\":9},"
+             "\"merges\":[\"a b\",[\"ab\",\" \"],\"1 2\"]}}", pre);
+    return buf;
+}
+
+static void split_case(const char *pre, const char *text, const int32_t *want, size_t n)
+{
+    bn_tok *t = load(split_json(pre), NULL);
+    expect(t, text, 0, want, n);
+    bn_tok_free(t);
+}
+#define SPLIT(pre, text, ...) do { \
+    const int32_t w_[] = { __VA_ARGS__ }; split_case(pre, text, w_, sizeof w_ / sizeof w_[0]); } while (0)
+#define SPLIT_PRE(behavior, pattern, invert) \
+    "{\"type\":\"Split\",\"pattern\":" pattern ",\"behavior\":\"" behavior "\",\"invert\":" invert "}"
+
+START_TEST(split_behaviours)
+{
+    SPLIT("null", "ab ab", 5, 4);           /* no pre-tokenizer: one word, "ab " forms */
+    SPLIT(SPLIT_PRE("Isolated", "{\"String\":\" \"}", "false"), "ab ab", 4, 3, 4);
+    SPLIT(SPLIT_PRE("Removed", "{\"String\":\" \"}", "false"), "ab ab", 4, 4);
+    SPLIT(SPLIT_PRE("MergedWithPrevious", "{\"String\":\" \"}", "false"), "ab ab", 5, 4);
+    SPLIT(SPLIT_PRE("MergedWithNext", "{\"Regex\":\" \"}", "false"), "ab ab", 4, 3, 4);
+    SPLIT(SPLIT_PRE("Isolated", "{\"Regex\":\"b\"}", "true"), "ab ab", 1, 1);
+    SPLIT("{\"type\":\"Digits\",\"individual_digits\":true}", "a12", 0, 6, 7);
+    SPLIT("{\"type\":\"Digits\",\"individual_digits\":false}", "a12", 0, 8);
+    SPLIT("{\"type\":\"Digits\"}", "c", 2);
+    SPLIT("null", "x", 9);                  /* no byte fallback: <unk> */
+}
+END_TEST
+
 /* ---------------------------------------------------------------- errors */
 
 static void expect_load_error(const char *json, const char *cfg, int code, const char *needle)
@@ -339,6 +379,20 @@ START_TEST(errors)
     expect_load_error("{\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"Regex\":\"\\\\p{Foo}\"}},"
                       "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}",
                       NULL, BN_EUNSUPPORTED, "\\p{Foo}");
+    /* hostile patterns fail cleanly instead of exhausting the stack or memory */
+    char deep[400];
+    memset(deep, '(', 200);
+    memset(deep + 200, ')', 200);
+    char doc[1024];
+    snprintf(doc, sizeof doc, "{\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"Regex\":\"%.400s\"}},"
+             "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}", deep);
+    expect_load_error(doc, NULL, BN_EUNSUPPORTED, "nested too deeply");
+    expect_load_error("{\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"Regex\":\"((a{1000}){1000}){1000}\"}},"
+                      "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}",
+                      NULL, BN_EUNSUPPORTED, "too large");
+    expect_load_error("{\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"Regex\":\"(a*)*\"}},"
+                      "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}",
+                      NULL, BN_EUNSUPPORTED, "empty-matching");
     expect_load_error("{\"normalizer\":{\"type\":\"BertNormalizer\"},"
                       "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}",
                       NULL, BN_EUNSUPPORTED, "normalizer.type");
@@ -398,6 +452,50 @@ START_TEST(encode_file)
 }
 END_TEST
 
+/* One bn_tok shared by several threads: results equal the single-threaded ones. */
+typedef struct job { const bn_tok *t; int32_t got[64]; size_t n; int rc; } job;
+static const char *THREAD_TEXT = "the the  a\n\xc3\xa9 it's 12345 <|eot|> the";
+
+static void *encode_many(void *arg)
+{
+    job *j = arg;
+    for (int rep = 0; rep < 200 && !j->rc; rep++) {
+        bn_tok_ids ids = { 0 };
+        j->rc = bn_tok_encode(j->t, THREAD_TEXT, strlen(THREAD_TEXT), 0, &ids, NULL);
+        j->n = ids.n < 64 ? ids.n : 64;
+        memcpy(j->got, ids.ids, j->n * sizeof *ids.ids);
+        char *s = NULL;
+        size_t len;
+        if (!j->rc) j->rc = bn_tok_decode(j->t, ids.ids, ids.n, 0, &s, &len, NULL);
+        if (!j->rc && strcmp(s, THREAD_TEXT) != 0) j->rc = -1;
+        free(s);
+        bn_tok_ids_free(&ids);
+    }
+    return NULL;
+}
+
+START_TEST(threads)
+{
+    bn_tok *t = load(bl_json(LLAMA3_PRE, "{\"type\":\"NFC\"}"), NULL);
+    job one = { t, { 0 }, 0, 0 };
+    encode_many(&one);
+    ck_assert_int_eq(one.rc, 0);
+    pthread_t th[4];
+    job jobs[4];
+    for (int i = 0; i < 4; i++) {
+        jobs[i] = (job){ t, { 0 }, 0, 0 };
+        ck_assert_int_eq(pthread_create(&th[i], NULL, encode_many, &jobs[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_int_eq(jobs[i].rc, 0);
+        ck_assert_uint_eq(jobs[i].n, one.n);
+        ck_assert_mem_eq(jobs[i].got, one.got, one.n * sizeof one.got[0]);
+    }
+    bn_tok_free(t);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("tokenizer");
@@ -411,8 +509,10 @@ int main(void)
     tcase_add_test(tc, bl_gpt2);
     tcase_add_test(tc, bl_llama3_regex);
     tcase_add_test(tc, bl_nfc);
+    tcase_add_test(tc, split_behaviours);
     tcase_add_test(tc, errors);
     tcase_add_test(tc, encode_file);
+    tcase_add_test(tc, threads);
     suite_add_tcase(s, tc);
     return bn_test_run(s);
 }

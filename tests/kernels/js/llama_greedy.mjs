@@ -12,7 +12,12 @@ const prompt = JSON.parse(idsJson);
 const n = Number(nStr);
 const llama = await getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.error });
 const model = await llama.loadModel({ modelPath, gpuLayers: 0 });
-const context = await model.createContext({ contextSize: 512, batchSize: 512, threads: 1 });
+// F32 KV cache and no flash attention: bitnetd keeps K/V in F32, so only the activation
+// quantization and llama.cpp's F16 matmuls for the embedding/output remain different.
+const context = await model.createContext({
+  contextSize: 512, batchSize: 512, threads: 1, flashAttention: false,
+  experimentalKvCacheKeyType: "F32", experimentalKvCacheValueType: "F32",
+});
 const seq = context.getSequence();
 const want = { generateNext: { probabilities: true } };
 let input = prompt.slice(0, -1).concat([[prompt[prompt.length - 1], want]]);
