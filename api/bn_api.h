@@ -41,6 +41,8 @@ typedef void (*bn_api_log_fn)(void *ctx, int level, const char *msg);
 typedef struct bn_api_config {
     const char *listen_host;     /* numeric IPv4/IPv6 address, e.g. "127.0.0.1" */
     int port;                    /* 0 = any free port (see bn_api_port) */
+    int listen_fd;               /* > 0: an already listening socket (systemd socket
+                                  * activation); listen_host/port then only describe it */
     const char *db_path;         /* store database; every API thread opens its own handle */
     const char *state_dir;       /* work folders are <state_dir>/work/<job id> */
     const char *const *model_roots; /* realpath'd folders models must live in */

@@ -115,6 +115,7 @@ static const char *status_title(unsigned code)
     case 416: return "Range Not Satisfiable";
     case 429: return "Too Many Requests";
     case 503: return "Service Unavailable";
+    case 507: return "Insufficient Storage";
     default: return "Internal Server Error";
     }
 }

@@ -404,6 +404,9 @@ static enum MHD_Result create_job(bn_api_req *r, bn_store *st, submit *s,
         return bn_api_problem(r, 409, existed ? "header.Idempotency-Key" : "/output", "%s",
                               bn_store_errmsg(st));
     }
+    if (rc && bn_store_disk_full(st))
+        return bn_api_problem(r, 507, NULL, "the state folder is full; free space and retry: %s",
+                              bn_store_errmsg(st));
     if (rc) return bn_api_problem(r, 500, NULL, "creating job: %s", bn_store_errmsg(st));
     if (!existed)
         bn_api_log(r->api, 6, "job %s queued: model %s -> %s", j.id, model_real, output);

@@ -347,14 +347,20 @@ int bn_api_start(const bn_api_config *cfg, bn_api_tokens *tokens, bn_api **out, 
     }
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
                      MHD_ALLOW_SUSPEND_RESUME | (v6 ? MHD_USE_IPv6 : 0);
-    api->mhd = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, on_request, api,
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)api->cfg.threads,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)api->cfg.max_connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)api->cfg.connection_timeout_s,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, 256u,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, api,
-        MHD_OPTION_END);
+    api->mhd = cfg->listen_fd > 0
+        ? MHD_start_daemon(flags, 0, NULL, NULL, on_request, api,
+              MHD_OPTION_LISTEN_SOCKET, (MHD_socket)cfg->listen_fd,
+              MHD_OPTION_THREAD_POOL_SIZE, (unsigned)api->cfg.threads,
+              MHD_OPTION_CONNECTION_LIMIT, (unsigned)api->cfg.max_connections,
+              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)api->cfg.connection_timeout_s,
+              MHD_OPTION_NOTIFY_COMPLETED, on_completed, api, MHD_OPTION_END)
+        : MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, on_request, api,
+              MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+              MHD_OPTION_THREAD_POOL_SIZE, (unsigned)api->cfg.threads,
+              MHD_OPTION_CONNECTION_LIMIT, (unsigned)api->cfg.max_connections,
+              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)api->cfg.connection_timeout_s,
+              MHD_OPTION_LISTEN_BACKLOG_SIZE, 256u,
+              MHD_OPTION_NOTIFY_COMPLETED, on_completed, api, MHD_OPTION_END);
     if (!api->mhd) {
         snprintf(err, errlen, "cannot listen on %s:%d: %s", api->host, cfg->port,
                  strerror(errno ? errno : EADDRINUSE));

@@ -12,12 +12,14 @@
  * only while the API answers its own /healthz, the workers heartbeat and the store
  * takes a write.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
@@ -38,6 +40,7 @@ typedef struct daemon_state {
     char url_path[PATH_MAX + 32];
     char host[256];
     int port;
+    int listen_fd;              /* > 0 when systemd passed the listening socket */
     char *roots[BN_DAEMON_MAX_ROOTS];
     char output_root[PATH_MAX];
     bn_store *st;
@@ -88,6 +91,39 @@ static bool is_loopback(const char *host)
            strcmp(host, "localhost") == 0;
 }
 
+/* systemd socket activation: one inherited listening TCP socket replaces "listen";
+ * its real address decides the loopback check and the announced URL. */
+static int inherited_socket(daemon_state *d)
+{
+    int n = sd_listen_fds(1);
+    if (n <= 0) return 0;
+    int fd = SD_LISTEN_FDS_START;
+    if (n > 1 || sd_is_socket_inet(fd, 0, SOCK_STREAM, 1, 0) <= 0) {
+        bn_log(&d->log, BN_LOG_ERR, "socket activation: expected one listening TCP socket, "
+               "got %d file descriptors", n);
+        return -1;
+    }
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0) {
+        bn_log(&d->log, BN_LOG_ERR, "socket activation: getsockname: %s", strerror(errno));
+        return -1;
+    }
+    if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, d->host, sizeof d->host);
+        d->port = ntohs(a->sin6_port);
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &a->sin_addr, d->host, sizeof d->host);
+        d->port = ntohs(a->sin_port);
+    }
+    d->listen_fd = fd;
+    bn_log(&d->log, BN_LOG_INFO, "socket activation: serving the inherited socket %s:%d "
+           "(the listen setting is ignored)", d->host, d->port);
+    return 0;
+}
+
 static int load_config(daemon_state *d, int argc, char **argv)
 {
     bn_daemon_config *c = &d->cfg;
@@ -128,6 +164,7 @@ static int prepare(daemon_state *d, bn_api_tokens **tokens)
         bn_log(l, BN_LOG_ERR, "listen: \"%s\" is not ADDR:PORT", c->listen);
         return -1;
     }
+    if (inherited_socket(d)) return -1;
     char real[PATH_MAX], work[PATH_MAX + 8];
     if (mkdirs(c->state_dir) || !realpath(c->state_dir, real) ||
         strlen(real) + 16 >= sizeof c->state_dir) {
@@ -269,7 +306,8 @@ static int start_api(daemon_state *d, bn_api_tokens *tokens)
 {
     bn_daemon_config *c = &d->cfg;
     bn_api_config ac = {
-        .listen_host = d->host, .port = d->port, .db_path = d->db_path,
+        .listen_host = d->host, .port = d->port, .listen_fd = d->listen_fd,
+        .db_path = d->db_path,
         .state_dir = c->state_dir, .model_roots = (const char *const *)d->roots,
         .n_model_roots = c->n_model_roots, .output_root = d->output_root,
         .max_body = (size_t)c->max_body, .threads = c->http_threads,

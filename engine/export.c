@@ -54,6 +54,7 @@ static const bn_ptensor *find_preserved(const bn_job_ctx *ctx, const char *name)
 static int write_preserved_f16(bn_st_writer *w, const bn_job_ctx *ctx, const bn_st_tensor *t, uint16_t *buf,
                                bn_err *err)
 {
+    bn_st_tensor_prefetch(t);
     if (!bn_dtype_is_float(t->dtype)) return bn_st_writer_write(w, t->data, t->nbytes, err);
     const bn_ptensor *p = find_preserved(ctx, t->name);
     if (p && p->numel != t->numel)

@@ -246,6 +246,7 @@ int bn_stage_quantize(bn_job_ctx *ctx, bn_err *err)
         int layer;
         bn_role role = bn_hf_role_of(t->name, &layer);
         if (!bn_job_is_preserved(ctx, t->name, role, t->ndim)) {
+            bn_st_tensor_prefetch(t);
             rc = quantize_one(ctx, t, role, layer, &ctx->qt[ctx->n_qt], err);
             ctx->n_qt++;
             if (!rc && ctx->opt->calibration.refine_scales && bn_job_calib(ctx, t->name)) refined++;
@@ -531,7 +532,10 @@ int bn_pipeline_run(const bn_pipeline_paths *paths, const bn_options *opt, const
     ctx.progress = progress ? progress : &no_progress;
     int rc = bn_fs_mkdir_p(paths->work_dir, err);
     bn_stage first = rc ? BN_STAGE_LOAD : bn_pipeline_resume_stage(paths->work_dir);
-    if (!rc && first == BN_STAGE_COUNT && bn_fs_is_dir(paths->output_dir)) return 0; /* already complete */
+    if (!rc && first == BN_STAGE_COUNT) {
+        if (bn_fs_is_dir(paths->output_dir)) return 0; /* already complete */
+        first = BN_STAGE_EXPORT;                         /* output removed since: write it again */
+    }
     if (!rc && first < BN_STAGE_COUNT && bn_fs_exists(paths->output_dir))
         rc = bn_err_set(err, BN_EINVAL, "output folder %s already exists", paths->output_dir);
     for (int s = 0; !rc && s < BN_STAGE_COUNT; s++) {

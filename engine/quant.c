@@ -17,6 +17,8 @@
  */
 #include "quant.h"
 
+#include "cpu.h"
+
 #include <immintrin.h>
 #include <math.h>
 #include <pthread.h>
@@ -289,13 +291,10 @@ typedef struct {
 
 bool bn_quant_isa_available(bn_isa isa)
 {
-    __builtin_cpu_init();
     switch (isa) {
     case BN_ISA_AUTO: case BN_ISA_SCALAR: return true;
-    case BN_ISA_AVX2: return __builtin_cpu_supports("avx2") && bn_cpu_has_f16c();
-    case BN_ISA_AVX512:
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    case BN_ISA_AVX2: return bn_cpu_has_f16c();
+    case BN_ISA_AVX512: return bn_cpu_has_avx512() && bn_cpu_has_f16c();
     }
     return false;
 }
@@ -723,10 +722,37 @@ int bn_quant_refine(const char *name, const void *src, bn_dtype dtype, int64_t r
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 
+static void dequant_scalar(const int8_t *codes, uint16_t h, int64_t cols, uint16_t *dst)
+{
+    uint16_t nh = (uint16_t)(h ^ 0x8000u);
+    for (int64_t c = 0; c < cols; c++) dst[c] = codes[c] > 0 ? h : codes[c] < 0 ? nh : 0;
+}
+
+__attribute__((target("avx2")))
+static void dequant_avx2(const int8_t *codes, uint16_t h, int64_t cols, uint16_t *dst)
+{
+    const __m256i vh = _mm256_set1_epi16((short)h), vnh = _mm256_set1_epi16((short)(h ^ 0x8000u));
+    const __m256i zero = _mm256_setzero_si256();
+    int64_t c = 0;
+    for (; c + 16 <= cols; c += 16) {
+        __m256i q = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(codes + c)));
+        __m256i pos = _mm256_cmpgt_epi16(q, zero), neg = _mm256_cmpgt_epi16(zero, q);
+        __m256i v = _mm256_or_si256(_mm256_and_si256(pos, vh), _mm256_and_si256(neg, vnh));
+        _mm256_storeu_si256((__m256i *)(dst + c), v);
+    }
+    dequant_scalar(codes + c, h, cols - c, dst + c);
+}
+
+void bn_quant_dequant_row_f16_isa(const int8_t *codes, float scale, int64_t cols, uint16_t *dst, bn_isa isa)
+{
+    uint16_t h = bn_f32_to_f16(scale);
+    if (resolve_isa(isa) != BN_ISA_SCALAR) dequant_avx2(codes, h, cols, dst); /* AVX-512 machines have AVX2 */
+    else dequant_scalar(codes, h, cols, dst);
+}
+
 void bn_quant_dequant_row_f16(const int8_t *codes, float scale, int64_t cols, uint16_t *dst)
 {
-    uint16_t h = bn_f32_to_f16(scale), nh = (uint16_t)(h ^ 0x8000u);
-    for (int64_t c = 0; c < cols; c++) dst[c] = codes[c] > 0 ? h : codes[c] < 0 ? nh : 0;
+    bn_quant_dequant_row_f16_isa(codes, scale, cols, dst, BN_ISA_AUTO);
 }
 
 /* "auto" size table. Smaller models have less redundancy, so they keep more non-zero

@@ -73,6 +73,8 @@ void bn_quant_stats_merge(bn_quant_stats *a, int64_t na, const bn_quant_stats *b
 
 /* Dequantizes one row: dst[j] = f16(scale * code[j]). */
 void bn_quant_dequant_row_f16(const int8_t *codes, float scale, int64_t cols, uint16_t *dst);
+/* The same on a chosen code path (tests check that the paths agree). */
+void bn_quant_dequant_row_f16_isa(const int8_t *codes, float scale, int64_t cols, uint16_t *dst, bn_isa isa);
 
 /* tau for "auto" from the parameter count (size table in quant.c and README). */
 float bn_quant_auto_tau(uint64_t n_params, const char **category);

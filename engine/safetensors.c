@@ -341,6 +341,17 @@ void bn_st_tensor_release(const bn_st_tensor *t)
     if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
+void bn_st_tensor_prefetch(const bn_st_tensor *t)
+{
+    long pg = sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)t->data & ~((uintptr_t)pg - 1);
+    size_t len = (size_t)((uintptr_t)t->data + t->nbytes - a);
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+    if (len && madvise((void *)a, len, MADV_POPULATE_READ) != 0) madvise((void *)a, len, MADV_WILLNEED);
+}
+
 /* ---- sets ---------------------------------------------------------------------- */
 
 struct bn_st_set {

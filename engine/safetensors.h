@@ -48,6 +48,8 @@ const char *bn_st_file_path(const bn_st_file *f);
  * them); the data stays readable. Streaming code calls it after each tensor so that
  * peak RSS stays near one tensor, not the whole model. */
 void bn_st_tensor_release(const bn_st_tensor *t);
+/* Maps the tensor's pages in one call (fewer page faults than touching them one by one). */
+void bn_st_tensor_prefetch(const bn_st_tensor *t);
 
 /* A model's weights: model.safetensors, or the shards of model.safetensors.index.json. */
 typedef struct bn_st_set bn_st_set;

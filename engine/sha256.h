@@ -2,6 +2,7 @@
 #ifndef BN_SHA256_H
 #define BN_SHA256_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -21,5 +22,7 @@ void bn_sha256_final(bn_sha256 *s, uint8_t out[32]);
 void bn_sha256_hex(const void *data, size_t n, char hex[65]);
 /* hex digest of a file's contents */
 int bn_sha256_file(const char *path, char hex[65], bn_err *err);
+/* Tests: true = always the portable C block function; false = back to auto-detection. */
+void bn_sha256_force_portable(bool on);
 
 #endif

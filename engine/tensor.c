@@ -9,9 +9,10 @@
  */
 #include "tensor.h"
 
-#include <cpuid.h>
 #include <immintrin.h>
 #include <string.h>
+
+#include "cpu.h"
 
 static const struct { const char *name; size_t size; int is_float; } dtype_info[BN_DTYPE_COUNT] = {
     [BN_DTYPE_F32] = { "F32", 4, 1 },  [BN_DTYPE_F16] = { "F16", 2, 1 },
@@ -140,20 +141,12 @@ static void f32_to_f16_f16c(const float *src, uint16_t *dst, size_t n)
     for (; i < n; i++) dst[i] = bn_f32_to_f16(src[i]);
 }
 
-int bn_cpu_has_f16c(void)
-{
-    /* CPUID leaf 1, ECX bit 29 (clang 14 has no "f16c" name for __builtin_cpu_supports). */
-    unsigned a, b, c, d;
-    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
-}
-
 static int have_f16c(void)
 {
     static int cached = -1;
     int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
     if (v < 0) {
-        __builtin_cpu_init();
-        v = __builtin_cpu_supports("avx2") && bn_cpu_has_f16c();
+        v = bn_cpu_has_f16c();
         __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
     }
     return v;

@@ -36,8 +36,6 @@ float bn_bf16_to_f32(uint16_t h);
 /* dst[0..n) = src converted to f32; src is F32, F16 or BF16. Returns -1 for other types. */
 int bn_to_f32(const void *src, bn_dtype t, float *dst, size_t n);
 void bn_f32_to_f16_array(const float *src, uint16_t *dst, size_t n);
-/* True when the CPU has F16C (half<->float conversion instructions). */
-int bn_cpu_has_f16c(void);
 /* dst[0..n) = src (F32, F16 or BF16) rounded to F16 (F16 is copied unchanged). */
 void bn_to_f16(const void *src, bn_dtype t, uint16_t *dst, size_t n);
 

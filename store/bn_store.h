@@ -108,6 +108,8 @@ void bn_store_metrics_free(bn_store_metric *m, int n);
  * BN_STORE_ERROR with a message in err. */
 int bn_store_open(const char *path, bn_store **out, char *err, size_t errlen);
 void bn_store_close(bn_store *st);
+/* True when the last failure recorded on this handle was a full disk. */
+bool bn_store_disk_full(const bn_store *st);
 const char *bn_store_errmsg(const bn_store *st);
 int bn_store_schema_version(bn_store *st);
 /* A write transaction that changes nothing: proves the database is writable. */

@@ -9,6 +9,8 @@
  */
 #include "store_internal.h"
 
+#include <errno.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -211,10 +213,22 @@ int bn_store_ping(bn_store *st)
 
 /* ---- helpers ------------------------------------------------------------------------ */
 
+static bool code_is_disk_full(sqlite3 *db)
+{
+    int ext = sqlite3_extended_errcode(db);
+    return (ext & 0xff) == SQLITE_FULL || (ext == SQLITE_IOERR_WRITE && sqlite3_system_errno(db) == ENOSPC);
+}
+
 int bn_store__fail(bn_store *st, const char *what)
 {
+    st->disk_full = code_is_disk_full(st->db);
     snprintf(st->errmsg, sizeof st->errmsg, "%s: %s", what, sqlite3_errmsg(st->db));
     return BN_STORE_ERROR;
+}
+
+bool bn_store_disk_full(const bn_store *st)
+{
+    return st && st->disk_full;
 }
 
 sqlite3_stmt *bn_store__prepare(bn_store *st, const char *sql)
@@ -267,6 +281,7 @@ int bn_store__exec(bn_store *st, const char *sql)
 {
     char *msg = NULL;
     if (sqlite3_exec(st->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        st->disk_full = code_is_disk_full(st->db);
         snprintf(st->errmsg, sizeof st->errmsg, "%s", msg ? msg : sqlite3_errmsg(st->db));
         sqlite3_free(msg);
         return BN_STORE_ERROR;

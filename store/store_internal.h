@@ -20,6 +20,7 @@ typedef struct bn_store_stmt {
 struct bn_store {
     sqlite3 *db;
     char errmsg[512];
+    bool disk_full; /* the last recorded failure was SQLITE_FULL (or ENOSPC I/O) */
     bn_store_stmt cache[BN_STORE_STMT_CACHE];
 };
 

@@ -477,7 +477,13 @@
 
   function artifactList(body) {
     var a = Array.isArray(body) ? body : (body && (body.artifacts || body.files || body.items || body.data)) || [];
-    return a.map(function (x) { return typeof x === "string" ? { path: x } : x; });
+    a = a.map(function (x) { return typeof x === "string" ? { path: x } : x; });
+    /* top-level files first (the primary FP16 model and the metadata), then subfolders */
+    return a.sort(function (x, y) {
+      var p = x.path || x.name || "", q = y.path || y.name || "";
+      var dx = p.indexOf("/") >= 0, dy = q.indexOf("/") >= 0;
+      return dx !== dy ? (dx ? 1 : -1) : p < q ? -1 : p > q ? 1 : 0;
+    });
   }
 
   /* Downloads go through fetch when a token is in use (a plain link cannot send it). */

@@ -109,6 +109,24 @@ START_TEST(sha256_vectors)
 }
 END_TEST
 
+/* the SHA extension path and the portable one agree on every length */
+START_TEST(sha256_paths_agree)
+{
+    enum { N = 3000 };
+    uint8_t *data = malloc(N);
+    for (int i = 0; i < N; i++) data[i] = (uint8_t)(i * 131 + 7);
+    for (size_t len = 0; len < N; len += 37) {
+        char a[65], b[65];
+        bn_sha256_force_portable(true);
+        bn_sha256_hex(data, len, a);
+        bn_sha256_force_portable(false);
+        bn_sha256_hex(data, len, b);
+        ck_assert_str_eq(a, b);
+    }
+    free(data);
+}
+END_TEST
+
 START_TEST(fs_helpers)
 {
     char *dir = bn_test_tmpdir("fs");
@@ -552,6 +570,7 @@ int main(void)
     tcase_add_test(tc, f16_rounding);
     tcase_add_test(tc, bf16_conversions);
     tcase_add_test(tc, sha256_vectors);
+    tcase_add_test(tc, sha256_paths_agree);
     tcase_add_test(tc, fs_helpers);
     tcase_add_test(tc, st_write_read);
     tcase_add_test(tc, st_shards);

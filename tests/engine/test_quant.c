@@ -393,6 +393,20 @@ START_TEST(pack_round_trips)
 }
 END_TEST
 
+START_TEST(dequant_paths_agree)
+{
+    int8_t codes[1003];
+    for (int i = 0; i < 1003; i++) codes[i] = (int8_t)(i % 3 - 1);
+    uint16_t a[1003], b[1003];
+    for (int n = 0; n <= 1003; n += 17) {
+        bn_quant_dequant_row_f16_isa(codes, 0.0123f, n, a, BN_ISA_SCALAR);
+        bn_quant_dequant_row_f16_isa(codes, 0.0123f, n, b, BN_ISA_AVX2);
+        ck_assert_mem_eq(a, b, (size_t)n * 2);
+        for (int i = 0; i < n; i++) ck_assert_uint_eq(a[i], bn_f32_to_f16(0.0123f * (float)codes[i]));
+    }
+}
+END_TEST
+
 START_TEST(auto_tau_table)
 {
     const char *c;
@@ -422,6 +436,7 @@ int main(void)
     tcase_add_test(tc, threads_identical);
     tcase_add_test(tc, refine_lowers_weighted_error);
     tcase_add_test(tc, pack_round_trips);
+    tcase_add_test(tc, dequant_paths_agree);
     tcase_add_test(tc, auto_tau_table);
     suite_add_tcase(s, tc);
     return bn_test_run(s);

@@ -10,7 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <sys/time.h>
+#include <netinet/in.h>
 #include <openssl/evp.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -568,6 +573,89 @@ START_TEST(test_refuse_public_without_tokens)
 }
 END_TEST
 
+/* systemd socket activation: an inherited listening socket replaces --listen. */
+START_TEST(test_socket_activation)
+{
+    const char *sa = "/usr/bin/systemd-socket-activate";
+    if (access(sa, X_OK) != 0) return; /* not on this machine: nothing to check */
+    int probe = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    ck_assert_int_eq(bind(probe, (struct sockaddr *)&a, sizeof a), 0);
+    getsockname(probe, (struct sockaddr *)&a, &len);
+    int port = ntohs(a.sin_port);
+    close(probe);
+    char listen_arg[64];
+    snprintf(listen_arg, sizeof listen_arg, "127.0.0.1:%d", port);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (!freopen(S.log, "w", stderr) || !freopen("/dev/null", "w", stdout)) _exit(126);
+        execl(sa, sa, "-l", listen_arg, S.binary, "--state-dir", S.state, "--listen",
+              "127.0.0.1:1", "--model-root", S.models, (char *)NULL);
+        _exit(127);
+    }
+    S.pid = pid;
+    snprintf(S.url, sizeof S.url, "http://%s", listen_arg);
+    svc_resp r = {0};
+    for (int i = 0; i < 200 && r.status != 200; i++) { /* the first connection starts it */
+        svc_resp_free(&r);
+        svc_req(&S, "GET", "/healthz", NULL, NULL, &r);
+        if (r.status != 200) usleep(20000);
+    }
+    ck_assert_int_eq(r.status, 200);
+    svc_resp_free(&r);
+    char url_file[4400];
+    snprintf(url_file, sizeof url_file, "%s/bitnetd.url", S.state);
+    char *u = NULL;
+    for (int i = 0; i < 200 && !u; i++) /* written just after the API starts */
+        if (!(u = svc_read_file(url_file))) usleep(10000);
+    ck_assert_ptr_nonnull(u);
+    ck_assert_ptr_nonnull(strstr(u, listen_arg));
+    free(u);
+    ck_assert_int_eq(svc_stop(&S, SIGTERM), 0);
+}
+END_TEST
+
+/* Slow clients (half-sent requests) hold connection slots, never the server: a normal
+ * request still answers at once, and the idle ones are dropped after the timeout. */
+START_TEST(test_slow_clients)
+{
+    svc_flag(&S, "--set");
+    svc_flag(&S, "api.connection_timeout=2");
+    svc_start(&S);
+    int port = atoi(strrchr(S.url, ':') + 1);
+    int fds[40];
+    for (int i = 0; i < 40; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        ck_assert_int_eq(connect(fds[i], (struct sockaddr *)&a, sizeof a), 0);
+        const char *part = i % 2 ? "GET /v1/jobs HTTP/1.1\r\nHost: x\r\n"
+                                 : "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                                   "application/json\r\nContent-Length: 100\r\n\r\n{\"mo";
+        ck_assert_int_eq(write(fds[i], part, strlen(part)), (ssize_t)strlen(part));
+    }
+    double t0 = svc_now();
+    svc_resp r;
+    svc_req(&S, "GET", "/v1/jobs", NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    svc_resp_free(&r);
+    ck_assert_msg(svc_now() - t0 < 1.0, "a normal request took %.2f s", svc_now() - t0);
+    /* after the timeout the server has closed the stalled connections */
+    usleep(3500000);
+    int closed = 0;
+    for (int i = 0; i < 40; i++) {
+        char buf[256];
+        struct timeval tv = {0, 200000};
+        setsockopt(fds[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        ssize_t n = read(fds[i], buf, sizeof buf);
+        if (n == 0 || (n < 0 && errno == ECONNRESET)) closed++;
+        close(fds[i]);
+    }
+    ck_assert_int_eq(closed, 40);
+}
+END_TEST
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_ALL);
@@ -583,6 +671,8 @@ int main(void)
     tcase_add_test(tc, test_artifacts_sse_metrics_openapi);
     tcase_add_test(tc, test_auth);
     tcase_add_test(tc, test_refuse_public_without_tokens);
+    tcase_add_test(tc, test_socket_activation);
+    tcase_add_test(tc, test_slow_clients);
     suite_add_tcase(s, tc);
     int rc = bn_test_run(s);
     curl_global_cleanup();

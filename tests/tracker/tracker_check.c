@@ -180,11 +180,21 @@ bool tc_check_values(const cJSON *state, const char *job_id, const cJSON *api_me
     bool ok = true;
     int expected = 0;
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(api_metrics, "metrics");
+    const cJSON *sl = cJSON_GetObjectItemCaseSensitive(run, "summary");
+    cJSON *summary = cJSON_IsString(sl) ? bn_wandb_parse_ext(sl->valuestring) : NULL;
     for (const cJSON *it = m ? m->child : NULL; ok && it; it = it->next, expected++) {
         bool vok;
         int c = count_in_history(lines, it->string, -1, it->valuedouble, &vok);
+        /* A job-level value the engine re-measured later (the store keeps the first in
+         * the history, W&B's behaviour for a logged step): the summary has the final. */
+        const cJSON *sv = cJSON_GetObjectItemCaseSensitive(summary, it->string);
+        if (c == 1 && !vok && cJSON_IsNumber(sv) && close_to(sv->valuedouble, it->valuedouble)) {
+            vok = true;
+            rep->updated_keys++;
+        }
         if (c != 1 || !vok) ok = fail(rep, "%s: %d lines, value %s", it->string, c, vok ? "ok" : "differs");
     }
+    cJSON_Delete(summary);
     const cJSON *hist = cJSON_GetObjectItemCaseSensitive(api_metrics, "history");
     for (const cJSON *series = hist ? hist->child : NULL; ok && series; series = series->next)
         for (const cJSON *pt = series->child; ok && pt; pt = pt->next, expected++) {

@@ -22,6 +22,7 @@ typedef struct tc_report {
     int n_history;
     int key_counts[19];
     int fine_tune_rows;
+    int updated_keys; /* job-level keys whose final value is only in the summary */
     char msg[512]; /* the first violation, empty when the run is correct */
 } tc_report;
 

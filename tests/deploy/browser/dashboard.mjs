@@ -104,21 +104,6 @@ async function run() {
   if (pct.trim() !== '100%') fail(`succeeded job shows progress ${pct}`);
   log('job reached succeeded in the list');
 
-  // Until the engine has every stage, its events say "<stage> is not available in this
-  // build" and the 19 metrics and the loss curve cannot exist: skip (exit 77) then.
-  // TEMPORARY while the engine lands; remove once calibrate/evaluate/finetune are in.
-  const evs = await (await fetch(`${base}/v1/jobs/${id}/events`,
-    { headers: { Authorization: `Bearer ${args['read-token'] || ''}` } })).json().catch(() => ({}));
-  const missingStages = (evs.events || []).filter((e) => /not available in this build/.test(e.message || ''));
-  if (missingStages.length) {
-    await page.click(`${row} a`);
-    await page.waitForSelector('#job-status.succeeded', { timeout: 10000 });
-    await page.screenshot({ path: join(args.out, '04-job-page.png'), fullPage: true });
-    console.log(`SKIP: engine stages missing in this build: ${missingStages.map((e) => e.message).join('; ')}`);
-    process.exitCode = 77;
-    return;
-  }
-
   // 3. the job page
   await page.click(`${row} a`);
   await page.waitForSelector('#job-status.succeeded', { timeout: 10000 });
