@@ -386,7 +386,7 @@ static void reload(daemon_state *d)
 static bool healthy(daemon_state *d)
 {
     return bn_workers_alive(d->workers) && bn_store_ping(d->st) == BN_STORE_OK &&
-           bn_api_alive(d->api);
+           bn_api_alive(d->api) && bn_tracker_alive(d->tracker);
 }
 
 /* Waits for signals; returns when asked to stop. */

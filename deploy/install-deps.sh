@@ -6,7 +6,7 @@ set -euo pipefail
 PKGS=(build-essential meson ninja-build pkg-config
       libmicrohttpd-dev libcjson-dev libopenblas-dev libsqlite3-dev
       libcurl4-openssl-dev libssl-dev check libsystemd-dev
-      clang libclang-rt-14-dev curl ca-certificates python3 sqlite3)
+      clang libclang-rt-14-dev curl ca-certificates python3 sqlite3 wrk)
 # deploy: systemd-analyze/-sysusers/-tmpfiles for the unit checks; Debian's Chromium for
 # the headless dashboard test (tests/deploy/dashboard_browser.sh). Test-only: skipped
 # with BN_DEPS_MINIMAL=1 (deploy/quickstart.sh, which only builds and runs).

@@ -23,7 +23,8 @@ run_suite() { # build-dir, meson-args..., -- test-args...
 echo "== release build, all tests"
 run_suite build-ci -Dbuildtype=debugoptimized --
 
-echo "== ASan+UBSan: unit and integration suites"
+echo "== ASan+UBSan: unit and integration suites (crash harness: 12 kills)"
+export BN_CRASH_KILLS=12
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   run_suite build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbench=false -- \
   --suite unit --suite integration --timeout-multiplier 4

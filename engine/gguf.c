@@ -384,7 +384,7 @@ static int w_io(bn_gguf_writer *w, bn_err *err)
 
 static int w_bytes(bn_gguf_writer *w, const void *p, size_t n)
 {
-    return fwrite(p, 1, n, w->fp) == n ? 0 : -1;
+    return n == 0 || fwrite(p, 1, n, w->fp) == n ? 0 : -1; /* p may be NULL when n == 0 */
 }
 
 static int w_pad(bn_gguf_writer *w)

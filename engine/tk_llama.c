@@ -60,16 +60,10 @@ bool bn_tk_recover_ternary(const float *w, int64_t rows, int64_t cols, int8_t *c
 static int ternarize(const char *name, const float *w, int rows, int cols, int threads, int8_t *codes,
                      float *scale, bn_err *err)
 {
-#ifdef BN_HAVE_QUANT
     bn_quant_params qp;
     bn_quant_params_default(&qp);
     qp.threads = threads;
     return bn_quant_tensor(name, w, BN_DTYPE_F32, rows, cols, &qp, codes, scale, NULL, err);
-#else
-    (void)w, (void)rows, (void)cols, (void)threads, (void)codes, (void)scale;
-    return bn_err_set(err, BN_EUNSUPPORTED, "%s is not ternary (rows are not {-s, 0, +s}): compress the model "
-                      "first, or run without --ternary", name);
-#endif
 }
 
 static int build_proj(bn_tk_llama *m, int p, int layer, bn_err *err)

@@ -6,8 +6,7 @@
  * folder: when every row of a projection holds only {-s, 0, +s} (a bitnetd output folder,
  * dequantized) the codes and the row scale s are recovered exactly; otherwise the
  * projection is ternarized on load with the engine quantizer (absmean per channel,
- * tau 0.5; built with BN_HAVE_QUANT, else load fails naming the tensor), and
- * bn_tk_llama_exact() says so.
+ * tau 0.5), and bn_tk_llama_exact() says so.
  *
  * Per layer, as HF LlamaForCausalLM: h += Wo attn(rope(Wq n1), rope(Wk n1), Wv n1);
  * h += Wdown(silu(Wgate n2) * Wup n2); RoPE pairs (i, i + hd/2); GQA.

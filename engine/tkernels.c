@@ -431,14 +431,18 @@ static void *job_thread(void *arg)
 }
 
 #define TK_MAX_THREADS 64
+#define TK_MIN_THREAD_WORK (4.0 * 1024 * 1024)
 
 void bn_tk_gemm(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads, bn_tk_isa isa)
 {
     if (isa == BN_TK_AUTO || !bn_tk_isa_supported(isa)) isa = bn_tk_isa_best();
     if (threads < 1) threads = 1;
     if (threads > TK_MAX_THREADS) threads = TK_MAX_THREADS;
-    /* at least 16 rows per thread, split on multiples of 4 (the tile height) */
+    /* at least 16 rows and TK_MIN_THREAD_WORK products per thread (starting a thread costs
+     * tens of microseconds: a small GEMV is faster alone); split on multiples of 4 rows */
     int max_t = w->rows / 16;
+    double work = (double)w->rows * w->nb * BN_TK_BLOCK * (x->n > 0 ? x->n : 1);
+    if (work / TK_MIN_THREAD_WORK < max_t) max_t = (int)(work / TK_MIN_THREAD_WORK);
     if (threads > max_t) threads = max_t > 0 ? max_t : 1;
     tk_job jobs[TK_MAX_THREADS];
     pthread_t tid[TK_MAX_THREADS];

@@ -44,6 +44,7 @@ struct bn_tracker {
     uint64_t rng;
     pthread_t th;
     bool running;
+    int64_t started_at;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool woken;
@@ -657,6 +658,7 @@ static void *tracker_main(void *arg)
 int bn_tracker_start(bn_tracker *t)
 {
     atomic_store(&t->stop, false);
+    t->started_at = bn_tracker_monotonic_ms();
     if (pthread_create(&t->th, NULL, tracker_main, t)) return -1;
     t->running = true;
     return 0;
@@ -680,6 +682,14 @@ void bn_tracker_stop(bn_tracker *t)
 }
 
 int64_t bn_tracker_last_pass_ms(bn_tracker *t) { return atomic_load(&t->last_pass); }
+
+bool bn_tracker_alive(bn_tracker *t)
+{
+    if (!t || !t->running) return false;
+    int64_t last = atomic_load(&t->last_pass);
+    if (last == 0) last = t->started_at;
+    return bn_tracker_monotonic_ms() - last < t->cfg.timeout_ms + t->cfg.poll_ms + 30000;
+}
 
 void bn_tracker_get_counters(bn_tracker *t, bn_tracker_counters *out)
 {

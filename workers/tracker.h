@@ -72,6 +72,9 @@ void bn_tracker_wake(bn_tracker *t);
 void bn_tracker_stop(bn_tracker *t);
 /* Monotonic ms of the loop's last pass (for the watchdog); 0 before the first. */
 int64_t bn_tracker_last_pass_ms(bn_tracker *t);
+/* For the watchdog: the thread runs and has made a pass within one request timeout plus
+ * 30 s (a pass may legitimately wait for one slow request). */
+bool bn_tracker_alive(bn_tracker *t);
 
 /* Process-lifetime counters. */
 typedef struct bn_tracker_counters {

@@ -10,10 +10,10 @@
  * generation of a real model. Bandwidth: a vectorized read of a 1 GB buffer, 1 and 2
  * threads. GEMM: batch 64..512 on the same shapes at 2 threads vs cblas_sgemm.
  *
- * OpenBLAS: Debian's build picks its kernels from the CPU at load time, and falls back to
- * slow generic ones on CPUs it does not know. Unless OPENBLAS_CORETYPE is already set, the
- * bench re-executes itself with BN_BENCH_CORETYPE (default "Haswell", the fastest one on
- * the AMD Zen 4 machine this was written on; see README) so that OpenBLAS runs at its best.
+ * OpenBLAS: Debian's build picks its kernels from the CPU at load time and falls back to
+ * slow generic ones on CPUs it does not know. The bench uses OPENBLAS_CORETYPE if set,
+ * else the engine's choice (bn_blas_init: SkylakeX with AVX-512, Haswell with AVX2);
+ * BN_BENCH_CORETYPE=NAME forces one (re-exec). The table header names the core used.
  */
 #include <cblas.h>
 #include <immintrin.h>
@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "blas.h"
 #include "tkernels.h"
 
 static double now_s(void)
@@ -177,13 +178,14 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (!getenv("OPENBLAS_CORETYPE")) {
-        const char *ct = getenv("BN_BENCH_CORETYPE");
-        setenv("OPENBLAS_CORETYPE", ct && *ct ? ct : "Haswell", 1);
+    const char *want = getenv("BN_BENCH_CORETYPE"), *cur = getenv("OPENBLAS_CORETYPE");
+    if (want && *want && (!cur || strcmp(cur, want) != 0)) {
+        setenv("OPENBLAS_CORETYPE", want, 1);
         execv("/proc/self/exe", argv);
         perror("re-exec with OPENBLAS_CORETYPE");
         return 1;
     }
+    bn_blas_init(argc, argv, 0); /* unset: the engine's choice for this CPU (blas.h) */
     size_t cold = (quick ? 64u : 256u) << 20;
     size_t bwn = (quick ? 256u : 1024u) << 20;
     uint8_t *bwbuf = aligned_alloc(64, bwn);

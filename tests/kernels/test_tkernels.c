@@ -89,7 +89,9 @@ START_TEST(simd_equals_scalar)
 {
     static const int shapes[][3] = {{1, 1, 1},    {3, 17, 1},   {5, 255, 2},  {8, 256, 4},
                                     {9, 257, 5},  {13, 511, 7}, {64, 768, 1}, {66, 1000, 9},
-                                    {4, 2048, 3}, {37, 129, 16}, {130, 300, 6}};
+                                    {4, 2048, 3}, {37, 129, 16}, {130, 300, 6},
+                                    /* big enough to be split over threads (>= 4M products each) */
+                                    {1002, 2048, 5}, {2054, 4097, 1}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         fixture f;
         make(&f, shapes[s][0], shapes[s][1], shapes[s][2]);

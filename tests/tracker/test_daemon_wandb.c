@@ -446,6 +446,35 @@ START_TEST(disabled_sends_and_writes_nothing)
 }
 END_TEST
 
+/* The key from wandb.api_key_file (no WANDB_API_KEY), entity/project from WANDB_ENTITY
+ * and WANDB_PROJECT. */
+START_TEST(key_file_and_env_defaults)
+{
+    char kf[4300], flag[4400];
+    snprintf(kf, sizeof kf, "%s/wandb.key", s.root);
+    FILE *f = fopen(kf, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "  %s  \n", KEY);
+    fclose(f);
+    snprintf(flag, sizeof flag, "wandb.api_key_file=%s", kf);
+    svc_flag(&s, "--set");
+    svc_flag(&s, flag);
+    svc_setenv(&s, "WANDB_ENTITY=team-x");
+    svc_setenv(&s, "WANDB_PROJECT=proj-y");
+    svc_start(&s);
+    char id[64];
+    submit(NULL, "kf1", id);
+    wait_tracked(id, "succeeded", "finished");
+    assert_delivered(id, 0);
+    cJSON *state = fake_wandb_state(fw);
+    const cJSON *run = tc_find_run(state, id);
+    ck_assert_str_eq(str(run, "entity"), "team-x");
+    ck_assert_str_eq(str(run, "project"), "proj-y");
+    cJSON_Delete(state);
+    ck_assert(!log_has_key());
+}
+END_TEST
+
 /* BN_TEST_ONLY=<name> runs one scenario (for debugging). */
 #define ADD(tc, name)                                                  \
     do {                                                               \
@@ -468,6 +497,7 @@ int main(void)
     ADD(tc, forbidden_403);
     ADD(tc, offline_then_sync_equals_online);
     ADD(tc, disabled_sends_and_writes_nothing);
+    ADD(tc, key_file_and_env_defaults);
     suite_add_tcase(su, tc);
     return bn_test_run(su);
 }

@@ -555,7 +555,9 @@ START_TEST(heartbeat_while_idle_and_thread)
     }
     usleep(200 * 1000); /* no heartbeat after the complete */
     ck_assert_int_gt(bn_tracker_last_pass_ms(t), 0);
+    ck_assert(bn_tracker_alive(t));
     bn_tracker_stop(t);
+    ck_assert(!bn_tracker_alive(t));
     assert_run_ok(id, 0);
     bn_tracker_close(t);
 }
