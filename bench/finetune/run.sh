@@ -33,7 +33,7 @@ ctl=$build/cli/bitnetctl
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/bn-ft-bench-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 out=$tmp/out
-config='{"threads": '$threads', "seed": 42, "fine_tune": {"epochs": 1000, "checkpoint_every": 200}}'
+config='{"threads": '$threads', "seed": 42, "fine_tune": {"epochs": 1000, "checkpoint_every": 200, "muon_lr": 0.005}}'
 cmd=("$ctl" compress "$model" "$out" --calibration "$train" --fine-tune --max-minutes "$minutes"
      --config "$config" --json)
 echo "+ ${cmd[*]}" >&2

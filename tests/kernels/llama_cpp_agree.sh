@@ -34,6 +34,12 @@ ctl=$build/cli/bitnetctl
 work=$(mktemp -d "${TMPDIR:-/tmp}/bn_llama_agree.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
+# node-llama-cpp 3.21 needs Node.js >= 20 (Debian 12's own nodejs is 18: use NodeSource's)
+major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$major" -lt 20 ]; then
+  echo "llama_cpp_agree: needs Node.js >= 20 for node-llama-cpp (found '$(node --version 2>&1)')"
+  [ "${CI:-}" = true ] && exit 1 || exit 77
+fi
 # node-llama-cpp, reinstalled only when the lock file changes
 js=$build/tests/kernels/js
 mkdir -p "$js"

@@ -1,7 +1,7 @@
 /* test_real_job.c - bitnetd with the real engine: submit -> poll -> succeeded on a tiny
  * random Llama folder made by `bitnetctl init-model`, the output folder of the engine
- * (FP16 model, quantized/, compression_metadata.json with per-file SHA-256), and kill -9
- * of the daemon at several points of a running job followed by a restart: the job
+ * (FP16 model, quantized/, compression_metadata.json with per-file SHA-256); and ("full",
+ * suite 'data') kill -9 of the daemon at several points of a running job followed by a restart: the job
  * completes and every output file's checksum equals the uninterrupted run's. */
 #include <check.h>
 #include <cjson/cJSON.h>
@@ -66,13 +66,41 @@ static char *file_sums(const char *output)
     return out;
 }
 
+/* quick: a small calibration, no fine-tuning; full: fine-tuning forced (threshold 0)
+ * with checkpoints every 4 steps, so kills land inside every stage. */
+static bool full_run;
+
 static void submit(const char *output, char id[64])
 {
     char body[512];
     snprintf(body, sizeof body, "{\"model\":\"llama\",\"output\":\"%s\",\"config\":"
-             "{\"seed\":11,\"threads\":1}}", output);
+             "{\"seed\":11,\"threads\":1,\"calibration\":{\"samples\":8,"
+             "\"sequence_length\":32},\"evaluate\":{\"windows\":2},\"fine_tune\":%s}}", output,
+             full_run ? "{\"threshold\":0,\"max_steps\":12,\"checkpoint_every\":4}"
+                      : "{\"enabled\":false}");
     ck_assert_int_eq(svc_submit(&S, body, NULL, id), 201);
 }
+
+/* submit -> poll -> succeeded, the engine's output folder, events and metrics. */
+START_TEST(test_real_submit)
+{
+    svc_start(&S);
+    char id[64];
+    submit("one", id);
+    ck_assert_str_eq(svc_wait(&S, id, 300), "succeeded");
+    char *sums = file_sums("one");
+    ck_assert_ptr_nonnull(strstr(sums, "quantized/model.safetensors="));
+    free(sums);
+    char metrics[128];
+    snprintf(metrics, sizeof metrics, "/v1/jobs/%s/metrics", id);
+    svc_resp r;
+    svc_req(&S, "GET", metrics, NULL, NULL, &r);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"compression/ratio\""));
+    svc_resp_free(&r);
+    ck_assert_int_eq(svc_stop(&S, SIGTERM), 0);
+}
+END_TEST
 
 START_TEST(test_real_submit_and_kill9)
 {
@@ -118,14 +146,19 @@ START_TEST(test_real_submit_and_kill9)
 }
 END_TEST
 
-int main(void)
+/* "quick" (integration suite, also under sanitizers): one job. "full" (data suite):
+ * kill -9 at every stage. */
+int main(int argc, char **argv)
 {
+    bool full = argc > 1 && !strcmp(argv[1], "full");
+    full_run = full;
     curl_global_init(CURL_GLOBAL_ALL);
     Suite *s = suite_create("real-job");
     TCase *tc = tcase_create("real-job");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 600);
-    tcase_add_test(tc, test_real_submit_and_kill9);
+    if (full) tcase_add_test(tc, test_real_submit_and_kill9);
+    else tcase_add_test(tc, test_real_submit);
     suite_add_tcase(s, tc);
     int rc = bn_test_run(s);
     curl_global_cleanup();

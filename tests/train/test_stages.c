@@ -338,6 +338,34 @@ START_TEST(below_threshold_skips_truthfully)
 }
 END_TEST
 
+START_TEST(distillation_warmup_and_frozen_preserved)
+{
+    bn_err e = {0};
+    rec r;
+    rec_init(&r);
+    char cfg[8192];
+    snprintf(cfg, sizeof cfg,
+             "{\"threads\": 1, \"seed\": 5, \"calibration\": {\"dataset\": \"custom\", \"path\": \"%s\","
+             " \"sequence_length\": 32, \"samples\": 16, \"eval_fraction\": 0.2},"
+             " \"fine_tune\": {\"max_steps\": 8, \"batch_size\": 8, \"sequence_length\": 32,"
+             " \"warmup_steps\": 2, \"distill\": 0.5, \"quant_warmup_steps\": 4,"
+             " \"train_preserved\": false}, \"evaluate\": {\"windows\": 8}}", text_path);
+    ck_assert_msg(run("distill", 0, cfg, &r, &e) == 0, "%s\n%s", e.msg, r.events);
+    double post = metric(&r, "compression/post_perplexity");
+    double ft = metric(&r, "compression/post_finetune_perplexity");
+    ck_assert_msg(ft < post, "%g vs %g\n%s", ft, post, r.events);
+    ck_assert_int_eq(r.n_loss, 8);
+    /* frozen preserved tensors: nothing but the requantized codes changed */
+    char p[4400];
+    snprintf(p, sizeof p, "%s/work-distill/finetune/preserved.safetensors", root);
+    bn_st_file *f;
+    ck_assert_int_eq(bn_st_open(p, &f, &e), 0);
+    ck_assert_uint_eq(bn_st_count(f), 0);
+    bn_st_close(f);
+    cJSON_Delete(r.metrics);
+}
+END_TEST
+
 START_TEST(bad_calibration_input_fails_clearly)
 {
     bn_err e = {0};
@@ -379,6 +407,7 @@ int main(void)
     tcase_add_test(tc, stop_and_resume_continues_the_same_curve);
     tcase_add_test(tc, same_seed_same_result);
     tcase_add_test(tc, below_threshold_skips_truthfully);
+    tcase_add_test(tc, distillation_warmup_and_frozen_preserved);
     tcase_add_test(tc, bad_calibration_input_fails_clearly);
     suite_add_tcase(s, tc);
     int rc = bn_test_run(s);
