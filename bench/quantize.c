@@ -1,9 +1,12 @@
 /* bench/quantize.c - quantize + pack + export throughput against memory bandwidth.
  *
  * usage: bench-quantize MODEL_DIR [--threads 1,2] [--json FILE] [--out DIR]
+ *        bench-quantize --kernel-only      (steps 1 and 1b only)
  *
  * 1. Memory read bandwidth of this machine, measured here: a 1 GiB buffer summed with
  *    AVX2 loads, best of 3, at 1 and 2 threads.
+ * 1b. The quantizer alone on a resident F16 tensor, per code path: what the kernel does
+ *    when the input is in memory (no page faults, no file I/O).
  * 2. For each thread count, a child process runs the pipeline (calibration, evaluation,
  *    fine-tuning and GGUF off: load -> quantize -> export) on MODEL_DIR; the progress
  *    callback timestamps the stages. The input is read once through the page cache
@@ -28,6 +31,7 @@
 
 #include "bn_engine.h"
 #include "fsutil.h"
+#include "quant.h"
 
 static double mono(void)
 {
@@ -81,6 +85,36 @@ static double bandwidth(int threads)
     }
     munmap(buf, n);
     return best;
+}
+
+/* ---- the quantizer alone on a resident buffer (no page faults, no I/O) ---------------- */
+
+static double kernel_rate(int threads, bn_isa isa)
+{
+    int64_t rows = 5632, cols = 2048, n = rows * cols;
+    uint16_t *h = malloc((size_t)n * 2);
+    int8_t *codes = malloc((size_t)n);
+    float *scales = malloc((size_t)rows * 4);
+    uint32_t x = 1;
+    for (int64_t i = 0; i < n; i++) {
+        x = x * 1664525u + 1013904223u;
+        h[i] = bn_f32_to_f16(((float)(x >> 8) / 16777216.0f - 0.5f) * 0.04f);
+    }
+    bn_quant_params p;
+    bn_quant_params_default(&p);
+    p.threads = threads;
+    p.isa = isa;
+    bn_quant_stats st;
+    bn_err err;
+    double best = 1e30;
+    for (int rep = 0; rep < 5; rep++) {
+        double t0 = mono();
+        bn_quant_tensor("bench", h, BN_DTYPE_F16, rows, cols, &p, codes, scales, &st, &err);
+        double t = mono() - t0;
+        if (t < best) best = t;
+    }
+    free(h); free(codes); free(scales);
+    return (double)n / best;
 }
 
 /* ---- one pipeline run in a child ----------------------------------------------------- */
@@ -188,9 +222,11 @@ static int run_one(const char *model, const char *out_root, int threads, run_res
 int main(int argc, char **argv)
 {
     const char *model = NULL, *json_path = NULL, *out_root = "/tmp";
-    int threads[8] = { 1, 2 }, nt = 2;
+    int threads[8] = { 1, 2 }, nt = 2, rc = 0;
+    bool kernel_only = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
+        else if (!strcmp(argv[i], "--kernel-only")) kernel_only = true;
         else if (!strcmp(argv[i], "--out") && i + 1 < argc) out_root = argv[++i];
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
             nt = 0;
@@ -198,9 +234,9 @@ int main(int argc, char **argv)
         } else if (!model) model = argv[i];
         else { fprintf(stderr, "usage: bench-quantize MODEL_DIR [--threads 1,2] [--json FILE] [--out DIR]\n"); return 2; }
     }
-    if (!model) { fprintf(stderr, "usage: bench-quantize MODEL_DIR [--threads 1,2] [--json FILE] [--out DIR]\n"); return 2; }
+    if (!model && !kernel_only) { fprintf(stderr, "usage: bench-quantize MODEL_DIR [--threads 1,2] [--json FILE] [--out DIR]\n"); return 2; }
     cJSON *js = cJSON_CreateObject();
-    cJSON_AddStringToObject(js, "model", model);
+    cJSON_AddStringToObject(js, "model", model ? model : "");
     cJSON *runs = cJSON_AddArrayToObject(js, "runs");
     printf("memory read bandwidth: ");
     fflush(stdout);
@@ -211,10 +247,26 @@ int main(int argc, char **argv)
         printf("%d thread%s %.2f GB/s  ", threads[i], threads[i] > 1 ? "s" : "", bw[threads[i]]);
     }
     printf("\n");
+    printf("quantizer alone (F16 [5632, 2048] resident in memory, best of 5):\n");
+    cJSON *kern = cJSON_AddArrayToObject(js, "kernel");
+    for (int i = 0; i < nt; i++)
+        for (bn_isa isa = BN_ISA_SCALAR; isa <= BN_ISA_AVX512; isa++) {
+            if (!bn_quant_isa_available(isa) || threads[i] < 1 || threads[i] > 8) continue;
+            double r = kernel_rate(threads[i], isa);
+            printf("  %d thread%s %-6s %8.1f Mweights/s %6.2f GB/s (%.0f%% of read bandwidth)\n", threads[i],
+                   threads[i] > 1 ? "s" : " ", bn_isa_name(isa), r / 1e6, 2 * r / 1e9,
+                   bw[threads[i]] > 0 ? 100 * 2 * r / 1e9 / bw[threads[i]] : 0);
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddNumberToObject(o, "threads", threads[i]);
+            cJSON_AddStringToObject(o, "isa", bn_isa_name(isa));
+            cJSON_AddNumberToObject(o, "weights_per_second", r);
+            cJSON_AddNumberToObject(o, "input_gbs", 2 * r / 1e9);
+            cJSON_AddItemToArray(kern, o);
+        }
+    if (kernel_only) goto done;
     warm_cache(model);
     printf("%-7s %10s %8s %7s %8s %7s %9s %8s %11s %9s %10s\n", "threads", "Mweights/s", "GB/s in", "%bw",
            "quant s", "ckpt s", "export s", "total s", "ratio fp32", "ratio in", "peak RSS");
-    int rc = 0;
     for (int i = 0; i < nt; i++) {
         run_result r;
         if (run_one(model, out_root, threads[i], &r)) {
@@ -248,6 +300,7 @@ int main(int argc, char **argv)
         cJSON_AddNumberToObject(o, "peak_rss_mb", (double)r.max_rss_kb / 1024);
         cJSON_AddItemToArray(runs, o);
     }
+done:
     if (json_path) {
         char *t = cJSON_Print(js);
         bn_err err;

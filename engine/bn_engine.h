@@ -81,7 +81,7 @@ typedef struct bn_options {
         int batch_size;           /* default 4 */
         int sequence_length;      /* default: calibration.sequence_length */
         double lr;                /* AdamW lr, default 1e-3 */
-        double muon_lr;           /* default 0.02 */
+        double muon_lr;           /* default 0.005 (STE fine-tuning; see options.c) */
         int warmup_steps;         /* default 20 */
         double distill;           /* KL weight, default 0 (off) */
         int quant_warmup_steps;   /* default 0 (off) */

@@ -60,8 +60,8 @@ typedef struct ft_run {
     int *perm;
     int perm_epoch;
     /* state (checkpointed) */
-    int64_t step, total_steps;
-    bool total_fixed;
+    int64_t step, total_steps, step_limit;
+    bool total_fixed;    /* the schedule was fitted to the time budget */
     int epoch, pos;
     double elapsed;      /* seconds of training over all runs */
     double best_ppl, start_ppl;
@@ -230,6 +230,7 @@ static int setup(ft_run *r, bn_err *err)
     r->total_steps = by_epochs;
     if (o->fine_tune.max_steps > 0 && o->fine_tune.max_steps < r->total_steps)
         r->total_steps = o->fine_tune.max_steps;
+    r->step_limit = r->total_steps;
     if (o->fine_tune.distill > 0) {
         rc = bn_eval_load_fp32(ctx, &r->teacher, err);
         if (!rc) rc = bn_llama_reserve(r->teacher, r->B, r->T, false, err);
@@ -687,22 +688,28 @@ static void report_skip(bn_job_ctx *ctx, const char *why)
     bn_job_metric(ctx, "compression/fine_tune_time_hours", 0.0);
 }
 
-/* Decides the schedule length from the time budget once, after a few timed steps. */
-static void fix_total_by_time(ft_run *r)
+/* Fits the schedule (cosine length) to the time budget: after 5, 10, 20, 40, ... steps of
+ * this run, the measured time per step projects how many steps the budget allows; the
+ * length follows (never beyond the epochs/max_steps limit, never below the next step).
+ * Runs bounded by steps rather than time never change their schedule. */
+static void fit_total_to_time(ft_run *r)
 {
     double budget = r->o->fine_tune.max_minutes * 60.0;
-    if (r->total_fixed || budget <= 0 || r->steps_this_run < 5) return;
-    double per = (now_s() - r->t0) / (double)r->steps_this_run;
+    int64_t n = r->steps_this_run;
+    if (budget <= 0 || n < 5 || (n % 5) != 0 || ((n / 5) & (n / 5 - 1)) != 0) return;
+    double per = (now_s() - r->t0) / (double)n;
     double left = budget - elapsed(r);
     /* keep room for the evaluations still to come (one per epoch and a final one) */
-    int64_t remaining = (int64_t)(left * 0.95 / per);
-    if (r->step + remaining < r->total_steps) {
-        r->total_steps = r->step + (remaining > 1 ? remaining : 1);
-        bn_optim_set_total_steps(r->opt, r->total_steps);
-        bn_job_event(r->ctx, "info", "fine-tune: %.3f s per step, the %.1f-minute budget allows "
-                     "%lld steps", per, r->o->fine_tune.max_minutes, (long long)r->total_steps);
-    }
+    int64_t want = r->step + (int64_t)(left * 0.95 / per);
+    if (want > r->step_limit) want = r->step_limit;
+    if (want < r->step + 1) want = r->step + 1;
+    if (want == r->total_steps || (r->total_fixed && llabs(want - r->total_steps) * 20 < r->total_steps))
+        return;
+    r->total_steps = want;
     r->total_fixed = true;
+    bn_optim_set_total_steps(r->opt, r->total_steps);
+    bn_job_event(r->ctx, "info", "fine-tune: %.3f s per step, the %.1f-minute budget allows "
+                 "%lld steps", per, r->o->fine_tune.max_minutes, (long long)r->total_steps);
 }
 
 static int train_loop(ft_run *r, bn_err *err)
@@ -745,7 +752,7 @@ static int train_loop(ft_run *r, bn_err *err)
         bn_job_metric_step(ctx, "fine_tune/learning_rate", st.lr, r->step);
         bn_job_metric_step(ctx, "fine_tune/muon_learning_rate", st.muon_lr, r->step);
         bn_job_metric_step(ctx, "fine_tune/grad_norm", st.grad_norm, r->step);
-        fix_total_by_time(r);
+        fit_total_to_time(r);
         if (r->pos >= r->steps_per_epoch) {
             r->epoch++;
             r->pos = 0;

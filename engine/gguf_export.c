@@ -242,7 +242,7 @@ static int write_tokenizer(bn_gguf_writer *w, const bn_hf_model *m, bn_err *err)
     }
     if (!rc) {
         rc |= bn_gguf_kv_str(w, "tokenizer.ggml.model", bn_tok_model_name(tok));
-        if (!llama) rc |= bn_gguf_kv_str(w, "tokenizer.ggml.pre", bn_tok_pre_name(tok));
+        rc |= bn_gguf_kv_str(w, "tokenizer.ggml.pre", bn_tok_pre_name(tok));
         rc |= bn_gguf_kv_arr_str(w, "tokenizer.ggml.tokens", tokens, V);
         if (llama) rc |= bn_gguf_kv_arr_f32(w, "tokenizer.ggml.scores", scores, V);
         rc |= bn_gguf_kv_arr_i32(w, "tokenizer.ggml.token_type", types, V);

@@ -74,7 +74,7 @@ void bn_options_default(bn_options *o)
     o->fine_tune.batch_size = 4;
     o->fine_tune.sequence_length = 512;
     o->fine_tune.lr = 1e-3;
-    o->fine_tune.muon_lr = 0.02;
+    o->fine_tune.muon_lr = 0.005; /* STE on stories260K, 100 steps: 0.005 -> ppl 13.1, 0.02 -> 15.8, 0.05 -> 25 */
     o->fine_tune.warmup_steps = 20;
     o->fine_tune.distill = 0;
     o->fine_tune.quant_warmup_steps = 0;

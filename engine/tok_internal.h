@@ -53,9 +53,11 @@ typedef struct bn_tok_re bn_tok_re;
 int bn_tok_re_compile(const char *pattern, bn_tok_re **out, bn_err *err);
 void bn_tok_re_free(bn_tok_re *re);
 /* Tries to match at code point index start of s[0..n) (leftmost-first, backtracking).
- * Returns 1 and sets *end on a match, 0 when none, -1 when the backtracking budget is
- * exhausted (err set). */
+ * Returns 1 and sets *end on a match, 0 when none, -1 when *budget (steps, shared by
+ * all the calls of one scan and decremented here) runs out (err set). */
 int bn_tok_re_match_at(const bn_tok_re *re, const uint32_t *s, size_t n, size_t start,
-                       size_t *end, bn_err *err);
+                       size_t *end, long *budget, bn_err *err);
+/* Step budget for scanning a text of n_chars code points. */
+long bn_tok_re_budget(size_t n_chars);
 
 #endif

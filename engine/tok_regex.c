@@ -6,9 +6,10 @@
  * (Russ Cox's "backtrack" VM): the pattern is parsed into an AST, compiled to
  * instructions (CHAR, CLASS, SPLIT with a preferred branch, JMP, LOOK, MATCH), and run
  * over an array of code points with an explicit stack. A lookahead runs its own
- * sub-program at the current position. Counted repeats are unrolled. A budget on steps
- * turns a pathological pattern into an error instead of a hang; the patterns of GPT-2,
- * Llama-3 and Qwen2 match in time linear in the length of each match.
+ * sub-program at the current position. Counted repeats are unrolled. The caller gives a
+ * step budget for a whole scan of a text (bn_tok_re_budget), so a pathological pattern
+ * becomes an error instead of a hang; the patterns of GPT-2, Llama-3 and Qwen2 take a
+ * few dozen steps per character, far below it.
  */
 #include "tok_internal.h"
 
@@ -626,11 +627,9 @@ typedef struct vm {
     size_t n;
     thread *st;       /* local[] until it outgrows it, then malloc'd */
     size_t nst, cap;
-    long steps;
+    long budget;      /* steps left for the caller's whole scan */
     thread local[128];
 } vm;
-
-#define BN_TOK_RE_STEP_LIMIT 50000000L
 
 static int push(vm *m, int pc, size_t sp)
 {
@@ -657,7 +656,7 @@ static long run(vm *m, int pc0, size_t sp0)
         int pc = t.pc;
         size_t sp = t.sp;
         for (;;) {
-            if (++m->steps > BN_TOK_RE_STEP_LIMIT) { m->nst = base; return -2; }
+            if (--m->budget < 0) { m->nst = base; return -2; }
             const inst *I = &m->re->prog[pc];
             if (I->op == OP_CHAR) {
                 if (sp < m->n && m->s[sp] == I->c) { pc++; sp++; continue; }
@@ -691,7 +690,7 @@ static long run(vm *m, int pc0, size_t sp0)
 }
 
 int bn_tok_re_match_at(const bn_tok_re *re, const uint32_t *s, size_t n, size_t start,
-                       size_t *end, bn_err *err)
+                       size_t *end, long *budget, bn_err *err)
 {
     vm m;
     m.re = re;
@@ -700,14 +699,18 @@ int bn_tok_re_match_at(const bn_tok_re *re, const uint32_t *s, size_t n, size_t 
     m.st = m.local;
     m.nst = 0;
     m.cap = sizeof m.local / sizeof m.local[0];
-    m.steps = 0;
+    m.budget = *budget;
     long r = run(&m, 0, start);
+    *budget = m.budget;
     if (m.st != m.local) free(m.st);
     if (r == -2)
         return bn_err_set(err, BN_EUNSUPPORTED,
-                          "pre-tokenizer regex: backtracking budget exhausted at character %zu", start),
+                          "regex: backtracking budget exhausted at character %zu "
+                          "(the pattern is too expensive for this text)", start),
                -1;
     if (r < 0) return 0;
     *end = (size_t)r;
     return 1;
 }
+
+long bn_tok_re_budget(size_t n_chars) { return 100000L + 1000L * (long)n_chars; }

@@ -339,7 +339,7 @@ static int buf_reserve(buf *b, size_t extra)
 static int buf_add(buf *b, const char *s, size_t n)
 {
     if (buf_reserve(b, n) < 0) return -1;
-    memcpy(b->p + b->n, s, n);
+    if (n) memcpy(b->p + b->n, s, n);
     b->n += n;
     b->p[b->n] = 0;
     return 0;
@@ -648,7 +648,7 @@ static int add_norm(loader *L, const cJSON *n, const char *where)
     norm_step *ns = realloc(t->norm, (t->n_norm + 1) * sizeof *ns);
     if (!ns) return lerr(L, BN_ENOMEM, "out of memory");
     t->norm = ns;
-    norm_step *s = &t->norm[t->n_norm];
+    norm_step *s = &t->norm[t->n_norm++]; /* owned (and freed) from here, even on error */
     memset(s, 0, sizeof *s);
     int bad = 0;
     if (strcmp(ty, "Prepend") == 0) {
@@ -678,7 +678,6 @@ static int add_norm(loader *L, const cJSON *n, const char *where)
         return lerr(L, BN_EUNSUPPORTED, "%s.type: normalizer \"%s\" is not supported "
                     "(supported: Sequence, Prepend, Replace, NFC, NFD, NFKC, NFKD, Strip)", where, ty);
     }
-    t->n_norm++;
     return 0;
 }
 
@@ -714,7 +713,7 @@ static int add_pre(loader *L, const cJSON *n, const char *where)
     pre_step *ps = realloc(t->pre, (t->n_pre + 1) * sizeof *ps);
     if (!ps) return lerr(L, BN_ENOMEM, "out of memory");
     t->pre = ps;
-    pre_step *s = &t->pre[t->n_pre];
+    pre_step *s = &t->pre[t->n_pre++]; /* owned (and freed) from here, even on error */
     memset(s, 0, sizeof *s);
     int bad = 0;
     if (strcmp(ty, "Split") == 0) {
@@ -769,7 +768,6 @@ static int add_pre(loader *L, const cJSON *n, const char *where)
         return lerr(L, BN_EUNSUPPORTED, "%s.type: pre-tokenizer \"%s\" is not supported "
                     "(supported: Sequence, Split, ByteLevel, Metaspace, Digits)", where, ty);
     }
-    t->n_pre++;
     return 0;
 }
 
@@ -1237,10 +1235,11 @@ static int replace_all(const norm_step *st, const char *s, size_t n, buf *o, bn_
     if (bn_tok_utf8_decode_all(s, n, &cps, &offs, &nc))
         return bn_err_set(err, BN_ENOMEM, "normalizer: out of memory");
     size_t pos = 0, copied = 0;
+    long budget = bn_tok_re_budget(nc);
     int rc = 0;
     while (pos < nc) {
         size_t end;
-        int m = bn_tok_re_match_at(st->re, cps, nc, pos, &end, err);
+        int m = bn_tok_re_match_at(st->re, cps, nc, pos, &end, &budget, err);
         if (m < 0) { rc = err ? err->code : BN_EUNSUPPORTED; break; }
         if (m && end > pos) {
             if (buf_add(o, s + copied, offs[pos] - copied) || buf_add(o, st->b, st->blen)) {
@@ -1365,9 +1364,10 @@ static int find_matches(const bn_tok_re *re, const char *lit, size_t litlen, con
         return bn_err_set(err, BN_ENOMEM, "pre-tokenizer: out of memory");
     int rc = 0;
     size_t pos = 0;
+    long budget = bn_tok_re_budget(nc);
     while (pos < nc) {
         size_t end;
-        int r = bn_tok_re_match_at(re, cps, nc, pos, &end, err);
+        int r = bn_tok_re_match_at(re, cps, nc, pos, &end, &budget, err);
         if (r < 0) { rc = err ? err->code : BN_EUNSUPPORTED; break; }
         if (r && end > pos) {
             if (ml_add(m, offs[pos], offs[end])) { rc = bn_err_set(err, BN_ENOMEM, "pre-tokenizer: out of memory"); break; }
@@ -1792,6 +1792,7 @@ typedef struct pieces {
 
 static int pc_begin(pieces *p, int added)
 {
+    if (buf_reserve(&p->data, 0)) return -1; /* data.p is never NULL once a piece exists */
     if (p->n + 2 > p->cap) {
         size_t cap = p->cap ? p->cap * 2 : 64;
         while (cap < p->n + 2) cap *= 2;

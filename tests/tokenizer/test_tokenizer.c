@@ -344,6 +344,15 @@ START_TEST(split_behaviours)
     SPLIT("{\"type\":\"Digits\",\"individual_digits\":false}", "a12", 0, 8);
     SPLIT("{\"type\":\"Digits\"}", "c", 2);
     SPLIT("null", "x", 9);                  /* no byte fallback: <unk> */
+    /* an exponential pattern is stopped by the step budget with an error, quickly */
+    bn_tok *t = load(split_json(SPLIT_PRE("Isolated", "{\"Regex\":\"(a|a)*c\"}", "false")), NULL);
+    bn_tok_ids ids = { 0 };
+    bn_err e = { 0 };
+    const char *aaa = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab";
+    ck_assert_int_eq(bn_tok_encode(t, aaa, strlen(aaa), 0, &ids, &e), BN_EUNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(e.msg, "budget"));
+    ck_assert_uint_eq(ids.n, 0);
+    bn_tok_free(t);
 }
 END_TEST
 
