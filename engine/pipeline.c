@@ -210,22 +210,33 @@ static uint64_t quantized_data_bytes(const bn_job_ctx *ctx)
     return b;
 }
 
+/* Metrics that ternarization fixes once and for all (fine-tuning requantizes the same
+ * tensors, so these never change): emitted by the quantize stage. */
+static void count_metrics(bn_job_ctx *ctx)
+{
+    int layers = 0, last_layer = -1;
+    uint64_t params = 0;
+    for (size_t i = 0; i < ctx->n_qt; i++) {
+        params += ctx->qt[i].stats.params;
+        if (ctx->qt[i].layer >= 0 && ctx->qt[i].layer != last_layer) { layers++; last_layer = ctx->qt[i].layer; }
+    }
+    bn_job_metric(ctx, "compression/layers_compressed", layers);
+    bn_job_metric(ctx, "compression/layers_quantized", (double)ctx->n_qt);
+    bn_job_metric(ctx, "compression/quantized_params", (double)params);
+    bn_job_metric(ctx, "compression/total_params", (double)ctx->model->n_params);
+}
+
 void bn_job_compression_metrics(bn_job_ctx *ctx, uint64_t quantized_bytes)
 {
     bn_quant_stats tot = { 0 };
     int64_t nscales = 0;
-    int layers = 0, last_layer = -1;
     for (size_t i = 0; i < ctx->n_qt; i++) {
         bn_quant_stats_merge(&tot, nscales, &ctx->qt[i].stats, ctx->qt[i].n_scales);
         nscales += ctx->qt[i].n_scales;
-        if (ctx->qt[i].layer >= 0 && ctx->qt[i].layer != last_layer) { layers++; last_layer = ctx->qt[i].layer; }
     }
+    count_metrics(ctx);
     bn_job_metric(ctx, "compression/compressed_size_mb", (double)quantized_bytes / (1024.0 * 1024.0));
     if (quantized_bytes) bn_job_metric(ctx, "compression/ratio", (double)ctx->input_bytes / (double)quantized_bytes);
-    bn_job_metric(ctx, "compression/layers_compressed", layers);
-    bn_job_metric(ctx, "compression/layers_quantized", (double)ctx->n_qt);
-    bn_job_metric(ctx, "compression/quantized_params", (double)tot.params);
-    bn_job_metric(ctx, "compression/total_params", (double)ctx->model->n_params);
     if (tot.params) bn_job_metric(ctx, "compression/sparsity_ratio", tot.zero_fraction);
 }
 
@@ -263,7 +274,11 @@ int bn_stage_quantize(bn_job_ctx *ctx, bn_err *err)
     char path[PATH_MAX];
     rc = bn_qt_save(ctx, bn_job_work_path(ctx, "quantized.safetensors", path, sizeof path), err);
     if (rc) return rc;
-    bn_job_compression_metrics(ctx, quantized_data_bytes(ctx));
+    /* Size, ratio and sparsity are reported once, by export, from the final codes and
+     * the bytes on disk; a value reported here would go stale after fine-tuning. */
+    count_metrics(ctx);
+    bn_job_event(ctx, "info", "ternarized %zu tensors: about %.2f MiB packed (final size at export)",
+                 ctx->n_qt, (double)quantized_data_bytes(ctx) / (1024.0 * 1024.0));
     return 0;
 }
 
