@@ -6,7 +6,7 @@
  *   "run_id", "entity", "project", "run_url"   once the run exists on W&B
  *   "delivered_rows", "pending_rows"           outbox rows acknowledged / waiting
  *   "last_error"      the last failed attempt (the reason when status is failed)
- *   "spool"           the offline spool file, for offline jobs
+ *   "spool"           the offline spool file, once written
  * The API key is never part of it.
  */
 #include "api_internal.h"
@@ -14,6 +14,7 @@
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bn_store_wandb.h"
 
@@ -55,9 +56,12 @@ cJSON *bn_api_tracking_view(bn_store *st, const bn_store_job *job)
         set_num(w, "pending_rows", (double)s.pending_rows);
         set_str(w, "last_error", s.last_error);
         if (!strcmp(s.mode, "offline") && job->output_dir) {
+            /* inside the output folder, or beside it when the job left none */
             char spool[4200];
             snprintf(spool, sizeof spool, "%s/wandb/offline-run.jsonl", job->output_dir);
-            set_str(w, "spool", spool);
+            if (access(spool, F_OK) != 0)
+                snprintf(spool, sizeof spool, "%s.wandb-offline.jsonl", job->output_dir);
+            if (access(spool, F_OK) == 0) set_str(w, "spool", spool);
         }
     }
     bn_store_wandb_status_free(&s);

@@ -1,7 +1,7 @@
 /* cmd_wandb_sync.c - `bitnetctl wandb-sync OUTPUT_DIR|JOB_ID`: uploads an offline run.
  *
- * A job tracked in offline mode leaves <output_dir>/wandb/offline-run.jsonl (the requests
- * it would have sent). This command replays it to W&B with the same protocol and retry
+ * A job tracked in offline mode leaves <output_dir>/wandb/offline-run.jsonl (or, when it
+ * left no output folder, <output_dir>.wandb-offline.jsonl): the requests it would have sent. This command replays it to W&B with the same protocol and retry
  * policy as the daemon's tracker (bn_wandb_sync_spool), then leaves
  * offline-run.jsonl.synced beside it. Given a job id, it asks the daemon for the job's
  * output folder first (GET /v1/jobs/{id}).
@@ -24,7 +24,7 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-        "usage: bitnetctl wandb-sync OUTPUT_DIR|JOB_ID [options]\n"
+        "usage: bitnetctl wandb-sync OUTPUT_DIR|SPOOL_FILE|JOB_ID [options]\n"
         "  Uploads the offline W&B spool of a job (OUTPUT_DIR/wandb/offline-run.jsonl).\n"
         "  --key-file PATH   file holding the W&B API key (default: $WANDB_API_KEY)\n"
         "  --entity NAME     W&B entity (default: the spool's, then $WANDB_ENTITY)\n"
@@ -125,16 +125,18 @@ int bn_cli_wandb_sync(int argc, char **argv)
         return 2;
     }
     struct stat sb;
-    char *dir = stat(target, &sb) == 0 && S_ISDIR(sb.st_mode)
-                    ? strdup(target)
-                    : job_output_dir(url ? url : "http://127.0.0.1:8080", token, target);
-    if (!dir) return 1;
     char spool[4200];
-    snprintf(spool, sizeof spool, "%s/wandb/offline-run.jsonl", dir);
-    free(dir);
-    if (access(spool, R_OK)) {
-        bn_cli_errorf("no offline W&B spool at %s (was the job tracked in offline mode?)", spool);
-        return 1;
+    if (stat(target, &sb) == 0 && S_ISREG(sb.st_mode)) {
+        snprintf(spool, sizeof spool, "%s", target);
+    } else {
+        char *dir = stat(target, &sb) == 0 && S_ISDIR(sb.st_mode)
+                        ? strdup(target)
+                        : job_output_dir(url ? url : "http://127.0.0.1:8080", token, target);
+        if (!dir) return 1;
+        int found = bn_wandb_spool_find(dir, spool, sizeof spool);
+        if (found) bn_cli_errorf("no offline W&B spool for %s (was the job tracked in offline mode?)", dir);
+        free(dir);
+        if (found) return 1;
     }
     char *key = NULL, err[1024] = "";
     if (key_file) {

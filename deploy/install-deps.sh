@@ -8,13 +8,14 @@ PKGS=(build-essential meson ninja-build pkg-config
       libcurl4-openssl-dev libssl-dev check libsystemd-dev
       clang libclang-rt-14-dev curl ca-certificates python3 sqlite3 wrk)
 # deploy: systemd-analyze/-sysusers/-tmpfiles for the unit checks; Debian's Chromium for
-# the headless dashboard test (tests/deploy/dashboard_browser.sh).
-PKGS+=(systemd chromium)
+# the headless dashboard test (tests/deploy/dashboard_browser.sh). Test-only: skipped
+# with BN_DEPS_MINIMAL=1 (deploy/quickstart.sh, which only builds and runs).
+[ -n "${BN_DEPS_MINIMAL:-}" ] || PKGS+=(systemd chromium)
 # tokenizer: ICU for Unicode categories (\p{L}, \p{N}) and NFC normalization.
 PKGS+=(libicu-dev)
 # Node.js + npm run playwright-core for that test. A machine that already has a node and
 # npm (e.g. from another packaging of Node.js) keeps them: Debian's npm would conflict.
-command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
+[ -n "${BN_DEPS_MINIMAL:-}" ] || command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
 PKGS+=(${BN_EXTRA_PKGS:-})
 
 missing=()

@@ -93,7 +93,7 @@ fi
 # --- 1. dependencies ---------------------------------------------------------------
 if [ -z "${BN_SKIP_DEPS:-}" ]; then
   say "1/6 checking dependencies (deploy/install-deps.sh)"
-  bash deploy/install-deps.sh || die 1 "installing dependencies failed"
+  BN_DEPS_MINIMAL=1 bash deploy/install-deps.sh || die 1 "installing dependencies failed"
 fi
 
 # --- 2. build ----------------------------------------------------------------------

@@ -72,7 +72,8 @@ void bn_blas_init(int argc, char **argv, int verbose)
     const char *have = bn_blas_core_name();
     const char *sim = getenv("BN_BLAS_SIMULATE_CORE"); /* tests: pretend OpenBLAS chose this */
     if (sim && *sim) have = sim;
-    if (!want || bn_blas_core_rank(have) >= bn_blas_core_rank(want)) { /* OpenBLAS chose well itself */
+    /* keep OpenBLAS's own pick when it is as strong as ours */
+    if (!want || bn_blas_core_rank(have) >= bn_blas_core_rank(want)) {
         if (verbose) fprintf(stderr, "bitnetd: OpenBLAS core %s\n", have);
         return;
     }

@@ -577,7 +577,7 @@ static int handle_offline(bn_tracker *t, bn_store_wandb_job *j, job_sched *s, in
     }
     bn_store_outbox_rows_free(rows, n);
     char path[4096];
-    snprintf(path, sizeof path, "%s/wandb/offline-run.jsonl", j->output_dir);
+    bn_wandb_spool_path(j->output_dir, path, sizeof path);
     int wrc = (sp && !rcode) ? bn_wandb_spool_write(sp, path, err, sizeof err) : -1;
     bn_wandb_spool_free(sp);
     if (wrc) {

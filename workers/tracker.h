@@ -12,7 +12,8 @@
  *            carries everything else. A heartbeat "{}" goes out when a running job's run
  *            has been idle for heartbeat_ms.
  *   offline  once the job is final, every request it would have sent is written to
- *            <output_dir>/wandb/offline-run.jsonl (temp file, fsync, rename); no network.
+ *            <output_dir>/wandb/offline-run.jsonl (beside the folder when the job left
+ *            none: bn_wandb_spool_path) with temp file, fsync, rename; no network.
  *            `bitnetctl wandb-sync` replays it (bn_wandb_sync_spool).
  *
  * Failures: 429/5xx/connection errors are retried with exponential backoff plus jitter

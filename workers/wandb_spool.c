@@ -50,6 +50,23 @@ static int put_json(bn_wandb_spool *sp, cJSON *line)
     return sp->oom ? -1 : 0;
 }
 
+void bn_wandb_spool_path(const char *output_dir, char *buf, size_t len)
+{
+    struct stat sb;
+    if (stat(output_dir, &sb) == 0 && S_ISDIR(sb.st_mode))
+        snprintf(buf, len, "%s/wandb/offline-run.jsonl", output_dir);
+    else
+        snprintf(buf, len, "%s.wandb-offline.jsonl", output_dir);
+}
+
+int bn_wandb_spool_find(const char *output_dir, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/wandb/offline-run.jsonl", output_dir);
+    if (access(buf, R_OK) == 0) return 0;
+    snprintf(buf, len, "%s.wandb-offline.jsonl", output_dir);
+    return access(buf, R_OK) == 0 ? 0 : -1;
+}
+
 bn_wandb_spool *bn_wandb_spool_new(const char *job_id, const cJSON *vars)
 {
     bn_wandb_spool *sp = calloc(1, sizeof *sp);

@@ -20,6 +20,13 @@
 struct cJSON;
 typedef struct bn_wandb_spool bn_wandb_spool;
 
+/* Where a job's spool lives: <output_dir>/wandb/offline-run.jsonl when the output folder
+ * exists (the job succeeded), else beside it, <output_dir>.wandb-offline.jsonl, so that a
+ * failed job leaves no output folder behind. */
+void bn_wandb_spool_path(const char *output_dir, char *buf, size_t len);
+/* The existing spool of an output folder (either place); -1 when there is none. */
+int bn_wandb_spool_find(const char *output_dir, char *buf, size_t len);
+
 bn_wandb_spool *bn_wandb_spool_new(const char *job_id, const struct cJSON *upsert_variables);
 /* Appends one file_stream body (JSON text). */
 int bn_wandb_spool_add(bn_wandb_spool *sp, const char *body);

@@ -29,12 +29,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "bn_engine.h"
 #include "bn_store.h"
+
+#define BN_WORKER_NICE 10
 
 /* Share of the whole job taken by each stage (for the overall progress). */
 static const double stage_weight[BN_STAGE_COUNT] = {0.05, 0.15, 0.20, 0.15, 0.35, 0.10};
@@ -312,6 +315,11 @@ static void *worker_main(void *arg)
     struct bn_workers *p = w->pool;
     bn_store *st = NULL;
     char err[512];
+    /* Compute yields to the API: this thread (and the engine threads it starts, which
+     * inherit the value) runs at a lower priority, so status requests keep low latency
+     * while a job saturates the cores. */
+    if (setpriority(PRIO_PROCESS, (id_t)gettid(), BN_WORKER_NICE) != 0)
+        wlog(p, 7, "worker %d: setpriority: %s", w->index, strerror(errno));
     while (!atomic_load(&p->stop) && bn_store_open(p->db_path, &st, err, sizeof err)) {
         wlog(p, 3, "worker %d: %s", w->index, err);
         idle_wait(p, 2000);

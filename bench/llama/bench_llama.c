@@ -9,8 +9,9 @@
  * run.sh runs it beside bench/llama/torch_llama.py (the same model in PyTorch) under
  * several OpenBLAS core types and prints the README table.
  *
- * usage: bench_llama forward|train [--shape 25m] [--threads 2] [--batch 4] [--seq 256]
- *        [--iters 5] [--warmup 2] [--optim adamw|mugrokfast|sgd] [--no-core-select]
+ * usage: bench_llama forward|train [--shape 25m | --model HF_DIR] [--threads 2]
+ *        [--batch 4] [--seq 256] [--iters 5] [--warmup 2] [--optim adamw|mugrokfast|sgd]
+ *        [--no-core-select]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,12 +19,13 @@
 #include <time.h>
 
 #include "blas.h"
+#include "hf.h"
 #include "initmodel.h"
 #include "llama.h"
 #include "optim.h"
 
 typedef struct bench_args {
-    const char *mode, *shape, *optim;
+    const char *mode, *shape, *optim, *model;
     int threads, batch, seq, iters, warmup;
     bool core_select;
 } bench_args;
@@ -48,6 +50,7 @@ static int parse(int argc, char **argv, bench_args *a)
         i++;
         if (!strcmp(o, "--shape")) a->shape = v;
         else if (!strcmp(o, "--optim")) a->optim = v;
+        else if (!strcmp(o, "--model")) a->model = v;
         else if (!strcmp(o, "--threads")) a->threads = atoi(v);
         else if (!strcmp(o, "--batch")) a->batch = atoi(v);
         else if (!strcmp(o, "--seq")) a->seq = atoi(v);
@@ -116,21 +119,37 @@ int main(int argc, char **argv)
         return 2;
     }
     if (a.core_select) bn_blas_init(argc, argv, 0);
-    bn_init_spec s;
-    if (bn_initmodel_shape(a.shape, &s)) {
-        fprintf(stderr, "bench_llama: unknown shape %s\n", a.shape);
-        return 2;
-    }
-    bn_model_config c = { .arch = BN_ARCH_LLAMA, .dim = s.dim, .hidden_dim = s.hidden,
-                          .n_layers = s.layers, .n_heads = s.heads, .n_kv_heads = s.kv_heads,
-                          .head_dim = s.dim / s.heads, .vocab_size = s.vocab,
-                          .max_seq_len = s.ctx, .rms_norm_eps = 1e-5f, .rope_theta = 10000.0f,
-                          .tied_embeddings = s.tied, .bos_id = 1, .eos_id = 2 };
     bn_err err = { 0 };
-    bn_llama *m;
+    bn_llama *m = NULL;
     bool train = !strcmp(a.mode, "train");
-    if (bn_llama_new(&c, 42, &m, &err) || (bn_llama_set_threads(m, a.threads), 0) ||
-        bn_llama_reserve(m, a.batch, a.seq, train, &err)) {
+    if (a.model) { /* a real HF folder instead of a random shape */
+        bn_hf_model *hf;
+        if (bn_hf_open(a.model, &hf, &err) || bn_llama_load(hf, &m, &err)) {
+            fprintf(stderr, "bench_llama: %s\n", err.msg);
+            return 1;
+        }
+        bn_hf_close(hf);
+        a.shape = a.model;
+    } else {
+        bn_init_spec s;
+        if (bn_initmodel_shape(a.shape, &s)) {
+            fprintf(stderr, "bench_llama: unknown shape %s\n", a.shape);
+            return 2;
+        }
+        bn_model_config c = { .arch = BN_ARCH_LLAMA, .dim = s.dim, .hidden_dim = s.hidden,
+                              .n_layers = s.layers, .n_heads = s.heads,
+                              .n_kv_heads = s.kv_heads, .head_dim = s.dim / s.heads,
+                              .vocab_size = s.vocab, .max_seq_len = s.ctx,
+                              .rms_norm_eps = 1e-5f, .rope_theta = 10000.0f,
+                              .tied_embeddings = s.tied, .bos_id = 1, .eos_id = 2 };
+        if (bn_llama_new(&c, 42, &m, &err)) {
+            fprintf(stderr, "bench_llama: %s\n", err.msg);
+            return 1;
+        }
+    }
+    const bn_model_config c = m->cfg;
+    bn_llama_set_threads(m, a.threads);
+    if (bn_llama_reserve(m, a.batch, a.seq, train, &err)) {
         fprintf(stderr, "bench_llama: %s\n", err.msg);
         return 1;
     }

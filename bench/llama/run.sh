@@ -8,7 +8,7 @@
 # Engines alternate within each setting so machine load hits both alike. Prints a
 # Markdown table (tokens/s from wall time; CPU-seconds per step beside it).
 #
-# usage: bench/llama/run.sh BUILD_DIR [forward|train|all] [ITERS]
+# usage: [WARMUP=2] bench/llama/run.sh BUILD_DIR [forward|train|all] [ITERS]
 # PyTorch is a bench-only dependency: bench/llama/install-torch.sh installs it.
 set -euo pipefail
 build=${1:?usage: run.sh BUILD_DIR [forward|train|all] [ITERS]}
@@ -20,7 +20,7 @@ py=/usr/bin/python3
 "$py" -c 'import torch' 2>/dev/null || { echo "run.sh: python3-torch missing (bench/llama/install-torch.sh)" >&2; exit 1; }
 detected=$("$bench" --print-wanted-core)
 
-common=(--threads 2 --batch 4 --seq 256 --iters "$iters" --warmup 2)
+common=(--threads 2 --batch 4 --seq 256 --iters "$iters" --warmup "${WARMUP:-2}")
 modes=(forward train)
 [ "$what" = all ] || modes=("$what")
 

@@ -454,6 +454,9 @@ START_TEST(offline_spool_then_sync)
     char spool[4300];
     snprintf(spool, sizeof spool, "%s/off1/wandb/offline-run.jsonl", dir);
     ck_assert_int_ne(access(spool, F_OK), 0);
+    char folder[4200];
+    snprintf(folder, sizeof folder, "%s/off1", dir);
+    ck_assert_int_eq(mkdir(folder, 0755), 0); /* what the export stage leaves */
     finish(id, BN_JOB_SUCCEEDED);
     drive(t, id, 5000);
     assert_status(id, "offline", 0);
@@ -501,6 +504,39 @@ START_TEST(offline_spool_then_sync)
     ck_assert_int_eq(cJSON_GetObjectItem(tc_find_run(s, id), "completes")->valueint, 1);
     cJSON_Delete(s);
     bn_wandb_client_free(cl);
+}
+END_TEST
+
+/* A failed job leaves no output folder: its spool goes beside it, never inside. */
+START_TEST(offline_failed_job_spools_beside)
+{
+    char id[BN_STORE_ID_LEN];
+    make_job("offline", "{}", "offf", id);
+    bn_tracker *t = open_tracker(KEY);
+    produce_metrics(id, 0, 10);
+    finish(id, BN_JOB_FAILED);
+    drive(t, id, 5000);
+    assert_status(id, "offline", 0);
+    char folder[4300], beside[4400];
+    snprintf(folder, sizeof folder, "%s/offf", dir);
+    snprintf(beside, sizeof beside, "%s/offf.wandb-offline.jsonl", dir);
+    ck_assert_int_ne(access(folder, F_OK), 0);
+    ck_assert_int_eq(access(beside, R_OK), 0);
+    char found[4400];
+    ck_assert_int_eq(bn_wandb_spool_find(folder, found, sizeof found), 0);
+    ck_assert_str_eq(found, beside);
+    bn_wandb_client_opts o = { .base_url = fake_wandb_url(fw), .api_key = KEY };
+    bn_wandb_client *cl = bn_wandb_client_new(&o);
+    bn_wandb_sync_opts so = { .backoff_base_ms = 10, .backoff_cap_ms = 50 };
+    bn_wandb_sync_report rep;
+    char err[512];
+    ck_assert_msg(bn_wandb_sync_spool(cl, beside, &so, &rep, err, sizeof err) == 0, "%s", err);
+    cJSON *s = fake_wandb_state(fw);
+    tc_report r;
+    ck_assert_msg(tc_check_run(s, id, 1, &r), "%s", r.msg);
+    cJSON_Delete(s);
+    bn_wandb_client_free(cl);
+    bn_tracker_close(t);
 }
 END_TEST
 
@@ -594,6 +630,7 @@ int main(void)
     tcase_add_test(tc, conflict_409_is_fatal_on_file_stream);
     tcase_add_test(tc, one_failed_job_does_not_block_another);
     tcase_add_test(tc, offline_spool_then_sync);
+    tcase_add_test(tc, offline_failed_job_spools_beside);
     tcase_add_test(tc, disabled_sends_and_writes_nothing);
     tcase_add_test(tc, heartbeat_while_idle_and_thread);
     tcase_add_test(tc, no_key_fails_tracking);
