@@ -697,6 +697,7 @@ static void fit_total_to_time(ft_run *r)
     double budget = r->o->fine_tune.max_minutes * 60.0;
     int64_t n = r->steps_this_run;
     if (budget <= 0 || n < 5 || (n % 5) != 0 || ((n / 5) & (n / 5 - 1)) != 0) return;
+    if (r->step >= r->step_limit) return;
     double per = (now_s() - r->t0) / (double)n;
     double left = budget - elapsed(r);
     /* keep room for the evaluations still to come (one per epoch and a final one) */
