@@ -52,6 +52,7 @@ static int put_json(bn_wandb_spool *sp, cJSON *line)
 
 void bn_wandb_spool_path(const char *output_dir, char *buf, size_t len)
 {
+    if (!buf || len == 0) return;
     struct stat sb;
     if (stat(output_dir, &sb) == 0 && S_ISDIR(sb.st_mode))
         snprintf(buf, len, "%s/wandb/offline-run.jsonl", output_dir);
@@ -61,6 +62,7 @@ void bn_wandb_spool_path(const char *output_dir, char *buf, size_t len)
 
 int bn_wandb_spool_find(const char *output_dir, char *buf, size_t len)
 {
+    if (!buf || len == 0) return -1;
     snprintf(buf, len, "%s/wandb/offline-run.jsonl", output_dir);
     if (access(buf, R_OK) == 0) return 0;
     snprintf(buf, len, "%s.wandb-offline.jsonl", output_dir);
