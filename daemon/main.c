@@ -48,6 +48,8 @@ typedef struct daemon_state {
     bn_api *api;
     bn_tracker *tracker;      /* W&B delivery (tracker.h) */
     char wandb_mode[16];      /* default tracking mode for new jobs */
+    char url[400];            /* the URL served, for STATUS= */
+    char status[512];         /* the last STATUS= sent (sent again only when it changes) */
 } daemon_state;
 
 static int mkdirs(const char *path)
@@ -328,12 +330,14 @@ static int start_api(daemon_state *d, bn_api_tokens *tokens)
     return 0;
 }
 
+static void notify_status(daemon_state *d);
+
 /* Prints the URL and writes <state_dir>/bitnetd.url atomically. */
 static void announce(daemon_state *d)
 {
-    char url[400];
+    char *url = d->url;
     bool v6 = strchr(d->host, ':') != NULL;
-    snprintf(url, sizeof url, "http://%s%s%s:%d", v6 ? "[" : "", d->host, v6 ? "]" : "",
+    snprintf(url, sizeof d->url, "http://%s%s%s:%d", v6 ? "[" : "", d->host, v6 ? "]" : "",
              bn_api_port(d->api));
     printf("bitnetd listening on %s\n", url);
     fflush(stdout);
@@ -349,7 +353,8 @@ static void announce(daemon_state *d)
         fclose(f);
         rename(tmp, d->url_path);
     }
-    sd_notifyf(0, "READY=1\nSTATUS=serving on %s", url);
+    sd_notify(0, "READY=1");
+    notify_status(d);
 }
 
 /* SIGHUP: new tokens file and log level from the config file (and environment). */
@@ -389,6 +394,20 @@ static bool healthy(daemon_state *d)
            bn_api_alive(d->api) && bn_tracker_alive(d->tracker);
 }
 
+/* STATUS= for systemctl status: the URL, queue depth and running jobs, sent when it
+ * changes. */
+static void notify_status(daemon_state *d)
+{
+    int64_t n[BN_JOB_STATUS_COUNT] = {0};
+    if (bn_store_job_counts(d->st, n) != BN_STORE_OK) return;
+    char status[sizeof d->status];
+    snprintf(status, sizeof status, "STATUS=serving on %s; %lld queued, %lld running", d->url,
+             (long long)n[BN_JOB_QUEUED], (long long)n[BN_JOB_RUNNING]);
+    if (strcmp(status, d->status) == 0) return;
+    memcpy(d->status, status, sizeof status);
+    sd_notify(0, status);
+}
+
 /* Waits for signals; returns when asked to stop. */
 static void serve(daemon_state *d, const sigset_t *sigs)
 {
@@ -407,6 +426,7 @@ static void serve(daemon_state *d, const sigset_t *sigs)
             return;
         }
         if (watchdog && healthy(d)) sd_notify(0, "WATCHDOG=1");
+        notify_status(d);
     }
 }
 

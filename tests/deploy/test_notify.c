@@ -180,6 +180,8 @@ START_TEST(test_ready_status_watchdog_stopping)
     int i_status = first_index(log, "STATUS=", i_ready + 1);
     int i_wd = first_index(log, "WATCHDOG=1", i_ready + 1);
     ck_assert_msg(i_status > i_ready, "no STATUS= after READY=1");
+    ck_assert_msg(strstr(log->line[i_status], "queued") && strstr(log->line[i_status], "running"),
+                  "STATUS= has no queue depth and running jobs: %s", log->line[i_status]);
     ck_assert_msg(i_wd > i_ready, "no WATCHDOG=1 after READY=1");
     ck_assert_msg(i_stop > i_status && i_stop > i_wd, "STOPPING=1 came before STATUS/WATCHDOG");
     ck_assert_msg(i_stop >= n_before_term, "STOPPING=1 was sent before SIGTERM");
