@@ -29,7 +29,7 @@
 
 #include "bn_test.h"
 #include "fake_wandb.h"
-#include "outputs.h"
+#include "rel.h"
 #include "svc.h"
 #include "tracker_check.h"
 
@@ -124,13 +124,7 @@ START_TEST(test_kill_nine_anywhere)
     ck_assert_ptr_nonnull(fw);
     svc s;
     svc_init(&s, bn_test_build_path("daemon/bitnetd"));
-    /* svc_init leaves a config-only "tiny" folder; replace it with a real model. */
-    char dir[8192], cmd[16384];
-    snprintf(dir, sizeof dir, "%s/tiny", s.models);
-    bn_test_rmtree(dir);
-    snprintf(cmd, sizeof cmd, "%s init-model %s --shape tiny --seed 7 >/dev/null",
-             bn_test_build_path("cli/bitnetctl"), dir);
-    ck_assert_int_eq(system(cmd), 0);
+    rel_real_model(s.models, 7);
 
     char env_url[256];
     snprintf(env_url, sizeof env_url, "WANDB_BASE_URL=%s", fake_wandb_url(fw));

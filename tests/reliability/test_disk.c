@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "bn_test.h"
-#include "outputs.h"
+#include "rel.h"
 #include "svc.h"
 
 static void require_mount(void)
@@ -41,16 +41,6 @@ static void require_mount(void)
     }
     fprintf(stderr, "SKIP: cannot mount a tmpfs (%s)\n", strerror(errno));
     exit(77);
-}
-
-static void real_model(svc *s)
-{
-    char dir[8192], cmd[16384];
-    snprintf(dir, sizeof dir, "%s/tiny", s->models);
-    bn_test_rmtree(dir);
-    snprintf(cmd, sizeof cmd, "%s init-model %s --shape tiny --seed 5 >/dev/null",
-             bn_test_build_path("cli/bitnetctl"), dir);
-    ck_assert_int_eq(system(cmd), 0);
 }
 
 static const char *small_job(const char *output, char *buf, size_t len)
@@ -75,7 +65,7 @@ START_TEST(test_output_root_full)
 {
     svc s;
     svc_init(&s, bn_test_build_path("daemon/bitnetd"));
-    real_model(&s);
+    rel_real_model(s.models, 5);
     ck_assert_int_eq(mount("tmpfs", s.outputs, "tmpfs", 0, "size=512k"), 0);
     svc_start(&s);
 
@@ -126,7 +116,7 @@ START_TEST(test_state_dir_full)
 {
     svc s;
     svc_init(&s, bn_test_build_path("daemon/bitnetd"));
-    real_model(&s);
+    rel_real_model(s.models, 5);
     mkdir(s.state, 0700);
     ck_assert_int_eq(mount("tmpfs", s.state, "tmpfs", 0, "size=4m"), 0);
     svc_flag(&s, "--workers");

@@ -27,6 +27,7 @@
 
 #include "bn_test.h"
 #include "fake_wandb.h"
+#include "rel.h"
 #include "svc.h"
 
 #define TOKEN_READ "rd_9f2c41d7e1a04b6b8d5e3c2a1f0e9d8c"
@@ -262,12 +263,7 @@ START_TEST(test_secrets_never_leak)
     fake_wandb *fw = fake_wandb_start(0, WANDB_KEY);
     ck_assert_ptr_nonnull(fw);
     start_with_tokens(&S, 30, 256, true);
-    char dir[8192], cmd[16384];
-    snprintf(dir, sizeof dir, "%s/tiny", S.models);
-    bn_test_rmtree(dir);
-    snprintf(cmd, sizeof cmd, "%s init-model %s --shape tiny --seed 3 >/dev/null",
-             bn_test_build_path("cli/bitnetctl"), dir);
-    ck_assert_int_eq(system(cmd), 0);
+    rel_real_model(S.models, 3);
     char env_url[256];
     snprintf(env_url, sizeof env_url, "WANDB_BASE_URL=%s", fake_wandb_url(fw));
     svc_setenv(&S, env_url);

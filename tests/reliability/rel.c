@@ -1,5 +1,7 @@
-/* outputs.c - see outputs.h. */
-#include "outputs.h"
+/* rel.c - see rel.h. */
+#include "rel.h"
+
+#include <check.h>
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -8,7 +10,18 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "bn_test.h"
 #include "sha256.h"
+
+void rel_real_model(const char *models_dir, int seed)
+{
+    char dir[8192], cmd[16384];
+    snprintf(dir, sizeof dir, "%s/tiny", models_dir);
+    bn_test_rmtree(dir);
+    snprintf(cmd, sizeof cmd, "%s init-model %s --shape tiny --seed %d >/dev/null",
+             bn_test_build_path("cli/bitnetctl"), dir, seed);
+    ck_assert_int_eq(system(cmd), 0);
+}
 
 static char *slurp(const char *path)
 {

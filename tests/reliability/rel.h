@@ -1,13 +1,19 @@
-/* outputs.h - checks on the output root shared by the reliability tests.
+/* rel.h - helpers shared by the reliability tests.
+ *
+ * rel_real_model replaces the config-only "tiny" folder that svc_init leaves with a real
+ * random-weight model made by `bitnetctl init-model --shape tiny`.
  *
  * An output folder at its final name must be complete: its compression_metadata.json
  * lists every other file with its size and SHA-256, and every listed file must match.
  * A folder still being written is named "<name>.partial" and is never an output.
  */
-#ifndef BN_TEST_OUTPUTS_H
-#define BN_TEST_OUTPUTS_H
+#ifndef BN_TEST_REL_H
+#define BN_TEST_REL_H
 
 #include <stddef.h>
+
+/* <models_dir>/tiny becomes a real model (seed chooses its weights); fails the test otherwise. */
+void rel_real_model(const char *models_dir, int seed);
 
 /* Verifies one output folder; on failure writes the reason into why and returns 0. */
 int out_folder_complete(const char *dir, char *why, size_t len);
