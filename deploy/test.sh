@@ -30,7 +30,7 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print
   --suite unit --suite integration --timeout-multiplier 4
 
 echo "== TSan: unit and integration suites"
-TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$root/tests/tsan.supp \
   run_suite build-tsan -Db_sanitize=thread -Db_lundef=false -Dbench=false -- \
   --suite unit --suite integration --timeout-multiplier 4
 

@@ -272,10 +272,13 @@ static void run_job(worker *w, bn_store *st, bn_store_job *job)
         rmtree(wd);
         wlog(p, 6, "job %s: succeeded in %.1f s -> %s", job->id, secs, job->output_dir);
     } else if (rc == BN_ECANCELLED && atomic_load(&w->cancel_user)) {
-        bn_store_event_add(st, job->id, NULL, "warn", "cancelled by request");
-        finish(&r, BN_JOB_CANCELLED, "cancelled by request");
+        /* Clean up first: whoever sees "cancelled" must not find the work folder. A crash
+         * in between leaves the job running with cancel_requested set: it is cancelled
+         * again on restart. */
         rmtree(wd);
         remove_partial(job);
+        bn_store_event_add(st, job->id, NULL, "warn", "cancelled by request");
+        finish(&r, BN_JOB_CANCELLED, "cancelled by request");
         wlog(p, 6, "job %s: cancelled after %.1f s", job->id, secs);
     } else if (rc == BN_ECANCELLED && atomic_load(&p->stop)) {
         bn_store_event_add(st, job->id, NULL, "info", "interrupted by shutdown; will resume");
@@ -284,10 +287,10 @@ static void run_job(worker *w, bn_store *st, bn_store_job *job)
         wlog(p, 6, "job %s: back to queued (shutdown), work kept in %s", job->id, wd);
     } else {
         const char *why = err.msg[0] ? err.msg : bn_err_code_name(rc);
-        bn_store_event_add(st, job->id, NULL, "error", why);
-        finish(&r, BN_JOB_FAILED, why);
         rmtree(wd);
         remove_partial(job);
+        bn_store_event_add(st, job->id, NULL, "error", why);
+        finish(&r, BN_JOB_FAILED, why);
         wlog(p, 4, "job %s: failed after %.1f s: %s", job->id, secs, why);
     }
 }
