@@ -394,6 +394,13 @@ static bool healthy(daemon_state *d)
            bn_api_alive(d->api) && bn_tracker_alive(d->tracker);
 }
 
+static volatile sig_atomic_t async_signal; /* set by on_async_signal, read by serve() */
+
+static void on_async_signal(int sig)
+{
+    async_signal = sig;
+}
+
 /* STATUS= for systemctl status: the URL, queue depth and running jobs, sent when it
  * changes. */
 static void notify_status(daemon_state *d)
@@ -419,6 +426,10 @@ static void serve(daemon_state *d, const sigset_t *sigs)
     for (;;) {
         struct timespec ts = {.tv_sec = tick_ms / 1000, .tv_nsec = (tick_ms % 1000) * 1000000L};
         int sig = sigtimedwait(sigs, NULL, &ts);
+        if (sig < 0 && async_signal) {
+            sig = async_signal;
+            async_signal = 0;
+        }
         if (sig == SIGHUP) {
             reload(d);
         } else if (sig == SIGTERM || sig == SIGINT) {
@@ -465,6 +476,14 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL); /* inherited by every thread */
+    /* Should one of these still reach a thread that has it unblocked (a sanitizer's or a
+     * library's own thread), the handler records it for serve() instead of the default
+     * action killing the daemon mid-write. */
+    struct sigaction sa = {.sa_handler = on_async_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     bn_api_tokens *tokens = NULL;
     bool started = prepare(&d, &tokens) == 0 && open_store(&d) == 0 && start_workers(&d) == 0 &&
