@@ -70,13 +70,31 @@ static void start_api(void)
  * silence. Returns the number of reply bytes. */
 static size_t exchange(const void *req, size_t len, int timeout_ms)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) abort();
+    /* Thousands of connections a second leave thousands of loopback 4-tuples in
+     * TIME_WAIT: spread the client side over 127.0.0.2-251 and retry a busy address,
+     * so that the harness never mistakes port exhaustion for a dead server. */
+    static unsigned next_src;
+    int fd = -1;
+    for (int attempt = 0; fd < 0 && attempt < 200; attempt++) {
+        fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0) abort();
+        struct sockaddr_in src = { .sin_family = AF_INET };
+        src.sin_addr.s_addr = htonl(INADDR_LOOPBACK + 1 + next_src++ % 250);
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)g_port) };
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        if (bind(fd, (struct sockaddr *)&src, sizeof src) != 0 ||
+            connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+            close(fd);
+            fd = -1;
+            usleep(10000);
+        }
+    }
+    if (fd < 0) {
+        fprintf(stderr, "fuzz_http: cannot connect to the API for 2 s\n");
+        abort();
+    }
     struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000 };
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)g_port) };
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) abort();
     size_t off = 0;
     while (off < len) {
         ssize_t n = send(fd, (const char *)req + off, len - off, MSG_NOSIGNAL);
