@@ -8,8 +8,9 @@
  *
  * This file also holds the helpers stage code uses (metrics, events, rate-limited
  * progress, lookups), the load and quantize stages, the quantized checkpoint
- * (quantized.safetensors: 2-bit packed codes + F32 scales + stats in __metadata__), and
- * weak placeholders for the stages other modules provide.
+ * (quantized.safetensors: 2-bit packed codes + F32 scales + stats in __metadata__).
+ * The calibrate, evaluate, finetune and GGUF stages live in their own files
+ * (calibrate.c, evaluate.c, finetune.c, gguf_stage.c).
  */
 #include <cjson/cJSON.h>
 #include <limits.h>
@@ -432,11 +433,6 @@ int bn_qt_load(bn_job_ctx *ctx, const char *path, bn_err *err)
     ctx->n_preserved = kp;
     return 0;
 }
-
-/* ---- weak placeholders (deleted at integration; the real stages are strong symbols) ---------- */
-
-/* bn_stage_export_gguf: engine/gguf_stage.c (no placeholder: a weak definition here would
- * win, since a static library member is only pulled in for a still-undefined symbol). */
 
 /* ---- the run ---------------------------------------------------------------------------------- */
 
