@@ -58,7 +58,7 @@ static char *arena_strndup(arena_block **a, const char *s, size_t n)
 {
     char *p = arena_alloc(a, n + 1);
     if (!p) return NULL;
-    memcpy(p, s, n);
+    if (n) memcpy(p, s, n); /* s may be NULL when n == 0 (an empty JSON string) */
     p[n] = 0;
     return p;
 }

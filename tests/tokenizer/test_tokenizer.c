@@ -415,6 +415,14 @@ START_TEST(errors)
     expect_load_error(sp_json(SP_MODEL, SP_MERGES), "{\"bos_token\":\"<nope>\"}", BN_EFORMAT,
                       "tokenizer_config.json: bos_token");
 
+    /* a normalized added token the normalizer erases completely (fuzzer find): loads,
+     * and its empty content never matches */
+    bn_tok *z = load("{\"normalizer\":{\"type\":\"Replace\",\"pattern\":{\"String\":\"x\"},\"content\":\"\"},"
+                     "\"added_tokens\":[{\"id\":1,\"content\":\"x\",\"normalized\":true}],"
+                     "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"x\":1},\"merges\":[]}}", NULL);
+    EXPECT(z, "axa", 0, 0, 0);
+    bn_tok_free(z);
+
     /* invalid UTF-8 text */
     bn_tok *t = load(sp_json(SP_MODEL, SP_MERGES), NULL);
     bn_tok_ids ids = { 0 };
