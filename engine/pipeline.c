@@ -170,7 +170,9 @@ int bn_stage_load(bn_job_ctx *ctx, bn_err *err)
 
 /* ---- quantize ------------------------------------------------------------------------------ */
 
-static int quantize_one(bn_job_ctx *ctx, const bn_st_tensor *t, bn_role role, int layer, bn_qtensor *q, bn_err *err)
+/* Quantizes t, whose bytes are in data (a copy of t->data). */
+static int quantize_one(bn_job_ctx *ctx, const bn_st_tensor *t, const void *data, bn_role role, int layer,
+                        bn_qtensor *q, bn_err *err)
 {
     memset(q, 0, sizeof *q);
     q->role = role;
@@ -179,7 +181,7 @@ static int quantize_one(bn_job_ctx *ctx, const bn_st_tensor *t, bn_role role, in
     q->cols = t->shape[1];
     q->n_scales = ctx->opt->scale == BN_SCALE_PER_TENSOR ? 1 : q->rows;
     q->name = strdup(t->name);
-    q->codes = malloc((size_t)(q->rows * q->cols));
+    q->codes = bn_alloc_big((size_t)(q->rows * q->cols));
     q->scales = malloc((size_t)q->rows * sizeof *q->scales);
     if (!q->name || !q->codes || !q->scales) return bn_err_set(err, BN_ENOMEM, "tensor '%s': out of memory", t->name);
     bn_quant_params p;
@@ -191,10 +193,10 @@ static int quantize_one(bn_job_ctx *ctx, const bn_st_tensor *t, bn_role role, in
     if (cs && cs->cols == q->cols && cs->xsq) {
         float grid[8];
         int ng = bn_quant_tau_grid(ctx->tau, grid, 8);
-        return bn_quant_refine(t->name, t->data, t->dtype, q->rows, q->cols, cs->xsq, grid, ng, &p, q->codes,
+        return bn_quant_refine(t->name, data, t->dtype, q->rows, q->cols, cs->xsq, grid, ng, &p, q->codes,
                                q->scales, NULL, &q->stats, err);
     }
-    return bn_quant_tensor(t->name, t->data, t->dtype, q->rows, q->cols, &p, q->codes, q->scales, &q->stats, err);
+    return bn_quant_tensor(t->name, data, t->dtype, q->rows, q->cols, &p, q->codes, q->scales, &q->stats, err);
 }
 
 /* Bytes the quantized/ safetensors data section will hold (packed codes, FP16 scales,
@@ -252,22 +254,33 @@ int bn_stage_quantize(bn_job_ctx *ctx, bn_err *err)
     ctx->n_qt = 0;
     ctx->qt = calloc(n ? n : 1, sizeof *ctx->qt);
     if (!ctx->qt) return bn_err_set(err, BN_ENOMEM, "out of memory");
+    /* Each tensor is read once: pread into one reused buffer costs less than faulting
+     * the input mapping in page by page. */
+    size_t biggest = 0;
+    for (size_t i = 0; i < n; i++) {
+        const bn_st_tensor *t = bn_st_set_at(w, i);
+        int layer;
+        bn_role role = bn_hf_role_of(t->name, &layer);
+        if (!bn_job_is_preserved(ctx, t->name, role, t->ndim) && t->nbytes > biggest) biggest = t->nbytes;
+    }
+    void *buf = biggest ? bn_alloc_big(biggest) : NULL;
+    if (biggest && !buf) return bn_err_set(err, BN_ENOMEM, "out of memory (a %zu-byte tensor buffer)", biggest);
     int rc = 0, refined = 0;
     for (size_t i = 0; i < n && !rc; i++) {
         const bn_st_tensor *t = bn_st_set_at(w, i);
         int layer;
         bn_role role = bn_hf_role_of(t->name, &layer);
         if (!bn_job_is_preserved(ctx, t->name, role, t->ndim)) {
-            bn_st_tensor_prefetch(t);
-            rc = quantize_one(ctx, t, role, layer, &ctx->qt[ctx->n_qt], err);
+            rc = bn_st_tensor_copy(t, buf, err);
+            if (!rc) rc = quantize_one(ctx, t, buf, role, layer, &ctx->qt[ctx->n_qt], err);
             ctx->n_qt++;
             if (!rc && ctx->opt->calibration.refine_scales && bn_job_calib(ctx, t->name)) refined++;
-            bn_st_tensor_release(t);
         }
         done += t->nbytes;
         if (!rc && bn_job_progress(ctx, total ? (double)done / (double)total : 1, t->name))
             rc = bn_err_set(err, BN_ECANCELLED, "cancelled during quantize (at tensor '%s')", t->name);
     }
+    free(buf);
     if (rc) return rc;
     if (ctx->n_qt == 0) bn_job_event(ctx, "warn", "no tensor was ternarized (every tensor matched a preserve pattern)");
     if (ctx->n_calib && ctx->opt->calibration.refine_scales)
@@ -394,7 +407,7 @@ int bn_qt_load(bn_job_ctx *ctx, const char *path, bn_err *err)
             rc = bn_err_set(err, BN_EFORMAT, "%s: tensor '%s' is missing or inconsistent", path, q->name);
             break;
         }
-        q->codes = malloc((size_t)(q->rows * q->cols));
+        q->codes = bn_alloc_big((size_t)(q->rows * q->cols));
         q->scales = malloc((size_t)q->rows * sizeof(float));
         if (!q->codes || !q->scales) { rc = bn_err_set(err, BN_ENOMEM, "out of memory"); break; }
         if (bn_unpack2_hf(c->data, q->rows, q->cols, q->codes) != 0)

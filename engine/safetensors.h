@@ -30,6 +30,7 @@ typedef struct bn_st_tensor {
     const void *data; /* inside the mmap, read-only */
     size_t nbytes;
     const char *file; /* path of the file (shard) holding it */
+    int64_t file_offset; /* of data in that file; -1 for an in-memory image (bn_st_parse) */
 } bn_st_tensor;
 
 typedef struct bn_st_file bn_st_file;
@@ -50,6 +51,10 @@ const char *bn_st_file_path(const bn_st_file *f);
 void bn_st_tensor_release(const bn_st_tensor *t);
 /* Maps the tensor's pages in one call (fewer page faults than touching them one by one). */
 void bn_st_tensor_prefetch(const bn_st_tensor *t);
+/* Copies the tensor's nbytes into dst: pread from its file (no page-table work, the
+ * cheapest way to stream a tensor that is read once into a reused buffer), or memcpy
+ * for an in-memory image. */
+int bn_st_tensor_copy(const bn_st_tensor *t, void *dst, bn_err *err);
 
 /* A model's weights: model.safetensors, or the shards of model.safetensors.index.json. */
 typedef struct bn_st_set bn_st_set;
@@ -70,6 +75,8 @@ int bn_st_writer_declare(bn_st_writer *w, const char *name, bn_dtype t, int ndim
 /* Data for the next declared tensor, in order; may be called in pieces. */
 int bn_st_writer_write(bn_st_writer *w, const void *data, size_t nbytes, bn_err *err);
 int bn_st_writer_finish(bn_st_writer *w, bn_err *err); /* fsync, rename, free */
+/* The same, and the SHA-256 (hex) of the file's bytes, computed while writing. */
+int bn_st_writer_finish_sha256(bn_st_writer *w, char hex[65], bn_err *err);
 void bn_st_writer_abort(bn_st_writer *w);             /* unlink tmp, free */
 
 #endif

@@ -10,7 +10,9 @@
 #include "tensor.h"
 
 #include <immintrin.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "cpu.h"
 
@@ -141,16 +143,7 @@ static void f32_to_f16_f16c(const float *src, uint16_t *dst, size_t n)
     for (; i < n; i++) dst[i] = bn_f32_to_f16(src[i]);
 }
 
-static int have_f16c(void)
-{
-    static int cached = -1;
-    int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
-    if (v < 0) {
-        v = bn_cpu_has_f16c();
-        __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
-    }
-    return v;
-}
+static int have_f16c(void) { return bn_cpu_has_f16c(); }
 
 int bn_to_f32(const void *src, bn_dtype t, float *dst, size_t n)
 {
@@ -197,4 +190,15 @@ void bn_to_f16(const void *src, bn_dtype t, uint16_t *dst, size_t n)
         bn_to_f32(s + i * bn_dtype_size(t), t, buf, k);
         bn_f32_to_f16_array(buf, dst + i, k);
     }
+}
+
+/* ---- big buffers ---------------------------------------------------------------- */
+
+void *bn_alloc_big(size_t n)
+{
+    const size_t huge = (size_t)2 << 20;
+    if (n < huge) return malloc(n ? n : 1);
+    void *p = aligned_alloc(huge, (n + huge - 1) / huge * huge);
+    if (p) madvise(p, n, MADV_HUGEPAGE); /* advice only: a kernel without THP ignores it */
+    return p;
 }

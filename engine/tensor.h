@@ -39,4 +39,10 @@ void bn_f32_to_f16_array(const float *src, uint16_t *dst, size_t n);
 /* dst[0..n) = src (F32, F16 or BF16) rounded to F16 (F16 is copied unchanged). */
 void bn_to_f16(const void *src, bn_dtype t, uint16_t *dst, size_t n);
 
+/* A large buffer that is filled once and kept (ternary codes): at 2 MiB or more it is
+ * 2 MiB-aligned and asks for transparent huge pages, so filling it costs one page fault
+ * per 2 MiB instead of 512 (page faults are what filling fresh memory costs, most of all
+ * in a virtual machine). Release with free(); NULL when out of memory. */
+void *bn_alloc_big(size_t n);
+
 #endif

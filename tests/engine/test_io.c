@@ -234,6 +234,68 @@ START_TEST(st_write_read)
 }
 END_TEST
 
+/* A file larger than the writer's buffer (several direct writes and an unaligned tail):
+ * the checksum computed while writing equals the file's, and bn_st_tensor_copy reads
+ * every tensor back exactly, from the file and from an in-memory image. */
+START_TEST(st_write_big_sha_and_copy)
+{
+    char *dir = bn_test_tmpdir("st-big");
+    char path[4200];
+    snprintf(path, sizeof path, "%s/big.safetensors", dir);
+    bn_err err = { 0 };
+    bn_st_writer *w;
+    const int64_t n1 = 5000001, n2 = 3333; /* 20 MB of F32, then an odd-sized U8 tail */
+    float *a = malloc((size_t)n1 * 4);
+    uint8_t b[3333];
+    for (int64_t i = 0; i < n1; i++) a[i] = (float)(i % 1013) * 0.25f;
+    for (int64_t i = 0; i < n2; i++) b[i] = (uint8_t)(i * 7);
+    ck_assert_int_eq(bn_st_writer_new(path, &w, &err), 0);
+    ck_assert_int_eq(bn_st_writer_declare(w, "a", BN_DTYPE_F32, 1, &n1, &err), 0);
+    ck_assert_int_eq(bn_st_writer_declare(w, "b", BN_DTYPE_U8, 1, &n2, &err), 0);
+    ck_assert_int_eq(bn_st_writer_write(w, a, (size_t)n1 * 4, &err), 0);
+    ck_assert_int_eq(bn_st_writer_write(w, b, (size_t)n2, &err), 0);
+    char streamed[65], reread[65];
+    ck_assert_int_eq(bn_st_writer_finish_sha256(w, streamed, &err), 0);
+    ck_assert_int_eq(bn_sha256_file(path, reread, &err), 0);
+    ck_assert_str_eq(streamed, reread);
+
+    bn_st_file *sf;
+    ck_assert_int_eq(bn_st_open(path, &sf, &err), 0);
+    const bn_st_tensor *ta = bn_st_find(sf, "a"), *tb = bn_st_find(sf, "b");
+    ck_assert_int_ge(ta->file_offset, 8);
+    float *ca = malloc((size_t)n1 * 4);
+    uint8_t cb[3333];
+    ck_assert_int_eq(bn_st_tensor_copy(ta, ca, &err), 0);
+    ck_assert_int_eq(bn_st_tensor_copy(tb, cb, &err), 0);
+    ck_assert_mem_eq(ca, a, (size_t)n1 * 4);
+    ck_assert_mem_eq(cb, b, (size_t)n2);
+    /* the same bytes parsed as an image: copies come from memory */
+    size_t len = (size_t)bn_st_file_size(sf);
+    uint8_t *img = malloc(len);
+    FILE *fp = fopen(path, "rb");
+    ck_assert_uint_eq(fread(img, 1, len, fp), len);
+    fclose(fp);
+    bn_st_file *mf;
+    ck_assert_int_eq(bn_st_parse(img, len, "image", &mf, &err), 0);
+    const bn_st_tensor *mb = bn_st_find(mf, "b");
+    ck_assert_int_eq(mb->file_offset, -1);
+    memset(cb, 0, sizeof cb);
+    ck_assert_int_eq(bn_st_tensor_copy(mb, cb, &err), 0);
+    ck_assert_mem_eq(cb, b, (size_t)n2);
+    /* a file cut short after opening: a clear error, not a crash */
+    ck_assert_int_eq(truncate(path, (off_t)(len - 100)), 0);
+    ck_assert_int_eq(bn_st_tensor_copy(tb, cb, &err), BN_EFORMAT);
+    ck_assert_ptr_nonnull(strstr(err.msg, "'b'"));
+    bn_st_close(mf);
+    bn_st_close(sf);
+    free(img);
+    free(ca);
+    free(a);
+    bn_test_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 static void write_simple(const char *path, const char *const *names, int n)
 {
     bn_err err;
@@ -573,6 +635,7 @@ int main(void)
     tcase_add_test(tc, sha256_paths_agree);
     tcase_add_test(tc, fs_helpers);
     tcase_add_test(tc, st_write_read);
+    tcase_add_test(tc, st_write_big_sha_and_copy);
     tcase_add_test(tc, st_shards);
     tcase_add_test(tc, st_malformed_corpus);
     tcase_add_test(tc, st_malformed_files);
