@@ -37,6 +37,7 @@
 struct bn_st_file {
     char *label;             /* path or label used in messages */
     void *map;               /* mmap base when we own the mapping */
+    int fd;                  /* the file, kept open for bn_st_tensor_copy; -1 for an image */
     size_t map_len;
     const uint8_t *bytes;
     uint64_t size;
@@ -228,7 +229,8 @@ static int parse_header(bn_st_file *f, bn_err *err)
             f->t[i] = es[i].t;
             f->t[i].data = data + es[i].begin;
             f->t[i].file = f->label;
-            f->t[i].file_offset = f->map ? (int64_t)((const uint8_t *)f->t[i].data - f->bytes) : -1;
+            f->t[i].file_fd = f->fd;
+            f->t[i].file_offset = f->fd >= 0 ? (int64_t)((const uint8_t *)f->t[i].data - f->bytes) : -1;
             f->by_name[i] = &f->t[i];
         }
         f->n = n;
@@ -247,6 +249,7 @@ static bn_st_file *file_new(const char *label)
     if (!f) return NULL;
     f->label = strdup(label ? label : "(memory)");
     if (!f->label) { free(f); return NULL; }
+    f->fd = -1;
     return f;
 }
 
@@ -288,7 +291,7 @@ int bn_st_open(const char *path, bn_st_file **out, bn_err *err)
         f->map_len = (size_t)f->size;
         f->bytes = f->map;
     }
-    close(fd);
+    f->fd = fd; /* the same inode as the mapping, whatever happens to the path later */
     int rc = parse_header(f, err);
     if (rc) { bn_st_close(f); return rc; }
     *out = f;
@@ -299,6 +302,7 @@ void bn_st_close(bn_st_file *f)
 {
     if (!f) return;
     if (f->map) munmap(f->map, f->map_len);
+    if (f->fd >= 0) close(f->fd);
     cJSON_Delete(f->root);
     free(f->t);
     free(f->by_name);
@@ -356,25 +360,23 @@ void bn_st_tensor_prefetch(const bn_st_tensor *t)
 
 int bn_st_tensor_copy(const bn_st_tensor *t, void *dst, bn_err *err)
 {
-    if (t->file_offset < 0) {
+    if (t->file_fd < 0) {
         memcpy(dst, t->data, t->nbytes);
         return 0;
     }
-    int fd = open(t->file, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return bn_err_set(err, bn_err_from_errno(errno), "%s: %s", t->file, strerror(errno));
     size_t done = 0;
-    int rc = 0;
-    while (done < t->nbytes && !rc) {
-        ssize_t r = pread(fd, (uint8_t *)dst + done, t->nbytes - done, (off_t)t->file_offset + (off_t)done);
+    while (done < t->nbytes) {
+        ssize_t r = pread(t->file_fd, (uint8_t *)dst + done, t->nbytes - done, (off_t)t->file_offset + (off_t)done);
         if (r < 0 && errno == EINTR) continue;
-        if (r < 0) rc = bn_err_set(err, bn_err_from_errno(errno), "%s: tensor '%s': read: %s", t->file, t->name,
-                                   strerror(errno));
-        else if (r == 0) rc = bn_err_set(err, BN_EFORMAT, "%s: tensor '%s': the file ends inside its data (was it "
-                                         "truncated after opening?)", t->file, t->name);
-        else done += (size_t)r;
+        if (r < 0)
+            return bn_err_set(err, bn_err_from_errno(errno), "%s: tensor '%s': read: %s", t->file, t->name,
+                              strerror(errno));
+        if (r == 0)
+            return bn_err_set(err, BN_EFORMAT, "%s: tensor '%s': the file ends inside its data (truncated after "
+                              "it was opened?)", t->file, t->name);
+        done += (size_t)r;
     }
-    close(fd);
-    return rc;
+    return 0;
 }
 
 /* ---- sets ---------------------------------------------------------------------- */

@@ -30,7 +30,8 @@ typedef struct bn_st_tensor {
     const void *data; /* inside the mmap, read-only */
     size_t nbytes;
     const char *file; /* path of the file (shard) holding it */
-    int64_t file_offset; /* of data in that file; -1 for an in-memory image (bn_st_parse) */
+    int file_fd;         /* that file, open while it is (-1 for an in-memory image, bn_st_parse) */
+    int64_t file_offset; /* of data in that file */
 } bn_st_tensor;
 
 typedef struct bn_st_file bn_st_file;
