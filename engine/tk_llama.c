@@ -3,8 +3,8 @@
  * Buffers are sized once at load (scratch vectors, activation quantization scratch for
  * the three input widths D, H*hd and F, the KV cache [L, max_ctx, KV*hd]); a step
  * allocates nothing. Attention over the cache runs on the calling thread (one token:
- * O(pos * H * hd), small beside the projections), the projections on bn_tk_gemv's
- * threads and the LM head on OpenBLAS.
+ * O(pos * H * hd), small beside the projections), the projections on the model's
+ * bn_tk_pool helper threads and the LM head on OpenBLAS.
  */
 #include "tk_llama.h"
 
@@ -32,6 +32,9 @@ struct bn_tk_llama {
     float *kc, *vc;              /* [L, max_ctx, KV*hd] */
     float *x, *n, *q, *k, *v, *att, *o, *g, *u, *h, *scores, *inv_freq;
     bn_tk_act a_dim, a_qd, a_ff; /* quantized inputs of width D, H*hd, F */
+    bn_tk_pool *pool;            /* threads - 1 helpers for the projections, kept for
+                                    the model's lifetime (one GEMV is too short to
+                                    start threads for) */
 };
 
 bool bn_tk_recover_ternary(const float *w, int64_t rows, int64_t cols, int8_t *codes, float *scale)
@@ -98,6 +101,7 @@ void bn_tk_llama_free(bn_tk_llama *m)
                      m->scores, m->inv_freq};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     bn_tk_act_free(&m->a_dim), bn_tk_act_free(&m->a_qd), bn_tk_act_free(&m->a_ff);
+    bn_tk_pool_free(m->pool);
     bn_llama_free(m->fp);
     free(m);
 }
@@ -131,7 +135,7 @@ int bn_tk_llama_load(const bn_hf_model *hf, int max_ctx, int threads, bn_tk_llam
     m->inv_freq = malloc(sizeof(float) * (hd / 2 + 1));
     if (!m->kc || !m->vc || !m->x || !m->n || !m->o || !m->q || !m->att || !m->k || !m->v || !m->g || !m->u ||
         !m->h || !m->scores || !m->inv_freq || bn_tk_act_init(&m->a_dim, 1, D) || bn_tk_act_init(&m->a_qd, 1, QD) ||
-        bn_tk_act_init(&m->a_ff, 1, F))
+        bn_tk_act_init(&m->a_ff, 1, F) || bn_tk_pool_new(m->threads, &m->pool))
         rc = bn_err_set(err, BN_ENOMEM, "ternary model: out of memory (context %d)", max_ctx);
     for (int i = 0; !rc && i < hd / 2; i++)
         m->inv_freq[i] = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)hd);
@@ -210,7 +214,9 @@ static void attention(bn_tk_llama *m, int layer, int pos)
 
 static void gemv(bn_tk_llama *m, int p, int layer, bn_tk_act *a, float *y)
 {
-    bn_tk_gemv(&m->w[p][layer], a, y, m->threads, BN_TK_AUTO);
+    bn_tk_act one = *a;
+    one.n = 1;
+    bn_tk_gemm_pool(&m->w[p][layer], &one, y, m->pool, BN_TK_AUTO);
 }
 
 int bn_tk_llama_step(bn_tk_llama *m, int32_t token, int pos, float *logits, bn_err *err)

@@ -11,6 +11,7 @@
 #include <immintrin.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -433,20 +434,18 @@ static void *job_thread(void *arg)
 #define TK_MAX_THREADS 64
 #define TK_MIN_THREAD_WORK (4.0 * 1024 * 1024)
 
-void bn_tk_gemm(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads, bn_tk_isa isa)
+/* Splits the rows of one product into at most `threads` jobs (fewer when the product is
+ * small: at least 16 rows and TK_MIN_THREAD_WORK products per job, on multiples of 4
+ * rows). Returns the number of jobs. */
+static int split_jobs(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads, bn_tk_isa isa,
+                      tk_job *jobs)
 {
-    if (isa == BN_TK_AUTO || !bn_tk_isa_supported(isa)) isa = bn_tk_isa_best();
     if (threads < 1) threads = 1;
     if (threads > TK_MAX_THREADS) threads = TK_MAX_THREADS;
-    /* at least 16 rows and TK_MIN_THREAD_WORK products per thread (starting a thread costs
-     * tens of microseconds: a small GEMV is faster alone); split on multiples of 4 rows */
     int max_t = w->rows / 16;
     double work = (double)w->rows * w->nb * BN_TK_BLOCK * (x->n > 0 ? x->n : 1);
     if (work / TK_MIN_THREAD_WORK < max_t) max_t = (int)(work / TK_MIN_THREAD_WORK);
     if (threads > max_t) threads = max_t > 0 ? max_t : 1;
-    tk_job jobs[TK_MAX_THREADS];
-    pthread_t tid[TK_MAX_THREADS];
-    int started[TK_MAX_THREADS] = {0};
     int per = (w->rows / 4 + threads - 1) / threads * 4;
     for (int i = 0; i < threads; i++) {
         int r0 = i * per, r1 = r0 + per;
@@ -454,14 +453,138 @@ void bn_tk_gemm(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads
         if (r0 > r1) r0 = r1;
         jobs[i] = (tk_job){w, x, y, r0, r1, isa};
     }
-    for (int i = 1; i < threads; i++)
+    return threads;
+}
+
+void bn_tk_gemm(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads, bn_tk_isa isa)
+{
+    if (isa == BN_TK_AUTO || !bn_tk_isa_supported(isa)) isa = bn_tk_isa_best();
+    tk_job jobs[TK_MAX_THREADS];
+    pthread_t tid[TK_MAX_THREADS];
+    int started[TK_MAX_THREADS] = {0};
+    int n = split_jobs(w, x, y, threads, isa, jobs);
+    for (int i = 1; i < n; i++)
         started[i] = pthread_create(&tid[i], NULL, job_thread, &jobs[i]) == 0;
     run_job(&jobs[0]);
-    for (int i = 1; i < threads; i++) {
+    for (int i = 1; i < n; i++) {
         if (started[i])
             pthread_join(tid[i], NULL);
         else
             run_job(&jobs[i]); /* could not start a thread: do its share here */
+    }
+}
+
+/* ---- the pool ------------------------------------------------------------------------ */
+
+/* Pause instructions a waiting thread spins before it gives way (a pause is 10-140
+ * cycles depending on the core: a few to a few tens of microseconds in all). Past it a
+ * helper sleeps and the caller yields, so a busy machine does not lose a core to
+ * spinning. */
+#define TK_SPIN 2000
+
+typedef struct pool_helper { bn_tk_pool *pool; int index; } pool_helper;
+
+struct bn_tk_pool {
+    int threads;                    /* the caller plus the helpers that started */
+    pthread_t tid[TK_MAX_THREADS];
+    pool_helper helper[TK_MAX_THREADS];
+    tk_job jobs[TK_MAX_THREADS];    /* this round's; written before round is published */
+    int n_jobs;
+    unsigned round;                 /* atomic: bumped to publish a round */
+    int pending;                    /* atomic: helpers that have not finished this round */
+    int stop;                       /* atomic */
+    pthread_mutex_t mu;             /* guards sleeping on cv */
+    pthread_cond_t cv;
+};
+
+static unsigned wait_round(bn_tk_pool *p, unsigned seen)
+{
+    for (int i = 0; i < TK_SPIN; i++) {
+        unsigned r = __atomic_load_n(&p->round, __ATOMIC_ACQUIRE);
+        if (r != seen) return r;
+        _mm_pause();
+    }
+    pthread_mutex_lock(&p->mu);
+    unsigned r;
+    while ((r = __atomic_load_n(&p->round, __ATOMIC_ACQUIRE)) == seen) pthread_cond_wait(&p->cv, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+    return r;
+}
+
+static void *pool_thread(void *arg)
+{
+    pool_helper *h = arg;
+    bn_tk_pool *p = h->pool;
+    unsigned seen = 0;
+    for (;;) {
+        seen = wait_round(p, seen);
+        if (__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE)) return NULL;
+        if (h->index < p->n_jobs) run_job(&p->jobs[h->index]);
+        __atomic_fetch_sub(&p->pending, 1, __ATOMIC_ACQ_REL);
+    }
+}
+
+/* Publishes a round (jobs already written) and wakes sleeping helpers. */
+static void start_round(bn_tk_pool *p)
+{
+    __atomic_store_n(&p->pending, p->threads - 1, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&p->mu);
+    __atomic_fetch_add(&p->round, 1, __ATOMIC_ACQ_REL);
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+int bn_tk_pool_new(int threads, bn_tk_pool **out)
+{
+    *out = NULL;
+    bn_tk_pool *p = calloc(1, sizeof *p);
+    if (!p) return BN_ENOMEM;
+    if (threads < 1) threads = 1;
+    if (threads > TK_MAX_THREADS) threads = TK_MAX_THREADS;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    p->threads = 1;
+    for (int i = 1; i < threads; i++) {
+        p->helper[i] = (pool_helper){ p, i };
+        if (pthread_create(&p->tid[i], NULL, pool_thread, &p->helper[i]) != 0) break;
+        p->threads++;
+    }
+    *out = p;
+    return BN_OK;
+}
+
+void bn_tk_pool_free(bn_tk_pool *p)
+{
+    if (!p) return;
+    __atomic_store_n(&p->stop, 1, __ATOMIC_RELEASE);
+    start_round(p);
+    for (int i = 1; i < p->threads; i++) pthread_join(p->tid[i], NULL);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    free(p);
+}
+
+int bn_tk_pool_threads(const bn_tk_pool *p) { return p ? p->threads : 1; }
+
+void bn_tk_gemm_pool(const bn_tk_matrix *w, const bn_tk_act *x, float *y, bn_tk_pool *p, bn_tk_isa isa)
+{
+    if (isa == BN_TK_AUTO || !bn_tk_isa_supported(isa)) isa = bn_tk_isa_best();
+    if (!p || p->threads == 1) {
+        tk_job one;
+        split_jobs(w, x, y, 1, isa, &one);
+        run_job(&one);
+        return;
+    }
+    p->n_jobs = split_jobs(w, x, y, p->threads, isa, p->jobs);
+    if (p->n_jobs == 1) { /* too small to share: the helpers keep waiting */
+        run_job(&p->jobs[0]);
+        return;
+    }
+    start_round(p);
+    run_job(&p->jobs[0]);
+    for (int i = 0; __atomic_load_n(&p->pending, __ATOMIC_ACQUIRE) > 0; i++) {
+        if (i < TK_SPIN) _mm_pause();
+        else sched_yield();
     }
 }
 

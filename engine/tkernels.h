@@ -82,6 +82,19 @@ void bn_tk_act_quantize(bn_tk_act *a, const float *x, int n);
 void bn_tk_gemm(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads, bn_tk_isa isa);
 void bn_tk_gemv(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads, bn_tk_isa isa);
 
+/* Helper threads kept for a run of short products (token-by-token decoding): one GEMV
+ * takes 100-300 µs, less than starting and joining a thread costs in a VM, so a decoder
+ * keeps threads - 1 helpers for its lifetime. Between products a helper spins for a few
+ * tens of microseconds, then sleeps on a condition variable. Owned by its creator, used
+ * by one caller thread at a time; results are identical to bn_tk_gemm's. */
+typedef struct bn_tk_pool bn_tk_pool;
+/* threads counts the caller; with threads <= 1 (or if no helper can start) the pool runs
+ * everything on the caller's thread. BN_ENOMEM on allocation failure. */
+int bn_tk_pool_new(int threads, bn_tk_pool **out);
+void bn_tk_pool_free(bn_tk_pool *p);
+int bn_tk_pool_threads(const bn_tk_pool *p);
+void bn_tk_gemm_pool(const bn_tk_matrix *w, const bn_tk_act *x, float *y, bn_tk_pool *pool, bn_tk_isa isa);
+
 /* Convenience: quantize x [n, cols] into scratch a (grown as needed), then gemm. */
 int bn_tk_linear(const bn_tk_matrix *w, bn_tk_act *a, const float *x, int n, float *y,
                  int threads);

@@ -4,7 +4,9 @@
  *   bench_kernels [--quick] [--json FILE]
  *
  * GEMV: shapes 2048x5632, 5632x2048, 4096x4096 (rows x cols = out x in) at 1 and 2
- * threads, ternary (bn_tk_gemv, activation quantization included) vs cblas_sgemv. Weights
+ * threads, ternary (activation quantization included; at 2 threads both with helpers
+ * started per call, bn_tk_gemm, and from a pool, bn_tk_gemm_pool, row "2p") vs
+ * cblas_sgemv. Weights
  * are COLD: each timed call uses the next of several copies whose total exceeds the
  * last-level cache (256 MB per side), so both kernels stream from DRAM as in token
  * generation of a real model. Bandwidth: a vectorized read of a 1 GB buffer, 1 and 2
@@ -130,14 +132,15 @@ static void copies_free(copies *c)
 }
 
 /* Seconds per call, best of 5 passes over all copies. */
-static double time_tern(copies *c, bn_tk_act *a, const float *x, int n, float *y, int threads)
+static double time_tern(copies *c, bn_tk_act *a, const float *x, int n, float *y, int threads, bn_tk_pool *pool)
 {
     double best = 1e30;
     for (int rep = 0; rep < 5; rep++) {
         double t0 = now_s();
         for (int i = 0; i < c->n; i++) {
             bn_tk_act_quantize(a, x, n);
-            bn_tk_gemm(&c->tw[i], a, y, threads, BN_TK_AUTO);
+            if (pool) bn_tk_gemm_pool(&c->tw[i], a, y, pool, BN_TK_AUTO);
+            else bn_tk_gemm(&c->tw[i], a, y, threads, BN_TK_AUTO);
         }
         double t = (now_s() - t0) / c->n;
         if (t < best) best = t;
@@ -221,15 +224,22 @@ int main(int argc, char **argv)
         bn_tk_act a;
         bn_tk_act_init(&a, 512, s.cols);
         double tbytes = (double)s.rows * ct.tw[0].nb * 64 + 4.0 * s.rows;
-        for (int th = 1; th <= 2; th++) {
+        /* 1 thread; 2 threads started per call (bn_tk_gemm); 2 threads from a pool
+         * (bn_tk_gemm_pool, as token generation runs them) */
+        for (int mode = 0; mode < 3; mode++) {
+            int th = mode == 0 ? 1 : 2;
+            bn_tk_pool *pool = NULL;
+            if (mode == 2 && bn_tk_pool_new(2, &pool) != 0) break;
             openblas_set_num_threads(th);
-            double tt = time_tern(&ct, &a, x, 1, y, th), tb = time_blas(&cf, s, x, 1, y);
+            double tt = time_tern(&ct, &a, x, 1, y, th, pool), tb = time_blas(&cf, s, x, 1, y);
+            bn_tk_pool_free(pool);
             double gbs = tbytes / tt / 1e9, bw = th == 1 ? bw1 : bw2;
-            printf("%5dx%-5d %3d %11.1f %11.1f %7.2fx %10.1f %7.0f%%\n", s.rows, s.cols, th, tt * 1e6,
-                   tb * 1e6, tb / tt, gbs, 100 * gbs / bw);
+            printf("%5dx%-5d %3s %11.1f %11.1f %7.2fx %10.1f %7.0f%%\n", s.rows, s.cols,
+                   mode == 0 ? "1" : mode == 1 ? "2" : "2p", tt * 1e6, tb * 1e6, tb / tt, gbs, 100 * gbs / bw);
             if (js)
-                fprintf(js, "%s\n    {\"rows\": %d, \"cols\": %d, \"threads\": %d, \"ternary_us\": %.2f, \"sgemv_us\": %.2f, \"speedup\": %.3f, \"ternary_gbs\": %.2f, \"bandwidth_fraction\": %.3f}",
-                        first ? "" : ",", s.rows, s.cols, th, tt * 1e6, tb * 1e6, tb / tt, gbs, gbs / bw);
+                fprintf(js, "%s\n    {\"rows\": %d, \"cols\": %d, \"threads\": %d, \"pool\": %s, \"ternary_us\": %.2f, \"sgemv_us\": %.2f, \"speedup\": %.3f, \"ternary_gbs\": %.2f, \"bandwidth_fraction\": %.3f}",
+                        first ? "" : ",", s.rows, s.cols, th, mode == 2 ? "true" : "false", tt * 1e6, tb * 1e6,
+                        tb / tt, gbs, gbs / bw);
             first = 0;
         }
         bn_tk_act_free(&a);
@@ -254,7 +264,7 @@ int main(int argc, char **argv)
         for (int bi = 0; bi < 4; bi++) {
             int n = batches[bi];
             if (quick && n > 128) break;
-            double tt = time_tern(&ct, &a, x, n, y, 2), tb = time_blas(&cf, s, x, n, y);
+            double tt = time_tern(&ct, &a, x, n, y, 2, NULL), tb = time_blas(&cf, s, x, n, y);
             double gops = 2.0 * s.rows * s.cols * n / tt / 1e9;
             printf("%5dx%-5d %5d %11.2f %11.2f %7.2fx %10.1f\n", s.rows, s.cols, n, tt * 1e3, tb * 1e3,
                    tb / tt, gops);

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bn_test.h"
 #include "hf.h"
@@ -119,6 +120,41 @@ START_TEST(simd_equals_scalar)
 }
 END_TEST
 
+/* The pool gives the same bytes as the scalar reference, over many rounds in a row (the
+ * helpers must see every round exactly once), with shapes that split and shapes too
+ * small to share, and a pool of one thread runs alone. */
+START_TEST(pool_equals_scalar)
+{
+    static const int shapes[][3] = {{2054, 4097, 1}, {9, 257, 1}, {1002, 2048, 5}, {4096, 1024, 1}};
+    bn_tk_pool *pool, *single;
+    ck_assert_int_eq(bn_tk_pool_new(3, &pool), 0);
+    ck_assert_int_eq(bn_tk_pool_threads(pool), 3);
+    ck_assert_int_eq(bn_tk_pool_new(1, &single), 0);
+    ck_assert_int_eq(bn_tk_pool_threads(single), 1);
+    for (int round = 0; round < 50; round++) {
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            fixture f;
+            make(&f, shapes[s][0], shapes[s][1], shapes[s][2]);
+            size_t ny = (size_t)f.rows * f.n;
+            float *ref = malloc(ny * sizeof(float)), *got = malloc(ny * sizeof(float));
+            bn_tk_gemm(&f.w, &f.a, ref, 1, BN_TK_SCALAR);
+            for (int i = 0; i < 2; i++) {
+                memset(got, 0xff, ny * sizeof(float));
+                bn_tk_gemm_pool(&f.w, &f.a, got, i ? single : pool, BN_TK_AUTO);
+                ck_assert_msg(memcmp(got, ref, ny * sizeof(float)) == 0, "round %d shape %dx%d n=%d pool of %d",
+                              round, f.rows, f.cols, f.n, i ? 1 : 3);
+            }
+            free(ref), free(got);
+            drop(&f);
+        }
+        if (round == 25) usleep(20000); /* let the helpers fall asleep: waking must work too */
+    }
+    bn_tk_pool_free(pool);
+    bn_tk_pool_free(single);
+    bn_tk_pool_free(NULL);
+}
+END_TEST
+
 /* The kernel equals dequant(W) . dequant(x) computed in double, to float rounding. */
 START_TEST(matches_float_reference)
 {
@@ -197,6 +233,7 @@ int main(void)
     tcase_add_test(tc, pack_roundtrip);
     tcase_add_test(tc, act_quantize);
     tcase_add_test(tc, simd_equals_scalar);
+    tcase_add_test(tc, pool_equals_scalar);
     tcase_add_test(tc, matches_float_reference);
     tcase_add_test(tc, linear_grows_scratch);
     tcase_add_test(tc, speedup_runs);
