@@ -1,8 +1,9 @@
 /* cmd_wandb_sync.c - `bitnetctl wandb-sync OUTPUT_DIR|JOB_ID`: uploads an offline run.
  *
  * A job tracked in offline mode leaves <output_dir>/wandb/offline-run.jsonl (or, when it
- * left no output folder, <output_dir>.wandb-offline.jsonl): the requests it would have sent. This command replays it to W&B with the same protocol and retry
- * policy as the daemon's tracker (bn_wandb_sync_spool), then leaves
+ * left no output folder, <output_dir>.wandb-offline.jsonl): the requests it would have
+ * sent. This command replays it to W&B with the same protocol and retry policy as the
+ * daemon's tracker (bn_wandb_sync_spool), then leaves
  * offline-run.jsonl.synced beside it. Given a job id, it asks the daemon for the job's
  * output folder first (GET /v1/jobs/{id}).
  *

@@ -243,6 +243,16 @@ void bn_job_compression_metrics(bn_job_ctx *ctx, uint64_t quantized_bytes)
     if (tot.params) bn_job_metric(ctx, "compression/sparsity_ratio", tot.zero_fraction);
 }
 
+/* Whether the quantize stage ternarizes t (not preserved); its role and layer too. */
+static bool ternarized(const bn_job_ctx *ctx, const bn_st_tensor *t, bn_role *role, int *layer)
+{
+    int l;
+    bn_role r = bn_hf_role_of(t->name, &l);
+    if (role) *role = r;
+    if (layer) *layer = l;
+    return !bn_job_is_preserved(ctx, t->name, r, t->ndim);
+}
+
 int bn_stage_quantize(bn_job_ctx *ctx, bn_err *err)
 {
     const bn_st_set *w = ctx->model->weights;
@@ -259,9 +269,7 @@ int bn_stage_quantize(bn_job_ctx *ctx, bn_err *err)
     size_t biggest = 0;
     for (size_t i = 0; i < n; i++) {
         const bn_st_tensor *t = bn_st_set_at(w, i);
-        int layer;
-        bn_role role = bn_hf_role_of(t->name, &layer);
-        if (!bn_job_is_preserved(ctx, t->name, role, t->ndim) && t->nbytes > biggest) biggest = t->nbytes;
+        if (ternarized(ctx, t, NULL, NULL) && t->nbytes > biggest) biggest = t->nbytes;
     }
     void *buf = biggest ? bn_alloc_big(biggest) : NULL;
     if (biggest && !buf) return bn_err_set(err, BN_ENOMEM, "out of memory (a %zu-byte tensor buffer)", biggest);
@@ -269,8 +277,8 @@ int bn_stage_quantize(bn_job_ctx *ctx, bn_err *err)
     for (size_t i = 0; i < n && !rc; i++) {
         const bn_st_tensor *t = bn_st_set_at(w, i);
         int layer;
-        bn_role role = bn_hf_role_of(t->name, &layer);
-        if (!bn_job_is_preserved(ctx, t->name, role, t->ndim)) {
+        bn_role role;
+        if (ternarized(ctx, t, &role, &layer)) {
             rc = bn_st_tensor_copy(t, buf, err);
             if (!rc) rc = quantize_one(ctx, t, buf, role, layer, &ctx->qt[ctx->n_qt], err);
             ctx->n_qt++;

@@ -143,8 +143,6 @@ static void f32_to_f16_f16c(const float *src, uint16_t *dst, size_t n)
     for (; i < n; i++) dst[i] = bn_f32_to_f16(src[i]);
 }
 
-static int have_f16c(void) { return bn_cpu_has_f16c(); }
-
 int bn_to_f32(const void *src, bn_dtype t, float *dst, size_t n)
 {
     const uint8_t *s = src;
@@ -153,7 +151,7 @@ int bn_to_f32(const void *src, bn_dtype t, float *dst, size_t n)
         memcpy(dst, src, n * 4);
         return 0;
     case BN_DTYPE_F16:
-        if (have_f16c()) f16_to_f32_f16c(s, dst, n);
+        if (bn_cpu_has_f16c()) f16_to_f32_f16c(s, dst, n);
         else f16_to_f32_scalar(s, dst, 0, n);
         return 0;
     case BN_DTYPE_BF16:
@@ -170,7 +168,7 @@ int bn_to_f32(const void *src, bn_dtype t, float *dst, size_t n)
 
 void bn_f32_to_f16_array(const float *src, uint16_t *dst, size_t n)
 {
-    if (have_f16c()) {
+    if (bn_cpu_has_f16c()) {
         f32_to_f16_f16c(src, dst, n);
         return;
     }

@@ -569,17 +569,15 @@ int bn_tk_pool_threads(const bn_tk_pool *p) { return p ? p->threads : 1; }
 void bn_tk_gemm_pool(const bn_tk_matrix *w, const bn_tk_act *x, float *y, bn_tk_pool *p, bn_tk_isa isa)
 {
     if (isa == BN_TK_AUTO || !bn_tk_isa_supported(isa)) isa = bn_tk_isa_best();
-    if (!p || p->threads == 1) {
-        tk_job one;
-        split_jobs(w, x, y, 1, isa, &one);
-        run_job(&one);
+    tk_job alone;
+    int threads = bn_tk_pool_threads(p);
+    tk_job *jobs = threads > 1 ? p->jobs : &alone;
+    int n = split_jobs(w, x, y, threads, isa, jobs);
+    if (n == 1) { /* no helpers, or too small to share: the helpers keep waiting */
+        run_job(&jobs[0]);
         return;
     }
-    p->n_jobs = split_jobs(w, x, y, p->threads, isa, p->jobs);
-    if (p->n_jobs == 1) { /* too small to share: the helpers keep waiting */
-        run_job(&p->jobs[0]);
-        return;
-    }
+    p->n_jobs = n;
     start_round(p);
     run_job(&p->jobs[0]);
     for (int i = 0; __atomic_load_n(&p->pending, __ATOMIC_ACQUIRE) > 0; i++) {
