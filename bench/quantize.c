@@ -30,8 +30,8 @@
 #include <unistd.h>
 
 #include "bn_engine.h"
-#include "fsutil.h"
-#include "quant.h"
+#include "base/fsutil.h"
+#include "quant/quant.h"
 
 static double mono(void)
 {

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "blas.h"
+#include "base/blas.h"
 #include "cli.h"
 
 static const bn_cli_cmd commands[] = {

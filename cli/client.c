@@ -26,7 +26,7 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "sha256.h"
+#include "base/sha256.h"
 
 enum { CX_OK = 0, CX_FAILED = 1, CX_USAGE = 2, CX_CONNECT = 3, CX_NOTFOUND = 4, CX_REFUSED = 5,
        CX_CANCELLED = 6 };

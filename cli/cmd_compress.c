@@ -21,7 +21,7 @@
 
 #include "bn_engine.h"
 #include "cli.h"
-#include "fsutil.h"
+#include "base/fsutil.h"
 
 static volatile sig_atomic_t interrupted;
 static void on_sigint(int sig) { (void)sig; interrupted = 1; }

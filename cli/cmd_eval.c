@@ -14,13 +14,13 @@
 #include <string.h>
 #include <time.h>
 
-#include "blas.h"
+#include "base/blas.h"
 #include "cli.h"
-#include "fsutil.h"
-#include "hf.h"
-#include "llama.h"
-#include "parallel.h"
-#include "tokenizer.h"
+#include "base/fsutil.h"
+#include "formats/hf.h"
+#include "model/llama.h"
+#include "base/parallel.h"
+#include "tokenizer/tokenizer.h"
 
 typedef struct eval_args {
     const char *model, *text, *tokens;

@@ -2,9 +2,9 @@
  * so a person can see whether a compressed model still talks.
  *
  * DIR is a Hugging Face folder: an original model or a bitnetd output folder (its
- * dequantized FP16 model). Default: the FP32 forward (engine/llama.h), recomputing the
+ * dequantized FP16 model). Default: the FP32 forward (engine/model/llama.h), recomputing the
  * whole sequence per token (fine for short continuations). --ternary: the W1.58A8
- * decoder (engine/tk_llama.h): int8 activations x packed ternary weights with a KV cache;
+ * decoder (engine/model/tk_llama.h): int8 activations x packed ternary weights with a KV cache;
  * an output folder's weights are ternary already and are used exactly, other folders are
  * ternarized on load (the output says which). Greedy (--greedy) or temperature sampling.
  * --json prints ids, text and timing as one object; --logits adds every step's logits
@@ -19,10 +19,10 @@
 #include <time.h>
 
 #include "cli.h"
-#include "hf.h"
-#include "llama.h"
-#include "tk_llama.h"
-#include "tokenizer.h"
+#include "formats/hf.h"
+#include "model/llama.h"
+#include "model/tk_llama.h"
+#include "tokenizer/tokenizer.h"
 
 static void usage(FILE *f)
 {

@@ -1,12 +1,12 @@
 /* cmd_init_model.c - `bitnetctl init-model OUT_DIR`: a random-weight Llama HF folder
- * (engine/initmodel.c) from a named shape, optionally overridden dimension by dimension. */
+ * (engine/formats/initmodel.c) from a named shape, optionally overridden dimension by dimension. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
-#include "initmodel.h"
+#include "formats/initmodel.h"
 
 static void usage(FILE *f)
 {

@@ -7,8 +7,8 @@
 #include <string.h>
 
 #include "cli.h"
-#include "fsutil.h"
-#include "safetensors.h"
+#include "base/fsutil.h"
+#include "formats/safetensors.h"
 
 static void print_tensor(const bn_st_tensor *t, uint64_t *bytes_by_dtype, uint64_t *params_by_dtype)
 {

@@ -25,7 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "blas.h"
+#include "base/blas.h"
 #include "bn_api.h"
 #include "bn_store.h"
 #include "bn_worker.h"
@@ -460,7 +460,7 @@ static void shutdown_all(daemon_state *d)
 
 int main(int argc, char **argv)
 {
-    /* first: may re-exec so that OpenBLAS starts with the right kernels (engine/blas.h) */
+    /* first: may re-exec so that OpenBLAS starts with the right kernels (engine/base/blas.h) */
     bn_blas_init(argc, argv, 1);
     static daemon_state d; /* large; lives for the whole process */
     int rc = load_config(&d, argc, argv);

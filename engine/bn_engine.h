@@ -21,10 +21,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "err.h"
-#include "tensor.h"
-#include "safetensors.h"
-#include "hf.h"
+#include "base/err.h"
+#include "base/tensor.h"
+#include "formats/safetensors.h"
+#include "formats/hf.h"
 
 struct cJSON;
 

@@ -26,8 +26,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "blas.h"
-#include "tkernels.h"
+#include "base/blas.h"
+#include "quant/tkernels.h"
 
 static double now_s(void)
 {

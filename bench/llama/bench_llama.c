@@ -18,11 +18,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "blas.h"
-#include "hf.h"
-#include "initmodel.h"
-#include "llama.h"
-#include "optim.h"
+#include "base/blas.h"
+#include "formats/hf.h"
+#include "formats/initmodel.h"
+#include "model/llama.h"
+#include "model/optim.h"
 
 typedef struct bench_args {
     const char *mode, *shape, *optim, *model;

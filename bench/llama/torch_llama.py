@@ -17,7 +17,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-SHAPES = {  # dim, hidden, layers, heads, kv_heads, vocab (as engine/initmodel.c)
+SHAPES = {  # dim, hidden, layers, heads, kv_heads, vocab (as engine/formats/initmodel.c)
     "25m": (512, 1536, 8, 8, 8, 8192),
 }
 

@@ -1,4 +1,4 @@
-/* bench_tokenizer.c - encode/decode throughput of engine/tokenizer.c.
+/* bench_tokenizer.c - encode/decode throughput of engine/tokenizer/tokenizer.c.
  *
  *   bench_tokenizer TEXTFILE TOKENIZER [TOKENIZER...] [--json FILE]
  *
@@ -11,7 +11,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 static double now(void)
 {

@@ -13,11 +13,11 @@
 
 #include "bn_engine.h"
 #include "bn_test.h"
-#include "fsutil.h"
-#include "initmodel.h"
-#include "pack.h"
-#include "quant.h"
-#include "sha256.h"
+#include "base/fsutil.h"
+#include "formats/initmodel.h"
+#include "quant/pack.h"
+#include "quant/quant.h"
+#include "base/sha256.h"
 
 static char *tmp;
 

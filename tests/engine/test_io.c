@@ -8,11 +8,11 @@
 #include <unistd.h>
 
 #include "bn_test.h"
-#include "fsutil.h"
-#include "hf.h"
-#include "safetensors.h"
-#include "sha256.h"
-#include "tensor.h"
+#include "base/fsutil.h"
+#include "formats/hf.h"
+#include "formats/safetensors.h"
+#include "base/sha256.h"
+#include "base/tensor.h"
 
 /* ---- dtype conversions ---------------------------------------------------------- */
 

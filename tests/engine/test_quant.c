@@ -8,9 +8,9 @@
 #include <string.h>
 
 #include "bn_test.h"
-#include "pack.h"
-#include "quant.h"
-#include "tensor.h"
+#include "quant/pack.h"
+#include "quant/quant.h"
+#include "base/tensor.h"
 
 static uint64_t rng_state = 1;
 static double uniform(void)

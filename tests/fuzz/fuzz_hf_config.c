@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "hf.h"
+#include "formats/hf.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -9,8 +9,8 @@
 #include <unistd.h>
 
 #include "bn_test.h"
-#include "gguf.h"
-#include "tensor.h"
+#include "formats/gguf.h"
+#include "base/tensor.h"
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
 static uint64_t next(void)

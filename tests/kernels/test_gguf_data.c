@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "bn_test.h"
-#include "gguf_export.h"
+#include "stages/gguf_model.h"
 
 static const bn_gguf_kv *kv(const bn_gguf_file *f, const char *key)
 {

@@ -8,9 +8,9 @@
 #include <string.h>
 
 #include "bn_test.h"
-#include "gguf_export.h"
-#include "initmodel.h"
-#include "tokenizer.h"
+#include "stages/gguf_model.h"
+#include "formats/initmodel.h"
+#include "tokenizer/tokenizer.h"
 
 #include <cjson/cJSON.h>
 

@@ -1,5 +1,5 @@
 /* test_tk_llama.c - the ternary decoder (int8 kernels, KV cache, one token at a time)
- * against the FP32 engine's W1.58A8 forward (engine/llama.h with act_quant, whole
+ * against the FP32 engine's W1.58A8 forward (engine/model/llama.h with act_quant, whole
  * sequence at once) on the same ternary weights: an independent implementation of
  * attention, RoPE, GQA and the cache. Also: exact recovery of ternary rows. */
 #include <check.h>
@@ -9,10 +9,10 @@
 #include <string.h>
 
 #include "bn_test.h"
-#include "initmodel.h"
-#include "llama.h"
-#include "quant.h"
-#include "tk_llama.h"
+#include "formats/initmodel.h"
+#include "model/llama.h"
+#include "quant/quant.h"
+#include "model/tk_llama.h"
 
 START_TEST(recover)
 {

@@ -7,8 +7,8 @@
 #include <unistd.h>
 
 #include "bn_test.h"
-#include "hf.h"
-#include "tkernels.h"
+#include "formats/hf.h"
+#include "quant/tkernels.h"
 
 static uint64_t rng = 88172645463325252ull;
 static uint64_t next(void)

@@ -14,10 +14,10 @@
 #include <string.h>
 #include <strings.h>
 
-#include "blas.h"
+#include "base/blas.h"
 #include "bn_test.h"
-#include "hf.h"
-#include "llama.h"
+#include "formats/hf.h"
+#include "model/llama.h"
 
 START_TEST(core_as_expected)
 {

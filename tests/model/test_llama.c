@@ -9,14 +9,14 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "blas.h"
+#include "base/blas.h"
 #include "bn_test.h"
-#include "hf.h"
-#include "llama.h"
-#include "pack.h"
-#include "safetensors.h"
-#include "tensor.h"
-#include "vecmath.h"
+#include "formats/hf.h"
+#include "model/llama.h"
+#include "quant/pack.h"
+#include "formats/safetensors.h"
+#include "base/tensor.h"
+#include "base/vecmath.h"
 
 static const int32_t golden_tokens[16] = { 1,   403, 407, 261, 378, 432, 383, 286,
                                            261, 376, 298, 315, 421, 395, 317, 426 };

@@ -20,7 +20,7 @@
 #include <string.h>
 
 #include "bn_test.h"
-#include "llama.h"
+#include "model/llama.h"
 
 #ifdef BN_LLAMA_F64
 #define FD_STEP 1e-5

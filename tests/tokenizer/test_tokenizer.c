@@ -1,4 +1,4 @@
-/* test_tokenizer.c - unit tests of engine/tokenizer.c on small tokenizer.json documents
+/* test_tokenizer.c - unit tests of engine/tokenizer/tokenizer.c on small tokenizer.json documents
  * built here: merge order, byte fallback, unk fusing, added/special tokens with
  * lstrip/rstrip, BOS/EOS from the template and from tokenizer_config.json, decoding,
  * byte-level BPE with GPT-2's and Llama-3's pre-tokenizer regexes, NFC, the GGUF
@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "bn_test.h"
-#include "tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 /* ---------------------------------------------------------------- SentencePiece-style */
 

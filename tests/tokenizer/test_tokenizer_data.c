@@ -14,8 +14,8 @@
 #include <string.h>
 
 #include "bn_test.h"
-#include "gguf.h"
-#include "tokenizer.h"
+#include "formats/gguf.h"
+#include "tokenizer/tokenizer.h"
 
 static char *slurp(const char *path, size_t *n)
 {

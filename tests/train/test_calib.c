@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 
 #include "bn_test.h"
-#include "calib.h"
+#include "stages/calib_text.h"
 
 static int n_warn, n_info;
 static char last_warn[2048];

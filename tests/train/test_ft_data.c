@@ -20,7 +20,7 @@
 
 #include "bn_engine.h"
 #include "bn_test.h"
-#include "fsutil.h"
+#include "base/fsutil.h"
 
 static char *root;
 static char model[4096], train[4096];

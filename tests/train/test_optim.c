@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "bn_test.h"
-#include "optim.h"
+#include "model/optim.h"
 
 static uint64_t rng = 88172645463325252ull;
 static float frand(void)

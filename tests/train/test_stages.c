@@ -17,11 +17,11 @@
 
 #include "bn_engine.h"
 #include "bn_test.h"
-#include "fsutil.h"
-#include "initmodel.h"
-#include "llama.h"
-#include "optim.h"
-#include "tokenizer.h"
+#include "base/fsutil.h"
+#include "formats/initmodel.h"
+#include "model/llama.h"
+#include "model/optim.h"
+#include "tokenizer/tokenizer.h"
 
 static char *root;        /* temp folder for the whole program */
 static char model_dir[4096], text_path[4096];

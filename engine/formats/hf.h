@@ -1,0 +1,84 @@
+/* hf.h - a Hugging Face model folder: config.json, weights, tokenizer files.
+ *
+ * Supports model_type llama, mistral and qwen2 (Llama-family decoder-only models).
+ * bn_hf_open reads config.json, opens the weights, maps every HF tensor name to a role
+ * and checks that each expected tensor exists with the expected shape; errors name the
+ * file and tensor.
+ */
+#ifndef BN_HF_H
+#define BN_HF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/err.h"
+#include "formats/safetensors.h"
+
+typedef enum bn_arch { BN_ARCH_LLAMA, BN_ARCH_MISTRAL, BN_ARCH_QWEN2 } bn_arch;
+
+typedef struct bn_model_config {
+    bn_arch arch;
+    char model_type[32];
+    int dim;          /* hidden_size */
+    int hidden_dim;   /* intermediate_size */
+    int n_layers;
+    int n_heads;
+    int n_kv_heads;
+    int head_dim;     /* head_dim, default dim / n_heads */
+    int vocab_size;
+    int max_seq_len;  /* max_position_embeddings */
+    float rms_norm_eps;
+    float rope_theta;
+    bool tied_embeddings;
+    bool attention_bias; /* q/k/v biases (qwen2 default true) */
+    int bos_id, eos_id;  /* -1 if absent */
+} bn_model_config;
+
+typedef enum bn_role {
+    BN_ROLE_EMBED = 0,  /* model.embed_tokens.weight [V, D] */
+    BN_ROLE_ATTN_NORM,  /* model.layers.N.input_layernorm.weight [D] */
+    BN_ROLE_WQ,         /* ...self_attn.q_proj.weight [H*hd, D] */
+    BN_ROLE_WK,         /* [KV*hd, D] */
+    BN_ROLE_WV,         /* [KV*hd, D] */
+    BN_ROLE_WO,         /* ...self_attn.o_proj.weight [D, H*hd] */
+    BN_ROLE_BQ, BN_ROLE_BK, BN_ROLE_BV, /* biases (qwen2) */
+    BN_ROLE_FFN_NORM,   /* post_attention_layernorm.weight [D] */
+    BN_ROLE_W_GATE,     /* mlp.gate_proj.weight [F, D] */
+    BN_ROLE_W_UP,       /* mlp.up_proj.weight [F, D] */
+    BN_ROLE_W_DOWN,     /* mlp.down_proj.weight [D, F] */
+    BN_ROLE_FINAL_NORM, /* model.norm.weight [D] */
+    BN_ROLE_HEAD,       /* lm_head.weight [V, D]; absent when tied */
+    BN_ROLE_OTHER,      /* anything else (e.g. rotary inv_freq buffers): copied as is */
+    BN_ROLE_COUNT
+} bn_role;
+
+/* True for the 2-D projection roles that are ternarized by default. */
+bool bn_role_is_linear(bn_role r);
+const char *bn_role_name(bn_role r); /* "wq", "attn_norm", ... */
+/* HF tensor name -> role (+ layer, -1 for global). */
+bn_role bn_hf_role_of(const char *name, int *layer);
+/* role + layer -> HF name into buf. */
+const char *bn_hf_name(bn_role r, int layer, char *buf, size_t len);
+
+int bn_hf_config_parse(const char *json, size_t len, bn_model_config *cfg, bn_err *err);
+int bn_hf_config_load(const char *path, bn_model_config *cfg, bn_err *err);
+/* As bn_hf_config_parse, with `file` naming the source in error messages. */
+int bn_hf_config_parse_named(const char *json, size_t len, const char *file, bn_model_config *cfg, bn_err *err);
+/* The shape config implies for role r (ndim returned; 0 for BN_ROLE_OTHER). */
+int bn_hf_expected_shape(const bn_model_config *cfg, bn_role r, int64_t shape[2]);
+
+typedef struct bn_hf_model {
+    char *dir;
+    bn_model_config cfg;
+    bn_st_set *weights;
+    uint64_t n_params;     /* sum of numel over all tensors */
+    uint64_t weight_bytes; /* tensor data bytes on disk */
+} bn_hf_model;
+
+int bn_hf_open(const char *dir, bn_hf_model **out, bn_err *err);
+void bn_hf_close(bn_hf_model *m);
+/* Tensor for role/layer or NULL (tied head, no biases). */
+const bn_st_tensor *bn_hf_tensor(const bn_hf_model *m, bn_role r, int layer);
+
+#endif

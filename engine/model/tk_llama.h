@@ -1,0 +1,39 @@
+/* tk_llama.h - W1.58A8 token-by-token decoding with the ternary kernels and a KV cache.
+ *
+ * The FP32 model (engine/model/llama.h) provides embeddings, norms, biases and the LM head;
+ * every linear projection (q, k, v, o, gate, up, down) runs as int8 activations (per
+ * token absmax) x packed ternary weights (engine/quant/tkernels.h). Weights come from the HF
+ * folder: when every row of a projection holds only {-s, 0, +s} (a bitnetd output folder,
+ * dequantized) the codes and the row scale s are recovered exactly; otherwise the
+ * projection is ternarized on load with the engine quantizer (absmean per channel,
+ * tau 0.5), and bn_tk_llama_exact() says so.
+ *
+ * Per layer, as HF LlamaForCausalLM: h += Wo attn(rope(Wq n1), rope(Wk n1), Wv n1);
+ * h += Wdown(silu(Wgate n2) * Wup n2); RoPE pairs (i, i + hd/2); GQA.
+ */
+#ifndef BN_TK_LLAMA_H
+#define BN_TK_LLAMA_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/err.h"
+#include "formats/hf.h"
+
+typedef struct bn_tk_llama bn_tk_llama;
+
+/* max_ctx: KV cache length (tokens); threads: kernel and OpenBLAS threads. */
+int bn_tk_llama_load(const bn_hf_model *hf, int max_ctx, int threads, bn_tk_llama **out, bn_err *err);
+void bn_tk_llama_free(bn_tk_llama *m);
+/* true when all projections were already ternary (codes recovered exactly). */
+bool bn_tk_llama_exact(const bn_tk_llama *m);
+/* Feeds `token` at position pos (0, 1, 2, ... in order; pos < max_ctx) and writes the
+ * next-token logits [vocab] to logits (may be NULL to skip the head). */
+int bn_tk_llama_step(bn_tk_llama *m, int32_t token, int pos, float *logits, bn_err *err);
+
+/* Recovers ternary codes from a float row-major matrix whose rows each take values in
+ * {-s, 0, +s}: codes[rows*cols], scale[rows]. Returns false (outputs undefined) if any
+ * row is not of that form. An all-zero row gets scale 0. */
+bool bn_tk_recover_ternary(const float *w, int64_t rows, int64_t cols, int8_t *codes, float *scale);
+
+#endif

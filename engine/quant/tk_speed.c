@@ -1,0 +1,168 @@
+/* tk_speed.c - measured speedup of the ternary kernels over FP32 OpenBLAS.
+ *
+ * For each linear-layer shape of a model, random ternary weights (packed) and random
+ * FP32 weights of the same shape are timed: bn_tk_gemv vs cblas_sgemv for one token, and
+ * bn_tk_gemm vs cblas_sgemm for a batch. The ternary time includes quantizing the
+ * activations (the kernel's real per-call cost). Each timing is the best of a few
+ * repetitions of a loop sized to the time budget; shapes are weighted by how many times
+ * one forward pass uses them. OpenBLAS runs with the same thread count.
+ */
+#include "quant/tkernels.h"
+
+#include "formats/hf.h"
+
+#include <cblas.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static uint64_t rng_next(uint64_t *s)
+{
+    *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
+    return *s;
+}
+
+static float rng_unit(uint64_t *s) /* [-1, 1) */
+{
+    return (float)((rng_next(s) >> 40) * (1.0 / 8388608.0)) - 1.0f;
+}
+
+typedef struct speed_case {
+    bn_tk_matrix tw;
+    bn_tk_act act;
+    float *fw, *x, *y;
+    int rows, cols, batch, threads;
+} speed_case;
+
+static double time_ternary(speed_case *c, int n, int iters)
+{
+    double t0 = now_s();
+    for (int i = 0; i < iters; i++) {
+        bn_tk_act_quantize(&c->act, c->x, n);
+        bn_tk_gemm(&c->tw, &c->act, c->y, c->threads, BN_TK_AUTO);
+    }
+    return (now_s() - t0) / iters;
+}
+
+static double time_blas(speed_case *c, int n, int iters)
+{
+    double t0 = now_s();
+    for (int i = 0; i < iters; i++) {
+        if (n == 1)
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, c->rows, c->cols, 1.0f, c->fw, c->cols, c->x, 1,
+                        0.0f, c->y, 1);
+        else /* Y [n, rows] = X [n, cols] W^T */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, c->rows, c->cols, 1.0f, c->x,
+                        c->cols, c->fw, c->cols, 0.0f, c->y, c->rows);
+    }
+    return (now_s() - t0) / iters;
+}
+
+/* Best of 3 runs of a loop lasting about budget/3 seconds. */
+static double best_time(double (*fn)(speed_case *, int, int), speed_case *c, int n, double budget)
+{
+    double one = fn(c, n, 1); /* warm-up and estimate */
+    int iters = one > 0 ? (int)(budget / 3.0 / one) : 1;
+    if (iters < 1) iters = 1;
+    if (iters > 10000) iters = 10000;
+    double best = 1e30;
+    for (int rep = 0; rep < 3; rep++) {
+        double t = fn(c, n, iters);
+        if (t < best) best = t;
+    }
+    return best;
+}
+
+static void case_free(speed_case *c)
+{
+    bn_tk_matrix_free(&c->tw);
+    bn_tk_act_free(&c->act);
+    free(c->fw);
+    free(c->x);
+    free(c->y);
+}
+
+static int case_init(speed_case *c, int rows, int cols, int batch, int threads, uint64_t seed,
+                     bn_err *err)
+{
+    memset(c, 0, sizeof *c);
+    c->rows = rows, c->cols = cols, c->batch = batch, c->threads = threads;
+    size_t nw = (size_t)rows * cols;
+    int8_t *codes = malloc(nw);
+    float *scale = malloc((size_t)rows * sizeof(float));
+    c->fw = malloc(nw * sizeof(float));
+    c->x = malloc((size_t)batch * cols * sizeof(float));
+    c->y = malloc((size_t)batch * rows * sizeof(float));
+    if (!codes || !scale || !c->fw || !c->x || !c->y) {
+        free(codes), free(scale), case_free(c);
+        return bn_err_set(err, BN_ENOMEM, "speedup: out of memory for shape [%d, %d]", rows, cols);
+    }
+    uint64_t s = seed | 1;
+    for (size_t i = 0; i < nw; i++) {
+        c->fw[i] = rng_unit(&s) * 0.02f;
+        codes[i] = (int8_t)(rng_next(&s) % 3) - 1;
+    }
+    for (int r = 0; r < rows; r++) scale[r] = 0.01f;
+    for (size_t i = 0; i < (size_t)batch * cols; i++) c->x[i] = rng_unit(&s);
+    int rc = bn_tk_matrix_pack(&c->tw, codes, scale, rows, cols, "speedup", err);
+    free(codes), free(scale);
+    if (rc == 0 && bn_tk_act_init(&c->act, batch, cols) != 0)
+        rc = bn_err_set(err, BN_ENOMEM, "speedup: out of memory for activations");
+    if (rc) case_free(c);
+    return rc;
+}
+
+int bn_tk_measure_speedup(const bn_tk_shape *shapes, int n_shapes, int batch, int threads,
+                          double budget_ms, double *gemv_speedup, double *gemm_speedup,
+                          bn_err *err)
+{
+    if (n_shapes <= 0 || batch < 1)
+        return bn_err_set(err, BN_EINVAL, "speedup: need at least one shape and batch >= 1");
+    if (threads < 1) threads = 1;
+    if (budget_ms <= 0) budget_ms = 1500;
+    /* 4 timings per shape: tern/blas x gemv/gemm */
+    double budget = budget_ms / 1000.0 / (4.0 * n_shapes);
+    int saved = openblas_get_num_threads();
+    openblas_set_num_threads(threads);
+    double tv = 0, bv = 0, tm = 0, bm = 0;
+    int rc = BN_OK;
+    for (int i = 0; i < n_shapes && rc == BN_OK; i++) {
+        const bn_tk_shape *sh = &shapes[i];
+        if (sh->rows <= 0 || sh->cols <= 0 || sh->count <= 0) {
+            rc = bn_err_set(err, BN_EINVAL, "speedup: bad shape %d: [%d, %d] x %d", i, sh->rows,
+                            sh->cols, sh->count);
+            break;
+        }
+        speed_case c;
+        rc = case_init(&c, sh->rows, sh->cols, batch, threads, 0x9e3779b97f4a7c15ull + (uint64_t)i, err);
+        if (rc) break;
+        tv += sh->count * best_time(time_ternary, &c, 1, budget);
+        bv += sh->count * best_time(time_blas, &c, 1, budget);
+        tm += sh->count * best_time(time_ternary, &c, batch, budget);
+        bm += sh->count * best_time(time_blas, &c, batch, budget);
+        case_free(&c);
+    }
+    openblas_set_num_threads(saved);
+    if (rc) return rc;
+    *gemv_speedup = bv / tv;
+    *gemm_speedup = bm / tm;
+    return BN_OK;
+}
+
+int bn_tk_model_shapes(const struct bn_model_config *c, bn_tk_shape shapes[5])
+{
+    int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim, L = c->n_layers;
+    shapes[0] = (bn_tk_shape){qd, c->dim, L};                 /* wq */
+    shapes[1] = (bn_tk_shape){kvd, c->dim, 2 * L};            /* wk, wv */
+    shapes[2] = (bn_tk_shape){c->dim, qd, L};                 /* wo */
+    shapes[3] = (bn_tk_shape){c->hidden_dim, c->dim, 2 * L};  /* w_gate, w_up */
+    shapes[4] = (bn_tk_shape){c->dim, c->hidden_dim, L};      /* w_down */
+    return 5;
+}

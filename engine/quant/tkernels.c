@@ -1,0 +1,606 @@
+/* tkernels.c - ternary x int8 GEMV/GEMM: scalar reference, AVX2, AVX-512 VNNI.
+ *
+ * Layout and arithmetic are described in tkernels.h. Every ISA path computes, for a
+ * tile of rows x tokens, the int32 dot sum(u*q) over whole 256-weight blocks, then
+ * subtracts the activation row sum and applies the two scales with the same float
+ * expression (finish()). The SIMD paths use a 4-row x 4-token micro-tile (weights are
+ * unpacked once per tile and reused by 4 tokens) and a 1x1 tile for the edges.
+ */
+#include "quant/tkernels.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TK_ALIGN 64
+/* blocks ahead to prefetch in a streamed weight row (GEMV is memory-bound) */
+#define TK_PREFETCH 32
+/* the micro-tiles' fixed 2/4-trip loops must unroll so accumulators stay in registers */
+#define TK_UNROLL _Pragma("GCC unroll 4")
+
+static void *tk_alloc(size_t n)
+{
+    void *p = NULL;
+    if (n == 0) n = TK_ALIGN;
+    if (posix_memalign(&p, TK_ALIGN, (n + TK_ALIGN - 1) / TK_ALIGN * TK_ALIGN) != 0) return NULL;
+    return p;
+}
+
+/* ---- ISA selection -------------------------------------------------------------- */
+
+int bn_tk_isa_supported(bn_tk_isa isa)
+{
+    __builtin_cpu_init();
+    switch (isa) {
+    case BN_TK_SCALAR: return 1;
+    case BN_TK_AVX2: return __builtin_cpu_supports("avx2");
+    case BN_TK_AVX512VNNI:
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+    case BN_TK_AUTO: return 1;
+    }
+    return 0;
+}
+
+bn_tk_isa bn_tk_isa_best(void)
+{
+    if (bn_tk_isa_supported(BN_TK_AVX512VNNI)) return BN_TK_AVX512VNNI;
+    if (bn_tk_isa_supported(BN_TK_AVX2)) return BN_TK_AVX2;
+    return BN_TK_SCALAR;
+}
+
+const char *bn_tk_isa_name(bn_tk_isa isa)
+{
+    switch (isa) {
+    case BN_TK_AUTO: return "auto";
+    case BN_TK_SCALAR: return "scalar";
+    case BN_TK_AVX2: return "avx2";
+    case BN_TK_AVX512VNNI: return "avx512vnni";
+    }
+    return "?";
+}
+
+/* ---- packing -------------------------------------------------------------------- */
+
+int bn_tk_matrix_pack(bn_tk_matrix *w, const int8_t *codes, const float *scale, int rows,
+                      int cols, const char *label, bn_err *err)
+{
+    memset(w, 0, sizeof *w);
+    if (rows <= 0 || cols <= 0)
+        return bn_err_set(err, BN_EINVAL, "%s: bad shape [%d, %d]", label, rows, cols);
+    int nb = (cols + BN_TK_BLOCK - 1) / BN_TK_BLOCK;
+    w->blocks = tk_alloc((size_t)rows * nb * sizeof(bn_tk_block));
+    w->scale = malloc((size_t)rows * sizeof(float));
+    if (!w->blocks || !w->scale) {
+        bn_tk_matrix_free(w);
+        return bn_err_set(err, BN_ENOMEM, "%s: out of memory packing [%d, %d]", label, rows, cols);
+    }
+    w->rows = rows, w->cols = cols, w->nb = nb;
+    /* padding weights get u = 1 (t = 0): 0b01010101 */
+    memset(w->blocks, 0x55, (size_t)rows * nb * sizeof(bn_tk_block));
+    for (int r = 0; r < rows; r++) {
+        const int8_t *c = codes + (size_t)r * cols;
+        bn_tk_block *b = w->blocks + (size_t)r * nb;
+        for (int k = 0; k < cols; k++) {
+            if (c[k] < -1 || c[k] > 1) {
+                bn_tk_matrix_free(w);
+                return bn_err_set(err, BN_EINVAL, "%s: code %d at [%d, %d] is not ternary",
+                                  label, c[k], r, k);
+            }
+            int i = k % BN_TK_BLOCK, m = i % 64, n = i / 64;
+            uint8_t *q = &b[k / BN_TK_BLOCK].qs[m];
+            *q = (uint8_t)((*q & ~(3u << (2 * n))) | ((unsigned)(c[k] + 1) << (2 * n)));
+        }
+        w->scale[r] = scale[r];
+    }
+    return BN_OK;
+}
+
+void bn_tk_matrix_free(bn_tk_matrix *w)
+{
+    free(w->blocks);
+    free(w->scale);
+    memset(w, 0, sizeof *w);
+}
+
+int bn_tk_matrix_code(const bn_tk_matrix *w, int r, int c)
+{
+    const bn_tk_block *b = w->blocks + (size_t)r * w->nb + c / BN_TK_BLOCK;
+    int i = c % BN_TK_BLOCK;
+    return ((b->qs[i % 64] >> (2 * (i / 64))) & 3) - 1;
+}
+
+/* ---- activations ---------------------------------------------------------------- */
+
+int bn_tk_act_init(bn_tk_act *a, int cap, int cols)
+{
+    memset(a, 0, sizeof *a);
+    if (cap <= 0 || cols <= 0) return BN_EINVAL;
+    a->nb = (cols + BN_TK_BLOCK - 1) / BN_TK_BLOCK;
+    a->cols = cols;
+    a->cap = cap;
+    a->q = tk_alloc((size_t)cap * a->nb * BN_TK_BLOCK);
+    a->scale = malloc((size_t)cap * sizeof(float));
+    a->sum = malloc((size_t)cap * sizeof(int32_t));
+    if (!a->q || !a->scale || !a->sum) {
+        bn_tk_act_free(a);
+        return BN_ENOMEM;
+    }
+    memset(a->q, 0, (size_t)cap * a->nb * BN_TK_BLOCK);
+    return BN_OK;
+}
+
+void bn_tk_act_free(bn_tk_act *a)
+{
+    free(a->q);
+    free(a->scale);
+    free(a->sum);
+    memset(a, 0, sizeof *a);
+}
+
+/* Round to nearest, ties to even, for |v| <= 2^22 (adding 1.5*2^23 leaves no fraction
+ * bits). Same result as nearbyintf in the default rounding mode, without a libm call. */
+static inline float round_even(float v)
+{
+    const float b = 0x1.8p23f; /* not folded away: IEEE semantics (no -ffast-math) */
+    return (v + b) - b;
+}
+
+void bn_tk_act_quantize(bn_tk_act *a, const float *x, int n)
+{
+    size_t stride = (size_t)a->nb * BN_TK_BLOCK;
+    for (int t = 0; t < n; t++) {
+        const float *xr = x + (size_t)t * a->cols;
+        int8_t *q = a->q + (size_t)t * stride;
+        float amax = 0.0f;
+        for (int k = 0; k < a->cols; k++) {
+            float v = fabsf(xr[k]); /* plain compares: fmaxf is a libm call at -O2 */
+            amax = v > amax ? v : amax;
+        }
+        float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+        int32_t s = 0;
+        for (int k = 0; k < a->cols; k++) {
+            float v = xr[k] * inv;
+            v = round_even(v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v);
+            q[k] = (int8_t)v;
+            s += q[k];
+        }
+        memset(q + a->cols, 0, stride - (size_t)a->cols);
+        a->scale[t] = amax / 127.0f;
+        a->sum[t] = s;
+    }
+    a->n = n;
+}
+
+/* ---- the per-ISA tile kernels ----------------------------------------------------- */
+
+/* A work unit: rows [r0, r1) for all tokens. */
+typedef struct tk_job {
+    const bn_tk_matrix *w;
+    const bn_tk_act *x;
+    float *y;
+    int r0, r1;
+    bn_tk_isa isa;
+} tk_job;
+
+static inline float finish(int32_t usum, const bn_tk_matrix *w, const bn_tk_act *x, int r, int t)
+{
+    return (float)(usum - x->sum[t]) * w->scale[r] * x->scale[t];
+}
+
+/* Scalar reference: sum(u*q) over a row's blocks. */
+static int32_t dot_scalar(const bn_tk_block *b, const int8_t *q, int nb)
+{
+    int32_t s = 0;
+    for (int j = 0; j < nb; j++, q += BN_TK_BLOCK)
+        for (int m = 0; m < 64; m++)
+            for (int n = 0; n < 4; n++) s += ((b[j].qs[m] >> (2 * n)) & 3) * q[n * 64 + m];
+    return s;
+}
+
+static void tile_scalar(const tk_job *jb)
+{
+    const bn_tk_matrix *w = jb->w;
+    const bn_tk_act *x = jb->x;
+    size_t qs = (size_t)x->nb * BN_TK_BLOCK;
+    for (int t = 0; t < x->n; t++)
+        for (int r = jb->r0; r < jb->r1; r++)
+            jb->y[(size_t)t * w->rows + r] =
+                finish(dot_scalar(w->blocks + (size_t)r * w->nb, x->q + t * qs, w->nb), w, x, r, t);
+}
+
+/* AVX2 ---------------------------------------------------------------------------- */
+
+__attribute__((target("avx2"))) static inline int32_t hsum8_avx2(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* acc (i32 x8) += sum over one block of u*q. */
+__attribute__((target("avx2"))) static inline __m256i block_avx2(__m256i acc, const uint8_t *wq,
+                                                                  const int8_t *q)
+{
+    const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi16(1);
+    TK_UNROLL
+    for (int h = 0; h < 2; h++) {
+        __m256i p = _mm256_loadu_si256((const __m256i *)(wq + 32 * h));
+        __m256i s16 = _mm256_setzero_si256();
+        TK_UNROLL
+        for (int n = 0; n < 4; n++) {
+            __m256i u = _mm256_and_si256(_mm256_srli_epi16(p, 2 * n), m3);
+            __m256i a = _mm256_load_si256((const __m256i *)(q + n * 64 + 32 * h));
+            s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(u, a));
+        }
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(s16, one));
+    }
+    return acc;
+}
+
+/* One row against one token, streaming the row with prefetch. */
+__attribute__((target("avx2"))) static int32_t row_avx2(const bn_tk_block *b, const int8_t *q, int nb)
+{
+    __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+    int j = 0;
+    for (; j + 2 <= nb; j += 2) {
+        _mm_prefetch((const char *)(b + j + TK_PREFETCH), _MM_HINT_T0);
+        _mm_prefetch((const char *)(b + j + 1 + TK_PREFETCH), _MM_HINT_T0);
+        a0 = block_avx2(a0, b[j].qs, q + (size_t)j * BN_TK_BLOCK);
+        a1 = block_avx2(a1, b[j + 1].qs, q + (size_t)(j + 1) * BN_TK_BLOCK);
+    }
+    if (j < nb) a0 = block_avx2(a0, b[j].qs, q + (size_t)j * BN_TK_BLOCK);
+    return hsum8_avx2(_mm256_add_epi32(a0, a1));
+}
+
+__attribute__((target("avx2"))) static void tile_avx2(const tk_job *jb)
+{
+    const bn_tk_matrix *w = jb->w;
+    const bn_tk_act *x = jb->x;
+    const int nb = w->nb;
+    const size_t qs = (size_t)nb * BN_TK_BLOCK;
+    const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi16(1);
+    int r = jb->r0;
+    /* 2 rows x 2 tokens: each unpacked weight vector feeds 2 maddubs; 4 i16 partial and
+     * 4 i32 accumulators stay in the 16 ymm registers */
+    for (; r + 2 <= jb->r1; r += 2) {
+        int t = 0;
+        for (; t + 2 <= x->n; t += 2) {
+            __m256i acc[2][2];
+            TK_UNROLL
+            for (int i = 0; i < 2; i++)
+                TK_UNROLL
+                for (int k = 0; k < 2; k++) acc[i][k] = _mm256_setzero_si256();
+            const uint8_t *w0 = w->blocks[(size_t)r * nb].qs;
+            const uint8_t *w1 = w->blocks[(size_t)(r + 1) * nb].qs;
+            const int8_t *q0 = x->q + (size_t)t * qs;
+            for (int j = 0; j < nb; j++) {
+                TK_UNROLL
+                for (int h = 0; h < 2; h++) {
+                    __m256i p0 = _mm256_loadu_si256((const __m256i *)(w0 + 64 * j + 32 * h));
+                    __m256i p1 = _mm256_loadu_si256((const __m256i *)(w1 + 64 * j + 32 * h));
+                    __m256i s[2][2];
+                    TK_UNROLL
+                    for (int k = 0; k < 2; k++) s[0][k] = s[1][k] = _mm256_setzero_si256();
+                    TK_UNROLL
+                    for (int n = 0; n < 4; n++) {
+                        __m256i u0 = _mm256_and_si256(_mm256_srli_epi16(p0, 2 * n), m3);
+                        __m256i u1 = _mm256_and_si256(_mm256_srli_epi16(p1, 2 * n), m3);
+                        TK_UNROLL
+                        for (int k = 0; k < 2; k++) {
+                            __m256i a = _mm256_load_si256(
+                                (const __m256i *)(q0 + k * qs + (size_t)j * BN_TK_BLOCK + n * 64 + 32 * h));
+                            s[0][k] = _mm256_add_epi16(s[0][k], _mm256_maddubs_epi16(u0, a));
+                            s[1][k] = _mm256_add_epi16(s[1][k], _mm256_maddubs_epi16(u1, a));
+                        }
+                    }
+                    TK_UNROLL
+                    for (int i = 0; i < 2; i++)
+                        TK_UNROLL
+                        for (int k = 0; k < 2; k++)
+                            acc[i][k] = _mm256_add_epi32(acc[i][k], _mm256_madd_epi16(s[i][k], one));
+                }
+            }
+            TK_UNROLL
+            for (int i = 0; i < 2; i++)
+                TK_UNROLL
+                for (int k = 0; k < 2; k++)
+                    jb->y[(size_t)(t + k) * w->rows + r + i] = finish(hsum8_avx2(acc[i][k]), w, x, r + i, t + k);
+        }
+        for (; t < x->n; t++)
+            TK_UNROLL
+            for (int i = 0; i < 2; i++)
+                jb->y[(size_t)t * w->rows + r + i] =
+                    finish(row_avx2(w->blocks + (size_t)(r + i) * nb, x->q + (size_t)t * qs, nb), w, x, r + i, t);
+    }
+    for (; r < jb->r1; r++)
+        for (int t = 0; t < x->n; t++)
+            jb->y[(size_t)t * w->rows + r] =
+                finish(row_avx2(w->blocks + (size_t)r * nb, x->q + (size_t)t * qs, nb), w, x, r, t);
+}
+
+/* AVX-512 VNNI -------------------------------------------------------------------- */
+
+#define TK_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+
+TK_VNNI static inline __m512i block_vnni(__m512i acc, const uint8_t *wq, const int8_t *q)
+{
+    const __m512i m3 = _mm512_set1_epi8(3);
+    __m512i p = _mm512_loadu_si512((const void *)wq);
+    TK_UNROLL
+    for (int n = 0; n < 4; n++) {
+        __m512i u = _mm512_and_si512(_mm512_srli_epi16(p, 2 * n), m3);
+        acc = _mm512_dpbusd_epi32(acc, u, _mm512_load_si512((const void *)(q + n * 64)));
+    }
+    return acc;
+}
+
+TK_VNNI static void tile_vnni(const tk_job *jb)
+{
+    const bn_tk_matrix *w = jb->w;
+    const bn_tk_act *x = jb->x;
+    const int nb = w->nb;
+    const size_t qs = (size_t)nb * BN_TK_BLOCK;
+    const __m512i m3 = _mm512_set1_epi8(3);
+    int r = jb->r0;
+    /* 4 rows x 4 tokens: 16 accumulators, 4 unpacked weights, 4 activations live */
+    for (; r + 4 <= jb->r1; r += 4) {
+        int t = 0;
+        for (; t + 4 <= x->n; t += 4) {
+            __m512i acc[4][4];
+            TK_UNROLL
+            for (int i = 0; i < 4; i++)
+                TK_UNROLL
+                for (int k = 0; k < 4; k++) acc[i][k] = _mm512_setzero_si512();
+            const int8_t *q0 = x->q + (size_t)t * qs;
+            for (int j = 0; j < nb; j++) {
+                __m512i p[4];
+                TK_UNROLL
+                for (int i = 0; i < 4; i++)
+                    p[i] = _mm512_loadu_si512((const void *)w->blocks[(size_t)(r + i) * nb + j].qs);
+                TK_UNROLL
+                for (int n = 0; n < 4; n++) {
+                    __m512i a[4];
+                    TK_UNROLL
+                    for (int k = 0; k < 4; k++)
+                        a[k] = _mm512_load_si512((const void *)(q0 + k * qs + (size_t)j * BN_TK_BLOCK + n * 64));
+                    TK_UNROLL
+                    for (int i = 0; i < 4; i++) {
+                        __m512i u = _mm512_and_si512(_mm512_srli_epi16(p[i], 2 * n), m3);
+                        TK_UNROLL
+                        for (int k = 0; k < 4; k++) acc[i][k] = _mm512_dpbusd_epi32(acc[i][k], u, a[k]);
+                    }
+                }
+            }
+            TK_UNROLL
+            for (int i = 0; i < 4; i++)
+                TK_UNROLL
+                for (int k = 0; k < 4; k++)
+                    jb->y[(size_t)(t + k) * w->rows + r + i] =
+                        finish(_mm512_reduce_add_epi32(acc[i][k]), w, x, r + i, t + k);
+        }
+        for (; t < x->n; t++) {
+            /* one token (the GEMV case): rows one after the other, so the weights are
+             * read as one sequential stream; two accumulators hide dpbusd latency */
+            const int8_t *q = x->q + (size_t)t * qs;
+            TK_UNROLL
+            for (int i = 0; i < 4; i++) {
+                const bn_tk_block *b = w->blocks + (size_t)(r + i) * nb;
+                __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
+                int j = 0;
+                for (; j + 2 <= nb; j += 2) {
+                    _mm_prefetch((const char *)(b + j + TK_PREFETCH), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(b + j + 1 + TK_PREFETCH), _MM_HINT_T0);
+                    a0 = block_vnni(a0, b[j].qs, q + (size_t)j * BN_TK_BLOCK);
+                    a1 = block_vnni(a1, b[j + 1].qs, q + (size_t)(j + 1) * BN_TK_BLOCK);
+                }
+                if (j < nb) a0 = block_vnni(a0, b[j].qs, q + (size_t)j * BN_TK_BLOCK);
+                jb->y[(size_t)t * w->rows + r + i] =
+                    finish(_mm512_reduce_add_epi32(_mm512_add_epi32(a0, a1)), w, x, r + i, t);
+            }
+        }
+    }
+    for (; r < jb->r1; r++)
+        for (int t = 0; t < x->n; t++) {
+            __m512i acc = _mm512_setzero_si512();
+            const bn_tk_block *b = w->blocks + (size_t)r * nb;
+            const int8_t *q = x->q + (size_t)t * qs;
+            for (int j = 0; j < nb; j++) acc = block_vnni(acc, b[j].qs, q + (size_t)j * BN_TK_BLOCK);
+            jb->y[(size_t)t * w->rows + r] = finish(_mm512_reduce_add_epi32(acc), w, x, r, t);
+        }
+}
+
+/* ---- dispatch and threads -------------------------------------------------------- */
+
+static void run_job(const tk_job *jb)
+{
+    switch (jb->isa) {
+    case BN_TK_AVX512VNNI: tile_vnni(jb); break;
+    case BN_TK_AVX2: tile_avx2(jb); break;
+    default: tile_scalar(jb); break;
+    }
+}
+
+static void *job_thread(void *arg)
+{
+    run_job(arg);
+    return NULL;
+}
+
+#define TK_MAX_THREADS 64
+#define TK_MIN_THREAD_WORK (4.0 * 1024 * 1024)
+
+/* Splits the rows of one product into at most `threads` jobs (fewer when the product is
+ * small: at least 16 rows and TK_MIN_THREAD_WORK products per job, on multiples of 4
+ * rows). Returns the number of jobs. */
+static int split_jobs(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads, bn_tk_isa isa,
+                      tk_job *jobs)
+{
+    if (threads < 1) threads = 1;
+    if (threads > TK_MAX_THREADS) threads = TK_MAX_THREADS;
+    int max_t = w->rows / 16;
+    double work = (double)w->rows * w->nb * BN_TK_BLOCK * (x->n > 0 ? x->n : 1);
+    if (work / TK_MIN_THREAD_WORK < max_t) max_t = (int)(work / TK_MIN_THREAD_WORK);
+    if (threads > max_t) threads = max_t > 0 ? max_t : 1;
+    int per = (w->rows / 4 + threads - 1) / threads * 4;
+    for (int i = 0; i < threads; i++) {
+        int r0 = i * per, r1 = r0 + per;
+        if (r1 > w->rows || i == threads - 1) r1 = w->rows;
+        if (r0 > r1) r0 = r1;
+        jobs[i] = (tk_job){w, x, y, r0, r1, isa};
+    }
+    return threads;
+}
+
+void bn_tk_gemm(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads, bn_tk_isa isa)
+{
+    if (isa == BN_TK_AUTO || !bn_tk_isa_supported(isa)) isa = bn_tk_isa_best();
+    tk_job jobs[TK_MAX_THREADS];
+    pthread_t tid[TK_MAX_THREADS];
+    int started[TK_MAX_THREADS] = {0};
+    int n = split_jobs(w, x, y, threads, isa, jobs);
+    for (int i = 1; i < n; i++)
+        started[i] = pthread_create(&tid[i], NULL, job_thread, &jobs[i]) == 0;
+    run_job(&jobs[0]);
+    for (int i = 1; i < n; i++) {
+        if (started[i])
+            pthread_join(tid[i], NULL);
+        else
+            run_job(&jobs[i]); /* could not start a thread: do its share here */
+    }
+}
+
+/* ---- the pool ------------------------------------------------------------------------ */
+
+/* Pause instructions a waiting thread spins before it gives way (a pause is 10-140
+ * cycles depending on the core: a few to a few tens of microseconds in all). Past it a
+ * helper sleeps and the caller yields, so a busy machine does not lose a core to
+ * spinning. */
+#define TK_SPIN 2000
+
+typedef struct pool_helper { bn_tk_pool *pool; int index; } pool_helper;
+
+struct bn_tk_pool {
+    int threads;                    /* the caller plus the helpers that started */
+    pthread_t tid[TK_MAX_THREADS];
+    pool_helper helper[TK_MAX_THREADS];
+    tk_job jobs[TK_MAX_THREADS];    /* this round's; written before round is published */
+    int n_jobs;
+    unsigned round;                 /* atomic: bumped to publish a round */
+    int pending;                    /* atomic: helpers that have not finished this round */
+    int stop;                       /* atomic */
+    pthread_mutex_t mu;             /* guards sleeping on cv */
+    pthread_cond_t cv;
+};
+
+static unsigned wait_round(bn_tk_pool *p, unsigned seen)
+{
+    for (int i = 0; i < TK_SPIN; i++) {
+        unsigned r = __atomic_load_n(&p->round, __ATOMIC_ACQUIRE);
+        if (r != seen) return r;
+        _mm_pause();
+    }
+    pthread_mutex_lock(&p->mu);
+    unsigned r;
+    while ((r = __atomic_load_n(&p->round, __ATOMIC_ACQUIRE)) == seen) pthread_cond_wait(&p->cv, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+    return r;
+}
+
+static void *pool_thread(void *arg)
+{
+    pool_helper *h = arg;
+    bn_tk_pool *p = h->pool;
+    unsigned seen = 0;
+    for (;;) {
+        seen = wait_round(p, seen);
+        if (__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE)) return NULL;
+        if (h->index < p->n_jobs) run_job(&p->jobs[h->index]);
+        __atomic_fetch_sub(&p->pending, 1, __ATOMIC_ACQ_REL);
+    }
+}
+
+/* Publishes a round (jobs already written) and wakes sleeping helpers. */
+static void start_round(bn_tk_pool *p)
+{
+    __atomic_store_n(&p->pending, p->threads - 1, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&p->mu);
+    __atomic_fetch_add(&p->round, 1, __ATOMIC_ACQ_REL);
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+int bn_tk_pool_new(int threads, bn_tk_pool **out)
+{
+    *out = NULL;
+    bn_tk_pool *p = calloc(1, sizeof *p);
+    if (!p) return BN_ENOMEM;
+    if (threads < 1) threads = 1;
+    if (threads > TK_MAX_THREADS) threads = TK_MAX_THREADS;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    p->threads = 1;
+    for (int i = 1; i < threads; i++) {
+        p->helper[i] = (pool_helper){ p, i };
+        if (pthread_create(&p->tid[i], NULL, pool_thread, &p->helper[i]) != 0) break;
+        p->threads++;
+    }
+    *out = p;
+    return BN_OK;
+}
+
+void bn_tk_pool_free(bn_tk_pool *p)
+{
+    if (!p) return;
+    __atomic_store_n(&p->stop, 1, __ATOMIC_RELEASE);
+    start_round(p);
+    for (int i = 1; i < p->threads; i++) pthread_join(p->tid[i], NULL);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    free(p);
+}
+
+int bn_tk_pool_threads(const bn_tk_pool *p) { return p ? p->threads : 1; }
+
+void bn_tk_gemm_pool(const bn_tk_matrix *w, const bn_tk_act *x, float *y, bn_tk_pool *p, bn_tk_isa isa)
+{
+    if (isa == BN_TK_AUTO || !bn_tk_isa_supported(isa)) isa = bn_tk_isa_best();
+    tk_job alone;
+    int threads = bn_tk_pool_threads(p);
+    tk_job *jobs = threads > 1 ? p->jobs : &alone;
+    int n = split_jobs(w, x, y, threads, isa, jobs);
+    if (n == 1) { /* no helpers, or too small to share: the helpers keep waiting */
+        run_job(&jobs[0]);
+        return;
+    }
+    p->n_jobs = n;
+    start_round(p);
+    run_job(&p->jobs[0]);
+    for (int i = 0; __atomic_load_n(&p->pending, __ATOMIC_ACQUIRE) > 0; i++) {
+        if (i < TK_SPIN) _mm_pause();
+        else sched_yield();
+    }
+}
+
+void bn_tk_gemv(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads, bn_tk_isa isa)
+{
+    bn_tk_act one = *x;
+    one.n = 1;
+    bn_tk_gemm(w, &one, y, threads, isa);
+}
+
+int bn_tk_linear(const bn_tk_matrix *w, bn_tk_act *a, const float *x, int n, float *y, int threads)
+{
+    if (!a->q || a->cap < n || a->cols != w->cols) {
+        bn_tk_act_free(a);
+        int rc = bn_tk_act_init(a, n, w->cols);
+        if (rc) return rc;
+    }
+    bn_tk_act_quantize(a, x, n);
+    bn_tk_gemm(w, a, y, threads, BN_TK_AUTO);
+    return BN_OK;
+}

@@ -1,0 +1,123 @@
+/* tkernels.h - ternary x int8 matrix kernels (W1.58 A8): packing, GEMV, GEMM, timing.
+ *
+ * Weights: ternary codes t in {-1,0,+1} with one float scale per output row (the
+ * quantizer's per-channel scale), packed 2 bits per weight as the unsigned code u = t+1.
+ * Rows are padded with t = 0 to a multiple of BN_TK_BLOCK (256) weights; a row is a run
+ * of bn_tk_block structs. Inside a block, byte m (0..63) holds in bits 2n..2n+1 (n = 0..3)
+ * the weight n*64 + m. So one 64-byte load, shifted by 0/2/4/6 and masked with 3, gives
+ * four vectors of 64 CONSECUTIVE weights (an AVX2 path uses two 32-byte halves the same
+ * way), and the activations are read with plain contiguous loads.
+ *
+ * Activations: per token (row of X) absmax int8: scale = max|x| / 127, q = round(x/scale)
+ * in [-127, 127], zero-padded to the packed row length, with the row sum S = sum(q) kept.
+ *
+ * Product: sum_k t_k q_k = sum_k u_k q_k - S, an exact int32 (|.| <= 2*127*K), then
+ * y = dot * wscale[row] * xscale[token]. The scalar reference, the AVX2 path (maddubs:
+ * u8 x s8 -> i16 pairs, madd -> i32) and the AVX-512 VNNI path (vpdpbusd: u8 x s8 -> i32)
+ * produce the same int32 and the same float expression, so their outputs are bitwise
+ * equal; the tests check that.
+ *
+ * Threads: a call splits the output rows over `threads` POSIX threads (itself included)
+ * and joins them before returning; nothing persists between calls.
+ */
+#ifndef BN_TKERNELS_H
+#define BN_TKERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/err.h"
+
+#define BN_TK_BLOCK 256
+
+/* 256 ternary weights: qs[m] bits 2n..2n+1 = u of weight n*64+m, u = t+1 in {0,1,2}. */
+typedef struct bn_tk_block {
+    uint8_t qs[BN_TK_BLOCK / 4];
+} bn_tk_block;
+
+/* A packed ternary matrix W [rows, cols] (out x in), row-major blocks. */
+typedef struct bn_tk_matrix {
+    int rows, cols;
+    int nb;               /* blocks per row = ceil(cols / 256) */
+    bn_tk_block *blocks;  /* [rows * nb], 64-byte aligned */
+    float *scale;         /* [rows] */
+} bn_tk_matrix;
+
+/* Quantized activations X [n, cols]: int8 rows padded to nb*256. */
+typedef struct bn_tk_act {
+    int n, cols, nb;
+    int8_t *q;        /* [n * nb * 256], 64-byte aligned */
+    float *scale;     /* [n] max|x|/127 (0 for an all-zero row) */
+    int32_t *sum;     /* [n] sum of q over the row */
+    int cap;          /* tokens allocated */
+} bn_tk_act;
+
+typedef enum bn_tk_isa {
+    BN_TK_AUTO = 0,   /* best available on this CPU */
+    BN_TK_SCALAR,
+    BN_TK_AVX2,
+    BN_TK_AVX512VNNI,
+} bn_tk_isa;
+
+/* The best ISA this CPU supports, and whether a given one is usable. */
+bn_tk_isa bn_tk_isa_best(void);
+int bn_tk_isa_supported(bn_tk_isa isa);
+const char *bn_tk_isa_name(bn_tk_isa isa);
+
+/* Packs codes [rows*cols] (each -1, 0 or +1) and scale [rows]. Fails with BN_EINVAL
+ * naming `label` on a code outside {-1,0,1}. */
+int bn_tk_matrix_pack(bn_tk_matrix *w, const int8_t *codes, const float *scale, int rows,
+                      int cols, const char *label, bn_err *err);
+void bn_tk_matrix_free(bn_tk_matrix *w);
+/* The ternary code of W[r, c] (-1, 0, +1). */
+int bn_tk_matrix_code(const bn_tk_matrix *w, int r, int c);
+
+int bn_tk_act_init(bn_tk_act *a, int cap, int cols);
+void bn_tk_act_free(bn_tk_act *a);
+/* Quantizes x [n, cols] (n <= cap) into a. */
+void bn_tk_act_quantize(bn_tk_act *a, const float *x, int n);
+
+/* y [n, rows] = X W^T: y[t*rows + r] = dot(x_t, w_r) * wscale[r] * xscale[t].
+ * gemv is gemm with n = 1. threads <= 0 means 1. */
+void bn_tk_gemm(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads, bn_tk_isa isa);
+void bn_tk_gemv(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads, bn_tk_isa isa);
+
+/* Helper threads kept for a run of short products (token-by-token decoding): one GEMV
+ * takes 100-300 µs, less than starting and joining a thread costs in a VM, so a decoder
+ * keeps threads - 1 helpers for its lifetime. Between products a helper spins for a few
+ * tens of microseconds, then sleeps on a condition variable. Owned by its creator, used
+ * by one caller thread at a time; results are identical to bn_tk_gemm's. */
+typedef struct bn_tk_pool bn_tk_pool;
+/* threads counts the caller; with threads <= 1 (or if no helper can start) the pool runs
+ * everything on the caller's thread. BN_ENOMEM on allocation failure. */
+int bn_tk_pool_new(int threads, bn_tk_pool **out);
+void bn_tk_pool_free(bn_tk_pool *p);
+int bn_tk_pool_threads(const bn_tk_pool *p);
+void bn_tk_gemm_pool(const bn_tk_matrix *w, const bn_tk_act *x, float *y, bn_tk_pool *pool, bn_tk_isa isa);
+
+/* Convenience: quantize x [n, cols] into scratch a (grown as needed), then gemm. */
+int bn_tk_linear(const bn_tk_matrix *w, bn_tk_act *a, const float *x, int n, float *y,
+                 int threads);
+
+/* ---- measured speedup (DESIGN: numbers are measured, never estimated) ------------- */
+
+/* One linear-layer shape of a model: rows = out_features, cols = in_features; count =
+ * how many such matrices one forward pass uses (e.g. n_layers for wq). */
+typedef struct bn_tk_shape {
+    int rows, cols, count;
+} bn_tk_shape;
+
+/* Times the given shapes with the ternary kernel against FP32 OpenBLAS (sgemv for one
+ * token, sgemm for a batch of `batch` tokens) on random data of those shapes, weighting
+ * each shape by count. *gemv_speedup and *gemm_speedup = t_blas / t_ternary (sum over
+ * shapes). Takes roughly budget_ms milliseconds in total (0 = default 1500). */
+int bn_tk_measure_speedup(const bn_tk_shape *shapes, int n_shapes, int batch, int threads,
+                          double budget_ms, double *gemv_speedup, double *gemm_speedup,
+                          bn_err *err);
+
+/* The linear-layer shapes of a Llama-family model (q, k+v, o, gate+up, down with their
+ * per-forward counts) into shapes[5]; returns how many were filled. */
+struct bn_model_config;
+int bn_tk_model_shapes(const struct bn_model_config *cfg, bn_tk_shape shapes[5]);
+
+#endif

@@ -1,0 +1,874 @@
+/* finetune.c - the finetune stage: STE training with MuGrokfast, budgets, best-weight
+ * selection, checkpoints and resume, requantization (see finetune.h for the method).
+ *
+ * Design: one ft_run holds everything of a run. The model's flat parameter buffer is the
+ * "materialized" model the forward pass sees; a second flat buffer of the same layout
+ * holds the FP32 shadows the optimizer updates (so every tensor has one offset in both,
+ * and in the best-weights copy). Each step: materialize (quantize the shadows of the
+ * ternarized tensors, copy the others), forward, loss (+ distillation), backward,
+ * optimizer step on the shadows. Nothing is allocated inside the step loop.
+ */
+#include "stages/finetune.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "stages/job_models.h"
+#include "base/fsutil.h"
+#include "model/optim.h"
+#include "quant/quant.h"
+
+bool bn_ft_should_run(bool enabled, double pre_ppl, double post_ppl, double threshold)
+{
+    if (!enabled || !(pre_ppl > 0) || !isfinite(post_ppl)) return false;
+    return (post_ppl - pre_ppl) / pre_ppl > threshold;
+}
+
+typedef struct ft_tensor {
+    char name[256];
+    bn_role role;
+    int layer;
+    int rows, cols;
+    size_t off;          /* offset in params_mem / shadow / best */
+    float *g;            /* gradient view */
+    bn_qtensor *qt;      /* ternarized: the job's quantized tensor, else NULL */
+    const float *xsq;    /* calibration statistics of its input, or NULL */
+    bool trainable;
+} ft_tensor;
+
+typedef struct ft_run {
+    bn_job_ctx *ctx;
+    const bn_options *o;
+    bn_llama *m, *teacher;
+    float *shadow, *best;
+    size_t n_params;
+    ft_tensor *t;
+    int n_t;
+    bn_optim *opt;
+    int8_t *codes;
+    float *scales;
+    float taus[8];
+    int n_taus;
+    bn_quant_params qp;
+    bn_eval_tokens tok;
+    int B, T, n_chunks, steps_per_epoch, ctx_eval;
+    int32_t *in, *tgt;
+    int *perm;
+    int perm_epoch;
+    /* state (checkpointed) */
+    int64_t step, total_steps, step_limit;
+    bool total_fixed;    /* the schedule was fitted to the time budget */
+    int epoch, pos;
+    double elapsed;      /* seconds of training over all runs */
+    double best_ppl, start_ppl;
+    int64_t best_step;
+    cJSON *hist_steps, *hist_evals;
+    /* this run */
+    double t0;
+    int64_t steps_this_run;
+} ft_run;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static double elapsed(const ft_run *r) { return r->elapsed + (now_s() - r->t0); }
+
+static uint64_t splitmix(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t ft_seed(const ft_run *r) { return r->o->fine_tune.seed ? r->o->fine_tune.seed : r->o->seed; }
+
+/* The epoch's order of sequences: a permutation seeded by (seed, epoch). */
+static void make_perm(ft_run *r, int epoch)
+{
+    uint64_t s = ft_seed(r) * 0x2545F4914F6CDD1Dull + (uint64_t)epoch;
+    for (int i = 0; i < r->n_chunks; i++) r->perm[i] = i;
+    for (int i = r->n_chunks - 1; i > 0; i--) {
+        int j = (int)(splitmix(&s) % (uint64_t)(i + 1));
+        int x = r->perm[i]; r->perm[i] = r->perm[j]; r->perm[j] = x;
+    }
+    r->perm_epoch = epoch;
+}
+
+/* ---- set-up -------------------------------------------------------------------------- */
+
+static int add_tensor(ft_run *r, bn_role role, int layer, bn_err *err)
+{
+    bn_llama *m = r->m;
+    if (role == BN_ROLE_HEAD && m->cfg.tied_embeddings) return BN_OK;
+    int rows, cols;
+    float *w = bn_llama_tensor(m, &m->params, role, layer, &rows, &cols);
+    float *g = bn_llama_tensor(m, &m->grads, role, layer, &rows, &cols);
+    if (!w) return BN_OK;
+    if (!g) return bn_err_set(err, BN_EINVAL, "fine-tune: no gradient buffer for %s", bn_role_name(role));
+    ft_tensor *t = &r->t[r->n_t++];
+    memset(t, 0, sizeof *t);
+    bn_hf_name(role, layer, t->name, sizeof t->name);
+    t->role = role;
+    t->layer = layer;
+    t->rows = rows;
+    t->cols = cols;
+    t->off = (size_t)(w - m->params_mem);
+    t->g = g;
+    t->qt = bn_job_qtensor(r->ctx, t->name);
+    if (t->qt && (t->qt->rows != rows || t->qt->cols != cols))
+        return bn_err_set(err, BN_EFORMAT, "fine-tune: %s is %lld x %lld quantized, %d x %d in the model",
+                          t->name, (long long)t->qt->rows, (long long)t->qt->cols, rows, cols);
+    if (t->qt && r->o->calibration.refine_scales) {
+        const bn_calib_stat *cs = bn_job_calib(r->ctx, t->name);
+        if (cs && cs->cols == cols) t->xsq = cs->xsq;
+    }
+    t->trainable = t->qt != NULL || r->o->fine_tune.train_preserved;
+    return BN_OK;
+}
+
+static int collect_tensors(ft_run *r, bn_err *err)
+{
+    const bn_model_config *c = &r->m->cfg;
+    static const bn_role lr[] = {BN_ROLE_ATTN_NORM, BN_ROLE_WQ, BN_ROLE_WK, BN_ROLE_WV,
+                                 BN_ROLE_BQ, BN_ROLE_BK, BN_ROLE_BV, BN_ROLE_WO,
+                                 BN_ROLE_FFN_NORM, BN_ROLE_W_GATE, BN_ROLE_W_UP, BN_ROLE_W_DOWN};
+    int nl = (int)(sizeof lr / sizeof lr[0]);
+    r->t = calloc((size_t)(3 + nl * c->n_layers), sizeof *r->t);
+    if (!r->t) return bn_err_set(err, BN_ENOMEM, "fine-tune: out of memory");
+    int rc = add_tensor(r, BN_ROLE_EMBED, -1, err);
+    for (int l = 0; l < c->n_layers && !rc; l++)
+        for (int k = 0; k < nl && !rc; k++) rc = add_tensor(r, lr[k], l, err);
+    if (!rc) rc = add_tensor(r, BN_ROLE_FINAL_NORM, -1, err);
+    if (!rc) rc = add_tensor(r, BN_ROLE_HEAD, -1, err);
+    return rc;
+}
+
+static int build_optimizer(ft_run *r, bn_err *err)
+{
+    const bn_options *o = r->o;
+    bn_optim_param *ps = calloc((size_t)r->n_t, sizeof *ps);
+    if (!ps) return bn_err_set(err, BN_ENOMEM, "fine-tune: out of memory");
+    int n = 0;
+    for (int i = 0; i < r->n_t; i++) {
+        ft_tensor *t = &r->t[i];
+        if (!t->trainable) continue;
+        bool hidden2d = t->cols > 1 && t->rows > 1 && t->role != BN_ROLE_EMBED &&
+                        t->role != BN_ROLE_HEAD;
+        ps[n++] = (bn_optim_param){t->name, r->shadow + t->off, t->g, t->rows, t->cols,
+                                   hidden2d ? BN_OPTIM_MUON : BN_OPTIM_ADAMW};
+    }
+    bn_optim_config c;
+    bn_optim_config_default(&c);
+    if (o->fine_tune.lr > 0) c.lr = o->fine_tune.lr;
+    if (o->fine_tune.muon_lr > 0) c.muon_lr = o->fine_tune.muon_lr;
+    c.warmup_steps = o->fine_tune.warmup_steps >= 0 ? o->fine_tune.warmup_steps : 0;
+    c.total_steps = r->total_steps;
+    int rc = bn_optim_new(&c, ps, n, &r->opt, err);
+    free(ps);
+    return rc;
+}
+
+static int setup(ft_run *r, bn_err *err)
+{
+    bn_job_ctx *ctx = r->ctx;
+    const bn_options *o = r->o;
+    char path[4096];
+    bn_job_work_path(ctx, BN_EVAL_TOKENS_FILE, path, sizeof path);
+    int rc = bn_eval_tokens_load(path, &r->tok, err);
+    if (rc) return rc;
+    int want = o->fine_tune.sequence_length > 0 ? o->fine_tune.sequence_length
+                                                : o->calibration.sequence_length;
+    r->T = bn_eval_seq_len(ctx, want);
+    r->ctx_eval = bn_eval_seq_len(ctx, o->calibration.sequence_length);
+    if (r->tok.n_train < 3) return bn_err_set(err, BN_EINVAL, "the training split holds no tokens");
+    if ((size_t)r->T + 1 > r->tok.n_train) r->T = (int)r->tok.n_train - 1;
+    r->n_chunks = (int)((r->tok.n_train - 1) / (size_t)r->T);
+    r->B = o->fine_tune.batch_size > 0 ? o->fine_tune.batch_size : 4;
+    if (r->B > r->n_chunks) r->B = r->n_chunks;
+    r->steps_per_epoch = r->n_chunks / r->B;
+
+    rc = bn_eval_load_fp32(ctx, &r->m, err);
+    if (!rc) rc = bn_llama_reserve(r->m, r->B, r->T, true, err);
+    if (rc) return rc;
+    r->m->act_quant = o->evaluate.act_quant;
+    r->n_params = r->m->n_params;
+    r->shadow = malloc(sizeof(float) * r->n_params);
+    r->best = malloc(sizeof(float) * r->n_params);
+    r->in = malloc(sizeof(int32_t) * (size_t)r->B * r->T);
+    r->tgt = malloc(sizeof(int32_t) * (size_t)r->B * r->T);
+    r->perm = malloc(sizeof(int) * (size_t)r->n_chunks);
+    if (!r->shadow || !r->best || !r->in || !r->tgt || !r->perm)
+        return bn_err_set(err, BN_ENOMEM, "fine-tune: out of memory");
+    memcpy(r->shadow, r->m->params_mem, sizeof(float) * r->n_params); /* FP32 originals */
+    rc = collect_tensors(r, err);
+    if (rc) return rc;
+    size_t maxn = 1, maxr = 1;
+    for (int i = 0; i < r->n_t; i++) {
+        size_t n = (size_t)r->t[i].rows * r->t[i].cols;
+        if (n > maxn) maxn = n;
+        if ((size_t)r->t[i].rows > maxr) maxr = (size_t)r->t[i].rows;
+    }
+    r->codes = malloc(maxn);
+    r->scales = malloc(sizeof(float) * maxr);
+    if (!r->codes || !r->scales) return bn_err_set(err, BN_ENOMEM, "fine-tune: out of memory");
+    bn_quant_params_default(&r->qp);
+    r->qp.tau = ctx->tau > 0 ? ctx->tau : 0.5f;
+    r->qp.per_tensor = o->scale == BN_SCALE_PER_TENSOR;
+    r->qp.threads = ctx->threads;
+    r->n_taus = bn_quant_tau_grid(r->qp.tau, r->taus, 8);
+
+    int64_t by_epochs = (int64_t)(o->fine_tune.epochs > 0 ? o->fine_tune.epochs : 1) * r->steps_per_epoch;
+    r->total_steps = by_epochs;
+    if (o->fine_tune.max_steps > 0 && o->fine_tune.max_steps < r->total_steps)
+        r->total_steps = o->fine_tune.max_steps;
+    r->step_limit = r->total_steps;
+    if (o->fine_tune.distill > 0) {
+        rc = bn_eval_load_fp32(ctx, &r->teacher, err);
+        if (!rc) rc = bn_llama_reserve(r->teacher, r->B, r->T, false, err);
+        if (rc) return rc;
+        r->teacher->act_quant = false;
+    }
+    r->hist_steps = cJSON_CreateArray();
+    r->hist_evals = cJSON_CreateArray();
+    if (!r->hist_steps || !r->hist_evals) return bn_err_set(err, BN_ENOMEM, "fine-tune: out of memory");
+    return BN_OK;
+}
+
+static void run_free(ft_run *r)
+{
+    bn_llama_free(r->m);
+    bn_llama_free(r->teacher);
+    bn_optim_free(r->opt);
+    bn_eval_tokens_free(&r->tok);
+    free(r->shadow); free(r->best); free(r->t); free(r->codes); free(r->scales);
+    free(r->in); free(r->tgt); free(r->perm);
+    cJSON_Delete(r->hist_steps);
+    cJSON_Delete(r->hist_evals);
+}
+
+/* ---- quantization of the shadows ------------------------------------------------------- */
+
+/* codes/scales of tensor t from weights w (the stage's quantizer). */
+static int quantize(ft_run *r, const ft_tensor *t, const float *w, bn_quant_stats *st, bn_err *err)
+{
+    if (t->xsq)
+        return bn_quant_refine(t->name, w, BN_DTYPE_F32, t->rows, t->cols, t->xsq, r->taus,
+                               r->n_taus, &r->qp, r->codes, r->scales, NULL, st, err);
+    return bn_quant_tensor(t->name, w, BN_DTYPE_F32, t->rows, t->cols, &r->qp, r->codes,
+                           r->scales, st, err);
+}
+
+/* Model parameters from the shadows: lam = 1 fully ternary, < 1 quant warm-up. */
+static int materialize(ft_run *r, double lam, bn_err *err)
+{
+    float *p = r->m->params_mem;
+    float l = (float)lam;
+    for (int i = 0; i < r->n_t; i++) {
+        const ft_tensor *t = &r->t[i];
+        const float *w = r->shadow + t->off;
+        float *dst = p + t->off;
+        size_t n = (size_t)t->rows * t->cols;
+        if (!t->qt) {
+            memcpy(dst, w, sizeof(float) * n);
+            continue;
+        }
+        int rc = quantize(r, t, w, NULL, err);
+        if (rc) return rc;
+        for (int row = 0; row < t->rows; row++) {
+            float s = r->scales[r->qp.per_tensor ? 0 : row];
+            const int8_t *c = r->codes + (size_t)row * t->cols;
+            const float *wr = w + (size_t)row * t->cols;
+            float *d = dst + (size_t)row * t->cols;
+            if (l >= 1.0f)
+                for (int j = 0; j < t->cols; j++) d[j] = s * (float)c[j];
+            else
+                for (int j = 0; j < t->cols; j++) d[j] = wr[j] + l * (s * (float)c[j] - wr[j]);
+        }
+    }
+    return BN_OK;
+}
+
+static double quant_lambda(const ft_run *r, int64_t step)
+{
+    int q = r->o->fine_tune.quant_warmup_steps;
+    if (q <= 0 || step >= q) return 1.0;
+    return (double)step / q;
+}
+
+/* ---- one step -------------------------------------------------------------------------- */
+
+static void fill_batch(ft_run *r)
+{
+    if (r->perm_epoch != r->epoch) make_perm(r, r->epoch);
+    for (int b = 0; b < r->B; b++) {
+        size_t c = (size_t)r->perm[r->pos * r->B + b];
+        const int32_t *src = r->tok.train + c * (size_t)r->T;
+        memcpy(r->in + (size_t)b * r->T, src, sizeof(int32_t) * r->T);
+        memcpy(r->tgt + (size_t)b * r->T, src + 1, sizeof(int32_t) * r->T);
+    }
+}
+
+/* Adds distill * d KL(p_teacher || p_student) / d logits to dlogits; returns mean KL. */
+static double distill_grad(ft_run *r, int N)
+{
+    int V = r->m->cfg.vocab_size;
+    float *ls = r->m->acts.logits, *lt = r->teacher->acts.logits, *d = r->m->acts.dlogits;
+    double w = r->o->fine_tune.distill, kl_sum = 0;
+    for (int i = 0; i < N; i++) {
+        float *s = ls + (size_t)i * V, *t = lt + (size_t)i * V, *g = d + (size_t)i * V;
+        float ms = s[0], mt = t[0];
+        for (int j = 1; j < V; j++) { if (s[j] > ms) ms = s[j]; if (t[j] > mt) mt = t[j]; }
+        double zs = 0, zt = 0;
+        for (int j = 0; j < V; j++) { zs += exp(s[j] - ms); zt += exp(t[j] - mt); }
+        double lzs = log(zs), lzt = log(zt), kl = 0;
+        for (int j = 0; j < V; j++) {
+            double lps = s[j] - ms - lzs, lpt = t[j] - mt - lzt, pt = exp(lpt);
+            kl += pt * (lpt - lps);
+            g[j] += (float)(w * (exp(lps) - pt) / N);
+        }
+        kl_sum += kl;
+    }
+    return kl_sum / N;
+}
+
+static int train_step(ft_run *r, double *loss_out, bn_optim_stats *st, bn_err *err)
+{
+    int rc = materialize(r, quant_lambda(r, r->step), err);
+    if (rc) return rc;
+    fill_batch(r);
+    rc = bn_llama_forward(r->m, r->in, r->B, r->T, err);
+    if (rc) return rc;
+    double loss = bn_llama_loss(r->m, r->tgt, NULL, NULL);
+    if (r->teacher) {
+        rc = bn_llama_forward(r->teacher, r->in, r->B, r->T, err);
+        if (rc) return rc;
+        loss += r->o->fine_tune.distill * distill_grad(r, r->B * r->T);
+    }
+    if (!isfinite(loss))
+        return bn_err_set(err, BN_ENUMERIC, "fine-tuning diverged: loss is %g at step %lld", loss,
+                          (long long)r->step);
+    bn_llama_zero_grad(r->m);
+    rc = bn_llama_backward(r->m, err);
+    if (rc) return rc;
+    bn_optim_step(r->opt, st);
+    *loss_out = loss;
+    return BN_OK;
+}
+
+/* ---- evaluation and best weights -------------------------------------------------------- */
+
+static int evaluate(ft_run *r, double *ppl, bn_err *err)
+{
+    int rc = materialize(r, 1.0, err);
+    if (rc) return rc;
+    bn_llama_eval_result res;
+    rc = bn_eval_perplexity(r->m, &r->tok, r->ctx_eval, r->o->evaluate.windows, &res, err);
+    if (rc) return rc;
+    *ppl = res.perplexity;
+    return BN_OK;
+}
+
+static int eval_point(ft_run *r, const char *what, bn_err *err)
+{
+    double ppl;
+    int rc = evaluate(r, &ppl, err);
+    if (rc) return rc;
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddNumberToObject(e, "step", (double)r->step);
+    cJSON_AddNumberToObject(e, "epoch", r->epoch);
+    cJSON_AddStringToObject(e, "at", what);
+    cJSON_AddNumberToObject(e, "eval_perplexity", ppl);
+    cJSON_AddItemToArray(r->hist_evals, e);
+    bn_job_metric_step(r->ctx, "fine_tune/eval_perplexity", ppl, r->step);
+    bool better = ppl < r->best_ppl;
+    if (better) {
+        r->best_ppl = ppl;
+        r->best_step = r->step;
+        memcpy(r->best, r->shadow, sizeof(float) * r->n_params);
+    }
+    bn_job_event(r->ctx, "info", "fine-tune %s (step %lld): held-out perplexity %.4f%s", what,
+                 (long long)r->step, ppl, better ? " (best so far)" : "");
+    return BN_OK;
+}
+
+/* ---- checkpoints --------------------------------------------------------------------- */
+
+static int write_ckpt_tensors(ft_run *r, const char *path, bn_err *err)
+{
+    bn_st_writer *w;
+    int rc = bn_st_writer_new(path, &w, err);
+    if (rc) return rc;
+    int64_t shape[1] = {(int64_t)r->n_params};
+    rc = bn_st_writer_declare(w, "shadow", BN_DTYPE_F32, 1, shape, err);
+    if (!rc) rc = bn_st_writer_declare(w, "best", BN_DTYPE_F32, 1, shape, err);
+    int ns = bn_optim_state_count(r->opt);
+    char key[400];
+    for (int i = 0; i < ns && !rc; i++) {
+        const char *name;
+        size_t n;
+        bn_optim_state_at(r->opt, i, &name, &n);
+        snprintf(key, sizeof key, "optim.%s", name);
+        int64_t s[1] = {(int64_t)n};
+        rc = bn_st_writer_declare(w, key, BN_DTYPE_F32, 1, s, err);
+    }
+    if (!rc) rc = bn_st_writer_write(w, r->shadow, sizeof(float) * r->n_params, err);
+    if (!rc) rc = bn_st_writer_write(w, r->best, sizeof(float) * r->n_params, err);
+    for (int i = 0; i < ns && !rc; i++) {
+        size_t n;
+        float *p = bn_optim_state_at(r->opt, i, NULL, &n);
+        rc = bn_st_writer_write(w, p, sizeof(float) * n, err);
+    }
+    if (rc) {
+        bn_st_writer_abort(w);
+        return rc;
+    }
+    return bn_st_writer_finish(w, err);
+}
+
+static int save_checkpoint(ft_run *r, bn_err *err)
+{
+    char dir[4096], rel[128], path[4096 + 512], old[256] = "";
+    bn_job_work_path(r->ctx, BN_FT_DIR, dir, sizeof dir);
+    int rc = bn_fs_mkdir_p(dir, err);
+    if (rc) return rc;
+    /* the previous checkpoint's tensor file, removed once the new JSON is in place */
+    char jpath[4096];
+    bn_job_work_path(r->ctx, BN_FT_STATE, jpath, sizeof jpath);
+    char *prev = NULL;
+    size_t plen;
+    if (bn_fs_read_file(jpath, 1u << 26, &prev, &plen, NULL) == BN_OK) {
+        cJSON *pj = cJSON_Parse(prev);
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(pj, "file");
+        if (cJSON_IsString(f)) snprintf(old, sizeof old, "%s", f->valuestring);
+        cJSON_Delete(pj);
+        free(prev);
+    }
+    snprintf(rel, sizeof rel, "ckpt-%08lld.safetensors", (long long)r->step);
+    snprintf(path, sizeof path, "%s/%s", dir, rel);
+    rc = write_ckpt_tensors(r, path, err);
+    if (rc) return rc;
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "file", rel);
+    cJSON_AddNumberToObject(j, "n_params", (double)r->n_params);
+    cJSON_AddNumberToObject(j, "step", (double)r->step);
+    cJSON_AddNumberToObject(j, "epoch", r->epoch);
+    cJSON_AddNumberToObject(j, "pos", r->pos);
+    cJSON_AddNumberToObject(j, "total_steps", (double)r->total_steps);
+    cJSON_AddBoolToObject(j, "total_fixed", r->total_fixed);
+    cJSON_AddNumberToObject(j, "elapsed_s", elapsed(r));
+    cJSON_AddNumberToObject(j, "best_ppl", r->best_ppl);
+    cJSON_AddNumberToObject(j, "start_ppl", r->start_ppl);
+    cJSON_AddNumberToObject(j, "best_step", (double)r->best_step);
+    char seed[32];
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)ft_seed(r));
+    cJSON_AddStringToObject(j, "data_seed", seed); /* the RNG: permutation of epoch e = f(seed, e) */
+    cJSON_AddNumberToObject(j, "batch_size", r->B);
+    cJSON_AddNumberToObject(j, "sequence_length", r->T);
+    cJSON_AddItemReferenceToObject(j, "steps", r->hist_steps);
+    cJSON_AddItemReferenceToObject(j, "evals", r->hist_evals);
+    char *text = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    if (!text) return bn_err_set(err, BN_ENOMEM, "fine-tune checkpoint: out of memory");
+    rc = bn_fs_write_atomic(jpath, text, strlen(text), err);
+    free(text);
+    if (!rc && old[0] && strcmp(old, rel) != 0) {
+        snprintf(path, sizeof path, "%s/%s", dir, old);
+        remove(path);
+    }
+    return rc;
+}
+
+static double num(const cJSON *j, const char *k, double dflt)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
+    return cJSON_IsNumber(v) ? v->valuedouble : dflt;
+}
+
+/* Restores a checkpoint if there is one; *resumed tells. */
+static int load_checkpoint(ft_run *r, bool *resumed, bn_err *err)
+{
+    *resumed = false;
+    char jpath[4096], path[4400], dir[4096];
+    bn_job_work_path(r->ctx, BN_FT_STATE, jpath, sizeof jpath);
+    if (!bn_fs_exists(jpath)) return BN_OK;
+    char *text;
+    size_t len;
+    int rc = bn_fs_read_file(jpath, 1u << 28, &text, &len, err);
+    if (rc) return rc;
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(j, "file");
+    if (!j || !cJSON_IsString(f) || (size_t)num(j, "n_params", 0) != r->n_params ||
+        (int)num(j, "batch_size", 0) != r->B || (int)num(j, "sequence_length", 0) != r->T) {
+        cJSON_Delete(j);
+        return bn_err_set(err, BN_EFORMAT, "%s: checkpoint does not match this job's model or "
+                          "batch shape", jpath);
+    }
+    bn_job_work_path(r->ctx, BN_FT_DIR, dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/%s", dir, f->valuestring);
+    bn_st_file *sf;
+    rc = bn_st_open(path, &sf, err);
+    if (rc) {
+        cJSON_Delete(j);
+        return rc;
+    }
+    const bn_st_tensor *ts = bn_st_find(sf, "shadow"), *tb = bn_st_find(sf, "best");
+    if (!ts || !tb || ts->numel != r->n_params || tb->numel != r->n_params || ts->dtype != BN_DTYPE_F32) {
+        rc = bn_err_set(err, BN_EFORMAT, "%s: shadow/best tensors missing or wrong size", path);
+    } else {
+        memcpy(r->shadow, ts->data, sizeof(float) * r->n_params);
+        memcpy(r->best, tb->data, sizeof(float) * r->n_params);
+    }
+    char key[400];
+    for (int i = 0; i < bn_optim_state_count(r->opt) && !rc; i++) {
+        const char *name;
+        size_t n;
+        float *p = bn_optim_state_at(r->opt, i, &name, &n);
+        snprintf(key, sizeof key, "optim.%s", name);
+        const bn_st_tensor *t = bn_st_find(sf, key);
+        if (!t || t->numel != n || t->dtype != BN_DTYPE_F32)
+            rc = bn_err_set(err, BN_EFORMAT, "%s: optimizer state %s missing or wrong size", path, key);
+        else
+            memcpy(p, t->data, sizeof(float) * n);
+    }
+    bn_st_close(sf);
+    if (!rc) {
+        r->step = (int64_t)num(j, "step", 0);
+        r->epoch = (int)num(j, "epoch", 0);
+        r->pos = (int)num(j, "pos", 0);
+        r->total_steps = (int64_t)num(j, "total_steps", (double)r->total_steps);
+        r->total_fixed = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "total_fixed"));
+        r->elapsed = num(j, "elapsed_s", 0);
+        r->best_ppl = num(j, "best_ppl", INFINITY);
+        r->start_ppl = num(j, "start_ppl", 0);
+        r->best_step = (int64_t)num(j, "best_step", 0);
+        cJSON *s = cJSON_DetachItemFromObject(j, "steps"), *e = cJSON_DetachItemFromObject(j, "evals");
+        if (cJSON_IsArray(s) && cJSON_IsArray(e)) {
+            cJSON_Delete(r->hist_steps);
+            cJSON_Delete(r->hist_evals);
+            r->hist_steps = s;
+            r->hist_evals = e;
+        } else {
+            cJSON_Delete(s);
+            cJSON_Delete(e);
+        }
+        bn_optim_set_steps(r->opt, r->step);
+        bn_optim_set_total_steps(r->opt, r->total_steps);
+        r->perm_epoch = -1;
+        *resumed = true;
+    }
+    cJSON_Delete(j);
+    return rc;
+}
+
+/* ---- results ------------------------------------------------------------------------- */
+
+static int write_history(ft_run *r, bn_err *err)
+{
+    char dir[4096], path[4200];
+    bn_job_work_path(r->ctx, "outputs", dir, sizeof dir);
+    int rc = bn_fs_mkdir_p(dir, err);
+    if (rc) return rc;
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "steps_per_epoch", r->steps_per_epoch);
+    cJSON_AddNumberToObject(j, "batch_size", r->B);
+    cJSON_AddNumberToObject(j, "sequence_length", r->T);
+    cJSON_AddNumberToObject(j, "total_steps", (double)r->step);
+    cJSON_AddNumberToObject(j, "best_step", (double)r->best_step);
+    cJSON_AddNumberToObject(j, "best_eval_perplexity", r->best_ppl);
+    cJSON_AddNumberToObject(j, "time_s", elapsed(r));
+    cJSON_AddItemReferenceToObject(j, "steps", r->hist_steps);
+    cJSON_AddItemReferenceToObject(j, "evals", r->hist_evals);
+    char *text = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    if (!text) return bn_err_set(err, BN_ENOMEM, "training_history.json: out of memory");
+    snprintf(path, sizeof path, "%s/training_history.json", dir);
+    rc = bn_fs_write_atomic(path, text, strlen(text), err);
+    free(text);
+    return rc;
+}
+
+static void free_preserved(bn_job_ctx *ctx)
+{
+    for (size_t i = 0; i < ctx->n_preserved; i++) {
+        free(ctx->preserved[i].name);
+        free(ctx->preserved[i].data);
+    }
+    free(ctx->preserved);
+    ctx->preserved = NULL;
+    ctx->n_preserved = 0;
+}
+
+static int add_preserved(bn_job_ctx *ctx, const char *name, const float *data, size_t n, bn_err *err)
+{
+    bn_ptensor *p = realloc(ctx->preserved, (ctx->n_preserved + 1) * sizeof *p);
+    if (!p) return bn_err_set(err, BN_ENOMEM, "fine-tune: out of memory");
+    ctx->preserved = p;
+    bn_ptensor *e = &p[ctx->n_preserved];
+    e->name = strdup(name);
+    e->data = malloc(sizeof(float) * (n ? n : 1));
+    e->numel = n;
+    if (!e->name || !e->data) {
+        free(e->name);
+        free(e->data);
+        return bn_err_set(err, BN_ENOMEM, "fine-tune: out of memory");
+    }
+    memcpy(e->data, data, sizeof(float) * n);
+    ctx->n_preserved++;
+    return BN_OK;
+}
+
+static int save_preserved(bn_job_ctx *ctx, bn_err *err)
+{
+    char path[4096];
+    bn_job_work_path(ctx, BN_FT_DIR, path, sizeof path);
+    int rc = bn_fs_mkdir_p(path, err);
+    if (rc) return rc;
+    bn_job_work_path(ctx, BN_FT_PRESERVED, path, sizeof path);
+    bn_st_writer *w;
+    rc = bn_st_writer_new(path, &w, err);
+    if (rc) return rc;
+    for (size_t i = 0; i < ctx->n_preserved && !rc; i++) {
+        int64_t s[1] = {(int64_t)ctx->preserved[i].numel};
+        rc = bn_st_writer_declare(w, ctx->preserved[i].name, BN_DTYPE_F32, 1, s, err);
+    }
+    for (size_t i = 0; i < ctx->n_preserved && !rc; i++)
+        rc = bn_st_writer_write(w, ctx->preserved[i].data, sizeof(float) * ctx->preserved[i].numel, err);
+    if (rc) {
+        bn_st_writer_abort(w);
+        return rc;
+    }
+    return bn_st_writer_finish(w, err);
+}
+
+/* The best shadows -> ctx->qt (same quantizer) and ctx->preserved (trained ones). */
+static int requantize(ft_run *r, bn_err *err)
+{
+    bn_job_ctx *ctx = r->ctx;
+    free_preserved(ctx);
+    for (int i = 0; i < r->n_t; i++) {
+        const ft_tensor *t = &r->t[i];
+        const float *w = r->best + t->off;
+        size_t n = (size_t)t->rows * t->cols;
+        if (t->qt) {
+            bn_quant_stats st;
+            int rc = quantize(r, t, w, &st, err);
+            if (rc) return rc;
+            memcpy(t->qt->codes, r->codes, n);
+            memcpy(t->qt->scales, r->scales, sizeof(float) * (size_t)t->qt->n_scales);
+            t->qt->stats = st;
+        } else if (t->trainable) {
+            int rc = add_preserved(ctx, t->name, w, n, err);
+            if (rc) return rc;
+        }
+    }
+    ctx->qt_dirty = true;
+    return save_preserved(ctx, err);
+}
+
+/* ---- the stage ----------------------------------------------------------------------- */
+
+static void report_skip(bn_job_ctx *ctx, const char *why)
+{
+    bn_job_event(ctx, "info", "fine-tuning skipped: %s", why);
+    double post;
+    if (bn_job_metric_get(ctx, "compression/post_perplexity", &post))
+        bn_job_metric(ctx, "compression/post_finetune_perplexity", post);
+    bn_job_metric(ctx, "compression/perplexity_recovery", 0.0);
+    bn_job_metric(ctx, "compression/fine_tune_epochs", 0.0);
+    bn_job_metric(ctx, "compression/fine_tune_time_hours", 0.0);
+}
+
+/* Fits the schedule (cosine length) to the time budget: after 5, 10, 20, 40, ... steps of
+ * this run, the measured time per step projects how many steps the budget allows; the
+ * length follows (never beyond the epochs/max_steps limit, never below the next step).
+ * Runs bounded by steps rather than time never change their schedule. */
+static void fit_total_to_time(ft_run *r)
+{
+    double budget = r->o->fine_tune.max_minutes * 60.0;
+    int64_t n = r->steps_this_run;
+    if (budget <= 0 || n < 5 || (n % 5) != 0 || ((n / 5) & (n / 5 - 1)) != 0) return;
+    if (r->step >= r->step_limit) return;
+    double per = (now_s() - r->t0) / (double)n;
+    double left = budget - elapsed(r);
+    /* keep room for the evaluations still to come (one per epoch and a final one) */
+    int64_t want = r->step + (int64_t)(left * 0.95 / per);
+    if (want > r->step_limit) want = r->step_limit;
+    if (want < r->step + 1) want = r->step + 1;
+    if (want == r->total_steps || (r->total_fixed && llabs(want - r->total_steps) * 20 < r->total_steps))
+        return;
+    r->total_steps = want;
+    r->total_fixed = true;
+    bn_optim_set_total_steps(r->opt, r->total_steps);
+    bn_job_event(r->ctx, "info", "fine-tune: %.3f s per step, the %.1f-minute budget allows "
+                 "%lld steps", per, r->o->fine_tune.max_minutes, (long long)r->total_steps);
+}
+
+static int train_loop(ft_run *r, bn_err *err)
+{
+    bn_job_ctx *ctx = r->ctx;
+    const bn_options *o = r->o;
+    int every = o->fine_tune.checkpoint_every > 0 ? o->fine_tune.checkpoint_every : 0;
+    double budget = o->fine_tune.max_minutes > 0 ? o->fine_tune.max_minutes * 60.0 : 0;
+    int rc = BN_OK, bad_steps = 0;
+    while (r->step < r->total_steps) {
+        if (budget > 0 && elapsed(r) >= budget) {
+            bn_job_event(ctx, "info", "fine-tune: time budget of %.1f minutes reached at step %lld",
+                         o->fine_tune.max_minutes, (long long)r->step);
+            break;
+        }
+        double loss = 0;
+        bn_optim_stats st = {0};
+        rc = train_step(r, &loss, &st, err);
+        if (rc) return rc;
+        if (st.skipped) {
+            if (++bad_steps >= 20)
+                return bn_err_set(err, BN_ENUMERIC, "fine-tuning diverged: non-finite gradients "
+                                  "for %d steps in a row (step %lld)", bad_steps, (long long)r->step);
+            bn_job_event(ctx, "warn", "fine-tune step %lld: non-finite gradient, update skipped",
+                         (long long)r->step + 1);
+        } else {
+            bad_steps = 0;
+        }
+        r->step++;
+        r->steps_this_run++;
+        r->pos++;
+        cJSON *h = cJSON_CreateObject();
+        cJSON_AddNumberToObject(h, "step", (double)r->step);
+        cJSON_AddNumberToObject(h, "loss", loss);
+        cJSON_AddNumberToObject(h, "lr", st.lr);
+        cJSON_AddNumberToObject(h, "muon_lr", st.muon_lr);
+        cJSON_AddNumberToObject(h, "grad_norm", st.grad_norm);
+        cJSON_AddItemToArray(r->hist_steps, h);
+        bn_job_metric_step(ctx, "fine_tune/loss", loss, r->step);
+        bn_job_metric_step(ctx, "fine_tune/learning_rate", st.lr, r->step);
+        bn_job_metric_step(ctx, "fine_tune/muon_learning_rate", st.muon_lr, r->step);
+        bn_job_metric_step(ctx, "fine_tune/grad_norm", st.grad_norm, r->step);
+        fit_total_to_time(r);
+        if (r->pos >= r->steps_per_epoch) {
+            r->epoch++;
+            r->pos = 0;
+            char what[64];
+            snprintf(what, sizeof what, "epoch %d end", r->epoch);
+            rc = eval_point(r, what, err);
+            if (rc) return rc;
+        }
+        char detail[128];
+        snprintf(detail, sizeof detail, "step %lld/%lld loss %.4f", (long long)r->step,
+                 (long long)r->total_steps, loss);
+        bool stop = bn_job_progress(ctx, (double)r->step / (double)r->total_steps, detail);
+        if (stop || (every && r->step % every == 0)) {
+            rc = save_checkpoint(r, err);
+            if (rc) return rc;
+        }
+        if (stop) return bn_err_set(err, BN_ECANCELLED, "fine-tuning stopped at step %lld "
+                                    "(checkpoint saved)", (long long)r->step);
+    }
+    return BN_OK;
+}
+
+static int finish(ft_run *r, double pre, double post, bn_err *err)
+{
+    bn_job_ctx *ctx = r->ctx;
+    cJSON *last = cJSON_GetArrayItem(r->hist_evals, cJSON_GetArraySize(r->hist_evals) - 1);
+    if (!last || num(last, "step", -1) != (double)r->step) {
+        int rc = eval_point(r, "end", err);
+        if (rc) return rc;
+    }
+    int rc = requantize(r, err);
+    if (!rc) rc = write_history(r, err);
+    if (rc) return rc;
+    double ft = r->best_ppl;
+    double denom = post - pre;
+    double recovery = denom > 1e-12 ? (post - ft) / denom : 0.0;
+    double epochs = r->steps_per_epoch > 0 ? (double)r->step / r->steps_per_epoch : 0.0;
+    bn_job_metric(ctx, "compression/post_finetune_perplexity", ft);
+    bn_job_metric(ctx, "compression/perplexity_recovery", recovery);
+    bn_job_metric(ctx, "compression/fine_tune_epochs", epochs);
+    bn_job_metric(ctx, "compression/fine_tune_time_hours", elapsed(r) / 3600.0);
+    bn_job_event(ctx, "info", "fine-tuned %lld steps (%.2f epochs, %.1f min): held-out "
+                 "perplexity %.4f -> %.4f (best at step %lld; before compression %.4f), recovery %.1f%%",
+                 (long long)r->step, epochs, elapsed(r) / 60.0, post, ft, (long long)r->best_step, pre,
+                 100 * recovery);
+    return BN_OK;
+}
+
+int bn_stage_finetune(bn_job_ctx *ctx, bn_err *err)
+{
+    const bn_options *o = ctx->opt;
+    double pre = 0, post = 0;
+    bool have_pre = bn_job_metric_get(ctx, "compression/pre_perplexity", &pre);
+    bool have_post = bn_job_metric_get(ctx, "compression/post_perplexity", &post);
+    char why[256];
+    if (!o->fine_tune.enabled) {
+        report_skip(ctx, "disabled (config.fine_tune.enabled = false)");
+        return BN_OK;
+    }
+    if (!have_pre || !have_post) {
+        report_skip(ctx, "no pre/post-compression perplexity was measured (no calibration text)");
+        return BN_OK;
+    }
+    if (!bn_ft_should_run(true, pre, post, o->fine_tune.threshold)) {
+        snprintf(why, sizeof why, "perplexity degradation %.2f%% (%.4f -> %.4f) is within the "
+                 "threshold %.2f%%", 100 * (post - pre) / pre, pre, post, 100 * o->fine_tune.threshold);
+        report_skip(ctx, why);
+        return BN_OK;
+    }
+    ft_run r;
+    memset(&r, 0, sizeof r);
+    r.ctx = ctx;
+    r.o = o;
+    r.best_ppl = INFINITY;
+    r.perm_epoch = -1;
+    int rc = setup(&r, err);
+    if (!rc) rc = build_optimizer(&r, err);
+    bool resumed = false;
+    if (!rc) rc = load_checkpoint(&r, &resumed, err);
+    r.t0 = now_s();
+    if (!rc && resumed) {
+        bn_job_event(ctx, "info", "fine-tune resumed from its checkpoint at step %lld (epoch %d)",
+                     (long long)r.step, r.epoch);
+    } else if (!rc) {
+        bn_job_event(ctx, "info", "fine-tuning: degradation %.2f%% > threshold %.2f%%; %d sequences "
+                     "of %d tokens, batch %d, %d steps per epoch, up to %lld steps",
+                     100 * (post - pre) / pre, 100 * o->fine_tune.threshold, r.n_chunks, r.T, r.B,
+                     r.steps_per_epoch, (long long)r.total_steps);
+        rc = eval_point(&r, "start", err);
+        if (!rc) r.start_ppl = r.best_ppl;
+    }
+    if (!rc) rc = train_loop(&r, err);
+    if (!rc) rc = finish(&r, pre, post, err);
+    if (!rc) bn_job_progress(ctx, 1.0, "fine-tuning done");
+    run_free(&r);
+    return rc;
+}
+
+int bn_stage_finetune_restore(bn_job_ctx *ctx, bn_err *err)
+{
+    char path[4096];
+    bn_job_work_path(ctx, BN_FT_PRESERVED, path, sizeof path);
+    if (!bn_fs_exists(path)) return BN_OK;
+    bn_st_file *f;
+    int rc = bn_st_open(path, &f, err);
+    if (rc) return rc;
+    free_preserved(ctx);
+    for (size_t i = 0; i < bn_st_count(f) && !rc; i++) {
+        const bn_st_tensor *t = bn_st_at(f, i);
+        if (t->dtype != BN_DTYPE_F32) {
+            rc = bn_err_set(err, BN_EFORMAT, "%s: tensor %s is not F32", path, t->name);
+            break;
+        }
+        rc = add_preserved(ctx, t->name, t->data, t->numel, err);
+    }
+    bn_st_close(f);
+    return rc;
+}
