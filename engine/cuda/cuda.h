@@ -1,0 +1,89 @@
+/* cuda.h - the CUDA implementation of the backend seam (backend/backend.h calls it; nothing
+ * else should). Built only with -Dcuda=enabled (or auto with nvcc + cuBLAS found).
+ *
+ * A bn_cu_model holds on one GPU, in ONE cudaMalloc: FP32 master parameters in the CPU
+ * engine's flat layout (model/llama.c params_point order), FP32 gradients, AdamW moments,
+ * the compute weights (the STE ternary projection of the linears when ste is on), and
+ * every activation the backward pass needs for (max_B, max_T). Matrix products are cuBLAS
+ * GEMMs with FP32 accumulation; with bf16 on they run as bf16 tensor-core products of
+ * FP32 operands (CUBLAS_COMPUTE_32F_FAST_16BF), with bf16 off in plain FP32 (the parity
+ * mode the GPU tests use). Attention is fused (online softmax; only a log-sum-exp per row
+ * is stored, never a T x T matrix); its backward recomputes the probabilities.
+ *
+ * Supported: Llama without attention biases, head_dim in {8, 16, 32, 64, 128}, tied or
+ * untied head. Anything else is refused by bn_cu_check_config with its name.
+ * A model is used by one thread at a time. Errors name the CUDA / cuBLAS call.
+ */
+#ifndef BN_CUDA_H
+#define BN_CUDA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" { /* the engine's C headers, and this module's C API */
+#endif
+
+#include "base/err.h"
+#include "formats/hf.h"
+
+typedef struct bn_cu_model bn_cu_model;
+
+typedef struct bn_cu_opts {
+    int gpu;          /* device ordinal */
+    int max_B, max_T; /* activation capacity */
+    bool train;       /* gradients, optimizer state, backward buffers */
+    bool bf16;        /* bf16 tensor-core GEMMs (FP32 master weights and accumulation) */
+    bool ste;         /* forward uses ternary q(W) of the linears (absmean per row, tau) */
+    float tau;        /* STE threshold (0.5) */
+} bn_cu_opts;
+
+/* What bn_cu_get / bn_cu_set move; each is n_params floats except LOGITS ([B*T, V] of
+ * the last forward, before bn_cu_loss turns them into d(loss)/d(logits)). */
+typedef enum { BN_CU_PARAMS = 0, BN_CU_GRADS, BN_CU_ADAM_M, BN_CU_ADAM_V, BN_CU_LOGITS } bn_cu_buf;
+
+/* Number of usable GPUs (0 with the reason in why: no driver, no device). */
+int bn_cu_device_count(char *why, size_t why_len);
+/* Free and total memory of one GPU. */
+int bn_cu_mem_info(int gpu, size_t *free_b, size_t *total_b, bn_err *err);
+/* 0 when the CUDA backend computes this model exactly; else BN_EUNSUPPORTED naming the key. */
+int bn_cu_check_config(const bn_model_config *cfg, bn_err *err);
+/* Bytes of device memory bn_cu_new will take for these options (the one allocation plus
+ * cuBLAS workspace). */
+size_t bn_cu_mem_need(const bn_model_config *cfg, const bn_cu_opts *o);
+
+/* Uploads params (n_params floats, CPU engine layout); fails with the numbers when the
+ * GPU has less free memory than bn_cu_mem_need. */
+int bn_cu_new(const bn_model_config *cfg, const float *params, size_t n_params,
+              const bn_cu_opts *o, bn_cu_model **out, bn_err *err);
+void bn_cu_free(bn_cu_model *m);
+
+/* tokens int32 [B, T] on the host. Logits [B*T, V] stay on the device. */
+int bn_cu_forward(bn_cu_model *m, const int32_t *tokens, int B, int T, bn_err *err);
+/* Mean NLL over counted positions (targets >= 0 and mask[i] != 0 when mask). When train,
+ * the logits buffer becomes d(mean NLL)/d(logits). */
+int bn_cu_loss(bn_cu_model *m, const int32_t *targets, const uint8_t *mask, float *loss,
+               int *n_counted, bn_err *err);
+/* Adds the gradient of the last loss to the gradient buffer. */
+int bn_cu_backward(bn_cu_model *m, bn_err *err);
+int bn_cu_zero_grad(bn_cu_model *m, bn_err *err);
+/* AdamW on every parameter (decoupled decay; bias correction with step t + 1), after
+ * global-norm clipping to max_grad_norm (<= 0: off). *grad_norm: the norm before clipping;
+ * a non-finite norm skips the update (*skipped = 1). Then re-projects the compute weights. */
+int bn_cu_adamw(bn_cu_model *m, float lr, float beta1, float beta2, float eps, float wd,
+                int64_t t, float max_grad_norm, double *grad_norm, int *skipped, bn_err *err);
+/* Re-derives the compute weights from the master parameters (after bn_cu_set PARAMS). */
+int bn_cu_refresh(bn_cu_model *m, bn_err *err);
+int bn_cu_get(bn_cu_model *m, bn_cu_buf which, float *host, size_t n, bn_err *err);
+int bn_cu_set(bn_cu_model *m, bn_cu_buf which, const float *host, size_t n, bn_err *err);
+/* Bytes of the model's device allocation (+ cuBLAS workspace). */
+size_t bn_cu_bytes(const bn_cu_model *m);
+/* Floats of the last forward's logits (B*T*V). */
+size_t bn_cu_logits_count(const bn_cu_model *m);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,583 @@
+/* llama.cu - the Llama model on one GPU: one allocation, upload, forward, loss, backward,
+ * AdamW, STE projection (see cuda.h). Mirrors model/llama.c's forward_layers and
+ * backward_layers step for step; the layer kernels are in ops.cu and attention.cu. */
+#include "cuda/cuda.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda/ops.cuh"
+
+#define WORKSPACE_BYTES ((size_t)64 << 20)
+
+struct dims {
+    size_t V, D, L, H, KV, hd, F, QD, KVD;
+};
+
+static dims dims_of(const bn_model_config *c)
+{
+    dims d = { (size_t)c->vocab_size, (size_t)c->dim, (size_t)c->n_layers, (size_t)c->n_heads,
+               (size_t)c->n_kv_heads, (size_t)c->head_dim, (size_t)c->hidden_dim, 0, 0 };
+    d.QD = d.H * d.hd;
+    d.KVD = d.KV * d.hd;
+    return d;
+}
+
+/* Parameter views, the CPU engine's order (model/llama.c params_point; no biases). */
+struct params {
+    float *tok_emb, *attn_norm, *wq, *wk, *wv, *wo, *ffn_norm, *w_gate, *w_up, *w_down,
+        *final_norm, *head;
+};
+
+static size_t params_point(const bn_model_config *c, float *mem, params *p)
+{
+    dims d = dims_of(c);
+    size_t off = 0;
+#define TAKE(f, n) do { p->f = mem ? mem + off : NULL; off += (n); } while (0)
+    TAKE(tok_emb, d.V * d.D);
+    TAKE(attn_norm, d.L * d.D);
+    TAKE(wq, d.L * d.QD * d.D);
+    TAKE(wk, d.L * d.KVD * d.D);
+    TAKE(wv, d.L * d.KVD * d.D);
+    TAKE(wo, d.L * d.D * d.QD);
+    TAKE(ffn_norm, d.L * d.D);
+    TAKE(w_gate, d.L * d.F * d.D);
+    TAKE(w_up, d.L * d.F * d.D);
+    TAKE(w_down, d.L * d.D * d.F);
+    TAKE(final_norm, d.D);
+    if (c->tied_embeddings) p->head = p->tok_emb;
+    else TAKE(head, d.V * d.D);
+#undef TAKE
+    return off;
+}
+
+/* Activations [shapes for N = B*T rows] and backward scratch, views into the allocation. */
+struct acts {
+    float *encoded;            /* [N, D] */
+    float *ln1, *ln1_rstd;     /* [L, N, D], [L, N] */
+    float *q, *k, *v;          /* [L, N, QD], [L, N, KVD] x 2 (q, k after RoPE) */
+    float *atty, *lse;         /* [L, N, QD], [L, B, H, T] */
+    float *res_att;            /* [L, N, D] */
+    float *ln2, *ln2_rstd;     /* [L, N, D], [L, N] */
+    float *gate, *up, *ffh;    /* [L, N, F] */
+    float *res_ffn;            /* [L, N, D] */
+    float *lnf, *lnf_rstd;     /* [N, D], [N] */
+    float *logits;             /* [N, V]; becomes dlogits in bn_cu_loss when training */
+    float *losses;             /* [N] */
+    float *rope_cos, *rope_sin; /* [max_T, hd/2] */
+    /* backward */
+    float *dres, *dln;         /* [N, D] */
+    float *dq, *dk, *dv;       /* [N, QD], [N, KVD] x 2 */
+    float *datty;              /* [N, QD] */
+    float *dgate, *dup, *dffh; /* [N, F] */
+    float *dsum;               /* [B, H, T] */
+};
+
+static size_t acts_point(const bn_model_config *c, size_t B, size_t T, bool train, float *mem,
+                         acts *a)
+{
+    dims d = dims_of(c);
+    size_t N = B * T, off = 0;
+    memset(a, 0, sizeof *a);
+#define TAKE(f, n) do { a->f = mem ? mem + off : NULL; off += ((n) + 63) & ~(size_t)63; } while (0)
+    TAKE(encoded, N * d.D);
+    TAKE(ln1, d.L * N * d.D);
+    TAKE(ln1_rstd, d.L * N);
+    TAKE(q, d.L * N * d.QD);
+    TAKE(k, d.L * N * d.KVD);
+    TAKE(v, d.L * N * d.KVD);
+    TAKE(atty, d.L * N * d.QD);
+    TAKE(lse, d.L * N * d.H);
+    TAKE(res_att, d.L * N * d.D);
+    TAKE(ln2, d.L * N * d.D);
+    TAKE(ln2_rstd, d.L * N);
+    TAKE(gate, d.L * N * d.F);
+    TAKE(up, d.L * N * d.F);
+    TAKE(ffh, d.L * N * d.F);
+    TAKE(res_ffn, d.L * N * d.D);
+    TAKE(lnf, N * d.D);
+    TAKE(lnf_rstd, N);
+    TAKE(logits, N * d.V);
+    TAKE(losses, N);
+    TAKE(rope_cos, T * d.hd / 2);
+    TAKE(rope_sin, T * d.hd / 2);
+    if (train) {
+        TAKE(dres, N * d.D);
+        TAKE(dln, N * d.D);
+        TAKE(dq, N * d.QD);
+        TAKE(dk, N * d.KVD);
+        TAKE(dv, N * d.KVD);
+        TAKE(datty, N * d.QD);
+        TAKE(dgate, N * d.F);
+        TAKE(dup, N * d.F);
+        TAKE(dffh, N * d.F);
+        TAKE(dsum, N * d.H);
+    }
+#undef TAKE
+    return off;
+}
+
+struct bn_cu_model {
+    bn_model_config cfg;
+    bn_cu_opts o;
+    size_t n_params;
+    params p;          /* master weights (FP32) */
+    params w;          /* compute weights: == p, or the STE projection */
+    params g;          /* gradients (train) */
+    float *pmem, *wmem, *gmem, *mmem, *vmem;
+    acts a;
+    int32_t *tokens, *targets; /* [N] */
+    uint8_t *mask;             /* [N] */
+    double *normsq;            /* [1] */
+    void *base;                /* the one allocation */
+    size_t bytes;
+    void *workspace;
+    cublasHandle_t blas;
+    cudaStream_t s;
+    int B, T;
+};
+
+/* ---- errors ---- */
+
+static int cuda_fail(bn_err *err, cudaError_t e, const char *what)
+{
+    return bn_err_set(err, e == cudaErrorMemoryAllocation ? BN_ENOMEM : BN_EIO, "cuda: %s: %s",
+                      what, cudaGetErrorString(e));
+}
+
+#define CU(call, what) do { cudaError_t e_ = (call); if (e_ != cudaSuccess) return cuda_fail(err, e_, what); } while (0)
+#define BL(call, what) do { cublasStatus_t s_ = (call); if (s_ != CUBLAS_STATUS_SUCCESS) \
+    return bn_err_set(err, BN_EIO, "cublas: %s: status %d", what, (int)s_); } while (0)
+
+int bn_cu_device_count(char *why, size_t why_len)
+{
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        if (why) snprintf(why, why_len, "no usable CUDA device (%s)", cudaGetErrorString(e));
+        cudaGetLastError();
+        return 0;
+    }
+    if (n == 0 && why) snprintf(why, why_len, "no CUDA device on this host");
+    return n;
+}
+
+int bn_cu_mem_info(int gpu, size_t *free_b, size_t *total_b, bn_err *err)
+{
+    CU(cudaSetDevice(gpu), "cudaSetDevice");
+    CU(cudaMemGetInfo(free_b, total_b), "cudaMemGetInfo");
+    return 0;
+}
+
+int bn_cu_check_config(const bn_model_config *c, bn_err *err)
+{
+    if (c->attention_bias)
+        return bn_err_set(err, BN_EUNSUPPORTED, "cuda backend: attention_bias (q/k/v biases) is not implemented on the GPU; use device \"cpu\"");
+    int hd = c->head_dim;
+    if (hd != 8 && hd != 16 && hd != 32 && hd != 64 && hd != 128)
+        return bn_err_set(err, BN_EUNSUPPORTED, "cuda backend: head_dim %d is not supported on the GPU (8, 16, 32, 64 or 128)", hd);
+    if (c->n_kv_heads <= 0 || c->n_heads % c->n_kv_heads)
+        return bn_err_set(err, BN_EUNSUPPORTED, "cuda backend: n_heads %d not a multiple of n_kv_heads %d", c->n_heads, c->n_kv_heads);
+    return 0;
+}
+
+size_t bn_cu_mem_need(const bn_model_config *cfg, const bn_cu_opts *o)
+{
+    acts a;
+    params p;
+    size_t np = params_point(cfg, NULL, &p);
+    size_t nbuf = o->train ? 4 : 1;                 /* params (+ grads, m, v) */
+    if (o->ste) nbuf += 1;                          /* compute weights */
+    size_t N = (size_t)o->max_B * o->max_T;
+    size_t floats = nbuf * np + acts_point(cfg, o->max_B, o->max_T, o->train, NULL, &a);
+    return floats * sizeof(float) + N * (2 * sizeof(int32_t) + 1) + 4096 + WORKSPACE_BYTES;
+}
+
+/* ---- set-up ---- */
+
+static void rope_tables(const bn_model_config *c, int T, float *cosb, float *sinb)
+{
+    int half = c->head_dim / 2;
+    for (int i = 0; i < half; i++) {
+        double inv = pow((double)c->rope_theta, -2.0 * i / c->head_dim);
+        for (int t = 0; t < T; t++) {
+            double ang = t * inv;
+            cosb[(size_t)t * half + i] = (float)cos(ang);
+            sinb[(size_t)t * half + i] = (float)sin(ang);
+        }
+    }
+}
+
+static int setup(bn_cu_model *m, const float *host, bn_err *err)
+{
+    const bn_model_config *c = &m->cfg;
+    const bn_cu_opts *o = &m->o;
+    CU(cudaSetDevice(o->gpu), "cudaSetDevice");
+    size_t need = bn_cu_mem_need(c, o), fr = 0, tot = 0;
+    CU(cudaMemGetInfo(&fr, &tot), "cudaMemGetInfo");
+    if (need > fr)
+        return bn_err_set(err, BN_ENOMEM, "cuda: the job needs %.2f GiB of GPU memory (B %d x T %d%s), GPU %d has %.2f GiB free of %.2f GiB",
+                          need / 1073741824.0, o->max_B, o->max_T, o->train ? ", training" : "",
+                          o->gpu, fr / 1073741824.0, tot / 1073741824.0);
+    CU(cudaStreamCreate(&m->s), "cudaStreamCreate");
+    BL(cublasCreate(&m->blas), "cublasCreate");
+    BL(cublasSetStream(m->blas, m->s), "cublasSetStream");
+    CU(cudaMalloc(&m->workspace, WORKSPACE_BYTES), "cudaMalloc workspace");
+    BL(cublasSetWorkspace(m->blas, m->workspace, WORKSPACE_BYTES), "cublasSetWorkspace");
+    size_t np = m->n_params;
+    size_t nbuf = (o->train ? 4 : 1) + (o->ste ? 1 : 0);
+    size_t N = (size_t)o->max_B * o->max_T;
+    size_t nact = acts_point(c, o->max_B, o->max_T, o->train, NULL, &m->a);
+    m->bytes = (nbuf * np + nact) * sizeof(float) + N * (2 * sizeof(int32_t) + 1) + 4096;
+    CU(cudaMalloc(&m->base, m->bytes), "cudaMalloc model");
+    float *f = (float *)m->base;
+    m->pmem = f; f += np;
+    m->wmem = o->ste ? f : m->pmem; if (o->ste) f += np;
+    if (o->train) {
+        m->gmem = f; f += np;
+        m->mmem = f; f += np;
+        m->vmem = f; f += np;
+    }
+    acts_point(c, o->max_B, o->max_T, o->train, f, &m->a);
+    f += nact;
+    m->normsq = (double *)(((uintptr_t)f + 255) & ~(uintptr_t)255);
+    m->tokens = (int32_t *)(m->normsq + 8);
+    m->targets = m->tokens + N;
+    m->mask = (uint8_t *)(m->targets + N);
+    params_point(c, m->pmem, &m->p);
+    params_point(c, m->wmem, &m->w);
+    if (o->train) params_point(c, m->gmem, &m->g);
+    CU(cudaMemcpy(m->pmem, host, np * sizeof(float), cudaMemcpyHostToDevice), "upload params");
+    if (o->train) {
+        CU(cudaMemset(m->gmem, 0, 3 * np * sizeof(float)), "zero grads/moments");
+    }
+    size_t half = (size_t)o->max_T * c->head_dim / 2;
+    float *tab = (float *)malloc(2 * half * sizeof(float));
+    if (!tab) return bn_err_set(err, BN_ENOMEM, "cuda: rope tables");
+    rope_tables(c, o->max_T, tab, tab + half);
+    cudaError_t e1 = cudaMemcpy(m->a.rope_cos, tab, half * sizeof(float), cudaMemcpyHostToDevice);
+    cudaError_t e2 = cudaMemcpy(m->a.rope_sin, tab + half, half * sizeof(float), cudaMemcpyHostToDevice);
+    free(tab);
+    CU(e1, "upload rope");
+    CU(e2, "upload rope");
+    return bn_cu_refresh(m, err);
+}
+
+int bn_cu_new(const bn_model_config *cfg, const float *host, size_t n_params, const bn_cu_opts *o,
+              bn_cu_model **out, bn_err *err)
+{
+    *out = NULL;
+    if (bn_cu_check_config(cfg, err)) return err ? err->code : BN_EUNSUPPORTED;
+    params p;
+    size_t np = params_point(cfg, NULL, &p);
+    if (np != n_params)
+        return bn_err_set(err, BN_EINVAL, "cuda: %zu parameters given, the config has %zu", n_params, np);
+    if (o->max_B < 1 || o->max_T < 1) return bn_err_set(err, BN_EINVAL, "cuda: empty batch");
+    bn_cu_model *m = (bn_cu_model *)calloc(1, sizeof *m);
+    if (!m) return bn_err_set(err, BN_ENOMEM, "cuda: model");
+    m->cfg = *cfg;
+    m->o = *o;
+    m->n_params = np;
+    int rc = setup(m, host, err);
+    if (rc) {
+        bn_cu_free(m);
+        return rc;
+    }
+    *out = m;
+    return 0;
+}
+
+void bn_cu_free(bn_cu_model *m)
+{
+    if (!m) return;
+    cudaSetDevice(m->o.gpu);
+    if (m->s) cudaStreamSynchronize(m->s);
+    if (m->blas) cublasDestroy(m->blas);
+    cudaFree(m->base);
+    cudaFree(m->workspace);
+    if (m->s) cudaStreamDestroy(m->s);
+    free(m);
+}
+
+size_t bn_cu_bytes(const bn_cu_model *m) { return m->bytes + WORKSPACE_BYTES; }
+size_t bn_cu_logits_count(const bn_cu_model *m) { return (size_t)m->B * m->T * m->cfg.vocab_size; }
+
+/* ---- matrix products (row-major views through column-major cuBLAS) ---- */
+
+static cublasComputeType_t compute_type(const bn_cu_model *m)
+{
+    return m->o.bf16 ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F;
+}
+
+static cublasStatus_t gemm(const bn_cu_model *m, cublasOperation_t ta, cublasOperation_t tb,
+                           int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                           float beta, float *C, int ldc)
+{
+    float one = 1.0f;
+    return cublasGemmEx(m->blas, ta, tb, M, N, K, &one, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb,
+                        &beta, C, CUDA_R_32F, ldc, compute_type(m), CUBLAS_GEMM_DEFAULT);
+}
+
+/* out[N, O] = x[N, C] W[O, C]^T */
+static cublasStatus_t mm_forward(const bn_cu_model *m, float *out, const float *x, const float *W,
+                                 int N, int C, int O)
+{
+    return gemm(m, CUBLAS_OP_T, CUBLAS_OP_N, O, N, C, W, C, x, C, 0.0f, out, O);
+}
+
+/* dx[N, C] (beta 0: =, 1: +=) dout[N, O] W[O, C] */
+static cublasStatus_t mm_backward_dx(const bn_cu_model *m, float *dx, const float *dout,
+                                     const float *W, int N, int C, int O, float beta)
+{
+    return gemm(m, CUBLAS_OP_N, CUBLAS_OP_N, C, N, O, W, C, dout, O, beta, dx, C);
+}
+
+/* dW[O, C] += dout[N, O]^T x[N, C] */
+static cublasStatus_t mm_backward_dw(const bn_cu_model *m, float *dW, const float *dout,
+                                     const float *x, int N, int C, int O)
+{
+    return gemm(m, CUBLAS_OP_N, CUBLAS_OP_T, C, O, N, x, C, dout, O, 1.0f, dW, C);
+}
+
+#define MM(call) BL(call, #call)
+
+/* ---- forward ---- */
+
+int bn_cu_forward(bn_cu_model *m, const int32_t *tokens, int B, int T, bn_err *err)
+{
+    if (B > m->o.max_B || T > m->o.max_T || B < 1 || T < 1)
+        return bn_err_set(err, BN_EINVAL, "cuda: batch %dx%d beyond the reserved %dx%d", B, T,
+                          m->o.max_B, m->o.max_T);
+    dims d = dims_of(&m->cfg);
+    for (int i = 0; i < B * T; i++)
+        if (tokens[i] < 0 || (size_t)tokens[i] >= d.V)
+            return bn_err_set(err, BN_EINVAL, "cuda: token %d at %d outside the vocabulary", tokens[i], i);
+    CU(cudaSetDevice(m->o.gpu), "cudaSetDevice");
+    m->B = B;
+    m->T = T;
+    int N = B * T;
+    size_t n = (size_t)N;
+    cudaStream_t s = m->s;
+    const params *p = &m->w;
+    acts *a = &m->a;
+    float eps = m->cfg.rms_norm_eps;
+    CU(cudaMemcpyAsync(m->tokens, tokens, n * sizeof(int32_t), cudaMemcpyHostToDevice, s), "upload tokens");
+    bn_cu_embedding_forward(a->encoded, m->tokens, p->tok_emb, N, (int)d.D, s);
+    for (size_t l = 0; l < d.L; l++) {
+        const float *x = l == 0 ? a->encoded : a->res_ffn + (l - 1) * n * d.D;
+        float *ln1 = a->ln1 + l * n * d.D, *q = a->q + l * n * d.QD;
+        float *k = a->k + l * n * d.KVD, *v = a->v + l * n * d.KVD;
+        bn_cu_rmsnorm_forward(ln1, a->ln1_rstd + l * n, x, p->attn_norm + l * d.D, N, (int)d.D, eps, s);
+        MM(mm_forward(m, q, ln1, p->wq + l * d.QD * d.D, N, (int)d.D, (int)d.QD));
+        MM(mm_forward(m, k, ln1, p->wk + l * d.KVD * d.D, N, (int)d.D, (int)d.KVD));
+        MM(mm_forward(m, v, ln1, p->wv + l * d.KVD * d.D, N, (int)d.D, (int)d.KVD));
+        bn_cu_rope(q, a->rope_cos, a->rope_sin, B, T, (int)d.H, (int)d.hd, 1.0f, s);
+        bn_cu_rope(k, a->rope_cos, a->rope_sin, B, T, (int)d.KV, (int)d.hd, 1.0f, s);
+        float *atty = a->atty + l * n * d.QD, *ra = a->res_att + l * n * d.D;
+        if (bn_cu_attention_forward(atty, a->lse + l * n * d.H, q, k, v, B, T, (int)d.H,
+                                    (int)d.KV, (int)d.hd, s))
+            return bn_err_set(err, BN_EUNSUPPORTED, "cuda: head_dim %zu", d.hd);
+        MM(mm_forward(m, ra, atty, p->wo + l * d.D * d.QD, N, (int)d.QD, (int)d.D));
+        bn_cu_add(ra, ra, x, n * d.D, s);
+        float *ln2 = a->ln2 + l * n * d.D;
+        bn_cu_rmsnorm_forward(ln2, a->ln2_rstd + l * n, ra, p->ffn_norm + l * d.D, N, (int)d.D, eps, s);
+        float *g = a->gate + l * n * d.F, *u = a->up + l * n * d.F, *f = a->ffh + l * n * d.F;
+        MM(mm_forward(m, g, ln2, p->w_gate + l * d.F * d.D, N, (int)d.D, (int)d.F));
+        MM(mm_forward(m, u, ln2, p->w_up + l * d.F * d.D, N, (int)d.D, (int)d.F));
+        bn_cu_swiglu_forward(f, g, u, n * d.F, s);
+        float *rf = a->res_ffn + l * n * d.D;
+        MM(mm_forward(m, rf, f, p->w_down + l * d.D * d.F, N, (int)d.F, (int)d.D));
+        bn_cu_add(rf, rf, ra, n * d.D, s);
+    }
+    bn_cu_rmsnorm_forward(a->lnf, a->lnf_rstd, a->res_ffn + (d.L - 1) * n * d.D, p->final_norm, N,
+                          (int)d.D, eps, s);
+    MM(mm_forward(m, a->logits, a->lnf, p->head, N, (int)d.D, (int)d.V));
+    CU(cudaGetLastError(), "forward kernels");
+    return 0;
+}
+
+int bn_cu_loss(bn_cu_model *m, const int32_t *targets, const uint8_t *mask, float *loss,
+               int *n_counted, bn_err *err)
+{
+    int N = m->B * m->T, V = m->cfg.vocab_size, count = 0;
+    for (int i = 0; i < N; i++) count += targets[i] >= 0 && targets[i] < V && (!mask || mask[i]);
+    if (n_counted) *n_counted = count;
+    cudaStream_t s = m->s;
+    CU(cudaSetDevice(m->o.gpu), "cudaSetDevice");
+    CU(cudaMemcpyAsync(m->targets, targets, (size_t)N * sizeof(int32_t), cudaMemcpyHostToDevice, s), "upload targets");
+    if (mask) CU(cudaMemcpyAsync(m->mask, mask, (size_t)N, cudaMemcpyHostToDevice, s), "upload mask");
+    bn_cu_crossentropy(m->a.logits, m->a.losses, m->targets, mask ? m->mask : NULL, N, V,
+                       count ? 1.0f / (float)count : 0.0f, m->o.train ? 1 : 0, s);
+    float *h = (float *)malloc((size_t)N * sizeof(float));
+    if (!h) return bn_err_set(err, BN_ENOMEM, "cuda: losses");
+    cudaError_t e = cudaMemcpyAsync(h, m->a.losses, (size_t)N * sizeof(float), cudaMemcpyDeviceToHost, s);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(s);
+    double sum = 0;
+    for (int i = 0; i < N; i++) sum += h[i];
+    free(h);
+    CU(e, "loss");
+    *loss = count ? (float)(sum / count) : 0.0f;
+    return 0;
+}
+
+/* ---- backward ---- */
+
+int bn_cu_backward(bn_cu_model *m, bn_err *err)
+{
+    if (!m->o.train) return bn_err_set(err, BN_EINVAL, "cuda: backward on a model made without train");
+    CU(cudaSetDevice(m->o.gpu), "cudaSetDevice");
+    dims d = dims_of(&m->cfg);
+    int B = m->B, T = m->T, N = B * T;
+    size_t n = (size_t)N;
+    cudaStream_t s = m->s;
+    const params *p = &m->w;
+    const params *g = &m->g;
+    acts *a = &m->a;
+    /* head and final norm */
+    float *dlnf = a->dln;
+    MM(mm_backward_dx(m, dlnf, a->logits, p->head, N, (int)d.D, (int)d.V, 0.0f));
+    MM(mm_backward_dw(m, g->head, a->logits, a->lnf, N, (int)d.D, (int)d.V));
+    CU(cudaMemsetAsync(a->dres, 0, n * d.D * sizeof(float), s), "memset");
+    bn_cu_rmsnorm_backward(a->dres, g->final_norm, dlnf, a->res_ffn + (d.L - 1) * n * d.D,
+                           p->final_norm, a->lnf_rstd, N, (int)d.D, s);
+    for (size_t li = d.L; li-- > 0;) {
+        size_t l = li;
+        const float *x = l == 0 ? a->encoded : a->res_ffn + (l - 1) * n * d.D;
+        const float *ra = a->res_att + l * n * d.D;
+        const float *ln2 = a->ln2 + l * n * d.D, *ln1 = a->ln1 + l * n * d.D;
+        const float *gt = a->gate + l * n * d.F, *up = a->up + l * n * d.F, *ffh = a->ffh + l * n * d.F;
+        /* ffn: res_ffn = ra + w_down(ffh) */
+        MM(mm_backward_dx(m, a->dffh, a->dres, p->w_down + l * d.D * d.F, N, (int)d.F, (int)d.D, 0.0f));
+        MM(mm_backward_dw(m, g->w_down + l * d.D * d.F, a->dres, ffh, N, (int)d.F, (int)d.D));
+        bn_cu_swiglu_backward(a->dgate, a->dup, a->dffh, gt, up, n * d.F, s);
+        MM(mm_backward_dx(m, a->dln, a->dgate, p->w_gate + l * d.F * d.D, N, (int)d.D, (int)d.F, 0.0f));
+        MM(mm_backward_dx(m, a->dln, a->dup, p->w_up + l * d.F * d.D, N, (int)d.D, (int)d.F, 1.0f));
+        MM(mm_backward_dw(m, g->w_gate + l * d.F * d.D, a->dgate, ln2, N, (int)d.D, (int)d.F));
+        MM(mm_backward_dw(m, g->w_up + l * d.F * d.D, a->dup, ln2, N, (int)d.D, (int)d.F));
+        bn_cu_rmsnorm_backward(a->dres, g->ffn_norm + l * d.D, a->dln, ra, p->ffn_norm + l * d.D,
+                               a->ln2_rstd + l * n, N, (int)d.D, s);
+        /* attention: ra = x + wo(atty) */
+        const float *atty = a->atty + l * n * d.QD;
+        MM(mm_backward_dx(m, a->datty, a->dres, p->wo + l * d.D * d.QD, N, (int)d.QD, (int)d.D, 0.0f));
+        MM(mm_backward_dw(m, g->wo + l * d.D * d.QD, a->dres, atty, N, (int)d.QD, (int)d.D));
+        const float *q = a->q + l * n * d.QD, *k = a->k + l * n * d.KVD, *v = a->v + l * n * d.KVD;
+        if (bn_cu_attention_backward(a->dq, a->dk, a->dv, a->dsum, a->datty, atty,
+                                     a->lse + l * n * d.H, q, k, v, B, T, (int)d.H, (int)d.KV,
+                                     (int)d.hd, s))
+            return bn_err_set(err, BN_EUNSUPPORTED, "cuda: head_dim %zu", d.hd);
+        bn_cu_rope(a->dq, a->rope_cos, a->rope_sin, B, T, (int)d.H, (int)d.hd, -1.0f, s);
+        bn_cu_rope(a->dk, a->rope_cos, a->rope_sin, B, T, (int)d.KV, (int)d.hd, -1.0f, s);
+        MM(mm_backward_dx(m, a->dln, a->dq, p->wq + l * d.QD * d.D, N, (int)d.D, (int)d.QD, 0.0f));
+        MM(mm_backward_dx(m, a->dln, a->dk, p->wk + l * d.KVD * d.D, N, (int)d.D, (int)d.KVD, 1.0f));
+        MM(mm_backward_dx(m, a->dln, a->dv, p->wv + l * d.KVD * d.D, N, (int)d.D, (int)d.KVD, 1.0f));
+        MM(mm_backward_dw(m, g->wq + l * d.QD * d.D, a->dq, ln1, N, (int)d.D, (int)d.QD));
+        MM(mm_backward_dw(m, g->wk + l * d.KVD * d.D, a->dk, ln1, N, (int)d.D, (int)d.KVD));
+        MM(mm_backward_dw(m, g->wv + l * d.KVD * d.D, a->dv, ln1, N, (int)d.D, (int)d.KVD));
+        bn_cu_rmsnorm_backward(a->dres, g->attn_norm + l * d.D, a->dln, x, p->attn_norm + l * d.D,
+                               a->ln1_rstd + l * n, N, (int)d.D, s);
+    }
+    bn_cu_embedding_backward(g->tok_emb, a->dres, m->tokens, N, (int)d.D, s);
+    CU(cudaGetLastError(), "backward kernels");
+    return 0;
+}
+
+int bn_cu_zero_grad(bn_cu_model *m, bn_err *err)
+{
+    if (!m->o.train) return 0;
+    CU(cudaSetDevice(m->o.gpu), "cudaSetDevice");
+    CU(cudaMemsetAsync(m->gmem, 0, m->n_params * sizeof(float), m->s), "zero grads");
+    return 0;
+}
+
+/* ---- optimizer and STE ---- */
+
+/* Compute weights from the master weights: the linears' ternary projection when ste, else
+ * the master weights themselves (same buffer). */
+int bn_cu_refresh(bn_cu_model *m, bn_err *err)
+{
+    if (!m->o.ste) return 0;
+    CU(cudaSetDevice(m->o.gpu), "cudaSetDevice");
+    dims d = dims_of(&m->cfg);
+    CU(cudaMemcpyAsync(m->wmem, m->pmem, m->n_params * sizeof(float), cudaMemcpyDeviceToDevice, m->s), "copy weights");
+    struct { float *w; const float *p; size_t rows, cols; } lin[7] = {
+        { m->w.wq, m->p.wq, d.L * d.QD, d.D }, { m->w.wk, m->p.wk, d.L * d.KVD, d.D },
+        { m->w.wv, m->p.wv, d.L * d.KVD, d.D }, { m->w.wo, m->p.wo, d.L * d.D, d.QD },
+        { m->w.w_gate, m->p.w_gate, d.L * d.F, d.D }, { m->w.w_up, m->p.w_up, d.L * d.F, d.D },
+        { m->w.w_down, m->p.w_down, d.L * d.D, d.F },
+    };
+    for (int i = 0; i < 7; i++)
+        bn_cu_ternarize(lin[i].w, lin[i].p, (int)lin[i].rows, (int)lin[i].cols, m->o.tau, m->s);
+    CU(cudaGetLastError(), "ternarize");
+    return 0;
+}
+
+int bn_cu_adamw(bn_cu_model *m, float lr, float beta1, float beta2, float eps, float wd, int64_t t,
+                float max_grad_norm, double *grad_norm, int *skipped, bn_err *err)
+{
+    if (!m->o.train) return bn_err_set(err, BN_EINVAL, "cuda: optimizer on a model made without train");
+    CU(cudaSetDevice(m->o.gpu), "cudaSetDevice");
+    double ss = 0;
+    CU(cudaMemsetAsync(m->normsq, 0, sizeof(double), m->s), "memset");
+    bn_cu_sumsq(m->normsq, m->gmem, m->n_params, m->s);
+    CU(cudaMemcpyAsync(&ss, m->normsq, sizeof(double), cudaMemcpyDeviceToHost, m->s), "grad norm");
+    CU(cudaStreamSynchronize(m->s), "grad norm");
+    double norm = sqrt(ss);
+    if (grad_norm) *grad_norm = norm;
+    if (!isfinite(norm)) {
+        if (skipped) *skipped = 1;
+        return 0;
+    }
+    if (skipped) *skipped = 0;
+    float k = 1.0f;
+    if (max_grad_norm > 0 && norm > max_grad_norm) k = (float)(max_grad_norm / (norm + 1e-12));
+    double tt = (double)(t + 1);
+    float bc1 = (float)(1.0 - pow(beta1, tt)), bc2 = (float)(1.0 - pow(beta2, tt));
+    bn_cu_adamw_update(m->pmem, m->gmem, m->mmem, m->vmem, m->n_params, lr, beta1, beta2, bc1,
+                       bc2, eps, 1.0f - lr * wd, k, m->s);
+    CU(cudaGetLastError(), "adamw");
+    return bn_cu_refresh(m, err);
+}
+
+/* ---- transfers ---- */
+
+static int buffer(bn_cu_model *m, bn_cu_buf which, size_t n, float **out, bn_err *err)
+{
+    size_t want = m->n_params;
+    float *b = NULL;
+    switch (which) {
+    case BN_CU_PARAMS: b = m->pmem; break;
+    case BN_CU_GRADS: b = m->gmem; break;
+    case BN_CU_ADAM_M: b = m->mmem; break;
+    case BN_CU_ADAM_V: b = m->vmem; break;
+    case BN_CU_LOGITS: b = m->a.logits; want = (size_t)m->B * m->T * m->cfg.vocab_size; break;
+    }
+    if (!b) return bn_err_set(err, BN_EINVAL, "cuda: buffer %d absent (model made without train)", (int)which);
+    if (n != want) return bn_err_set(err, BN_EINVAL, "cuda: buffer %d holds %zu floats, %zu asked", (int)which, want, n);
+    *out = b;
+    return 0;
+}
+
+int bn_cu_get(bn_cu_model *m, bn_cu_buf which, float *host, size_t n, bn_err *err)
+{
+    float *b;
+    if (buffer(m, which, n, &b, err)) return err ? err->code : BN_EINVAL;
+    CU(cudaSetDevice(m->o.gpu), "cudaSetDevice");
+    CU(cudaMemcpyAsync(host, b, n * sizeof(float), cudaMemcpyDeviceToHost, m->s), "download");
+    CU(cudaStreamSynchronize(m->s), "download");
+    return 0;
+}
+
+int bn_cu_set(bn_cu_model *m, bn_cu_buf which, const float *host, size_t n, bn_err *err)
+{
+    float *b;
+    if (buffer(m, which, n, &b, err)) return err ? err->code : BN_EINVAL;
+    CU(cudaSetDevice(m->o.gpu), "cudaSetDevice");
+    CU(cudaMemcpyAsync(b, host, n * sizeof(float), cudaMemcpyHostToDevice, m->s), "upload");
+    CU(cudaStreamSynchronize(m->s), "upload");
+    if (which == BN_CU_PARAMS) return bn_cu_refresh(m, err);
+    return 0;
+}

@@ -1,0 +1,58 @@
+/* ops.cuh - launchers of the CUDA layer kernels (ops.cu, attention.cu), private to cuda/.
+ * llm.c layout: one kernel per op, *_forward / *_backward pairs, shapes in comments.
+ * N = B*T rows; every pointer is device memory; every launcher runs on stream s. */
+#ifndef BN_CUDA_OPS_CUH
+#define BN_CUDA_OPS_CUH
+
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+/* out[N, D] = emb[tok[n], :] */
+void bn_cu_embedding_forward(float *out, const int32_t *tok, const float *emb, int N, int D,
+                             cudaStream_t s);
+/* demb[tok[n], :] += dout[n, :] */
+void bn_cu_embedding_backward(float *demb, const float *dout, const int32_t *tok, int N, int D,
+                              cudaStream_t s);
+/* out[N, D] = x * rstd * w, rstd[N] = 1 / sqrt(mean(x^2) + eps) */
+void bn_cu_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N, int D,
+                           float eps, cudaStream_t s);
+/* dx[N, D] += d/dx, dw[D] += d/dw of out = x * rstd * w */
+void bn_cu_rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x,
+                            const float *w, const float *rstd, int N, int D, cudaStream_t s);
+/* In place on x[B*T, nh*hd]: HF rotate_half with tables cos/sin [T, hd/2];
+ * sign +1 forward, -1 backward (the transpose rotation). */
+void bn_cu_rope(float *x, const float *cosb, const float *sinb, int B, int T, int nh, int hd,
+                float sign, cudaStream_t s);
+/* out[n] = silu(gate[n]) * up[n] */
+void bn_cu_swiglu_forward(float *out, const float *gate, const float *up, size_t n, cudaStream_t s);
+/* dgate, dup [n] (overwritten) from dout [n] */
+void bn_cu_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
+                           const float *up, size_t n, cudaStream_t s);
+/* out[n] = a[n] + b[n] */
+void bn_cu_add(float *out, const float *a, const float *b, size_t n, cudaStream_t s);
+/* Per row of logits [N, V]: losses[n] = NLL of targets[n] (0 when the row does not count:
+ * targets < 0 or mask[n] == 0); when grad, logits row <- (softmax - onehot) * inv_count
+ * (zeros for rows that do not count). mask may be NULL. */
+void bn_cu_crossentropy(float *logits, float *losses, const int32_t *targets, const uint8_t *mask,
+                        int N, int V, float inv_count, int grad, cudaStream_t s);
+/* acc[0] += sum x^2 over n (double accumulator) */
+void bn_cu_sumsq(double *acc, const float *x, size_t n, cudaStream_t s);
+/* AdamW with gradients scaled by gscale first: m, v, w [n] */
+void bn_cu_adamw_update(float *w, const float *g, float *m, float *v, size_t n, float lr,
+                        float b1, float b2, float bc1, float bc2, float eps, float decay,
+                        float gscale, cudaStream_t s);
+/* Ternary STE projection per row of w [rows, cols]: s = max(mean|w|, 1e-8);
+ * out = sign(w) * s where |w| >= tau * s, else 0. */
+void bn_cu_ternarize(float *out, const float *w, int rows, int cols, float tau, cudaStream_t s);
+
+/* Fused causal GQA attention. q [B*T, H*hd], k, v [B*T, KV*hd] (after RoPE);
+ * out y [B*T, H*hd], lse [B, H, T] (log-sum-exp of each row's scaled scores). */
+int bn_cu_attention_forward(float *y, float *lse, const float *q, const float *k, const float *v,
+                            int B, int T, int H, int KV, int hd, cudaStream_t s);
+/* From dy [B*T, H*hd]: dq [B*T, H*hd], dk, dv [B*T, KV*hd] (overwritten); dsum [B, H, T]
+ * scratch. Recomputes the probabilities from q, k and lse. */
+int bn_cu_attention_backward(float *dq, float *dk, float *dv, float *dsum, const float *dy,
+                             const float *y, const float *lse, const float *q, const float *k,
+                             const float *v, int B, int T, int H, int KV, int hd, cudaStream_t s);
+
+#endif
