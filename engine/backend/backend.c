@@ -185,6 +185,16 @@ void bn_backend_free(bn_backend *b)
 }
 
 bn_device bn_backend_device(const bn_backend *b) { return b->o.device; }
+
+size_t bn_backend_device_bytes(const bn_backend *b)
+{
+#ifdef BN_HAVE_CUDA
+    if (b->cu) return bn_cu_bytes(b->cu);
+#else
+    (void)b;
+#endif
+    return 0;
+}
 size_t bn_backend_n_params(const bn_backend *b) { return b->host->n_params; }
 
 #ifdef BN_HAVE_CUDA

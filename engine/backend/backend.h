@@ -61,6 +61,9 @@ bn_device bn_backend_device(const bn_backend *b);
 /* Bytes of device memory the model takes on the GPU (0 on CPU) and what it would take. */
 size_t bn_backend_mem_need(const bn_model_config *cfg, const bn_backend_opts *o);
 
+/* Device memory the backend took (the CUDA model's allocation and cuBLAS workspace; 0 on CPU). */
+size_t bn_backend_device_bytes(const bn_backend *b);
+
 int bn_backend_forward(bn_backend *b, const int32_t *tokens, int B, int T, bn_err *err);
 /* Copies the last forward's logits [B*T, V] to host (call before bn_backend_loss). */
 int bn_backend_logits(bn_backend *b, float *out, bn_err *err);
