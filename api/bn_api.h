@@ -29,8 +29,6 @@ bn_api_scope bn_api_tokens_check(const bn_api_tokens *t, const char *token, char
                                  size_t namelen);
 const char *bn_api_scope_name(bn_api_scope s);
 int bn_api_scope_parse(const char *s); /* -1 if unknown */
-/* Lower-case hex SHA-256 of a string (65 bytes with NUL). */
-void bn_api_sha256_hex(const char *s, size_t len, char out[65]);
 
 /* ---- server ------------------------------------------------------------------------- */
 

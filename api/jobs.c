@@ -17,6 +17,7 @@
 #include <sys/random.h>
 
 #include "bn_engine.h"
+#include "base/checksum.h"
 
 static const char *const stage_names[] = {
     "load", "calibrate", "quantize", "evaluate", "finetune", "export",
@@ -383,10 +384,11 @@ static enum MHD_Result create_job(bn_api_req *r, bn_store *st, submit *s,
                                   const char *model_real, const char *output,
                                   const char *output_dir)
 {
+    char hash[65];
+    if (bn_sha256_hex(r->body, r->body_len, hash))
+        return bn_api_problem(r, 500, NULL, "creating job: SHA-256 of the request failed");
     char *config = s->config ? cJSON_PrintUnformatted(s->config) : strdup("{}");
     char *tracking = s->tracking ? cJSON_PrintUnformatted(s->tracking) : strdup("{}");
-    char hash[65];
-    bn_api_sha256_hex(r->body, r->body_len, hash);
     bn_store_new_job nj = {
         .priority = s->priority, .model = model_real, .output = output,
         .output_dir = output_dir, .config = config, .tracking = tracking,

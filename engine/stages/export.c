@@ -31,7 +31,7 @@
 #include "base/fsutil.h"
 #include "stages/gguf_model.h"
 #include "quant/pack.h"
-#include "base/sha256.h"
+#include "base/checksum.h"
 #include "stages/stages.h"
 
 enum { CHUNK_BYTES = 1 << 20 };

@@ -17,7 +17,7 @@
 #include "formats/initmodel.h"
 #include "quant/pack.h"
 #include "quant/quant.h"
-#include "base/sha256.h"
+#include "base/checksum.h"
 
 static char *tmp;
 
