@@ -61,6 +61,8 @@ typedef struct bn_api_config {
     void *workers_ctx;
     bn_api_log_fn log;           /* may be NULL */
     void *log_ctx;
+    const char *const *hub_allow; /* hf:// repositories jobs may name (engine/hub); */
+    int n_hub_allow;              /* none: hf:// sources are refused */
 } bn_api_config;
 
 /* Starts listening. tokens may be NULL (no auth: the caller allows that only on a

@@ -282,7 +282,7 @@ int bn_cli_compress(int argc, char **argv)
     }
     ui u = { .tty = bn_cli_tty(), .json = json, .last_stage = -1 };
     bn_progress prog = { &u, on_update, on_event, on_metric };
-    bn_pipeline_paths paths = { model, out, work, NULL };
+    bn_pipeline_paths paths = { model, out, work, NULL, NULL };
     struct sigaction sa = { 0 }, old;
     sa.sa_handler = on_sigint;
     struct sigaction old_term;

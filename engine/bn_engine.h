@@ -131,11 +131,14 @@ typedef struct bn_progress {
 
 /* ---- the pipeline -------------------------------------------------------------- */
 
+struct bn_hub_config;
 typedef struct bn_pipeline_paths {
-    const char *model_dir;  /* input HF folder (already checked against allowed roots) */
+    const char *model_dir;  /* input HF folder (already checked against allowed roots), or
+                               "hf://ORG/NAME[@REV]": fetched into the Hub cache by load */
     const char *output_dir; /* final output folder; written as <output_dir>.partial first */
     const char *work_dir;   /* per-job scratch + stage checkpoints; kept until the job ends */
     const char *data_dir;   /* datasets for calibration (<data_dir>/datasets/<name>/...) */
+    const struct bn_hub_config *hub; /* for hf:// sources (hub/hub.h); NULL: environment */
 } bn_pipeline_paths;
 
 /* Runs every unfinished stage. Returns 0 when the output folder is complete. */
