@@ -1,8 +1,8 @@
 /* bn_engine.h - the public interface of the compression engine.
  *
  * The engine turns a Hugging Face Llama-family folder into BitNet b1.58 outputs. It has
- * no HTTP, no SQL and no long-lived threads; a call may compute in parallel inside
- * itself. Callers (bitnetctl compress, the daemon's workers) see three things:
+ * no HTTP server, no SQL and no long-lived threads (its one network client, hub/, fetches
+ * hf:// models in the load stage); a call may compute in parallel inside itself. Callers (bitnetctl compress, the daemon's workers) see three things:
  *
  *   bn_options   the job configuration, parsed and validated from JSON (the "config"
  *                object of a REST job, or bitnetctl flags turned into JSON);
