@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,11 @@ void bn_sha256_to_hex(const uint8_t d[32], char hex[65])
         hex[2 * i + 1] = digits[d[i] & 15];
     }
     hex[64] = 0;
+}
+
+int bn_sha256_library_init(void)
+{
+    return OPENSSL_init_crypto(OPENSSL_INIT_LOAD_CONFIG | OPENSSL_INIT_ADD_ALL_DIGESTS, NULL) == 1 ? 0 : -1;
 }
 
 int bn_sha256_init(bn_sha256 *s, bn_err *err)

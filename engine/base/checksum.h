@@ -30,6 +30,11 @@ int bn_sha256_digest(const void *data, size_t n, uint8_t out[32]);
 int bn_sha256_hex(const void *data, size_t n, char hex[65]);
 /* Hex digest of a file's contents (read in 1 MiB blocks). */
 int bn_sha256_file(const char *path, char hex[65], bn_err *err);
+/* Initializes OpenSSL in the calling thread. Call it from main() before starting threads
+ * that hash: OpenSSL's first use loads its configuration and leaves per-thread state in
+ * the thread that happened to call first, which a short-lived thread (one per HTTP
+ * connection) would lose. Later calls do nothing. Returns 0, or -1 if OpenSSL failed. */
+int bn_sha256_library_init(void);
 /* The hex spelling of a raw digest. */
 void bn_sha256_to_hex(const uint8_t d[32], char hex[65]);
 
