@@ -678,11 +678,18 @@ static int re_next(OnigRegex re, re_scan *sc, const char *s, size_t n, size_t *p
         /* Pre-tokenizer patterns match at almost every position, so try *pos itself
          * first (one match attempt, no search set-up); a search finds the next start
          * otherwise. Both give the leftmost-first match at the first matching start. */
-        int r = onig_match_with_param(re, str, end, str + *pos, &sc->region, ONIG_OPTION_NONE, sc->mp);
+        int r = onig_match_with_param(re, str, end, str + *pos, NULL, ONIG_OPTION_NONE, sc->mp);
         if (r > 0) {
             *a = *pos;
             *b = *pos += (size_t)r;
             return 1;
+        }
+        if (r == 0) { /* an empty match at *pos: move on by one character */
+            if (*pos >= n) return 0;
+            size_t cl = 1;
+            while (*pos + cl < n && ((unsigned char)s[*pos + cl] & 0xC0) == 0x80) cl++;
+            *pos += cl;
+            continue;
         }
         if (r == ONIG_MISMATCH)
             r = onig_search_with_param(re, str, end, str + *pos, end, &sc->region,
