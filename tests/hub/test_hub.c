@@ -33,6 +33,9 @@ static const char *model;
 
 static void setup(void)
 {
+    /* the caller's Hub settings must not leak into the tests */
+    static const char *const vars[] = { "HF_TOKEN", "HF_HUB_OFFLINE", "HF_ENDPOINT", "HF_HUB_CACHE", "HF_HOME" };
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) unsetenv(vars[i]);
     model = bn_test_data("stories260K-hf");
     static char model_buf[4096];
     snprintf(model_buf, sizeof model_buf, "%s", model);

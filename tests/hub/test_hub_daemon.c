@@ -20,6 +20,8 @@ static fake_hub *hub;
 
 static void setup(void)
 {
+    static const char *const vars[] = { "HF_TOKEN", "HF_HUB_OFFLINE", "HF_ENDPOINT", "HF_HUB_CACHE", "HF_HOME" };
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) unsetenv(vars[i]); /* inherited by bitnetd */
     hub = fake_hub_start();
     ck_assert_ptr_nonnull(hub);
     ck_assert_int_eq(fake_hub_add_repo(hub, "karpathy/stories260K", bn_test_data("stories260K-hf"), NULL), 0);
