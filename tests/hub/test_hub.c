@@ -418,6 +418,16 @@ START_TEST(compress_end_to_end)
         (void)!system(p);
     }
     ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    /* generate, offline too */
+    snprintf(cmd, sizeof cmd, "HF_HUB_OFFLINE=1 HF_HOME=%s/hfhome %s generate " SRC
+             " --greedy --prompt 'Once upon a time' -n 8 >%s/gen.log 2>&1", tmp, bn_test_build_path("cli/bitnetctl"), tmp);
+    st = system(cmd);
+    snprintf(p, sizeof p, "%s/gen.log", tmp);
+    char *gen = NULL;
+    ck_assert_int_eq(bn_fs_read_file(p, 1 << 20, &gen, &n, &e), 0);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s", gen);
+    ck_assert_msg(strstr(gen, "Once upon a time") != NULL, "%s", gen);
+    free(gen);
 }
 END_TEST
 
