@@ -659,7 +659,6 @@ static int from_cache(fetch *f, char *dir, size_t dirlen)
     if (!bn_fs_exists(cfg))
         return bn_err_set(f->err, BN_EINVAL, "%s: offline (HF_HUB_OFFLINE=1) and commit %s has no cached "
                           "config.json in %s", f->src, f->commit, f->cache);
-    note(f, "info", "%s: offline: using the cached snapshot %s", f->src, f->commit);
     return 0;
 }
 
@@ -687,7 +686,11 @@ int bn_hub_fetch(const char *src, const bn_hub_config *cfg, const bn_hub_progres
     bool offline = f.cfg->offline >= 0 ? f.cfg->offline == 1
                                        : off && (strcmp(off, "1") == 0 || strcasecmp(off, "true") == 0 ||
                                                  strcasecmp(off, "yes") == 0 || strcasecmp(off, "on") == 0);
-    if (offline) return from_cache(&f, dir, dirlen);
+    if (offline) {
+        if ((rc = from_cache(&f, dir, dirlen))) return rc;
+        note(&f, "info", "%s: offline: using the cached snapshot %s", f.src, f.commit);
+        return 0;
+    }
 
     f.endpoint = f.cfg->endpoint ? f.cfg->endpoint : env("HF_ENDPOINT") ? env("HF_ENDPOINT") : DEFAULT_ENDPOINT;
     f.token = f.cfg->token ? f.cfg->token : env("HF_TOKEN");
@@ -702,7 +705,21 @@ int bn_hub_fetch(const char *src, const bn_hub_config *cfg, const bn_hub_progres
         if (h) f.headers = h;
     }
     f.rate_t0 = now_s();
-    if ((rc = get_listing(&f, &doc)) || (rc = read_listing(&f, doc))) goto err;
+    if ((rc = get_listing(&f, &doc)) == BN_EIO) {
+        /* the Hub is unreachable (network, 5xx, 429 after every attempt): a complete
+         * cached snapshot of the revision serves, as in huggingface_hub */
+        bn_err cache_err = { 0 };
+        f.err = &cache_err;
+        int crc = from_cache(&f, dir, dirlen);
+        f.err = err;
+        if (crc == 0) {
+            note(&f, "warn", "%s: the Hub is unreachable (%s); using the cached snapshot %s", f.src,
+                 err ? err->msg : "error", f.commit);
+            rc = 0;
+            goto err; /* done: clean up */
+        }
+    }
+    if (rc || (rc = read_listing(&f, doc))) goto err;
     uint64_t limit = f.cfg->max_bytes;
     if (limit && f.total > limit) {
         rc = bn_err_set(err, BN_EINVAL, "%s: the model's files take %.1f MB, more than the hub size limit "

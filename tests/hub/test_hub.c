@@ -174,6 +174,18 @@ START_TEST(download_layout_and_reuse)
     ck_assert_msg(fetch(&c, p, dir2, &e, NULL) == 0, "%s", e.msg);
     ck_assert_str_eq(dir2, dir);
     ck_assert_int_eq(fake_hub_get_stats(hub).api, 2);
+    /* online but the Hub is down: the complete cached snapshot serves, with a warning */
+    c.offline = 0;
+    c.max_attempts = 2;
+    fake_hub_fail_next(hub, 503, 0, 100);
+    log_t l2 = { 0 };
+    ck_assert_msg(fetch(&c, SRC, dir2, &e, &l2) == 0, "%s", e.msg);
+    ck_assert_str_eq(dir2, dir);
+    ck_assert_ptr_nonnull(strstr(l2.text, "unreachable"));
+    ck_assert_int_eq(fetch(&c, SRC "@v3", dir2, &e, NULL), BN_EIO); /* not cached: the Hub's error */
+    ck_assert_ptr_nonnull(strstr(e.msg, "HTTP 503"));
+    fake_hub_fail_next(hub, 503, 0, 0);
+    c.offline = 1;
     ck_assert_int_eq(fetch(&c, SRC "@v2", dir2, &e, NULL), BN_EINVAL);
     ck_assert_ptr_nonnull(strstr(e.msg, "offline"));
     ck_assert_int_eq(fetch(&c, "hf://other/model", dir2, &e, NULL), BN_EINVAL);
