@@ -52,8 +52,8 @@ typedef struct bn_api_config {
     int connection_timeout_s;    /* idle/slow client timeout, default 30 */
     int max_queued;              /* queued jobs before 429 (0 = unlimited) */
     int max_sse;                 /* concurrent event streams (default 64) */
-    bool wandb_key_available;    /* default tracking mode is online when true */
-    const char *wandb_default_mode; /* "online" | "offline" | "disabled"; NULL: by the key */
+    const char *wandb_default_mode; /* "online" | "offline" | "disabled", as the daemon
+                                       decided it (start_tracker); NULL: "disabled" */
     const char *wandb_project;   /* default W&B project (may be NULL) */
     const char *wandb_entity;    /* default W&B entity (may be NULL) */
     /* Health of the other subsystems for /readyz (NULL = always alive). */
@@ -74,7 +74,8 @@ int bn_api_port(const bn_api *api);
 void bn_api_set_tokens(bn_api *api, bn_api_tokens *tokens);
 /* While draining, POST /v1/jobs answers 503 and /readyz is not ready. */
 void bn_api_set_draining(bn_api *api, bool draining);
-/* Monotonic ms of the last request completed or health tick (for the watchdog). */
+/* Whether the API answers: connects to its own socket and asks GET /healthz (the
+ * daemon sends the systemd watchdog only while this holds). */
 bool bn_api_alive(bn_api *api);
 void bn_api_stop(bn_api *api);
 

@@ -178,3 +178,16 @@ bn_store *bn_api_store(bn_api_req *r)
     pthread_setspecific(r->api->store_key, st);
     return st;
 }
+
+cJSON *bn_api_event_json(const bn_store_event *e)
+{
+    cJSON *o = cJSON_CreateObject();
+    char buf[32];
+    cJSON_AddNumberToObject(o, "seq", (double)e->seq);
+    cJSON_AddStringToObject(o, "ts", bn_api_time(e->ts, buf));
+    if (e->stage) cJSON_AddStringToObject(o, "stage", e->stage);
+    else cJSON_AddNullToObject(o, "stage");
+    cJSON_AddStringToObject(o, "level", e->level ? e->level : "info");
+    cJSON_AddStringToObject(o, "message", e->message ? e->message : "");
+    return o;
+}

@@ -190,16 +190,3 @@ int bn_api_check_output(bn_api *api, const char *output, char *resolved, size_t 
     return 0;
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb; (void)flag; (void)ftw;
-    remove(path);
-    return 0;
-}
-
-int bn_api_rmtree(const char *path)
-{
-    struct stat sb;
-    if (lstat(path, &sb) != 0) return 0;
-    return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}

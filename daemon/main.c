@@ -2,7 +2,7 @@
  *
  * Start-up: configuration (defaults < file < BITNETD_* < flags), folders, tokens (a
  * non-loopback address without a tokens file is refused), the store (migrations, then
- * recovery of jobs a crash left running), the worker pool, the API. The real listening
+ * recovery of jobs a crash left running), the worker pool, the W&B tracker, the API. The real listening
  * URL is printed and written to <state_dir>/bitnetd.url, then systemd hears READY=1.
  *
  * The main thread then only waits for signals (blocked in every thread, taken here with
@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "base/blas.h"
+#include "base/fsutil.h"
 #include "bn_api.h"
 #include "bn_store.h"
 #include "bn_worker.h"
@@ -55,19 +56,6 @@ typedef struct daemon_state {
     char *hub_allow[64];
     char hub_token[1024];
 } daemon_state;
-
-static int mkdirs(const char *path)
-{
-    char tmp[PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        if (mkdir(tmp, 0750) != 0 && errno != EEXIST) return -1;
-        *p = '/';
-    }
-    return (mkdir(tmp, 0750) != 0 && errno != EEXIST) ? -1 : 0;
-}
 
 /* "host:port", "[v6]:port" or ":port". */
 static int parse_listen(const char *s, char *host, size_t hostlen, int *port)
@@ -172,18 +160,18 @@ static int prepare(daemon_state *d, bn_api_tokens **tokens)
     }
     if (inherited_socket(d)) return -1;
     char real[PATH_MAX], work[PATH_MAX + 8];
-    if (mkdirs(c->state_dir) || !realpath(c->state_dir, real) ||
+    if (bn_fs_mkdir_p(c->state_dir, NULL) || !realpath(c->state_dir, real) ||
         strlen(real) + 16 >= sizeof c->state_dir) {
         bn_log(l, BN_LOG_ERR, "state_dir %s: %s", c->state_dir, strerror(errno));
         return -1;
     }
     memcpy(c->state_dir, real, strlen(real) + 1);
     snprintf(work, sizeof work, "%s/work", real);
-    mkdirs(work);
+    bn_fs_mkdir_p(work, NULL);
     snprintf(d->db_path, sizeof d->db_path, "%s/bitnetd.db", real);
     snprintf(d->url_path, sizeof d->url_path, "%s/bitnetd.url", real);
     if (!c->output_root[0]) snprintf(c->output_root, sizeof c->output_root, "%.4000s/outputs", real);
-    if (mkdirs(c->output_root) || !realpath(c->output_root, d->output_root)) {
+    if (bn_fs_mkdir_p(c->output_root, NULL) || !realpath(c->output_root, d->output_root)) {
         bn_log(l, BN_LOG_ERR, "output_root %s: %s", c->output_root, strerror(errno));
         return -1;
     }
@@ -287,12 +275,6 @@ static int start_workers(daemon_state *d)
     return 0;
 }
 
-static bool wandb_key_available(const bn_daemon_config *c)
-{
-    const char *k = getenv("WANDB_API_KEY");
-    return (k && *k) || (c->wandb_api_key_file[0] && access(c->wandb_api_key_file, R_OK) == 0);
-}
-
 /* ---- W&B tracker (owner: tracker) ------------------------------------------------------
  * Default mode: WANDB_MODE, else wandb.mode, else online when a key exists, else disabled.
  * Key: WANDB_API_KEY, else wandb.api_key_file. Endpoint and names: WANDB_BASE_URL,
@@ -354,7 +336,6 @@ static int start_api(daemon_state *d, bn_api_tokens *tokens)
         .max_body = (size_t)c->max_body, .threads = c->http_threads,
         .max_connections = c->max_connections, .connection_timeout_s = c->connection_timeout,
         .max_queued = c->max_queued, .max_sse = c->max_sse,
-        .wandb_key_available = wandb_key_available(c),
         .wandb_default_mode = d->wandb_mode[0] ? d->wandb_mode : NULL,
         .wandb_project = c->wandb_project[0] ? c->wandb_project : NULL,
         .wandb_entity = c->wandb_entity[0] ? c->wandb_entity : NULL,

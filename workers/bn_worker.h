@@ -38,8 +38,6 @@ typedef struct bn_workers_config {
 int bn_workers_start(const bn_workers_config *cfg, bn_workers **out, char *err, size_t errlen);
 /* True while every worker and the housekeeper show a recent heartbeat. */
 bool bn_workers_alive(void *workers);
-/* Number of jobs running now. */
-int bn_workers_busy(bn_workers *w);
 /* Stops claiming, asks running jobs to checkpoint and waits up to grace_ms. Jobs still
  * running after that are put back to queued. Returns the number of threads that did not
  * stop in time (they are detached; the process should exit). */

@@ -43,3 +43,9 @@ static int has_f16c = -1, has_avx512 = -1;
 
 bool bn_cpu_has_f16c(void) { return cached(&has_f16c, detect_f16c); }
 bool bn_cpu_has_avx512(void) { return cached(&has_avx512, detect_avx512); }
+
+const char *bn_isa_name(bn_isa isa)
+{
+    static const char *const names[] = { "auto", "scalar", "avx2", "avx512" };
+    return (unsigned)isa < sizeof names / sizeof names[0] ? names[isa] : "?";
+}

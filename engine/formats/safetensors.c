@@ -519,8 +519,6 @@ const bn_st_tensor *bn_st_set_find(const bn_st_set *s, const char *name)
 }
 uint64_t bn_st_set_bytes(const bn_st_set *s) { return s->bytes; }
 size_t bn_st_set_file_count(const bn_st_set *s) { return s->n_files; }
-const bn_st_file *bn_st_set_file(const bn_st_set *s, size_t i) { return i < s->n_files ? s->files[i] : NULL; }
-const char *bn_st_file_path(const bn_st_file *f) { return f->label; }
 
 /* ---- writer -------------------------------------------------------------------- */
 

@@ -26,7 +26,9 @@
 #include "hub/hub.h"
 
 #include "base/checksum.h"
+#include "base/clock.h"
 #include "base/fsutil.h"
+#include "base/str.h"
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
@@ -47,13 +49,6 @@
 
 #define DEFAULT_ENDPOINT "https://huggingface.co"
 #define API_MAX_BYTES (64u << 20) /* a model's file listing */
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* snprintf for paths: a path that does not fit is cut (and then not found), never overrun. */
 static void pathf(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -117,7 +112,7 @@ typedef struct fetch {
 
 static bool report(fetch *f, const char *file, bool waiting, bool force)
 {
-    double t = now_s();
+    double t = bn_clock_mono_s();
     if (t - f->rate_t0 >= 2.0) {
         f->rate = (double)(f->done - f->rate_b0) / (t - f->rate_t0);
         f->rate_t0 = t;
@@ -144,8 +139,8 @@ static void note(fetch *f, const char *level, const char *fmt, ...)
 /* Sleeps s seconds in small steps; returns true when cancelled meanwhile. */
 static bool pause_for(fetch *f, double s, const char *file)
 {
-    double until = now_s() + s;
-    while (now_s() < until) {
+    double until = bn_clock_mono_s() + s;
+    while (bn_clock_mono_s() < until) {
         struct timespec ts = { 0, 100 * 1000 * 1000 };
         nanosleep(&ts, NULL);
         if (report(f, file, false, false)) return true;
@@ -368,7 +363,7 @@ static int read_listing(fetch *f, const cJSON *doc)
             snprintf(h->etag, sizeof h->etag, "%s", blob->valuestring);
         }
         for (char *c = h->etag; *c; c++) *c = (char)tolower((unsigned char)*c);
-        if (!(h->name = strdup(name->valuestring))) return bn_err_set(f->err, BN_ENOMEM, "out of memory");
+        if (!(h->name = bn_str_dup(name->valuestring))) return bn_err_set(f->err, BN_ENOMEM, "out of memory");
         f->n_files++;
         f->total += h->size;
         config |= strcmp(h->name, "config.json") == 0;
@@ -704,7 +699,7 @@ int bn_hub_fetch(const char *src, const bn_hub_config *cfg, const bn_hub_progres
         explicit_bzero(auth, sizeof auth);
         if (h) f.headers = h;
     }
-    f.rate_t0 = now_s();
+    f.rate_t0 = bn_clock_mono_s();
     if ((rc = get_listing(&f, &doc)) == BN_EIO) {
         /* the Hub is unreachable (network, 5xx, 429 after every attempt): a complete
          * cached snapshot of the revision serves, as in huggingface_hub */
@@ -732,7 +727,7 @@ int bn_hub_fetch(const char *src, const bn_hub_config *cfg, const bn_hub_progres
     if ((rc = bn_fs_mkdir_p(snapdir, err)) || (rc = bn_fs_mkdir_p(blobs, err))) goto err;
     note(&f, "info", "%s: commit %s, %zu files, %.1f MB, cache %s", f.src, f.commit, f.n_files,
          (double)f.total / 1e6, f.cache);
-    double t0 = now_s();
+    double t0 = bn_clock_mono_s();
     for (size_t i = 0; !rc && i < f.n_files; i++) {
         report(&f, f.files[i].name, false, true);
         rc = fetch_file(&f, &f.files[i]);
@@ -740,7 +735,7 @@ int bn_hub_fetch(const char *src, const bn_hub_config *cfg, const bn_hub_progres
     if (!rc) rc = write_ref(&f);
     if (!rc) {
         report(&f, NULL, false, true);
-        note(&f, "info", "%s: all %zu files present and checked (%.1f s)", f.src, f.n_files, now_s() - t0);
+        note(&f, "info", "%s: all %zu files present and checked (%.1f s)", f.src, f.n_files, bn_clock_mono_s() - t0);
         int n = snprintf(dir, dirlen, "%s", snapdir);
         if (n < 0 || (size_t)n >= dirlen) rc = bn_err_set(err, BN_EINVAL, "%s: path too long", f.src);
     }

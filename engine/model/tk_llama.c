@@ -214,7 +214,7 @@ static void attention(bn_tk_llama *m, int layer, int pos)
 
 static void gemv(bn_tk_llama *m, int p, int layer, bn_tk_act *a, float *y)
 {
-    bn_tk_gemm_pool(&m->w[p][layer], a, y, m->pool, BN_TK_AUTO); /* a holds one token */
+    bn_tk_gemm_pool(&m->w[p][layer], a, y, m->pool, BN_ISA_AUTO); /* a holds one token */
 }
 
 int bn_tk_llama_step(bn_tk_llama *m, int32_t token, int pos, float *logits, bn_err *err)

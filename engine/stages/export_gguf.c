@@ -11,6 +11,7 @@
 #include <stdlib.h>
 
 #include "stages/gguf_model.h"
+#include "stages/stages.h"
 
 /* ---- the pipeline's export hook -------------------------------------------------- */
 

@@ -1,5 +1,5 @@
 /* test_quant.c - the absmean ternary quantizer, calibration-aware refinement and the
- * packers (issue 2 acceptance: codes, scales, edge shapes, extreme values, NaN/Inf,
+ * packers (codes, scales, edge shapes, extreme values, NaN/Inf,
  * tau monotonicity, Gaussian sparsity, ISA and thread-count bit-exactness, round trips). */
 #include <check.h>
 #include <math.h>

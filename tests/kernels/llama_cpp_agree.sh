@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# llama_cpp_agree.sh - issue 7 acceptance: stock llama.cpp (prebuilt binaries of the
+# llama_cpp_agree.sh - stock llama.cpp (prebuilt binaries of the
 # npm package node-llama-cpp, pinned in js/package-lock.json) loads bitnetd's TQ2_0 and
 # TQ1_0 GGUF files of a test model and continues a prompt greedily exactly as
 # `bitnetctl generate --ternary` does, for >= 32 tokens, with log-probabilities within

@@ -98,8 +98,8 @@ START_TEST(simd_equals_scalar)
         make(&f, shapes[s][0], shapes[s][1], shapes[s][2]);
         size_t ny = (size_t)f.rows * f.n;
         float *ref = malloc(ny * sizeof(float)), *got = malloc(ny * sizeof(float));
-        bn_tk_gemm(&f.w, &f.a, ref, 1, BN_TK_SCALAR);
-        bn_tk_isa isas[] = {BN_TK_AVX2, BN_TK_AVX512VNNI};
+        bn_tk_gemm(&f.w, &f.a, ref, 1, BN_ISA_SCALAR);
+        bn_isa isas[] = {BN_ISA_AVX2, BN_ISA_AVX512};
         for (int i = 0; i < 2; i++) {
             if (!bn_tk_isa_supported(isas[i])) continue;
             for (int th = 1; th <= 3; th += 2) {
@@ -108,7 +108,7 @@ START_TEST(simd_equals_scalar)
                 for (size_t k = 0; k < ny; k++)
                     ck_assert_msg(memcmp(&ref[k], &got[k], sizeof(float)) == 0,
                                   "%s shape %dx%d n=%d threads %d: y[%zu] %.9g != %.9g",
-                                  bn_tk_isa_name(isas[i]), f.rows, f.cols, f.n, th, k, got[k], ref[k]);
+                                  bn_isa_name(isas[i]), f.rows, f.cols, f.n, th, k, got[k], ref[k]);
             }
             /* gemv = first token of gemm */
             bn_tk_gemv(&f.w, &f.a, got, 2, isas[i]);
@@ -134,7 +134,7 @@ START_TEST(pool_equals_scalar)
         size_t ny = (size_t)f[s].rows * f[s].n;
         ref[s] = malloc(ny * sizeof(float));
         got[s] = malloc(ny * sizeof(float));
-        bn_tk_gemm(&f[s].w, &f[s].a, ref[s], 1, BN_TK_SCALAR);
+        bn_tk_gemm(&f[s].w, &f[s].a, ref[s], 1, BN_ISA_SCALAR);
     }
     bn_tk_pool *pool, *single;
     ck_assert_int_eq(bn_tk_pool_new(3, &pool), 0);
@@ -146,7 +146,7 @@ START_TEST(pool_equals_scalar)
             size_t ny = (size_t)f[s].rows * f[s].n;
             for (int i = 0; i < 2; i++) {
                 memset(got[s], 0xff, ny * sizeof(float));
-                bn_tk_gemm_pool(&f[s].w, &f[s].a, got[s], i ? single : pool, BN_TK_AUTO);
+                bn_tk_gemm_pool(&f[s].w, &f[s].a, got[s], i ? single : pool, BN_ISA_AUTO);
                 ck_assert_msg(memcmp(got[s], ref[s], ny * sizeof(float)) == 0, "round %d shape %dx%d n=%d pool of %d",
                               round, f[s].rows, f[s].cols, f[s].n, i ? 1 : 3);
             }
@@ -169,7 +169,7 @@ START_TEST(matches_float_reference)
     fixture f;
     make(&f, 45, 700, 6);
     float *y = malloc(sizeof(float) * f.rows * f.n);
-    bn_tk_gemm(&f.w, &f.a, y, 2, BN_TK_AUTO);
+    bn_tk_gemm(&f.w, &f.a, y, 2, BN_ISA_AUTO);
     size_t qs = (size_t)f.a.nb * BN_TK_BLOCK;
     for (int t = 0; t < f.n; t++)
         for (int r = 0; r < f.rows; r++) {
@@ -203,7 +203,7 @@ START_TEST(linear_grows_scratch)
     float *y = malloc(sizeof(float) * 20 * 3), *ref = malloc(sizeof(float) * 20 * 3);
     ck_assert_int_eq(bn_tk_linear(&f.w, &a, f.x, 1, y, 1), 0);
     ck_assert_int_eq(bn_tk_linear(&f.w, &a, f.x, 3, y, 2), 0);
-    bn_tk_gemm(&f.w, &f.a, ref, 1, BN_TK_SCALAR);
+    bn_tk_gemm(&f.w, &f.a, ref, 1, BN_ISA_SCALAR);
     ck_assert_int_eq(memcmp(y, ref, sizeof(float) * 60), 0);
     bn_tk_act_free(&a);
     free(y), free(ref);
