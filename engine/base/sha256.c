@@ -1,7 +1,7 @@
 /* sha256.c - SHA-256 per FIPS 180-4 (see sha256.h). The block function is plain C, or
  * the x86 SHA extensions when the CPU has them (several times faster; export hashes
  * every output file, gigabytes for a 1B model). Both paths give the same digest; the
- * test vectors in tests/engine/test_io.c run on whichever this CPU takes, and
+ * test vectors in tests/formats/test_io.c run on whichever this CPU takes, and
  * bn_sha256_force_portable lets a test check the other. */
 #include "base/sha256.h"
 
