@@ -77,7 +77,7 @@ enum MHD_Result bn_api_queue(bn_api_req *r, unsigned code, struct MHD_Response *
 void bn_api_count(bn_api *api, bn_api_route route, unsigned code);
 const char *bn_api_route_name(bn_api_route r);
 bn_store *bn_api_store(bn_api_req *r); /* NULL after replying 503 */
-void bn_api_log(bn_api *api, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+#define bn_api_log(api, level, ...) bn_log_send((api)->cfg.log, (api)->cfg.log_ctx, level, __VA_ARGS__)
 /* ISO 8601 UTC text of a ms timestamp into buf (empty string for 0). */
 const char *bn_api_time(int64_t ms, char buf[32]);
 /* One job event as JSON (the events list and the SSE stream share it). */

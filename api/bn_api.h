@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/log_sink.h"
+
 /* ---- tokens (auth.c) ---------------------------------------------------------------- */
 
 typedef enum { BN_SCOPE_NONE = 0, BN_SCOPE_READ, BN_SCOPE_SUBMIT, BN_SCOPE_ADMIN } bn_api_scope;
@@ -34,7 +36,6 @@ int bn_api_scope_parse(const char *s); /* -1 if unknown */
 
 typedef struct bn_api bn_api;
 
-typedef void (*bn_api_log_fn)(void *ctx, int level, const char *msg);
 
 typedef struct bn_api_config {
     const char *listen_host;     /* numeric IPv4/IPv6 address, e.g. "127.0.0.1" */
@@ -59,7 +60,7 @@ typedef struct bn_api_config {
     /* Health of the other subsystems for /readyz (NULL = always alive). */
     bool (*workers_alive)(void *ctx);
     void *workers_ctx;
-    bn_api_log_fn log;           /* may be NULL */
+    bn_log_fn log;               /* may be NULL */
     void *log_ctx;
     const char *const *hub_allow; /* hf:// repositories jobs may name (engine/hub); */
     int n_hub_allow;              /* none: hf:// sources are refused */

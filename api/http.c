@@ -39,17 +39,6 @@ void bn_api_count(bn_api *api, bn_api_route route, unsigned code)
     atomic_fetch_add_explicit(&api->http_count[route][k], 1, memory_order_relaxed);
 }
 
-void bn_api_log(bn_api *api, int level, const char *fmt, ...)
-{
-    if (!api->cfg.log) return;
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    api->cfg.log(api->cfg.log_ctx, level, msg);
-}
-
 const char *bn_api_time(int64_t ms, char buf[32])
 {
     buf[0] = 0;

@@ -88,18 +88,8 @@ static int64_t now_ms(void)
     return bn_store_now_ms();
 }
 
-static void wlog(struct bn_workers *p, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void wlog(struct bn_workers *p, int level, const char *fmt, ...)
-{
-    if (!p->cfg.log) return;
-    char msg[1200];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    p->cfg.log(p->cfg.log_ctx, level, msg);
-}
+/* A line to the owner's log (bn_workers_config.log). */
+#define wlog(p, level, ...) bn_log_send((p)->cfg.log, (p)->cfg.log_ctx, level, __VA_ARGS__)
 
 int bn_workers_threads_for(int cores, int n_workers, int configured, int requested)
 {

@@ -11,7 +11,7 @@
  *           overflow nor underflow).
  * The scalar functions are the reference; the AVX2 (+F16C) and AVX-512 versions do the
  * same float operations in the same order (no FMA contraction), so all three give the
- * same bytes (tests/engine/test_quant.c). Rows are split among pthreads in contiguous
+ * same bytes (tests/quant/test_quant.c). Rows are split among pthreads in contiguous
  * ranges; per-row results land in arrays reduced in row order afterwards, so the
  * thread count never changes a byte.
  */

@@ -28,7 +28,7 @@
 #
 # llama.cpp runs with an F32 KV cache (bitnetd keeps K/V in F32) and one thread.
 set -euo pipefail
-src=${BN_SOURCE_ROOT:?}/tests/kernels/js
+src=${BN_SOURCE_ROOT:?}/tests/cli/js
 build=${BN_BUILD_ROOT:?}
 ctl=$build/cli/bitnetctl
 work=$(mktemp -d "${TMPDIR:-/tmp}/bn_llama_agree.XXXXXX")
@@ -41,7 +41,7 @@ if [ "$major" -lt 20 ]; then
   [ "${CI:-}" = true ] && exit 1 || exit 77
 fi
 # node-llama-cpp, reinstalled only when the lock file changes
-js=$build/tests/kernels/js
+js=$build/tests/cli/js
 mkdir -p "$js"
 cp "$src"/package.json "$src"/package-lock.json "$src"/*.mjs "$js"/
 stamp=$(sha256sum "$js/package-lock.json" | cut -d' ' -f1)
