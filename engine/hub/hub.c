@@ -609,7 +609,7 @@ static int fetch_file(fetch *f, const hub_file *h)
     }
     snprintf(target, sizeof target, "../../blobs/%s", h->etag);
     unlink(snap); /* a stale or broken link */
-    if (symlink(target, snap) != 0)
+    if (symlink(target, snap) != 0 && !(errno == EEXIST && file_has_size(snap, h->size))) /* or a racing fetch's */
         rc = bn_err_set(f->err, bn_err_from_errno(errno), "%s: symlink: %s", snap, strerror(errno));
 err:
     if (lock >= 0) close(lock); /* releases the flock */
@@ -625,7 +625,22 @@ static int write_ref(fetch *f)
     pathf(dir, sizeof dir, "%s", path);
     *strrchr(dir, '/') = 0; /* a revision "a/b" lives in refs/a/b */
     int rc = bn_fs_mkdir_p(dir, f->err);
-    return rc ? rc : bn_fs_write_atomic(path, f->commit, strlen(f->commit), f->err);
+    if (rc) return rc;
+    /* a temporary name of our own (another fetch may be writing the same ref), then rename */
+    char tmp[PATH_MAX + 16];
+    pathf(tmp, sizeof tmp, "%s.XXXXXX", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) return bn_err_set(f->err, bn_err_from_errno(errno), "%s: %s", tmp, strerror(errno));
+    size_t n = strlen(f->commit);
+    bool ok = fchmod(fd, 0644) == 0 && write(fd, f->commit, n) == (ssize_t)n && fsync(fd) == 0;
+    int e = errno;
+    close(fd);
+    if (!ok || rename(tmp, path) != 0) {
+        if (ok) e = errno;
+        unlink(tmp);
+        return bn_err_set(f->err, bn_err_from_errno(e), "%s: %s", path, strerror(e));
+    }
+    return bn_fs_fsync_parent(path, f->err);
 }
 
 /* Offline: the snapshot recorded for the revision. */
