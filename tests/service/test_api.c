@@ -168,6 +168,15 @@ START_TEST(test_errors)
     post("/v1/jobs", "{\"model\": \"nonexistent\"}", &r);
     expect_problem(&r, 400, "/model");
     svc_resp_free(&r);
+    /* a config.json the engine would compute differently from transformers: refused now,
+     * naming the key and its value */
+    svc_model(&S, "yarn", "{\"model_type\": \"llama\", \"hidden_size\": 64, \"intermediate_size\": 128, "
+                          "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"vocab_size\": 100, "
+                          "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4}}");
+    post("/v1/jobs", "{\"model\": \"yarn\"}", &r);
+    expect_problem(&r, 400, "/model");
+    ck_assert_msg(strstr(r.body, "rope_scaling.rope_type") && strstr(r.body, "yarn"), "%s", r.body);
+    svc_resp_free(&r);
     /* 413: body over the configured 4 KiB */
     char *big = malloc(8192);
     memset(big, ' ', 8191);
