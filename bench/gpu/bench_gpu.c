@@ -48,7 +48,7 @@ int main(int argc, char **argv)
     int B = argc > 2 ? atoi(argv[2]) : 8, T = argc > 3 ? atoi(argv[3]) : 512;
     int steps = argc > 4 ? atoi(argv[4]) : 10, warm = 3;
     char why[512];
-    if (!bn_backend_cuda_usable(why, sizeof why)) {
+    if (!bn_device_cuda_usable(why, sizeof why)) {
         fprintf(stderr, "%s\n", why);
         return 77;
     }

@@ -27,57 +27,6 @@ struct bn_backend {
 #endif
 };
 
-const char *bn_device_name(bn_device d)
-{
-    return d == BN_DEVICE_CPU ? "cpu" : d == BN_DEVICE_CUDA ? "cuda" : d == BN_DEVICE_AUTO ? "auto" : "?";
-}
-
-int bn_device_parse(const char *s)
-{
-    if (!s) return -1;
-    if (!strcmp(s, "cpu")) return BN_DEVICE_CPU;
-    if (!strcmp(s, "cuda")) return BN_DEVICE_CUDA;
-    if (!strcmp(s, "auto")) return BN_DEVICE_AUTO;
-    return -1;
-}
-
-bool bn_backend_cuda_built(void)
-{
-#ifdef BN_HAVE_CUDA
-    return true;
-#else
-    return false;
-#endif
-}
-
-bool bn_backend_cuda_usable(char *why, size_t why_len)
-{
-#ifdef BN_HAVE_CUDA
-    char r[256] = "";
-    if (bn_cu_device_count(r, sizeof r) > 0) return true;
-    if (why) snprintf(why, why_len, "device \"cuda\" needs a GPU: %s", r);
-    return false;
-#else
-    if (why) snprintf(why, why_len, "device \"cuda\" needs a bitnetd built with CUDA (meson -Dcuda=enabled); this build has only the CPU backend");
-    return false;
-#endif
-}
-
-int bn_backend_cuda_devices(void)
-{
-#ifdef BN_HAVE_CUDA
-    return bn_cu_device_count(NULL, 0);
-#else
-    return 0;
-#endif
-}
-
-bn_device bn_device_resolve(bn_device d)
-{
-    if (d != BN_DEVICE_AUTO) return d;
-    return bn_backend_cuda_usable(NULL, 0) ? BN_DEVICE_CUDA : BN_DEVICE_CPU;
-}
-
 #ifdef BN_HAVE_CUDA
 static bn_cu_opts cu_opts(const bn_backend_opts *o)
 {
@@ -151,7 +100,7 @@ int bn_backend_new(bn_llama *host, const bn_backend_opts *o, bn_backend **out, b
         return 0;
 #else
         char why[256];
-        bn_backend_cuda_usable(why, sizeof why);
+        bn_device_cuda_usable(why, sizeof why);
         bn_err_set(err, BN_EUNSUPPORTED, "%s", why);
         goto err;
 #endif

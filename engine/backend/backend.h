@@ -22,23 +22,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend/device.h"
 #include "base/err.h"
 #include "model/llama.h"
-
-typedef enum { BN_DEVICE_CPU = 0, BN_DEVICE_CUDA = 1, BN_DEVICE_AUTO = 2 } bn_device;
-
-const char *bn_device_name(bn_device d); /* "cpu" | "cuda" | "auto" */
-int bn_device_parse(const char *s);      /* -1 when unknown */
-
-/* True when this build has the CUDA backend. */
-bool bn_backend_cuda_built(void);
-/* True when a CUDA job can run here: built with CUDA and at least one GPU visible. Else
- * false with a sentence for a person in why. */
-bool bn_backend_cuda_usable(char *why, size_t why_len);
-/* CUDA device count (0 when not built or no GPU). */
-int bn_backend_cuda_devices(void);
-/* auto -> cuda when usable, else cpu; cpu and cuda unchanged. */
-bn_device bn_device_resolve(bn_device d);
 
 typedef struct bn_backend_opts {
     bn_device device;   /* CPU or CUDA (resolve AUTO first) */

@@ -27,6 +27,7 @@ extern "C" { /* the engine's C headers, and this module's C API */
 
 #include "base/err.h"
 #include "formats/hf.h"
+#include "model/rope.h"
 
 typedef struct bn_cu_model bn_cu_model;
 

@@ -203,7 +203,7 @@ static void rope_tables(const bn_model_config *c, int T, float *cosb, float *sin
 {
     int half = c->head_dim / 2;
     for (int i = 0; i < half; i++) {
-        double inv = pow((double)c->rope_theta, -2.0 * i / c->head_dim);
+        double inv = bn_rope_inv_freq(c, i); /* every rope type (model/rope.c) */
         for (int t = 0; t < T; t++) {
             double ang = t * inv;
             cosb[(size_t)t * half + i] = (float)cos(ang);

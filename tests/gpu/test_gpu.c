@@ -344,7 +344,7 @@ END_TEST
 int main(void)
 {
     char why[512];
-    if (!bn_backend_cuda_usable(why, sizeof why)) {
+    if (!bn_device_cuda_usable(why, sizeof why)) {
         printf("skipped: %s\n", why);
         return 77;
     }
