@@ -7,10 +7,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backend/backend.h"
 #include "base/clock.h"
+
 #include "model/llama.h"
+
 
 static int shape(const char *name, bn_model_config *c)
 {
@@ -76,7 +79,7 @@ int main(int argc, char **argv)
     double t0 = 0;
     float loss = 0;
     for (int i = 0; i < warm + steps; i++) {
-        if (i == warm) t0 = bn_now();
+        if (i == warm) t0 = bn_clock_mono_s();
         double gn;
         if (bn_backend_forward(b, tok, B, T, &err) || bn_backend_loss(b, tok + 1, NULL, &loss, NULL, &err) ||
             bn_backend_zero_grad(b, &err) || bn_backend_backward(b, &err) ||
@@ -85,7 +88,7 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    double dt = bn_now() - t0; /* the optimizer step synchronises (global norm read back) */
+    double dt = bn_clock_mono_s() - t0; /* the optimizer step synchronises (global norm read back) */
     double P = (double)m->n_params;
     double flops_tok = 6.0 * (P - (double)c.vocab_size * c.dim) /* embedding lookup is free */
                      + 6.0 * c.n_layers * T * c.n_heads * c.head_dim; /* causal attention */
