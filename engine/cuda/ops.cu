@@ -99,15 +99,18 @@ __global__ void rmsnorm_backward_dx_kernel(float *dx, const float *dout, const f
     for (int i = threadIdx.x; i < D; i += blockDim.x) dxr[i] += dy[i] * w[i] * r - xr[i] * c;
 }
 
-/* backward dw: one thread per column, rows in order (coalesced across the warp) */
+/* backward dw: grid (ceil(D/256), DW_CHUNKS); one thread per column sums its chunk of rows
+ * (coalesced across the warp), then one atomic add per column and chunk */
+#define DW_CHUNKS 64
 __global__ void rmsnorm_backward_dw_kernel(float *dw, const float *dout, const float *x,
                                            const float *rstd, int N, int D)
 {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= D) return;
+    int per = (N + DW_CHUNKS - 1) / DW_CHUNKS, n0 = blockIdx.y * per, n1 = min(N, n0 + per);
     float acc = 0;
-    for (int n = 0; n < N; n++) acc += dout[(size_t)n * D + i] * x[(size_t)n * D + i] * rstd[n];
-    dw[i] += acc;
+    for (int n = n0; n < n1; n++) acc += dout[(size_t)n * D + i] * x[(size_t)n * D + i] * rstd[n];
+    atomicAdd(&dw[i], acc);
 }
 
 void bn_cu_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int N, int D,
@@ -120,7 +123,8 @@ void bn_cu_rmsnorm_backward(float *dx, float *dw, const float *dout, const float
                             const float *w, const float *rstd, int N, int D, cudaStream_t s)
 {
     rmsnorm_backward_dx_kernel<<<N, BLOCK, 0, s>>>(dx, dout, x, w, rstd, D);
-    rmsnorm_backward_dw_kernel<<<grid_for((size_t)D), BLOCK, 0, s>>>(dw, dout, x, rstd, N, D);
+    dim3 g(grid_for((size_t)D), DW_CHUNKS);
+    rmsnorm_backward_dw_kernel<<<g, BLOCK, 0, s>>>(dw, dout, x, rstd, N, D);
 }
 
 /* ---- RoPE ---- one thread per (row, head, pair i < hd/2) */
