@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "backend/device.h"
 #include "base/fsutil.h"
 #include "bn_engine.h"
 #include "base/checksum.h"
@@ -349,6 +350,12 @@ static enum MHD_Result check_config(bn_api_req *r, cJSON *config)
     if (bn_options_from_json(config, &opt, &err) != 0) {
         return bn_api_problem(r, 400, err.field[0] ? err.field : "/config", "%s",
                               err.msg[0] ? err.msg : "invalid config");
+    }
+    /* a GPU job is refused here, not in its worker, when this build or host cannot run it */
+    char why[512];
+    if (opt.device == BN_DEVICE_CUDA && !bn_device_cuda_usable(why, sizeof why)) {
+        bn_options_free(&opt);
+        return bn_api_problem(r, 400, "/config/device", "%s", why);
     }
     bn_options_free(&opt);
     return MHD_YES;

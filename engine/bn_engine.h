@@ -58,6 +58,7 @@ typedef struct bn_options {
     char *preserve[BN_MAX_PATTERNS];
     uint64_t seed;               /* default 42 */
     int threads;                 /* 0 = all cores */
+    int device;                  /* bn_device (backend/device.h): "cpu" (default) | "cuda" | "auto" */
 
     struct {
         bn_calib_dataset dataset; /* default: synthetic only if nothing else; see calibrate */

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/device.h"
 #include "bn_engine.h"
 
 /* ---- names ---------------------------------------------------------------------------- */
@@ -59,6 +60,7 @@ void bn_options_default(bn_options *o)
         o->preserve[o->n_preserve++] = (char *)default_preserve[i]; /* static: never freed */
     o->seed = 42;
     o->threads = 0;
+    o->device = BN_DEVICE_CPU;
     o->calibration.dataset = BN_CALIB_SYNTHETIC;
     o->calibration.enabled = true;
     o->calibration.samples = 256;
@@ -326,6 +328,12 @@ static int special_top(bn_options *o, const cJSON *v, bn_err *err)
     const char *k = v->string;
     if (!strcmp(k, "sparsity_threshold")) return parse_threshold(o, v, err);
     if (!strcmp(k, "preserve")) return parse_preserve(o, v, err);
+    if (!strcmp(k, "device")) {
+        int d = cJSON_IsString(v) ? bn_device_parse(v->valuestring) : -1;
+        if (d < 0) return bn_err_set_at(err, BN_EINVAL, "config.device", "must be \"cpu\", \"cuda\" or \"auto\"");
+        o->device = d;
+        return 0;
+    }
     if (!strcmp(k, "scale")) {
         if (cJSON_IsString(v) && !strcmp(v->valuestring, "per_channel")) o->scale = BN_SCALE_PER_CHANNEL;
         else if (cJSON_IsString(v) && !strcmp(v->valuestring, "per_tensor")) o->scale = BN_SCALE_PER_TENSOR;
@@ -390,6 +398,7 @@ cJSON *bn_options_to_json(const bn_options *o)
     if (!j) return NULL;
     if (o->sparsity_auto) cJSON_AddStringToObject(j, "sparsity_threshold", "auto");
     else cJSON_AddNumberToObject(j, "sparsity_threshold", o->sparsity_threshold);
+    cJSON_AddStringToObject(j, "device", bn_device_name((bn_device)o->device));
     cJSON_AddStringToObject(j, "scale", o->scale == BN_SCALE_PER_TENSOR ? "per_tensor" : "per_channel");
     cJSON *p = cJSON_AddArrayToObject(j, "preserve");
     for (int i = 0; i < o->n_preserve; i++) cJSON_AddItemToArray(p, cJSON_CreateString(o->preserve[i]));

@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "backend/device.h"
 #include "base/checksum.h"
 #include "bn_test.h"
 #include "svc.h"
@@ -168,6 +169,17 @@ START_TEST(test_errors)
     post("/v1/jobs", "{\"model\": \"nonexistent\"}", &r);
     expect_problem(&r, 400, "/model");
     svc_resp_free(&r);
+    /* device: an unknown name, and a GPU job on a build or host that cannot run one:
+     * refused at submission, saying which of the two */
+    post("/v1/jobs", "{\"model\": \"tiny\", \"config\": {\"device\": \"tpu\"}}", &r);
+    expect_problem(&r, 400, "/config/device");
+    svc_resp_free(&r);
+    if (!bn_device_cuda_usable(NULL, 0)) {
+        post("/v1/jobs", "{\"model\": \"tiny\", \"config\": {\"device\": \"cuda\"}}", &r);
+        expect_problem(&r, 400, "/config/device");
+        ck_assert_msg(strstr(r.body, bn_device_cuda_built() ? "needs a GPU" : "built with CUDA"), "%s", r.body);
+        svc_resp_free(&r);
+    }
     /* a config.json the engine would compute differently from transformers: refused now,
      * naming the key and its value */
     svc_model(&S, "yarn", "{\"model_type\": \"llama\", \"hidden_size\": 64, \"intermediate_size\": 128, "
