@@ -19,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "backend/device.h"
 #include "bn_engine.h"
 #include "cli.h"
 #include "base/fsutil.h"
@@ -86,7 +87,7 @@ static void on_metric(void *p, const char *key, double v, int64_t step)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: bitnetctl compress MODEL_DIR|hf://ORG/NAME[@REV] OUT_DIR [--sparsity-threshold X|auto] [--per-tensor]\n"
-               "       [--preserve PATTERN]... [--threads N] [--config FILE|JSON] [--work-dir DIR] [--json]\n"
+               "       [--preserve PATTERN]... [--threads N] [--device cpu|cuda|auto] [--config FILE|JSON] [--work-dir DIR] [--json]\n"
                "       [--calibration FILE] [--fine-tune] [--max-minutes M]\n"
                "--calibration FILE: calibration and fine-tuning text (.txt: documents at blank lines; .jsonl:\n"
                "a \"text\" field per line). --fine-tune: STE fine-tuning when compression degrades the held-out\n"
@@ -147,7 +148,8 @@ static cJSON *build_config(int argc, char **argv, bool *json_out, const char **w
         { "config", required_argument, 0, 'c' }, { "work-dir", required_argument, 0, 'w' },
         { "json", no_argument, 0, 'J' }, { "help", no_argument, 0, 'h' },
         { "calibration", required_argument, 0, 'C' }, { "fine-tune", no_argument, 0, 'F' },
-        { "max-minutes", required_argument, 0, 'M' }, { 0, 0, 0, 0 },
+        { "max-minutes", required_argument, 0, 'M' }, { "device", required_argument, 0, 'D' },
+        { 0, 0, 0, 0 },
     };
     cJSON *cfg = NULL;
     for (int i = 1; i + 1 < argc; i++) /* --config first: flags override it */
@@ -195,6 +197,7 @@ static cJSON *build_config(int argc, char **argv, bool *json_out, const char **w
             set_key(sub_object(cfg, "fine_tune"), "max_minutes", cJSON_CreateNumber(v));
             break;
         }
+        case 'D': set_key(cfg, "device", cJSON_CreateString(optarg)); break; /* checked below */
         case 'w': *work_dir = optarg; break;
         case 'J': *json_out = true; break;
         case 'h': usage(stdout); *bad = -1; break;
@@ -268,6 +271,12 @@ int bn_cli_compress(int argc, char **argv)
     cJSON_Delete(cfg);
     if (rc) {
         bn_cli_errorf("compress: %s", err.msg);
+        return 2;
+    }
+    char why[512];
+    if (opt.device == BN_DEVICE_CUDA && !bn_device_cuda_usable(why, sizeof why)) {
+        bn_cli_errorf("compress: --device: %s", why);
+        bn_options_free(&opt);
         return 2;
     }
     char work[PATH_MAX];
