@@ -26,12 +26,12 @@ run_suite build-ci -Dbuildtype=debugoptimized --
 echo "== ASan+UBSan: unit and integration suites (crash harness: 12 kills)"
 export BN_CRASH_KILLS=12
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-  run_suite build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbench=false -- \
+  run_suite build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbench=false -Dcuda=disabled -- \
   --suite unit --suite integration --timeout-multiplier 4
 
 echo "== TSan: unit and integration suites"
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$root/tests/tsan.supp \
-  run_suite build-tsan -Db_sanitize=thread -Db_lundef=false -Dbench=false -- \
+  run_suite build-tsan -Db_sanitize=thread -Db_lundef=false -Dbench=false -Dcuda=disabled -- \
   --suite unit --suite integration --timeout-multiplier 4
 
 echo "== libFuzzer harnesses (${BN_FUZZ_SECONDS:-60} s each)"
