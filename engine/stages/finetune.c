@@ -460,6 +460,7 @@ static int save_checkpoint(ft_run *r, bn_err *err)
     cJSON_AddStringToObject(j, "file", rel);
     cJSON_AddNumberToObject(j, "n_params", (double)r->n_params);
     cJSON_AddNumberToObject(j, "step", (double)r->step);
+    cJSON_AddNumberToObject(j, "optim_applied_steps", (double)bn_optim_applied_steps(r->opt));
     cJSON_AddNumberToObject(j, "epoch", r->epoch);
     cJSON_AddNumberToObject(j, "pos", r->pos);
     cJSON_AddNumberToObject(j, "total_steps", (double)r->total_steps);
@@ -562,6 +563,7 @@ static int load_checkpoint(ft_run *r, bool *resumed, bn_err *err)
             cJSON_Delete(e);
         }
         bn_optim_set_steps(r->opt, r->step);
+        bn_optim_set_applied_steps(r->opt, (int64_t)num(j, "optim_applied_steps", (double)r->step));
         bn_optim_set_total_steps(r->opt, r->total_steps);
         r->perm_epoch = -1;
         *resumed = true;
