@@ -47,10 +47,15 @@ typedef struct bn_tk_matrix {
 } bn_tk_matrix;
 
 /* Quantized activations X [n, cols]: int8 rows padded to nb*256. */
+/* Smallest max|x| a row is quantized against, as in the training path's fake quantizer
+ * (model/llama.c): a row with max|x| = 1e-7 gets codes round(x * 127 / 1e-5), not +-127. */
+#define BN_TK_ACT_FLOOR 1e-5f
+
 typedef struct bn_tk_act {
     int n, cols, nb;
     int8_t *q;        /* [n * nb * 256], 64-byte aligned */
-    float *scale;     /* [n] max|x|/127 (0 for an all-zero row) */
+    float *scale;     /* [n] max(max|x|, BN_TK_ACT_FLOOR)/127; NaN for a row holding NaN or
+                       * Inf (its codes are 0 and every output of that token is NaN) */
     int32_t *sum;     /* [n] sum of q over the row */
     int cap;          /* tokens allocated */
 } bn_tk_act;
@@ -70,7 +75,9 @@ int bn_tk_matrix_code(const bn_tk_matrix *w, int r, int c);
 
 int bn_tk_act_init(bn_tk_act *a, int cap, int cols);
 void bn_tk_act_free(bn_tk_act *a);
-/* Quantizes x [n, cols] (n <= cap) into a. */
+/* Quantizes x [n, cols] (n <= cap) into a: per row, q = round_even(x * 127 / m) with
+ * m = max(max|x|, BN_TK_ACT_FLOOR). A non-finite input makes the row's outputs NaN
+ * (never a code: casting NaN to int8 is undefined). */
 void bn_tk_act_quantize(bn_tk_act *a, const float *x, int n);
 
 /* y [n, rows] = X W^T: y[t*rows + r] = dot(x_t, w_r) * wscale[r] * xscale[t].

@@ -14,6 +14,8 @@
  * Linear layers that share an input (q/k/v, gate/up) share one statistics record.
  */
 #include <cjson/cJSON.h>
+#include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +35,8 @@ typedef struct calib_acc {
     int n_layers;
     bn_llama_act_stats *s; /* [n_layers * IN_PER_LAYER + 1]; last = head input */
     bool failed;
+    int bad_layer;     /* INT_MIN, or the layer of the first non-finite activation */
+    bn_role bad_role;  /* the weight whose input it was */
 } calib_acc;
 
 static const char *const in_names[IN_PER_LAYER] = {"attn_in", "attn_out_in", "ffn_in", "down_in"};
@@ -55,6 +59,13 @@ static void on_stats(void *vctx, bn_role role, int layer, const float *x, int ro
         a->failed = true;
         return;
     }
+    if (a->bad_layer == INT_MIN)
+        for (size_t i = 0; i < (size_t)rows * cols; i++)
+            if (!isfinite(x[i])) {
+                a->bad_layer = layer;
+                a->bad_role = role;
+                break;
+            }
     bn_llama_act_stats_add(s, x, rows);
 }
 
@@ -69,6 +80,7 @@ static void acc_free(calib_acc *a)
 static int acc_init(calib_acc *a, const bn_model_config *c, bn_err *err)
 {
     memset(a, 0, sizeof *a);
+    a->bad_layer = INT_MIN;
     a->n_layers = c->n_layers;
     a->s = calloc((size_t)c->n_layers * IN_PER_LAYER + 1, sizeof *a->s);
     if (!a->s) return bn_err_set(err, BN_ENOMEM, "calibration: out of memory");
@@ -148,6 +160,13 @@ static int stats_pass(bn_job_ctx *ctx, bn_llama *m, const bn_eval_tokens *t, cal
         }
         rc = bn_llama_forward(m, batch, b, T, err);
         if (!rc && acc->failed) rc = bn_err_set(err, BN_EINVAL, "calibration: statistics shape mismatch");
+        if (!rc && acc->bad_layer != INT_MIN) {
+            char name[256];
+            bn_hf_name(acc->bad_role, acc->bad_layer, name, sizeof name);
+            rc = bn_err_set(err, BN_ENUMERIC, "calibration: non-finite activations (NaN or Inf) "
+                            "at the input of %s on calibration sequences %d-%d: the model's "
+                            "forward pass overflows", name, s + 1, s + b);
+        }
         if (!rc && bn_job_progress(ctx, 0.8 * (s + b) / n_seq, "activation statistics"))
             rc = bn_err_set(err, BN_ECANCELLED, "cancelled during calibration");
     }

@@ -76,11 +76,92 @@ START_TEST(act_quantize)
     ck_assert_float_eq(a.scale[0], 2.0f / 127.0f);
     ck_assert_int_eq(a.q[1], -127);
     ck_assert_int_eq(a.q[0], 32); /* 31.75 rounds to 32 */
-    ck_assert_int_eq(a.q[2], 64); /* 63.5 rounds to even 64 */
+    ck_assert_int_eq(a.q[2], 64); /* 63.5 */
     int32_t s = 0;
     for (int k = 0; k < 256; k++) s += a.q[k];
     ck_assert_int_eq(a.sum[0], s);
     for (int k = 5; k < 256; k++) ck_assert_int_eq(a.q[k], 0);
+    bn_tk_act_free(&a);
+}
+END_TEST
+
+/* Ties round to even, not away from zero: with max|x| = 127 the scale is exactly 1, so
+ * 62.5 -> 62 (away from zero gives 63), -62.5 -> -62, 63.5 -> 64, 0.5 -> 0, 1.5 -> 2. */
+START_TEST(act_quantize_ties_to_even)
+{
+    float x[6] = {62.5f, -62.5f, 63.5f, 0.5f, 1.5f, 127.0f};
+    const int8_t want[6] = {62, -62, 64, 0, 2, 127};
+    bn_tk_act a;
+    ck_assert_int_eq(bn_tk_act_init(&a, 1, 6), 0);
+    bn_tk_act_quantize(&a, x, 1);
+    ck_assert_float_eq(a.scale[0], 1.0f);
+    for (int k = 0; k < 6; k++) ck_assert_msg(a.q[k] == want[k], "x=%g: %d, want %d", x[k], a.q[k], want[k]);
+    bn_tk_act_free(&a);
+}
+END_TEST
+
+/* A row holding NaN or Inf gives NaN outputs for that token (never codes from a NaN
+ * cast); the other tokens are exact as before. */
+START_TEST(act_quantize_non_finite_rows)
+{
+    enum { R = 9, C = 300, N = 4 };
+    fixture f;
+    make(&f, R, C, N);
+    float *x = malloc(sizeof(float) * N * C), *y = malloc(sizeof(float) * N * R);
+    float *ref = malloc(sizeof(float) * N * R);
+    memcpy(x, f.x, sizeof(float) * N * C);
+    bn_tk_gemm(&f.w, &f.a, ref, 1, BN_ISA_SCALAR);
+    x[1 * C + 7] = NAN;
+    x[2 * C + C - 1] = -INFINITY;
+    bn_tk_act_quantize(&f.a, x, N);
+    for (int t = 1; t <= 2; t++) {
+        ck_assert(isnan(f.a.scale[t]));
+        ck_assert_int_eq(f.a.sum[t], 0);
+        for (int k = 0; k < f.a.nb * BN_TK_BLOCK; k++) ck_assert_int_eq(f.a.q[(size_t)t * f.a.nb * BN_TK_BLOCK + k], 0);
+    }
+    const bn_isa isas[] = {BN_ISA_SCALAR, BN_ISA_AVX2, BN_ISA_AVX512};
+    for (int i = 0; i < 3; i++) {
+        if (!bn_tk_isa_supported(isas[i])) continue;
+        bn_tk_gemm(&f.w, &f.a, y, 2, isas[i]);
+        for (int t = 0; t < N; t++)
+            for (int r = 0; r < R; r++) {
+                float v = y[t * R + r];
+                if (t == 1 || t == 2) ck_assert_msg(isnan(v), "isa %d t %d r %d: %g, want NaN", i, t, r, v);
+                else ck_assert_float_eq(v, ref[t * R + r]);
+            }
+    }
+    free(x), free(y), free(ref);
+    drop(&f);
+}
+END_TEST
+
+/* Rows with max|x| below 1e-5 are quantized as the training path does (model/llama.c,
+ * actquant_forward: the max is floored at 1e-5): dequantized values equal
+ * nearbyint(x * 127 / 1e-5) * 1e-5 / 127, not a full-resolution int8 copy of the row. */
+START_TEST(act_quantize_tiny_rows_match_training)
+{
+    enum { C = 40 };
+    float x[2 * C];
+    for (int k = 0; k < C; k++) {
+        x[k] = 3e-6f * sinf(0.7f * k);        /* max|x| ~3e-6 < 1e-5 */
+        x[C + k] = 1e-12f * (float)(k - 20);  /* far below */
+    }
+    bn_tk_act a;
+    ck_assert_int_eq(bn_tk_act_init(&a, 2, C), 0);
+    bn_tk_act_quantize(&a, x, 2);
+    size_t qs = (size_t)a.nb * BN_TK_BLOCK;
+    int coarse = 0;
+    for (int t = 0; t < 2; t++) {
+        ck_assert_float_eq(a.scale[t], 1e-5f / 127.0f);
+        for (int k = 0; k < C; k++) {
+            float m = 1e-5f, xv = x[t * C + k];
+            float want = nearbyintf(xv * (127.0f / m)) * (m / 127.0f);
+            float got = (float)a.q[t * qs + k] * a.scale[t];
+            ck_assert_msg(fabsf(got - want) <= 1e-6f * m, "t %d k %d: %g vs training %g", t, k, got, want);
+            coarse += abs(a.q[t * qs + k]) < 127;
+        }
+    }
+    ck_assert_int_eq(coarse, 2 * C); /* no row was stretched to +-127 */
     bn_tk_act_free(&a);
 }
 END_TEST
@@ -240,6 +321,9 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, pack_roundtrip);
     tcase_add_test(tc, act_quantize);
+    tcase_add_test(tc, act_quantize_ties_to_even);
+    tcase_add_test(tc, act_quantize_non_finite_rows);
+    tcase_add_test(tc, act_quantize_tiny_rows_match_training);
     tcase_add_test(tc, simd_equals_scalar);
     tcase_add_test(tc, pool_equals_scalar);
     tcase_add_test(tc, matches_float_reference);
