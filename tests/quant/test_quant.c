@@ -203,7 +203,12 @@ START_TEST(tau_monotone_and_gaussian_sparsity)
         assert_valid(&r, rows, cols, false);
         ck_assert(r.st.zero_fraction > prev);
         prev = r.st.zero_fraction;
-        if (fabsf(tau - 0.4f) < 0.01f) { /* tau 0.4 < 0.5 < 0.6 */ }
+        /* Gaussian rows: s ~ E|w| = sigma*sqrt(2/pi), so P(|w| < tau*s) = erf(tau/sqrt(pi));
+         * tau = 0 keeps every weight (no exact zeros in a Gaussian sample) */
+        double want = erf(tau / sqrt(M_PI));
+        if (tau == 0.0f) ck_assert(r.st.zero_fraction == 0.0);
+        ck_assert_msg(fabs(r.st.zero_fraction - want) < 0.01, "tau %.1f: zeros %f, expected %f",
+                      (double)tau, r.st.zero_fraction, want);
         qfree(&r);
     }
     qres r = quantize(w, BN_DTYPE_F32, rows, cols, 0.5f, false, 1, BN_ISA_AUTO);
