@@ -110,13 +110,28 @@ typedef struct bn_tk_shape {
     int rows, cols, count;
 } bn_tk_shape;
 
-/* Times the given shapes with the ternary kernel against FP32 OpenBLAS (sgemv for one
- * token, sgemm for a batch of `batch` tokens) on random data of those shapes, weighting
- * each shape by count. *gemv_speedup and *gemm_speedup = t_blas / t_ternary (sum over
- * shapes). Takes roughly budget_ms milliseconds in total (0 = default 1500). */
+/* The FP32 products of a measurement must take at least this long on average (per
+ * product, at the faster thread count) for a ratio to mean anything: below it the time
+ * is call and thread start-up overhead, not arithmetic (a 64x172 sgemv takes ~2 us). */
+#define BN_TK_MIN_PRODUCT_S 20e-6
+
+/* One mode's measurement (one token or a batch), per forward pass (every shape times its
+ * count). Each side is timed at 1 thread and at `threads` threads and keeps the faster
+ * (the FP32 baseline at its best); each timing repeats until stable (the best of the
+ * runs so far improved by < 2% over the last two runs; at least 3, at most 12 runs). */
+typedef struct bn_tk_speed {
+    double ternary_s, blas_s;        /* seconds per forward pass, each at its best */
+    int ternary_threads, blas_threads; /* the thread counts that gave them */
+    double blas_product_s;           /* blas_s / products: mean FP32 product time */
+    int timed;                       /* 1: blas_product_s >= BN_TK_MIN_PRODUCT_S */
+    double speedup;                  /* blas_s / ternary_s when timed, else 0 */
+} bn_tk_speed;
+
+/* Times the given shapes with the ternary kernel (activation quantization included)
+ * against FP32 OpenBLAS: sgemv for one token (*gemv), sgemm for `batch` tokens (*gemm),
+ * on random data of those shapes. Takes roughly budget_ms in total (0 = 1500). */
 int bn_tk_measure_speedup(const bn_tk_shape *shapes, int n_shapes, int batch, int threads,
-                          double budget_ms, double *gemv_speedup, double *gemm_speedup,
-                          bn_err *err);
+                          double budget_ms, bn_tk_speed *gemv, bn_tk_speed *gemm, bn_err *err);
 
 /* The linear-layer shapes of a Llama-family model (q, k+v, o, gate+up, down with their
  * per-forward counts) into shapes[5]; returns how many were filled. */

@@ -295,11 +295,26 @@ END_TEST
 START_TEST(speedup_runs)
 {
     bn_tk_shape sh[2] = {{256, 256, 2}, {512, 256, 1}};
-    double gv = 0, gm = 0;
+    bn_tk_speed gv, gm;
     bn_err err;
-    ck_assert_int_eq(bn_tk_measure_speedup(sh, 2, 8, 1, 40, &gv, &gm, &err), 0);
-    ck_assert(isfinite(gv) && gv > 0);
-    ck_assert(isfinite(gm) && gm > 0);
+    ck_assert_int_eq(bn_tk_measure_speedup(sh, 2, 8, 2, 40, &gv, &gm, &err), 0);
+    const bn_tk_speed *both[2] = {&gv, &gm};
+    for (int i = 0; i < 2; i++) {
+        const bn_tk_speed *s = both[i];
+        ck_assert(s->ternary_s > 0 && s->blas_s > 0);
+        ck_assert(s->ternary_threads == 1 || s->ternary_threads == 2);
+        ck_assert(s->blas_threads == 1 || s->blas_threads == 2);
+        ck_assert_double_eq_tol(s->blas_product_s, s->blas_s / 3, 1e-12);
+        /* the rule: a ratio exactly when the FP32 products are long enough to time */
+        ck_assert_int_eq(s->timed, s->blas_product_s >= BN_TK_MIN_PRODUCT_S);
+        if (s->timed) ck_assert_double_eq_tol(s->speedup, s->blas_s / s->ternary_s, 1e-9);
+        else ck_assert(s->speedup == 0);
+    }
+    /* a 16x16 product is far too small: no ratio */
+    bn_tk_shape tiny = {16, 16, 1};
+    ck_assert_int_eq(bn_tk_measure_speedup(&tiny, 1, 1, 2, 20, &gv, &gm, &err), 0);
+    ck_assert_msg(!gv.timed && gv.speedup == 0, "16x16 sgemv timed at %g us", gv.blas_product_s * 1e6);
+    ck_assert(!gm.timed);
     bn_model_config c = {.dim = 256, .hidden_dim = 768, .n_layers = 3, .n_heads = 4, .n_kv_heads = 2, .head_dim = 64};
     bn_tk_shape ms[5];
     ck_assert_int_eq(bn_tk_model_shapes(&c, ms), 5);
@@ -311,6 +326,7 @@ START_TEST(speedup_runs)
     ck_assert_int_eq(total, 3 * (256 * 256 * 2 + 2 * 128 * 256 + 3 * 768 * 256));
     sh[0].rows = 0;
     ck_assert_int_eq(bn_tk_measure_speedup(sh, 2, 8, 1, 40, &gv, &gm, &err), BN_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.msg, "bad shape 0"));
 }
 END_TEST
 
