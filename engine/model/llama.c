@@ -29,6 +29,7 @@
 #include "base/parallel.h"
 #include "base/tensor.h"
 #include "base/vecmath.h"
+#include "model/rope.h"
 
 /* Element type: float, or double in the BN_LLAMA_F64 test build (gradient checks). */
 typedef bn_llama_float real;
@@ -325,12 +326,12 @@ static size_t scratch_point(const bn_model_config *c, size_t B, size_t T, bool g
     return off;
 }
 
-/* HF rotary tables: angle = pos * theta^(-2i/hd), i < hd/2, computed in double. */
+/* HF rotary tables: angle = pos * inv_freq(i), i < hd/2 (model/rope.h), in double. */
 static void rope_tables(const bn_model_config *c, int T, real *cosb, real *sinb)
 {
     int half = c->head_dim / 2;
     for (int i = 0; i < half; i++) {
-        double inv = pow((double)c->rope_theta, -2.0 * i / c->head_dim);
+        double inv = bn_rope_inv_freq(c, i);
         for (int p = 0; p < T; p++) {
             double a = p * inv;
             cosb[(size_t)p * half + i] = (real)cos(a);

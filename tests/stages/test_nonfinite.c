@@ -81,7 +81,7 @@ static int run_job(const char *model, bn_err *e)
     cJSON_Delete(j);
     snprintf(out, sizeof out, "%s/out%d", root, n_runs);
     snprintf(work, sizeof work, "%s/work%d", root, n_runs++);
-    bn_pipeline_paths paths = {model, out, work, NULL};
+    bn_pipeline_paths paths = {.model_dir = model, .output_dir = out, .work_dir = work};
     int rc = bn_pipeline_run(&paths, &o, NULL, e);
     bn_options_free(&o);
     return rc;
