@@ -2,6 +2,8 @@
  * (see job_models.h). */
 #include "stages/job_models.h"
 
+#include <cjson/cJSON.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,11 +21,14 @@ int bn_eval_tokens_save(const char *path, const bn_eval_tokens *t, bn_err *err)
     bn_st_writer *w;
     int rc = bn_st_writer_new(path, &w, err);
     if (rc) return rc;
-    int64_t s1[1] = {(int64_t)t->n_train}, s2[1] = {(int64_t)t->n_eval};
+    int64_t s1[1] = {(int64_t)t->n_train}, s2[1] = {(int64_t)t->n_eval},
+            s3[1] = {(int64_t)t->n_select};
     rc = bn_st_writer_declare(w, "train", BN_DTYPE_I32, 1, s1, err);
     if (!rc) rc = bn_st_writer_declare(w, "eval", BN_DTYPE_I32, 1, s2, err);
+    if (!rc) rc = bn_st_writer_declare(w, "select", BN_DTYPE_I32, 1, s3, err);
     if (!rc) rc = save_stream(w, t->train, t->n_train, err);
     if (!rc) rc = save_stream(w, t->eval, t->n_eval, err);
+    if (!rc) rc = save_stream(w, t->select, t->n_select, err);
     if (rc) {
         bn_st_writer_abort(w);
         return rc;
@@ -52,6 +57,7 @@ int bn_eval_tokens_load(const char *path, bn_eval_tokens *t, bn_err *err)
     if (rc) return rc;
     rc = load_stream(f, "train", path, &t->train, &t->n_train, err);
     if (!rc) rc = load_stream(f, "eval", path, &t->eval, &t->n_eval, err);
+    if (!rc && bn_st_find(f, "select")) rc = load_stream(f, "select", path, &t->select, &t->n_select, err);
     bn_st_close(f);
     if (rc) bn_eval_tokens_free(t);
     return rc;
@@ -60,6 +66,7 @@ int bn_eval_tokens_load(const char *path, bn_eval_tokens *t, bn_err *err)
 void bn_eval_tokens_free(bn_eval_tokens *t)
 {
     free(t->train);
+    free(t->select);
     free(t->eval);
     memset(t, 0, sizeof *t);
 }
@@ -116,13 +123,68 @@ int bn_eval_apply_quantized(const bn_job_ctx *ctx, bn_llama *m, bool fp16, bn_er
     return BN_OK;
 }
 
-int bn_eval_perplexity(bn_llama *m, const bn_eval_tokens *t, int ctx, int windows,
+int bn_eval_perplexity(bn_llama *m, const int32_t *ids, size_t n, int ctx, int windows,
                        bn_llama_eval_result *out, bn_err *err)
 {
     memset(out, 0, sizeof *out);
-    if (t->n_eval < 2) return bn_err_set(err, BN_EINVAL, "evaluation split holds no tokens");
-    if ((size_t)ctx + 1 > t->n_eval) ctx = (int)(t->n_eval - 1);
-    size_t avail = (t->n_eval - 1) / (size_t)ctx;
+    if (n < 2) return bn_err_set(err, BN_EINVAL, "evaluation split holds no tokens");
+    if ((size_t)ctx + 1 > n) ctx = (int)(n - 1);
+    size_t avail = (n - 1) / (size_t)ctx;
     if (windows <= 0 || (size_t)windows > avail) windows = (int)avail;
-    return bn_llama_eval_windows(m, t->eval, t->n_eval, ctx, windows, 4, out, err);
+    return bn_llama_eval_windows(m, ids, n, ctx, windows, 4, out, err);
+}
+
+/* ---- where each metric's text came from --------------------------------------------- */
+
+static const struct { const char *key, *split; } text_metrics[] = {
+    {"compression/pre_perplexity", "report"},
+    {"compression/pre_eval_loss", "report"},
+    {"compression/post_perplexity", "report"},
+    {"compression/post_eval_loss", "report"},
+    {"compression/perplexity_degradation", "report"},
+    {"compression/accuracy_preserved", "report"},
+    {"compression/dequantization_accuracy", "report"},
+    {"compression/dequantization_max_logit_diff", "report"},
+    {"compression/post_finetune_perplexity", "report"},
+    {"compression/post_finetune_eval_loss", "report"},
+    {"compression/perplexity_recovery", "report"},
+    {"phase/final_perplexity", "report"},
+    {"compression/gradient_flow_test_passed", "train"},
+    {"fine_tune/loss", "train"},
+    {"fine_tune/eval_perplexity", "selection"},
+    {"compression/fine_tune_best_selection_perplexity", "selection"},
+};
+
+const char *bn_text_metric_split(const char *key)
+{
+    for (size_t i = 0; i < sizeof text_metrics / sizeof text_metrics[0]; i++)
+        if (!strcmp(text_metrics[i].key, key)) return text_metrics[i].split;
+    return NULL;
+}
+
+const char *bn_text_metric_source(const bn_job_ctx *ctx, const char *key, char *buf, size_t len)
+{
+    const char *split = bn_text_metric_split(key);
+    if (!split || !ctx->text_label[0]) return NULL;
+    snprintf(buf, len, "%s (%s split)", ctx->text_label, split);
+    return buf;
+}
+
+void bn_job_metric_source(bn_job_ctx *ctx, const char *key)
+{
+    char buf[600];
+    if (ctx->progress->source && bn_text_metric_source(ctx, key, buf, sizeof buf))
+        ctx->progress->source(ctx->progress->ctx, key, buf);
+}
+
+cJSON *bn_text_splits_json(const bn_job_ctx *ctx)
+{
+    static const char *const names[3] = {"train", "selection", "report"};
+    cJSON *o = cJSON_CreateObject();
+    for (int i = 0; o && i < 3; i++) {
+        cJSON *s = cJSON_AddObjectToObject(o, names[i]);
+        cJSON_AddNumberToObject(s, "documents", (double)ctx->text_docs[i]);
+        cJSON_AddNumberToObject(s, "tokens", (double)ctx->text_tokens[i]);
+    }
+    return o;
 }

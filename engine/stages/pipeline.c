@@ -25,6 +25,7 @@
 
 #include "base/fsutil.h"
 #include "quant/pack.h"
+#include "stages/job_models.h"
 #include "stages/stages.h"
 
 static double now_s(void)
@@ -74,6 +75,7 @@ void bn_job_metric(bn_job_ctx *ctx, const char *key, double value)
         return;
     }
     metric_store(ctx, key, value, (int)ctx->stage);
+    bn_job_metric_source(ctx, key);
     if (ctx->progress->metric) ctx->progress->metric(ctx->progress->ctx, key, value, -1);
 }
 

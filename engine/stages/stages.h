@@ -8,8 +8,9 @@
  *
  * Who writes what in the context:
  *   load       model, n_params, tau (effective threshold), threads
- *   calibrate  calib[] (xsq per linear input), the pre-compression metrics; saves its
- *              own checkpoint files in work_dir and reloads them in bn_stage_calibrate_restore
+ *   calibrate  calib[] (xsq per linear input), text_* (where the text came from, split
+ *              sizes), the pre-compression metrics; saves its own checkpoint files in
+ *              work_dir and reloads them in bn_stage_calibrate_restore
  *   quantize   qt[] (codes, scales, stats), the compression metrics; checkpoint is
  *              <work_dir>/quantized.safetensors (2-bit packed codes + F32 scales)
  *   evaluate   the post-compression metrics
@@ -82,6 +83,11 @@ typedef struct bn_job_ctx {
 
     bn_calib_stat *calib;
     size_t n_calib;
+
+    char text_label[480];         /* origin of the calibration text, "" when none (calib_text.h) */
+    bool text_synthetic;          /* the five templates: no fine-tuning unless allowed */
+    int64_t text_docs[3];         /* documents per split: train, selection, report */
+    int64_t text_tokens[3];       /* tokens per split */
 
     bn_ptensor *preserved;
     size_t n_preserved;
