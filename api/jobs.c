@@ -85,6 +85,15 @@ static void add_links(cJSON *o, const char *id)
     }
 }
 
+/* "metric_sources": {key: "<origin> (<split> split)"} for the perplexity/loss metrics. */
+static void add_sources(bn_store *st, const char *id, cJSON *o)
+{
+    char *text = NULL;
+    cJSON *src = bn_store_metric_sources_json(st, id, &text) == BN_STORE_OK ? cJSON_Parse(text) : NULL;
+    free(text);
+    cJSON_AddItemToObject(o, "metric_sources", src ? src : cJSON_CreateObject());
+}
+
 /* ETA from the elapsed time and overall progress (null when unknown). */
 static void add_eta(cJSON *o, const bn_store_job *j)
 {
@@ -134,6 +143,7 @@ static cJSON *job_json(bn_store *st, const bn_store_job *j, bool full)
             for (int i = 0; i < n; i++)
                 if (m[i].step < 0) cJSON_AddNumberToObject(mo, m[i].key, m[i].value);
         bn_store_metrics_free(m, n);
+        add_sources(st, j->id, o);
     }
     cJSON_Delete(timings);
     add_links(o, j->id);
@@ -623,5 +633,6 @@ enum MHD_Result bn_api_job_metrics(bn_api_req *r)
         cJSON_AddItemToArray(series, pt);
     }
     bn_store_metrics_free(m, n);
+    add_sources(st, r->id, o);
     return bn_api_reply_json(r, 200, o);
 }
