@@ -74,6 +74,7 @@ row = {
     "best_step": hist["best_step"],
     "best_selection_perplexity": hist.get("best_selection_perplexity"),
     "longest_streak_without_new_best": longest,
+    "selection_curve": [round(p, 4) for p in evals],
     "patience": hist.get("patience"),
     "pre_perplexity_report": m.get("compression/pre_perplexity"),
     "post_perplexity_report": m.get("compression/post_perplexity"),

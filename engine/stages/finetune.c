@@ -65,6 +65,7 @@ typedef struct ft_run {
     int64_t step, total_steps, step_limit;
     bool total_fixed;    /* the schedule was fitted to the time budget */
     int since_best;      /* evaluations since the last new best (patience) */
+    double last_eval_s;  /* elapsed() at the last evaluation (spacing in budget mode) */
     bool patience_stop;  /* training ended on patience */
     int epoch, pos;
     double elapsed;      /* seconds of training over all runs */
@@ -403,6 +404,7 @@ static int evaluate(ft_run *r, double *ppl, bn_err *err)
 
 static int eval_point(ft_run *r, const char *what, bn_err *err)
 {
+    r->last_eval_s = elapsed(r);
     if (!r->have_select) { /* keep the latest weights as "best" */
         memcpy(r->best, r->shadow, sizeof(float) * r->n_params);
         r->best_step = r->step;
@@ -599,6 +601,7 @@ static int load_checkpoint(ft_run *r, bool *resumed, bn_err *err)
         bn_optim_set_steps(r->opt, r->step);
         bn_optim_set_total_steps(r->opt, r->total_steps);
         r->perm_epoch = -1;
+        r->last_eval_s = r->elapsed;
         *resumed = true;
     }
     cJSON_Delete(j);
@@ -800,9 +803,15 @@ static int train_loop(ft_run *r, bn_err *err)
         bn_job_metric_step(ctx, "fine_tune/muon_learning_rate", st.muon_lr, r->step);
         bn_job_metric_step(ctx, "fine_tune/grad_norm", st.grad_norm, r->step);
         fit_total_to_time(r);
-        if (r->pos >= r->steps_per_epoch) {
+        /* An evaluation at every epoch end; under the budget rule at most one per 2% of
+         * the budget, so that patience spans a similar share of the run whether epochs
+         * are long or a few steps (measured: docs/BENCHMARKS.md). */
+        bool epoch_end = r->pos >= r->steps_per_epoch;
+        if (epoch_end) {
             r->epoch++;
             r->pos = 0;
+        }
+        if (epoch_end && (!r->by_budget || budget <= 0 || elapsed(r) - r->last_eval_s >= 0.02 * budget)) {
             char what[64];
             snprintf(what, sizeof what, "epoch %d end", r->epoch);
             rc = eval_point(r, what, err);

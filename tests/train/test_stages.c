@@ -456,6 +456,12 @@ START_TEST(budget_rule_trains_until_the_time_is_spent)
     ck_assert(metric(&r, "compression/fine_tune_stopped_on_patience") == 0);
     char buf[64];
     ck_assert_str_eq(history_str("budget", "stopped_on", buf, sizeof buf), "budget");
+    /* evaluations at epoch ends, at most one per 2% of the budget (+ start and end) */
+    cJSON *th = read_json("budget", "training_history.json");
+    int n_evals = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(th, "evals"));
+    cJSON_Delete(th);
+    ck_assert_msg(n_evals >= 3 && n_evals <= 52 && n_evals < epochs, "%d evaluations in %.1f epochs",
+                  n_evals, epochs);
     cJSON_Delete(r.metrics);
     cJSON_Delete(r.sources);
 }
@@ -467,7 +473,8 @@ END_TEST
 START_TEST(patience_stops_and_tau_is_honoured)
 {
     static const double taus[] = {0.0, 0.3, 0.5, 1.0};
-    const char *frozen = ", \"lr\": 1e-30, \"muon_lr\": 1e-30";
+    /* an epoch limit: every epoch end is evaluated (budget runs space them out) */
+    const char *frozen = ", \"lr\": 1e-30, \"muon_lr\": 1e-30, \"epochs\": 1000";
     for (size_t k = 0; k < sizeof taus / sizeof taus[0]; k++) {
         bn_err e = {0};
         rec a, b;
