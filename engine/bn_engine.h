@@ -159,7 +159,7 @@ int bn_pipeline_run(const bn_pipeline_paths *paths, const bn_options *opt,
 /* The first stage not yet checkpointed in work_dir (BN_STAGE_COUNT if all done). */
 bn_stage bn_pipeline_resume_stage(const char *work_dir);
 
-/* ---- metric names (DESIGN.md section 6) ----------------------------------------- */
+/* ---- metric names (README, "The 19 metrics") -------------------------------------- */
 
 #define BN_N_JOB_METRICS 19
 extern const char *const bn_job_metric_names[BN_N_JOB_METRICS];
