@@ -419,7 +419,7 @@ static const char *budget_config =
     "   \"samples\": 16, \"batch_size\": 4, \"eval_fraction\": 0.2, \"selection_fraction\": 0.1},"
     " \"fine_tune\": {\"enabled\": %s, \"batch_size\": 8, \"sequence_length\": 32, \"warmup_steps\": 2,"
     "   \"checkpoint_every\": 1000, \"threshold\": 0, \"max_minutes\": %g, \"patience\": %d%s},"
-    " \"evaluate\": {\"windows\": 8}}";
+    " \"evaluate\": {\"windows\": 4}, \"export\": {\"gguf\": []}}";
 
 static int run_budget(const char *tag, double tau, bool ft, double minutes, int patience,
                       const char *extra, rec *r, bn_err *e)
