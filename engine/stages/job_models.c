@@ -87,11 +87,6 @@ int bn_eval_load_fp32(const bn_job_ctx *ctx, bn_llama **out, bn_err *err)
     return BN_OK;
 }
 
-const char *bn_eval_name(bn_role r, int layer, char *buf, size_t len)
-{
-    return bn_hf_name(r, layer, buf, len);
-}
-
 void bn_eval_round_fp16(bn_llama *m)
 {
     for (size_t i = 0; i < m->n_params; i++)
@@ -132,59 +127,4 @@ int bn_eval_perplexity(bn_llama *m, const int32_t *ids, size_t n, int ctx, int w
     size_t avail = (n - 1) / (size_t)ctx;
     if (windows <= 0 || (size_t)windows > avail) windows = (int)avail;
     return bn_llama_eval_windows(m, ids, n, ctx, windows, 4, out, err);
-}
-
-/* ---- where each metric's text came from --------------------------------------------- */
-
-static const struct { const char *key, *split; } text_metrics[] = {
-    {"compression/pre_perplexity", "report"},
-    {"compression/pre_eval_loss", "report"},
-    {"compression/post_perplexity", "report"},
-    {"compression/post_eval_loss", "report"},
-    {"compression/perplexity_degradation", "report"},
-    {"compression/accuracy_preserved", "report"},
-    {"compression/dequantization_accuracy", "report"},
-    {"compression/dequantization_max_logit_diff", "report"},
-    {"compression/post_finetune_perplexity", "report"},
-    {"compression/post_finetune_eval_loss", "report"},
-    {"compression/perplexity_recovery", "report"},
-    {"phase/final_perplexity", "report"},
-    {"compression/gradient_flow_test_passed", "train"},
-    {"fine_tune/loss", "train"},
-    {"fine_tune/eval_perplexity", "selection"},
-    {"compression/fine_tune_best_selection_perplexity", "selection"},
-};
-
-const char *bn_text_metric_split(const char *key)
-{
-    for (size_t i = 0; i < sizeof text_metrics / sizeof text_metrics[0]; i++)
-        if (!strcmp(text_metrics[i].key, key)) return text_metrics[i].split;
-    return NULL;
-}
-
-const char *bn_text_metric_source(const bn_job_ctx *ctx, const char *key, char *buf, size_t len)
-{
-    const char *split = bn_text_metric_split(key);
-    if (!split || !ctx->text_label[0]) return NULL;
-    snprintf(buf, len, "%s (%s split)", ctx->text_label, split);
-    return buf;
-}
-
-void bn_job_metric_source(bn_job_ctx *ctx, const char *key)
-{
-    char buf[600];
-    if (ctx->progress->source && bn_text_metric_source(ctx, key, buf, sizeof buf))
-        ctx->progress->source(ctx->progress->ctx, key, buf);
-}
-
-cJSON *bn_text_splits_json(const bn_job_ctx *ctx)
-{
-    static const char *const names[3] = {"train", "selection", "report"};
-    cJSON *o = cJSON_CreateObject();
-    for (int i = 0; o && i < 3; i++) {
-        cJSON *s = cJSON_AddObjectToObject(o, names[i]);
-        cJSON_AddNumberToObject(s, "documents", (double)ctx->text_docs[i]);
-        cJSON_AddNumberToObject(s, "tokens", (double)ctx->text_tokens[i]);
-    }
-    return o;
 }

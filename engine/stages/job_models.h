@@ -18,7 +18,7 @@
 #include <stdint.h>
 
 #include "model/llama.h"
-#include "stages/stages.h"
+#include "stages/job.h"
 
 #define BN_EVAL_TOKENS_FILE "calib_tokens.safetensors"
 
@@ -58,20 +58,5 @@ void bn_eval_round_fp16(bn_llama *m);
 int bn_eval_perplexity(bn_llama *m, const int32_t *ids, size_t n, int ctx, int windows,
                        bn_llama_eval_result *out, bn_err *err);
 
-/* The split a metric is measured on ("report", "selection", "train"), or NULL when the
- * key is not a perplexity/loss metric. */
-const char *bn_text_metric_split(const char *key);
-/* "<ctx->text_label> (<split> split)" into buf; NULL when key is not a text metric or
- * the job has no text. */
-const char *bn_text_metric_source(const bn_job_ctx *ctx, const char *key, char *buf, size_t len);
-/* Sends bn_text_metric_source through progress->source (nothing for other keys). */
-void bn_job_metric_source(bn_job_ctx *ctx, const char *key);
-
-/* {"train": {"documents": n, "tokens": n}, "selection": {...}, "report": {...}} from
- * ctx->text_docs / text_tokens (caller owns). */
-struct cJSON *bn_text_splits_json(const bn_job_ctx *ctx);
-
-/* The HF name of (role, layer) into buf. */
-const char *bn_eval_name(bn_role r, int layer, char *buf, size_t len);
 
 #endif
