@@ -63,7 +63,8 @@ typedef struct bn_backend_adamw {
 } bn_backend_adamw;
 /* Creates the optimizer state (zero moments) so bn_backend_set can restore it. */
 int bn_backend_adamw_prepare(bn_backend *b, const bn_backend_adamw *c, bn_err *err);
-/* One AdamW step (step t, 0-based, for the bias correction) on every parameter. */
+/* One AdamW step on every parameter; t = steps applied before this one (0-based; the bias
+ * correction uses t + 1, as model/optim.c counts applied steps). */
 int bn_backend_adamw_step(bn_backend *b, const bn_backend_adamw *c, int64_t t,
                           double *grad_norm, bn_err *err);
 
