@@ -15,7 +15,7 @@ seed=${BN_FUZZ_SEED:-1}
 dir=${BN_FUZZ_BUILD:-build-fuzz}
 export BN_DATA_DIR=${BN_DATA_DIR:-$PWD/../shared/data}
 if [ ! -f "$dir/build.ninja" ]; then
-  CC=clang meson setup "$dir" -Dfuzz=true -Dbench=false -Db_sanitize=address,undefined \
+  CC=clang meson setup "$dir" -Dfuzz=true -Dcuda=disabled -Dbench=false -Db_sanitize=address,undefined \
     -Db_lundef=false -Dc_args=-fsanitize=fuzzer-no-link -Dwerror=true >/dev/null
 fi
 harnesses=("$@")
