@@ -5,9 +5,10 @@
 # `bitnetctl generate --ternary` does, for >= 32 tokens, with log-probabilities within
 # 0.1 standard deviations of the logits at every step.
 #
-# Two test models (`bitnetctl init-model`, 2 layers, 4 heads, 2 KV heads, vocab 512,
-# seed 7; every row length a multiple of 256), compressed by `bitnetctl compress` (TQ2_0
-# and TQ1_0), each checked on both files:
+# Test models (`bitnetctl init-model`, 2 layers, 4 heads, 2 KV heads, vocab 512, seed 7;
+# every row length a multiple of 256), compressed by `bitnetctl compress` (TQ2_0 and
+# TQ1_0), each checked on both files; A and B are the llama baseline, and A is repeated as
+# mistral and with linear and llama3 rope scaling (see the end of the file):
 #
 #  A. dim 256, hidden 256: every projection input is ONE 256-block, so llama.cpp's Q8_K
 #     activation blocks and bitnetd's per-token scales coincide. Only float rounding is
@@ -51,10 +52,14 @@ if [ ! -f "$js/node_modules/.bn_stamp" ] || [ "$(cat "$js/node_modules/.bn_stamp
 fi
 
 status=0
-check_model() { # name hidden tolerance
-  local name=$1 hidden=$2 tol=$3 m=$work/$1
+check_model() { # name hidden tolerance [config.json changes as JSON]
+  local name=$1 hidden=$2 tol=$3 patch=${4:-} m=$work/$1
   "$ctl" init-model "$m" --dim 256 --hidden "$hidden" --layers 2 --heads 4 --kv-heads 2 \
     --vocab 512 --ctx 256 --dtype f32 --seed 7 > /dev/null
+  if [ -n "$patch" ]; then # another model_type or rope variant of the same weights
+    python3 -c 'import json,sys; p=sys.argv[1]; c=json.load(open(p)); c.update(json.loads(sys.argv[2])); json.dump(c, open(p, "w"), indent=2)' \
+      "$m/config.json" "$patch"
+  fi
   "$ctl" compress "$m" "$m.out" \
     --config '{"export":{"gguf":["tq2_0","tq1_0"]},"fine_tune":{"enabled":false},"calibration":{"enabled":false}}' \
     > "$m.log" 2>&1 || { cat "$m.log"; return 1; }
@@ -71,4 +76,11 @@ check_model() { # name hidden tolerance
 }
 check_model A 256 0.01
 check_model B 512 0.1
+# One model per architecture name and rope variant that a GGUF can carry (same tolerance
+# as A): mistral (llama.cpp's llama architecture), linear rope scaling (rope.scaling.*
+# keys), llama3 rope scaling (the rope_freqs tensor). The rope scales are chosen so that
+# the variants change the logits at these positions (original context 16 < 40 tokens).
+check_model mistral 256 0.01 '{"model_type": "mistral", "sliding_window": 4096}'
+check_model linear 256 0.01 '{"rope_scaling": {"rope_type": "linear", "factor": 4.0}}'
+check_model llama3 256 0.01 '{"rope_parameters": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16, "rope_theta": 10000.0}}'
 exit $status
