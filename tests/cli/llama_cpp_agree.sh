@@ -86,6 +86,10 @@ check_model linear 256 0.01 '{"rope_scaling": {"rope_type": "linear", "factor": 
 check_model llama3 256 0.01 '{"rope_parameters": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16, "rope_theta": 10000.0}}'
 # qwen2 (q/k/v biases) and qwen3 (q/k norms): llama.cpp's qwen2 and qwen3 architectures,
 # rotate-half rope without the Q/K permutation. yarn is not written to GGUF (refused).
-check_model qwen2 256 0.01 '' qwen2
-check_model qwen3 256 0.01 '' qwen3
+# The biases (std 0.5) and the q/k norms make q and k O(1) instead of O(0.02 x sqrt(D)),
+# so attention is sharp and amplifies the engines' float rounding: measured 0.014 sigma
+# (qwen2) and 0.038 sigma (qwen3), 40/40 tokens equal; tolerance 0.1 sigma. Leaving the
+# biases or the norms out on bitnetd's side (model_type llama) is 5.4 and 1.6 sigma off.
+check_model qwen2 256 0.1 '' qwen2
+check_model qwen3 256 0.1 '' qwen3
 exit $status
