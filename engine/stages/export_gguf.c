@@ -35,9 +35,10 @@ int bn_stage_export_gguf(bn_job_ctx *ctx, const char *out_dir, bn_err *err)
                                   "llama3 rope scaling, so they would run a different model");
         return BN_OK;
     }
-    if (n > 0 && c->rope_type == BN_ROPE_YARN) {
-        bn_job_event(ctx, "warn", "gguf: not written: yarn rope scaling is not yet written as llama.cpp metadata "
-                                  "checked against llama.cpp, so it could run a different model");
+    if (n > 0 && c->rope_type == BN_ROPE_YARN && !bn_gguf_yarn_default(c)) {
+        bn_job_event(ctx, "warn", "gguf: not written: llama.cpp runs yarn with transformers' default beta_fast, "
+                                  "beta_slow, attention_factor and truncate only; this model sets others, so it "
+                                  "would run a different model");
         return BN_OK;
     }
     if (n > 0 && !o->export.gguf_explicit && !any_ternary_fits(ctx)) {

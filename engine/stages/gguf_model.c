@@ -9,6 +9,7 @@
 #include "stages/gguf_model.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,12 @@ const char *bn_gguf_tensor_name(bn_role role, int layer, char *buf, size_t len)
         snprintf(buf, len, "blk.%d.%s", layer, blk[role]);
         return buf;
     }
+}
+
+bool bn_gguf_yarn_default(const bn_model_config *c)
+{
+    return c->rope_factor > 1 && c->rope_truncate && c->rope_beta_fast == 32 && c->rope_beta_slow == 1 &&
+           fabs(c->rope_attn_factor - (0.1 * log(c->rope_factor) + 1.0)) < 1e-6;
 }
 
 int64_t bn_gguf_qk_source_row(int64_t r, int head_dim)
@@ -212,6 +219,14 @@ static int write_hparams(bn_gguf_writer *w, const exporter *x, const char *arch)
         rc |= bn_gguf_kv_str(w, KEY("rope.scaling.type"), "linear");
         rc |= bn_gguf_kv_f32(w, KEY("rope.scaling.factor"), c->rope_factor);
     }
+    if (c->rope_type == BN_ROPE_YARN) {
+        /* llama.cpp computes yarn's ramp itself (floor/ceil of the correction range, as
+         * truncate: true, betas 32/1) and multiplies cos/sin by 1 + 0.1 ln(factor):
+         * transformers' defaults, the only yarn written (bn_gguf_yarn_default) */
+        rc |= bn_gguf_kv_str(w, KEY("rope.scaling.type"), "yarn");
+        rc |= bn_gguf_kv_f32(w, KEY("rope.scaling.factor"), c->rope_factor);
+        rc |= bn_gguf_kv_u32(w, KEY("rope.scaling.original_context_length"), (uint32_t)c->rope_orig_ctx);
+    }
     rc |= bn_gguf_kv_u32(w, KEY("vocab_size"), (uint32_t)c->vocab_size);
 #undef KEY
     return rc;
@@ -349,9 +364,10 @@ int bn_gguf_export(const bn_hf_model *m, const bn_qtensor *qt, size_t n_qt, cons
     if (m->cfg.rope_type == BN_ROPE_LLAMA3 && !llama_arch)
         return bn_err_set(err, BN_EUNSUPPORTED, "gguf export: llama.cpp's %s reads no rope_freqs for llama3 "
                                                 "rope scaling", arch);
-    if (m->cfg.rope_type == BN_ROPE_YARN)
-        return bn_err_set(err, BN_EUNSUPPORTED, "gguf export: yarn rope scaling is not written (its llama.cpp "
-                                                "metadata is not checked against llama.cpp yet)");
+    if (m->cfg.rope_type == BN_ROPE_YARN && !bn_gguf_yarn_default(&m->cfg))
+        return bn_err_set(err, BN_EUNSUPPORTED, "gguf export: yarn with other than transformers' default "
+                                                "beta_fast/beta_slow/attention_factor/truncate is not written "
+                                                "(llama.cpp computed a different model from those keys)");
     exporter x = {.m = m, .llama_arch = llama_arch, .type = type,
                   .emb_q8 = embedding_dtype && strcmp(embedding_dtype, "q8_0") == 0};
     x.rep.type = type;
