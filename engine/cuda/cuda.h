@@ -10,7 +10,8 @@
  * mode the GPU tests use). Attention is fused (online softmax; only a log-sum-exp per row
  * is stored, never a T x T matrix); its backward recomputes the probabilities.
  *
- * Supported: Llama without attention biases, head_dim in {8, 16, 32, 64, 128}, tied or
+ * Supported: Llama/mistral/qwen2 without attention biases, without qk_norm, rope types
+ * default, linear and llama3, head_dim in {8, 16, 32, 64, 128}, tied or
  * untied head. Anything else is refused by bn_cu_check_config with its name.
  * A model is used by one thread at a time. Errors name the CUDA / cuBLAS call.
  */

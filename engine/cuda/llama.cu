@@ -177,6 +177,10 @@ int bn_cu_check_config(const bn_model_config *c, bn_err *err)
 {
     if (c->attention_bias)
         return bn_err_set(err, BN_EUNSUPPORTED, "cuda backend: attention_bias (q/k/v biases) is not implemented on the GPU; use device \"cpu\"");
+    if (c->qk_norm)
+        return bn_err_set(err, BN_EUNSUPPORTED, "cuda backend: qk_norm (qwen3 q/k head RMSNorm) is not implemented on the GPU; use device \"cpu\"");
+    if (c->rope_type == BN_ROPE_YARN)
+        return bn_err_set(err, BN_EUNSUPPORTED, "cuda backend: rope_scaling.rope_type \"yarn\" is not implemented on the GPU; use device \"cpu\"");
     int hd = c->head_dim;
     if (hd != 8 && hd != 16 && hd != 32 && hd != 64 && hd != 128)
         return bn_err_set(err, BN_EUNSUPPORTED, "cuda backend: head_dim %d is not supported on the GPU (8, 16, 32, 64 or 128)", hd);
