@@ -169,6 +169,11 @@ int bn_store_recover(bn_store *st, int max_attempts, int *requeued, int *failed)
 /* Number of jobs per status (counts[BN_JOB_STATUS_COUNT]). */
 int bn_store_job_counts(bn_store *st, int64_t counts[BN_JOB_STATUS_COUNT]);
 
+/* Calls fn once per worker holding a lease on a running job (owner as given to claim,
+ * e.g. "host:pid/w0"), with the number of jobs it holds and the latest lease expiry. */
+int bn_store_running_owners(bn_store *st, void (*fn)(void *ctx, const char *owner, int64_t jobs,
+                                                     int64_t lease_expires), void *ctx);
+
 /* Calls fn for every recorded stage duration of every job (for histograms). */
 int bn_store_stage_durations(bn_store *st, void (*fn)(void *ctx, const char *stage,
                                                       double seconds), void *ctx);

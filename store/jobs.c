@@ -598,3 +598,17 @@ int bn_store_stage_durations(bn_store *st, void (*fn)(void *ctx, const char *sta
     bn_store__release(st, s);
     return rc == BN_DB_DONE ? BN_STORE_OK : bn_store__fail(st, "reading stage timings");
 }
+
+int bn_store_running_owners(bn_store *st, void (*fn)(void *ctx, const char *owner, int64_t jobs,
+                                                     int64_t lease_expires), void *ctx)
+{
+    bn_stmt *s = bn_store__cached(st,
+        "SELECT lease_owner, count(*), max(lease_expires) FROM jobs WHERE status = 'running'"
+        " AND lease_owner IS NOT NULL GROUP BY lease_owner ORDER BY lease_owner");
+    if (!s) return BN_STORE_ERROR;
+    int rc;
+    while ((rc = bn_db_step(s)) == BN_DB_ROW)
+        fn(ctx, (const char *)bn_db_col_text(s, 0), bn_db_col_int64(s, 1), bn_db_col_int64(s, 2));
+    bn_store__release(st, s);
+    return rc == BN_DB_DONE ? BN_STORE_OK : bn_store__fail(st, "reading lease owners");
+}

@@ -603,6 +603,14 @@ int bn_tracker_step(bn_tracker *t, int64_t now, int64_t *next_ms)
     bn_store_wandb_job *jobs = NULL;
     int n = 0, rc = 0;
     int64_t work0 = atomic_load(&t->c_requests) + atomic_load(&t->c_spooled);
+    /* Several hosts on one PostgreSQL store: only the holder of the delivery role sends,
+     * so each outbox row leaves once; the others take over when its session ends. */
+    bool leader = true;
+    if (bn_store_wandb_leader(t->st, &leader)) {
+        logf_(t, 0, "tracker: %s", bn_store_errmsg(t->st));
+        return -1;
+    }
+    if (!leader) return 0;
     if (bn_store_wandb_work(t->st, 256, &jobs, &n)) {
         logf_(t, 0, "tracker: %s", bn_store_errmsg(t->st));
         return -1;
