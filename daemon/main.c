@@ -36,6 +36,7 @@
 typedef struct daemon_state {
     bn_daemon_config cfg;
     bn_logger log;
+    char work_base[PATH_MAX + 16]; /* work folders live in <work_base>/work/<job id> */
     char host_id[300];          /* lease owner prefix "hostname:pid" */
     char db_path[PATH_MAX + 32]; /* the store spec: a SQLite path or a PostgreSQL URL */
     char url_path[PATH_MAX + 32];
@@ -192,6 +193,19 @@ static int prepare(daemon_state *d, bn_api_tokens **tokens)
         bn_log(l, BN_LOG_ERR, "output_root %s: %s", c->output_root, strerror(errno));
         return -1;
     }
+    /* Several hosts on one PostgreSQL queue: a job's checkpoints must be where the host
+     * that takes it over can read them, so work folders move under the shared output
+     * root (<output_root>/.bitnetd/work/<job id>). */
+    if (bn_store_spec_is_pg(d->db_path)) {
+        snprintf(d->work_base, sizeof d->work_base, "%.4000s/.bitnetd", d->output_root);
+        snprintf(work, sizeof work, "%.4000s/work", d->work_base);
+        if (mkdirs(work)) {
+            bn_log(l, BN_LOG_ERR, "work folder %s: %s", work, strerror(errno));
+            return -1;
+        }
+    } else {
+        snprintf(d->work_base, sizeof d->work_base, "%s", c->state_dir);
+    }
     for (int i = 0; i < c->n_model_roots; i++) {
         if (!realpath(c->model_roots[i], real)) {
             bn_log(l, BN_LOG_ERR, "model_root %s: %s", c->model_roots[i], strerror(errno));
@@ -245,7 +259,7 @@ static int start_workers(daemon_state *d)
     snprintf(d->host_id, sizeof d->host_id, "%s:%d", hostname, (int)getpid());
     const char *owner = d->host_id;
     bn_workers_config wc = {
-        .db_path = d->db_path, .state_dir = d->cfg.state_dir,
+        .db_path = d->db_path, .state_dir = d->work_base,
         .data_dir = d->cfg.data_dir[0] ? d->cfg.data_dir : NULL, .owner_prefix = owner,
         .n_workers = d->cfg.workers, .threads_per_job = d->cfg.threads,
         .lease_ms = (int64_t)d->cfg.lease_seconds * 1000, .progress_per_s = 4,
@@ -320,7 +334,7 @@ static int start_api(daemon_state *d, bn_api_tokens *tokens)
     bn_api_config ac = {
         .listen_host = d->host, .port = d->port, .listen_fd = d->listen_fd,
         .db_path = d->db_path, .host_id = d->host_id,
-        .state_dir = c->state_dir, .model_roots = (const char *const *)d->roots,
+        .state_dir = d->work_base, .model_roots = (const char *const *)d->roots,
         .n_model_roots = c->n_model_roots, .output_root = d->output_root,
         .max_body = (size_t)c->max_body, .threads = c->http_threads,
         .max_connections = c->max_connections, .connection_timeout_s = c->connection_timeout,
