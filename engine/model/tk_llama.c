@@ -16,6 +16,7 @@
 
 #include "base/blas.h"
 #include "model/llama.h"
+#include "model/rope.h"
 #include "quant/quant.h"
 #include "quant/tkernels.h"
 
@@ -138,7 +139,7 @@ int bn_tk_llama_load(const bn_hf_model *hf, int max_ctx, int threads, bn_tk_llam
         bn_tk_act_init(&m->a_ff, 1, F) || bn_tk_pool_new(m->threads, &m->pool))
         rc = bn_err_set(err, BN_ENOMEM, "ternary model: out of memory (context %d)", max_ctx);
     for (int i = 0; !rc && i < hd / 2; i++)
-        m->inv_freq[i] = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)hd);
+        m->inv_freq[i] = (float)bn_rope_inv_freq(c, i);
     for (int p = 0; !rc && p < P_COUNT; p++) {
         m->w[p] = calloc((size_t)c->n_layers, sizeof(bn_tk_matrix));
         if (!m->w[p]) rc = bn_err_set(err, BN_ENOMEM, "ternary model: out of memory");
@@ -214,7 +215,7 @@ static void attention(bn_tk_llama *m, int layer, int pos)
 
 static void gemv(bn_tk_llama *m, int p, int layer, bn_tk_act *a, float *y)
 {
-    bn_tk_gemm_pool(&m->w[p][layer], a, y, m->pool, BN_TK_AUTO); /* a holds one token */
+    bn_tk_gemm_pool(&m->w[p][layer], a, y, m->pool, BN_ISA_AUTO); /* a holds one token */
 }
 
 int bn_tk_llama_step(bn_tk_llama *m, int32_t token, int pos, float *logits, bn_err *err)

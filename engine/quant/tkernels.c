@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/parallel.h"
+
 #define TK_ALIGN 64
 /* blocks ahead to prefetch in a streamed weight row (GEMV is memory-bound) */
 #define TK_PREFETCH 32
@@ -31,36 +33,25 @@ static void *tk_alloc(size_t n)
 
 /* ---- ISA selection -------------------------------------------------------------- */
 
-int bn_tk_isa_supported(bn_tk_isa isa)
+int bn_tk_isa_supported(bn_isa isa)
 {
     __builtin_cpu_init();
     switch (isa) {
-    case BN_TK_SCALAR: return 1;
-    case BN_TK_AVX2: return __builtin_cpu_supports("avx2");
-    case BN_TK_AVX512VNNI:
+    case BN_ISA_SCALAR: return 1;
+    case BN_ISA_AVX2: return __builtin_cpu_supports("avx2");
+    case BN_ISA_AVX512:
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
-    case BN_TK_AUTO: return 1;
+    case BN_ISA_AUTO: return 1;
     }
     return 0;
 }
 
-bn_tk_isa bn_tk_isa_best(void)
+bn_isa bn_tk_isa_best(void)
 {
-    if (bn_tk_isa_supported(BN_TK_AVX512VNNI)) return BN_TK_AVX512VNNI;
-    if (bn_tk_isa_supported(BN_TK_AVX2)) return BN_TK_AVX2;
-    return BN_TK_SCALAR;
-}
-
-const char *bn_tk_isa_name(bn_tk_isa isa)
-{
-    switch (isa) {
-    case BN_TK_AUTO: return "auto";
-    case BN_TK_SCALAR: return "scalar";
-    case BN_TK_AVX2: return "avx2";
-    case BN_TK_AVX512VNNI: return "avx512vnni";
-    }
-    return "?";
+    if (bn_tk_isa_supported(BN_ISA_AVX512)) return BN_ISA_AVX512;
+    if (bn_tk_isa_supported(BN_ISA_AVX2)) return BN_ISA_AVX2;
+    return BN_ISA_SCALAR;
 }
 
 /* ---- packing -------------------------------------------------------------------- */
@@ -183,7 +174,7 @@ typedef struct tk_job {
     const bn_tk_act *x;
     float *y;
     int r0, r1;
-    bn_tk_isa isa;
+    bn_isa isa;
 } tk_job;
 
 static inline float finish(int32_t usum, const bn_tk_matrix *w, const bn_tk_act *x, int r, int t)
@@ -419,16 +410,17 @@ TK_VNNI static void tile_vnni(const tk_job *jb)
 static void run_job(const tk_job *jb)
 {
     switch (jb->isa) {
-    case BN_TK_AVX512VNNI: tile_vnni(jb); break;
-    case BN_TK_AVX2: tile_avx2(jb); break;
+    case BN_ISA_AVX512: tile_vnni(jb); break;
+    case BN_ISA_AVX2: tile_avx2(jb); break;
     default: tile_scalar(jb); break;
     }
 }
 
-static void *job_thread(void *arg)
+/* One share of a bn_tk_gemm call, as a bn_parallel_for task. */
+static void job_task(void *ctx, int task, int thread)
 {
-    run_job(arg);
-    return NULL;
+    (void)thread;
+    run_job(&((const tk_job *)ctx)[task]);
 }
 
 #define TK_MAX_THREADS 64
@@ -437,7 +429,7 @@ static void *job_thread(void *arg)
 /* Splits the rows of one product into at most `threads` jobs (fewer when the product is
  * small: at least 16 rows and TK_MIN_THREAD_WORK products per job, on multiples of 4
  * rows). Returns the number of jobs. */
-static int split_jobs(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads, bn_tk_isa isa,
+static int split_jobs(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads, bn_isa isa,
                       tk_job *jobs)
 {
     if (threads < 1) threads = 1;
@@ -456,22 +448,12 @@ static int split_jobs(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int t
     return threads;
 }
 
-void bn_tk_gemm(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads, bn_tk_isa isa)
+void bn_tk_gemm(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads, bn_isa isa)
 {
-    if (isa == BN_TK_AUTO || !bn_tk_isa_supported(isa)) isa = bn_tk_isa_best();
+    if (isa == BN_ISA_AUTO || !bn_tk_isa_supported(isa)) isa = bn_tk_isa_best();
     tk_job jobs[TK_MAX_THREADS];
-    pthread_t tid[TK_MAX_THREADS];
-    int started[TK_MAX_THREADS] = {0};
     int n = split_jobs(w, x, y, threads, isa, jobs);
-    for (int i = 1; i < n; i++)
-        started[i] = pthread_create(&tid[i], NULL, job_thread, &jobs[i]) == 0;
-    run_job(&jobs[0]);
-    for (int i = 1; i < n; i++) {
-        if (started[i])
-            pthread_join(tid[i], NULL);
-        else
-            run_job(&jobs[i]); /* could not start a thread: do its share here */
-    }
+    bn_parallel_for(n, n, job_task, jobs);
 }
 
 /* ---- the pool ------------------------------------------------------------------------ */
@@ -566,9 +548,9 @@ void bn_tk_pool_free(bn_tk_pool *p)
 
 int bn_tk_pool_threads(const bn_tk_pool *p) { return p ? p->threads : 1; }
 
-void bn_tk_gemm_pool(const bn_tk_matrix *w, const bn_tk_act *x, float *y, bn_tk_pool *p, bn_tk_isa isa)
+void bn_tk_gemm_pool(const bn_tk_matrix *w, const bn_tk_act *x, float *y, bn_tk_pool *p, bn_isa isa)
 {
-    if (isa == BN_TK_AUTO || !bn_tk_isa_supported(isa)) isa = bn_tk_isa_best();
+    if (isa == BN_ISA_AUTO || !bn_tk_isa_supported(isa)) isa = bn_tk_isa_best();
     tk_job alone;
     int threads = bn_tk_pool_threads(p);
     tk_job *jobs = threads > 1 ? p->jobs : &alone;
@@ -586,7 +568,7 @@ void bn_tk_gemm_pool(const bn_tk_matrix *w, const bn_tk_act *x, float *y, bn_tk_
     }
 }
 
-void bn_tk_gemv(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads, bn_tk_isa isa)
+void bn_tk_gemv(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads, bn_isa isa)
 {
     bn_tk_act one = *x;
     one.n = 1;
@@ -601,6 +583,6 @@ int bn_tk_linear(const bn_tk_matrix *w, bn_tk_act *a, const float *x, int n, flo
         if (rc) return rc;
     }
     bn_tk_act_quantize(a, x, n);
-    bn_tk_gemm(w, a, y, threads, BN_TK_AUTO);
+    bn_tk_gemm(w, a, y, threads, BN_ISA_AUTO);
     return BN_OK;
 }
