@@ -34,6 +34,7 @@ void bn_store_wandb_jobs_free(bn_store_wandb_job *jobs, int n)
         free(j->project);
         free(j->run_url);
         free(j->last_error);
+        free(j->sources);
     }
     free(jobs);
 }
@@ -57,7 +58,8 @@ void bn_store_wandb_status_free(bn_store_wandb_status *s)
 
 /* ---- work list ---------------------------------------------------------------------- */
 
-static const char work_sql[] =
+#define SOURCES_AGG "json_group_object(key, source)"
+static const char work_sql_sqlite[] =
     "WITH w(job_id) AS ("
     "  SELECT DISTINCT job_id FROM wandb_outbox WHERE delivered_at IS NULL"
     "  UNION"
@@ -67,11 +69,33 @@ static const char work_sql[] =
     "  (SELECT MIN(created_at) FROM wandb_outbox o WHERE o.job_id = j.id),"
     "  r.status, r.run_id, r.entity, r.project, r.run_url, r.last_error,"
     "  COALESCE(r.history_offset, 0),"
-    "  (SELECT COUNT(*) FROM wandb_outbox o WHERE o.job_id = j.id AND o.delivered_at IS NULL)"
+    "  (SELECT COUNT(*) FROM wandb_outbox o WHERE o.job_id = j.id AND o.delivered_at IS NULL),"
+    "  (SELECT CASE WHEN COUNT(*) > 0 THEN " SOURCES_AGG " END"
+    "    FROM job_metric_sources m WHERE m.job_id = j.id)"
     " FROM w JOIN jobs j ON j.id = w.job_id LEFT JOIN wandb_runs r ON r.job_id = j.id"
     " WHERE j.wandb_mode IN ('online', 'offline')"
     "  AND COALESCE(r.status, 'pending') IN ('pending', 'active')"
     " ORDER BY j.created_at, j.id LIMIT ?";
+#undef SOURCES_AGG
+#define SOURCES_AGG "json_object_agg(key, source)::text"
+static const char work_sql_pg[] =
+    "WITH w(job_id) AS ("
+    "  SELECT DISTINCT job_id FROM wandb_outbox WHERE delivered_at IS NULL"
+    "  UNION"
+    "  SELECT r.job_id FROM wandb_runs r JOIN jobs j2 ON j2.id = r.job_id"
+    "   WHERE r.status = 'active' AND j2.status = 'running')"
+    " SELECT j.id, j.status, j.wandb_mode, j.tracking, j.config, j.output, j.output_dir,"
+    "  (SELECT MIN(created_at) FROM wandb_outbox o WHERE o.job_id = j.id),"
+    "  r.status, r.run_id, r.entity, r.project, r.run_url, r.last_error,"
+    "  COALESCE(r.history_offset, 0),"
+    "  (SELECT COUNT(*) FROM wandb_outbox o WHERE o.job_id = j.id AND o.delivered_at IS NULL),"
+    "  (SELECT CASE WHEN COUNT(*) > 0 THEN " SOURCES_AGG " END"
+    "    FROM job_metric_sources m WHERE m.job_id = j.id)"
+    " FROM w JOIN jobs j ON j.id = w.job_id LEFT JOIN wandb_runs r ON r.job_id = j.id"
+    " WHERE j.wandb_mode IN ('online', 'offline')"
+    "  AND COALESCE(r.status, 'pending') IN ('pending', 'active')"
+    " ORDER BY j.created_at, j.id LIMIT ?";
+#undef SOURCES_AGG
 
 static void work_row(bn_stmt *s, bn_store_wandb_job *j)
 {
@@ -93,13 +117,14 @@ static void work_row(bn_stmt *s, bn_store_wandb_job *j)
     j->last_error = bn_store__col_strdup(s, 13);
     j->history_offset = bn_db_col_int64(s, 14);
     j->pending_rows = bn_db_col_int64(s, 15);
+    j->sources = bn_store__col_strdup(s, 16);
 }
 
 int bn_store_wandb_work(bn_store *st, int limit, bn_store_wandb_job **out, int *n)
 {
     *out = NULL;
     *n = 0;
-    bn_stmt *s = bn_store__prepare(st, work_sql);
+    bn_stmt *s = bn_store__prepare(st, BN_SQL(st, work_sql_sqlite, work_sql_pg));
     if (!s) return BN_STORE_ERROR;
     bn_db_bind_int64(s, 1, limit > 0 ? limit : 256);
     bn_store_wandb_job *jobs = NULL;
