@@ -10,6 +10,8 @@
  */
 #include "api_internal.h"
 
+#include "base/clock.h"
+
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -156,13 +158,7 @@ void *bn_api_sse_waker(void *arg)
     bn_api *api = arg;
     pthread_mutex_lock(&api->sse_lock);
     while (!atomic_load(&api->stopping)) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += SSE_WAKE_MS * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = bn_clock_deadline(SSE_WAKE_MS);
         pthread_cond_timedwait(&api->sse_cond, &api->sse_lock, &ts);
         sse_stream *s = api->sse_waiting;
         api->sse_waiting = NULL;

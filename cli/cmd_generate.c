@@ -16,9 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cli.h"
+#include "base/clock.h"
 #include "formats/hf.h"
 #include "model/llama.h"
 #include "model/tk_llama.h"
@@ -39,13 +39,6 @@ typedef struct gen_opts {
     double temperature;
     unsigned long long seed;
 } gen_opts;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int argmax(const float *x, int n)
 {
@@ -276,7 +269,7 @@ static int run(const gen_opts *o, bn_hf_model *hf, bn_tok *tok)
     cJSON *jl = o->logits && o->json ? cJSON_CreateArray() : NULL;
     const char *weights = "fp32";
     int n_out = 0;
-    double t0 = now_s();
+    double t0 = bn_clock_mono_s();
     int lrc = !e.seq || !logits || !out ? bn_err_set(&err, BN_ENOMEM, "out of memory") : 0;
     if (!lrc && o->ternary) {
         lrc = bn_tk_llama_load(hf, e.cap, o->threads, &e.tk, &err);
@@ -290,7 +283,7 @@ static int run(const gen_opts *o, bn_hf_model *hf, bn_tok *tok)
         bn_cli_errorf("generate: %s: %s", o->dir, err.msg);
         goto done;
     }
-    t0 = now_s();
+    t0 = bn_clock_mono_s();
     for (size_t i = 0; i < prompt.n && !lrc; i++) lrc = engine_push(&e, prompt.ids[i], logits, V, &err);
     unsigned long long st = o->seed;
     int32_t eos = bn_tok_eos_id(tok);
@@ -309,7 +302,7 @@ static int run(const gen_opts *o, bn_hf_model *hf, bn_tok *tok)
         bn_cli_errorf("generate: %s", err.msg);
         goto done;
     }
-    print_result(o, tok, &prompt, out, n_out, weights, now_s() - t0, jl);
+    print_result(o, tok, &prompt, out, n_out, weights, bn_clock_mono_s() - t0, jl);
     jl = NULL;
     rc = 0;
 done:

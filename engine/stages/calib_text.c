@@ -7,6 +7,8 @@
  */
 #include "stages/calib_text.h"
 
+#include "base/rng.h"
+
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
@@ -210,14 +212,6 @@ int bn_calib_synthetic(bn_calib_docs *d, int n, bn_err *err)
     return BN_OK;
 }
 
-static uint64_t splitmix(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 static int cmp_int(const void *a, const void *b)
 {
     int x = *(const int *)a, y = *(const int *)b;
@@ -243,11 +237,7 @@ int bn_calib_split(int n, double fraction, uint64_t seed, int **train, int *n_tr
         return bn_err_set(err, BN_ENOMEM, "calibration split: out of memory");
     }
     for (int i = 0; i < n; i++) perm[i] = i;
-    uint64_t s = seed ^ 0x63616c6962ull;
-    for (int i = n - 1; i > 0; i--) {
-        int j = (int)(splitmix(&s) % (uint64_t)(i + 1));
-        int t = perm[i]; perm[i] = perm[j]; perm[j] = t;
-    }
+    bn_rng_shuffle(perm, n, seed ^ 0x63616c6962ull);
     memcpy(ev, perm, (size_t)ne * sizeof *ev);
     memcpy(tr, perm + ne, (size_t)(n - ne) * sizeof *tr);
     free(perm);
