@@ -140,16 +140,22 @@ static void sse_free(void *cls)
     free(s);
 }
 
-/* Resumes every parked stream (caller must not hold sse_lock). */
-void bn_api_sse_wake_all(bn_api *api)
+/* Resumes every parked stream; the caller holds sse_lock. */
+static void resume_parked(bn_api *api)
 {
-    pthread_mutex_lock(&api->sse_lock);
     sse_stream *s = api->sse_waiting;
     api->sse_waiting = NULL;
     for (; s; s = s->next) {
         s->parked = false;
         MHD_resume_connection(s->conn);
     }
+}
+
+/* Resumes every parked stream (caller must not hold sse_lock). */
+void bn_api_sse_wake_all(bn_api *api)
+{
+    pthread_mutex_lock(&api->sse_lock);
+    resume_parked(api);
     pthread_mutex_unlock(&api->sse_lock);
 }
 
@@ -160,12 +166,7 @@ void *bn_api_sse_waker(void *arg)
     while (!atomic_load(&api->stopping)) {
         struct timespec ts = bn_clock_deadline(SSE_WAKE_MS);
         pthread_cond_timedwait(&api->sse_cond, &api->sse_lock, &ts);
-        sse_stream *s = api->sse_waiting;
-        api->sse_waiting = NULL;
-        for (; s; s = s->next) {
-            s->parked = false;
-            MHD_resume_connection(s->conn);
-        }
+        resume_parked(api);
     }
     pthread_mutex_unlock(&api->sse_lock);
     return NULL;
