@@ -7,6 +7,7 @@
  */
 #include "stages/calib_text.h"
 
+#include "base/fsutil.h"
 #include "base/rng.h"
 
 #include <cjson/cJSON.h>
@@ -158,39 +159,18 @@ static bool ends_with(const char *s, const char *suf)
 
 int bn_calib_read_file(bn_calib_docs *d, const char *path, bn_err *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) return bn_err_set(err, bn_err_from_errno(errno), "%s: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return bn_err_set(err, BN_EINVAL, "%s: not a regular file", path);
-    }
-    size_t len = (size_t)st.st_size;
-    if (len > BN_CALIB_MAX_BYTES) len = BN_CALIB_MAX_BYTES; /* bounded read */
-    char *buf = malloc(len + 1);
-    if (!buf) {
-        close(fd);
-        return bn_err_set(err, BN_ENOMEM, "%s: out of memory (%zu bytes)", path, len);
-    }
-    size_t got = 0;
-    while (got < len) {
-        ssize_t r = read(fd, buf + got, len - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        got += (size_t)r;
-    }
-    close(fd);
-    if (got < (size_t)st.st_size && got < len) {
-        free(buf);
-        return bn_err_set(err, BN_EIO, "%s: short read", path);
-    }
+    char *buf;
+    size_t got;
+    uint64_t size;
+    int rc = bn_fs_read_head(path, BN_CALIB_MAX_BYTES, &buf, &got, &size, err); /* bounded read */
+    if (rc) return rc;
     /* a bounded read may cut a UTF-8 sequence or a line: trim to the last newline */
-    if ((size_t)st.st_size > len) {
+    if (size > got) {
         while (got && buf[got - 1] != '\n') got--;
     }
     buf[got] = 0;
-    int rc = ends_with(path, ".jsonl") ? bn_calib_parse_jsonl(d, buf, got, path, err)
-                                       : bn_calib_parse_text(d, buf, got, path, err);
+    rc = ends_with(path, ".jsonl") ? bn_calib_parse_jsonl(d, buf, got, path, err)
+                                   : bn_calib_parse_text(d, buf, got, path, err);
     free(buf);
     return rc;
 }
