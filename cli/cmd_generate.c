@@ -19,6 +19,7 @@
 
 #include "cli.h"
 #include "base/clock.h"
+#include "base/vecmath.h"
 #include "formats/hf.h"
 #include "model/llama.h"
 #include "model/tk_llama.h"
@@ -40,17 +41,9 @@ typedef struct gen_opts {
     unsigned long long seed;
 } gen_opts;
 
-static int argmax(const float *x, int n)
-{
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[b]) b = i;
-    return b;
-}
-
 static int sample(const float *x, int n, double temp, unsigned long long *state)
 {
-    float mx = x[argmax(x, n)];
+    float mx = x[bn_vargmax(x, n)];
     double sum = 0;
     for (int i = 0; i < n; i++) sum += exp((x[i] - mx) / temp);
     *state = *state * 6364136223846793005ull + 1442695040888963407ull;
@@ -293,7 +286,7 @@ static int run(const gen_opts *o, bn_hf_model *hf, bn_tok *tok)
             for (int i = 0; i < V; i++) cJSON_AddItemToArray(row, cJSON_CreateNumber(logits[i]));
             cJSON_AddItemToArray(jl, row);
         }
-        int32_t next = o->greedy ? argmax(logits, V) : sample(logits, V, o->temperature, &st);
+        int32_t next = o->greedy ? bn_vargmax(logits, V) : sample(logits, V, o->temperature, &st);
         out[n_out++] = next;
         if (next == eos && !o->ignore_eos) break;
         if (n_out < o->n) lrc = engine_push(&e, next, logits, V, &err);
