@@ -31,8 +31,6 @@ bn_api_scope bn_api_tokens_check(const bn_api_tokens *t, const char *token, char
                                  size_t namelen);
 const char *bn_api_scope_name(bn_api_scope s);
 int bn_api_scope_parse(const char *s); /* -1 if unknown */
-/* Lower-case hex SHA-256 of a string (65 bytes with NUL). */
-void bn_api_sha256_hex(const char *s, size_t len, char out[65]);
 
 /* ---- server ------------------------------------------------------------------------- */
 
@@ -64,6 +62,8 @@ typedef struct bn_api_config {
     void *workers_ctx;
     bn_log_fn log;               /* may be NULL */
     void *log_ctx;
+    const char *const *hub_allow; /* hf:// repositories jobs may name (engine/hub); */
+    int n_hub_allow;              /* none: hf:// sources are refused */
 } bn_api_config;
 
 /* Starts listening. tokens may be NULL (no auth: the caller allows that only on a

@@ -18,7 +18,9 @@
 
 #include "base/fsutil.h"
 #include "bn_engine.h"
+#include "base/checksum.h"
 #include "formats/hf.h"
+#include "hub/hub.h"
 
 
 /* ---- job JSON ------------------------------------------------------------------------ */
@@ -326,9 +328,11 @@ static enum MHD_Result check_shape(bn_api_req *r, cJSON *root, submit *s)
 
 /* The model's config.json is read as the engine will read it, so that a model the engine
  * would compute differently from transformers (an unsupported rope type, activation, ...)
- * is refused now, naming the key, instead of failing later in its load stage. */
+ * is refused now, naming the key, instead of failing later in its load stage. An hf://
+ * source is not fetched here: its load stage reads the config after the download. */
 static int check_model_config(bn_api_req *r, const char *model_dir)
 {
+    if (bn_hub_is_source(model_dir)) return 0;
     char path[PATH_MAX + 16];
     snprintf(path, sizeof path, "%s/config.json", model_dir);
     bn_model_config cfg;
@@ -370,10 +374,11 @@ static enum MHD_Result create_job(bn_api_req *r, bn_store *st, submit *s,
                                   const char *model_real, const char *output,
                                   const char *output_dir)
 {
+    char hash[65];
+    if (bn_sha256_hex(r->body, r->body_len, hash))
+        return bn_api_problem(r, 500, NULL, "creating job: SHA-256 of the request failed");
     char *config = s->config ? cJSON_PrintUnformatted(s->config) : strdup("{}");
     char *tracking = s->tracking ? cJSON_PrintUnformatted(s->tracking) : strdup("{}");
-    char hash[65];
-    bn_api_sha256_hex(r->body, r->body_len, hash);
     bn_store_new_job nj = {
         .priority = s->priority, .model = model_real, .output = output,
         .output_dir = output_dir, .config = config, .tracking = tracking,

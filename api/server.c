@@ -9,6 +9,8 @@
  */
 #include "api_internal.h"
 
+#include "base/checksum.h"
+
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -327,7 +329,8 @@ int bn_api_start(const bn_api_config *cfg, bn_api_tokens *tokens, bn_api **out, 
 {
     *out = NULL;
     bn_api *api = calloc(1, sizeof *api);
-    if (!api) {
+    if (!api || bn_sha256_library_init() != 0) { /* OpenSSL set up here, not in a connection thread */
+        free(api);
         bn_api_tokens_free(tokens);
         snprintf(err, errlen, "api: out of memory");
         return -1;

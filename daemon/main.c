@@ -31,6 +31,7 @@
 #include "bn_store.h"
 #include "bn_worker.h"
 #include "daemon.h"
+#include "hub/hub.h"
 #include "tracker.h"
 #include "wandb.h"
 
@@ -51,6 +52,9 @@ typedef struct daemon_state {
     char wandb_mode[16];      /* default tracking mode for new jobs */
     char url[400];            /* the URL served, for STATUS= */
     char status[512];         /* the last STATUS= sent (sent again only when it changes) */
+    bn_hub_config hub;        /* hf:// sources: the [hub] keys, read once at start */
+    char *hub_allow[64];
+    char hub_token[1024];
 } daemon_state;
 
 /* "host:port", "[v6]:port" or ":port". */
@@ -199,6 +203,41 @@ static int prepare(daemon_state *d, bn_api_tokens **tokens)
     return 0;
 }
 
+/* The [hub] keys as a bn_hub_config: the allow-list split at commas, the token read
+ * from its file (never logged). */
+static int setup_hub(daemon_state *d)
+{
+    bn_daemon_config *c = &d->cfg;
+    bn_hub_config *h = &d->hub;
+    h->offline = c->hub_offline;
+    h->max_bytes = (uint64_t)c->hub_max_bytes;
+    h->endpoint = c->hub_endpoint[0] ? c->hub_endpoint : NULL;
+    h->cache_dir = c->hub_cache_dir[0] ? c->hub_cache_dir : NULL;
+    h->allow = (const char *const *)d->hub_allow;
+    for (char *save = NULL, *t = strtok_r(c->hub_allow, ", \t", &save); t; t = strtok_r(NULL, ", \t", &save)) {
+        if (h->n_allow >= 64) {
+            bn_log(&d->log, BN_LOG_ERR, "hub.allow: at most 64 entries");
+            return -1;
+        }
+        d->hub_allow[h->n_allow++] = t; /* points into cfg, which lives as long as d */
+    }
+    if (c->hub_token_file[0]) {
+        FILE *f = fopen(c->hub_token_file, "r");
+        if (!f || !fgets(d->hub_token, sizeof d->hub_token, f)) {
+            bn_log(&d->log, BN_LOG_ERR, "hub.token_file %s: %s", c->hub_token_file,
+                   f ? "empty" : strerror(errno));
+            if (f) fclose(f);
+            return -1;
+        }
+        fclose(f);
+        d->hub_token[strcspn(d->hub_token, "\r\n")] = 0;
+        h->token = d->hub_token;
+    }
+    bn_log(&d->log, BN_LOG_INFO, "hub: %d allowed repository patterns%s%s", h->n_allow,
+           h->max_bytes ? ", size limit set" : "", h->token ? ", token from hub.token_file" : "");
+    return 0;
+}
+
 static int open_store(daemon_state *d)
 {
     char err[1024];
@@ -227,7 +266,7 @@ static int start_workers(daemon_state *d)
         .data_dir = d->cfg.data_dir[0] ? d->cfg.data_dir : NULL, .owner_prefix = owner,
         .n_workers = d->cfg.workers, .threads_per_job = d->cfg.threads,
         .lease_ms = (int64_t)d->cfg.lease_seconds * 1000, .progress_per_s = 4,
-        .log = bn_log_cb, .log_ctx = &d->log,
+        .log = bn_log_cb, .log_ctx = &d->log, .hub = &d->hub,
     };
     if (bn_workers_start(&wc, &d->workers, err, sizeof err)) {
         bn_log(&d->log, BN_LOG_ERR, "%s", err);
@@ -302,6 +341,7 @@ static int start_api(daemon_state *d, bn_api_tokens *tokens)
         .wandb_entity = c->wandb_entity[0] ? c->wandb_entity : NULL,
         .workers_alive = bn_workers_alive, .workers_ctx = d->workers,
         .log = bn_log_cb, .log_ctx = &d->log,
+        .hub_allow = d->hub.allow, .n_hub_allow = d->hub.n_allow,
     };
     char err[512];
     if (bn_api_start(&ac, tokens, &d->api, err, sizeof err)) {
@@ -467,7 +507,8 @@ int main(int argc, char **argv)
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     bn_api_tokens *tokens = NULL;
-    bool started = prepare(&d, &tokens) == 0 && open_store(&d) == 0 && start_workers(&d) == 0 &&
+    bool started = prepare(&d, &tokens) == 0 && setup_hub(&d) == 0 && open_store(&d) == 0 &&
+                   start_workers(&d) == 0 &&
                    start_tracker(&d) == 0;
     if (!started) bn_api_tokens_free(tokens); /* start_api owns them from here on */
     if (!started || start_api(&d, tokens)) {

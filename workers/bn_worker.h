@@ -33,6 +33,7 @@ typedef struct bn_workers_config {
     int progress_per_s;        /* progress writes per second per job, default 4 */
     bn_log_fn log;             /* may be NULL */
     void *log_ctx;
+    const struct bn_hub_config *hub; /* hf:// model sources (NULL: environment) */
 } bn_workers_config;
 
 int bn_workers_start(const bn_workers_config *cfg, bn_workers **out, char *err, size_t errlen);

@@ -217,7 +217,7 @@ static void run_job(worker *w, bn_store *st, bn_store_job *job)
     wlog(p, 6, "job %s: %s", job->id, msg);
     bn_progress prog = {.ctx = &r, .update = on_update, .event = on_event, .metric = on_metric};
     bn_pipeline_paths paths = {.model_dir = job->model, .output_dir = job->output_dir,
-                               .work_dir = wd, .data_dir = p->data_dir};
+                               .work_dir = wd, .data_dir = p->data_dir, .hub = p->cfg.hub};
     int rc = bn_pipeline_run(&paths, &opt, &prog, &err);
     bn_options_free(&opt);
     close_stage(&r);

@@ -44,6 +44,9 @@ typedef struct bn_job_ctx {
     const bn_options *opt;
     const bn_progress *progress;  /* never NULL inside the pipeline (may have NULL members) */
     bn_hf_model *model;           /* opened by load */
+    const char *source;           /* the model as given (paths.model_dir may become the
+                                     local snapshot of an hf:// source) */
+    char hub_dir[4096];           /* that snapshot folder */
     float tau;                    /* effective threshold (options or the auto table) */
     const char *size_category;    /* "tiny" | "small" | "medium" | "large" */
     int threads;                  /* effective thread count (>= 1) */

@@ -1,6 +1,8 @@
 /* quantize.c - the load and quantize stages.
  *
- * load opens the model folder (an mmap; re-opened on every resumed run) and fixes the
+ * load fetches an hf:// source into the Hub cache first (hub/hub.h; the snapshot folder
+ * then stands for the model in every later stage), opens the model folder (an mmap;
+ * re-opened on every resumed run) and fixes the
  * job's effective threshold and thread count. quantize ternarizes every tensor that is
  * not preserved, in model order, using the calibration statistics when the calibrate
  * stage left them, and checkpoints the result (job.c, bn_qt_save).
@@ -16,15 +18,47 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "hub/hub.h"
 #include "quant/pack.h"
 #include "stages/stages.h"
 
 /* ---- load ------------------------------------------------------------------------------- */
 
+/* hf:// download progress as the load stage's progress: bytes, rate and ETA. */
+static bool hub_update(void *p, uint64_t done, uint64_t total, double rate, const char *file, bool waiting)
+{
+    bn_job_ctx *ctx = p;
+    char detail[256];
+    if (waiting) {
+        snprintf(detail, sizeof detail, "waiting for another job's download of %s", file ? file : "the model");
+    } else {
+        double left = rate > 0 ? (double)(total - done) / rate : -1;
+        int k = snprintf(detail, sizeof detail, "downloading %s: %.1f of %.1f MB", file ? file : "", (double)done / 1e6,
+                         (double)total / 1e6);
+        if (rate > 0)
+            snprintf(detail + k, sizeof detail - (size_t)k, ", %.2f MB/s, ETA %.0f s", rate / 1e6, left);
+    }
+    return bn_job_progress(ctx, total ? 0.95 * (double)done / (double)total : 0, detail);
+}
+
+static void hub_event(void *p, const char *level, const char *message)
+{
+    bn_job_event(p, level, "%s", message);
+}
+
 int bn_stage_load(bn_job_ctx *ctx, bn_err *err)
 {
-    bn_job_progress(ctx, 0, "opening model");
-    int rc = bn_hf_open(ctx->paths.model_dir, &ctx->model, err);
+    int rc;
+    if (!ctx->source) ctx->source = ctx->paths.model_dir;
+    if (bn_hub_is_source(ctx->source)) { /* fetch into the Hub cache, then load the snapshot */
+        bn_hub_progress hp = { ctx, hub_update, hub_event };
+        bn_job_progress(ctx, 0, "resolving the Hugging Face Hub source");
+        if ((rc = bn_hub_fetch(ctx->source, ctx->paths.hub, &hp, ctx->hub_dir, sizeof ctx->hub_dir, err)))
+            return rc;
+        ctx->paths.model_dir = ctx->hub_dir;
+    }
+    bn_job_progress(ctx, ctx->paths.model_dir == ctx->hub_dir ? 0.95 : 0, "opening model");
+    rc = bn_hf_open(ctx->paths.model_dir, &ctx->model, err);
     if (rc) return rc;
     const bn_hf_model *m = ctx->model;
     ctx->input_bytes = bn_st_set_bytes(m->weights);

@@ -11,7 +11,7 @@
 #include "base/fsutil.h"
 #include "formats/hf.h"
 #include "formats/safetensors.h"
-#include "base/sha256.h"
+#include "base/checksum.h"
 #include "base/tensor.h"
 
 /* ---- dtype conversions ---------------------------------------------------------- */
@@ -86,44 +86,66 @@ END_TEST
 START_TEST(sha256_vectors)
 {
     char hex[65];
-    bn_sha256_hex("", 0, hex);
+    ck_assert_int_eq(bn_sha256_hex("", 0, hex), 0);
     ck_assert_str_eq(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-    bn_sha256_hex("abc", 3, hex);
+    ck_assert_int_eq(bn_sha256_hex("abc", 3, hex), 0);
     ck_assert_str_eq(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     const char *m = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
-    bn_sha256_hex(m, strlen(m), hex);
+    ck_assert_int_eq(bn_sha256_hex(m, strlen(m), hex), 0);
     ck_assert_str_eq(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    uint8_t raw[32];
+    ck_assert_int_eq(bn_sha256_digest("abc", 3, raw), 0);
+    ck_assert_uint_eq(raw[0], 0xba);
+    ck_assert_uint_eq(raw[31], 0xad);
     /* streaming in odd pieces == one shot */
     char big[1000];
     for (int i = 0; i < 1000; i++) big[i] = (char)(i * 7);
     bn_sha256 s;
-    uint8_t d[32];
-    bn_sha256_init(&s);
+    bn_err err = { 0 };
+    ck_assert_int_eq(bn_sha256_init(&s, &err), 0);
     for (int i = 0; i < 1000; i += 37) bn_sha256_update(&s, big + i, i + 37 > 1000 ? 1000 - i : 37);
-    bn_sha256_final(&s, d);
-    char one[65];
-    bn_sha256_hex(big, 1000, one);
-    char two[65];
-    for (int i = 0; i < 32; i++) snprintf(two + 2 * i, 3, "%02x", d[i]);
+    char one[65], two[65];
+    ck_assert_int_eq(bn_sha256_final_hex(&s, two, &err), 0);
+    ck_assert_ptr_null(s.ctx);
+    bn_sha256_free(&s); /* after final: a no-op */
+    ck_assert_int_eq(bn_sha256_hex(big, 1000, one), 0);
     ck_assert_str_eq(one, two);
+    /* an abandoned digest is freed without a result */
+    ck_assert_int_eq(bn_sha256_init(&s, &err), 0);
+    bn_sha256_update(&s, "x", 1);
+    bn_sha256_free(&s);
+    ck_assert_int_eq(bn_sha256_final_hex(&s, two, &err), BN_EIO);
 }
 END_TEST
 
-/* the SHA extension path and the portable one agree on every length */
-START_TEST(sha256_paths_agree)
+/* FIPS 180-2's long vector: one million 'a', streamed in uneven pieces and as a file */
+START_TEST(sha256_million)
 {
-    enum { N = 3000 };
-    uint8_t *data = malloc(N);
-    for (int i = 0; i < N; i++) data[i] = (uint8_t)(i * 131 + 7);
-    for (size_t len = 0; len < N; len += 37) {
-        char a[65], b[65];
-        bn_sha256_force_portable(true);
-        bn_sha256_hex(data, len, a);
-        bn_sha256_force_portable(false);
-        bn_sha256_hex(data, len, b);
-        ck_assert_str_eq(a, b);
-    }
-    free(data);
+    enum { N = 1000000 };
+    char *a = malloc(N);
+    ck_assert_ptr_nonnull(a);
+    memset(a, 'a', N);
+    bn_sha256 s;
+    bn_err err = { 0 };
+    char hex[65];
+    ck_assert_int_eq(bn_sha256_init(&s, &err), 0);
+    for (size_t off = 0, k = 1; off < N; off += k, k = k * 3 + 1)
+        bn_sha256_update(&s, a + off, off + k > N ? N - off : k);
+    ck_assert_int_eq(bn_sha256_final_hex(&s, hex, &err), 0);
+    ck_assert_str_eq(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+    char *dir = bn_test_tmpdir("sha");
+    char p[4096];
+    snprintf(p, sizeof p, "%s/a.bin", dir);
+    ck_assert_int_eq(bn_fs_write_atomic(p, a, N, &err), 0);
+    char fhex[65];
+    ck_assert_int_eq(bn_sha256_file(p, fhex, &err), 0);
+    ck_assert_str_eq(fhex, hex);
+    snprintf(p, sizeof p, "%s/missing", dir);
+    ck_assert_int_eq(bn_sha256_file(p, fhex, &err), BN_EIO);
+    ck_assert_ptr_nonnull(strstr(err.msg, "missing"));
+    bn_fs_rm_rf(dir, &err);
+    free(dir);
+    free(a);
 }
 END_TEST
 
@@ -633,7 +655,7 @@ int main(void)
     tcase_add_test(tc, f16_rounding);
     tcase_add_test(tc, bf16_conversions);
     tcase_add_test(tc, sha256_vectors);
-    tcase_add_test(tc, sha256_paths_agree);
+    tcase_add_test(tc, sha256_million);
     tcase_add_test(tc, fs_helpers);
     tcase_add_test(tc, st_write_read);
     tcase_add_test(tc, st_write_big_sha_and_copy);

@@ -14,11 +14,11 @@
 #include <errno.h>
 #include <sys/time.h>
 #include <netinet/in.h>
-#include <openssl/evp.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "base/checksum.h"
 #include "bn_test.h"
 #include "svc.h"
 
@@ -472,10 +472,7 @@ END_TEST
 
 static void sha_hex(const char *s, char out[65])
 {
-    unsigned char d[32];
-    unsigned int n = 32;
-    EVP_Digest(s, strlen(s), d, &n, EVP_sha256(), NULL);
-    for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", d[i]);
+    ck_assert_int_eq(bn_sha256_hex(s, strlen(s), out), 0);
 }
 
 static void write_tokens(const char *path, bool with_reader)

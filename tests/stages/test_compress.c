@@ -17,7 +17,7 @@
 #include "formats/initmodel.h"
 #include "quant/pack.h"
 #include "quant/quant.h"
-#include "base/sha256.h"
+#include "base/checksum.h"
 
 static char *tmp;
 
@@ -287,7 +287,7 @@ START_TEST(cancel_and_resume)
     opt.threads = 2;
     opt.calibration.enabled = false; /* check_output compares plain absmean codes */
     opt.fine_tune.enabled = false;
-    bn_pipeline_paths paths = { bn_test_data("stories260K-hf"), out, work, NULL };
+    bn_pipeline_paths paths = { bn_test_data("stories260K-hf"), out, work, NULL, NULL };
     watch w = { .cancel_stage = BN_STAGE_EXPORT };
     bn_progress pr = { &w, w_update, w_event, NULL };
     bn_err err = { 0 };

@@ -66,7 +66,7 @@ static void run(const char *tag, const char *config, rec *r)
     snprintf(work, sizeof work, "%s/work-%s", root, tag);
     memset(r, 0, sizeof *r);
     r->m = cJSON_CreateObject();
-    bn_pipeline_paths paths = {model, out, work, NULL};
+    bn_pipeline_paths paths = {model, out, work, NULL, NULL};
     bn_progress pr = {r, NULL, on_event, on_metric};
     int rc = bn_pipeline_run(&paths, &o, &pr, &e);
     bn_options_free(&o);

@@ -211,7 +211,7 @@ static int run(const char *tag, double threshold, const char *config_override, r
     if (rc) return rc;
     snprintf(out, sizeof out, "%s/out-%s", root, tag);
     snprintf(work, sizeof work, "%s/work-%s", root, tag);
-    bn_pipeline_paths paths = {model_dir, out, work, NULL};
+    bn_pipeline_paths paths = {model_dir, out, work, NULL, NULL};
     bn_progress pr = {r, on_update, on_event, on_metric};
     rc = bn_pipeline_run(&paths, &o, &pr, e);
     bn_options_free(&o);
