@@ -32,6 +32,7 @@ struct bn_tk_llama {
     bn_tk_matrix *w[P_COUNT];    /* [L] each */
     float *kc, *vc;              /* [L, max_ctx, KV*hd] */
     float *x, *n, *q, *k, *v, *att, *o, *g, *u, *h, *scores, *inv_freq;
+    float rope_mscale; /* cos and sin times this (yarn's attention factor, else 1) */
     bn_tk_act a_dim, a_qd, a_ff; /* quantized inputs of width D, H*hd, F */
     bn_tk_pool *pool;            /* threads - 1 helpers for the projections, kept for
                                     the model's lifetime (one GEMV is too short to
@@ -140,6 +141,7 @@ int bn_tk_llama_load(const bn_hf_model *hf, int max_ctx, int threads, bn_tk_llam
         rc = bn_err_set(err, BN_ENOMEM, "ternary model: out of memory (context %d)", max_ctx);
     for (int i = 0; !rc && i < hd / 2; i++)
         m->inv_freq[i] = (float)bn_rope_inv_freq(c, i);
+    m->rope_mscale = (float)bn_rope_attention_factor(c);
     for (int p = 0; !rc && p < P_COUNT; p++) {
         m->w[p] = calloc((size_t)c->n_layers, sizeof(bn_tk_matrix));
         if (!m->w[p]) rc = bn_err_set(err, BN_ENOMEM, "ternary model: out of memory");
@@ -164,13 +166,14 @@ static void rmsnorm(float *out, const float *x, const float *w, int n, float eps
     for (int i = 0; i < n; i++) out[i] = x[i] * r * w[i];
 }
 
-/* HF rotate_half: (v_i, v_{i+hd/2}) rotated by pos * inv_freq[i], for each head */
-static void rope(float *v, int n_heads, int hd, int pos, const float *inv_freq)
+/* HF rotate_half: (v_i, v_{i+hd/2}) rotated by pos * inv_freq[i] and scaled by mscale,
+ * for each head */
+static void rope(float *v, int n_heads, int hd, int pos, const float *inv_freq, float mscale)
 {
     for (int h = 0; h < n_heads; h++) {
         float *vh = v + h * hd;
         for (int i = 0; i < hd / 2; i++) {
-            float a = (float)pos * inv_freq[i], cs = cosf(a), sn = sinf(a);
+            float a = (float)pos * inv_freq[i], cs = mscale * cosf(a), sn = mscale * sinf(a);
             float x0 = vh[i], x1 = vh[i + hd / 2];
             vh[i] = x0 * cs - x1 * sn;
             vh[i + hd / 2] = x1 * cs + x0 * sn;
@@ -237,8 +240,12 @@ int bn_tk_llama_step(bn_tk_llama *m, int32_t token, int pos, float *logits, bn_e
         add_bias(m->q, P->bq ? P->bq + (size_t)l * QD : NULL, QD);
         add_bias(m->k, P->bk ? P->bk + (size_t)l * KVD : NULL, KVD);
         add_bias(m->v, P->bv ? P->bv + (size_t)l * KVD : NULL, KVD);
-        rope(m->q, c->n_heads, hd, pos, m->inv_freq);
-        rope(m->k, c->n_kv_heads, hd, pos, m->inv_freq);
+        for (int h = 0; P->q_norm && h < c->n_heads; h++) /* qwen3: RMSNorm per q/k head */
+            rmsnorm(m->q + h * hd, m->q + h * hd, P->q_norm + (size_t)l * hd, hd, c->rms_norm_eps);
+        for (int h = 0; P->k_norm && h < c->n_kv_heads; h++)
+            rmsnorm(m->k + h * hd, m->k + h * hd, P->k_norm + (size_t)l * hd, hd, c->rms_norm_eps);
+        rope(m->q, c->n_heads, hd, pos, m->inv_freq, m->rope_mscale);
+        rope(m->k, c->n_kv_heads, hd, pos, m->inv_freq, m->rope_mscale);
         size_t at = ((size_t)l * m->max_ctx + pos) * KVD;
         memcpy(m->kc + at, m->k, sizeof(float) * KVD);
         memcpy(m->vc + at, m->v, sizeof(float) * KVD);

@@ -96,6 +96,7 @@ static int gradient_flow(bn_job_ctx *ctx, bn_llama *m, const bn_eval_tokens *t, 
     const bn_model_config *c = &m->cfg;
     static const bn_role layer_roles[] = {BN_ROLE_ATTN_NORM, BN_ROLE_WQ, BN_ROLE_WK, BN_ROLE_WV,
                                           BN_ROLE_WO, BN_ROLE_BQ, BN_ROLE_BK, BN_ROLE_BV,
+                                          BN_ROLE_Q_NORM, BN_ROLE_K_NORM,
                                           BN_ROLE_FFN_NORM, BN_ROLE_W_GATE, BN_ROLE_W_UP,
                                           BN_ROLE_W_DOWN};
     int checked = 0;

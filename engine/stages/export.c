@@ -232,6 +232,10 @@ static int write_config(bn_job_ctx *ctx, const char *dst, bool quantized, bn_err
     }
     cJSON_DeleteItemFromObjectCaseSensitive(c, "torch_dtype");
     cJSON_AddStringToObject(c, "torch_dtype", "float16");
+    if (cJSON_GetObjectItemCaseSensitive(c, "dtype")) { /* transformers 5.x's name for it */
+        cJSON_DeleteItemFromObjectCaseSensitive(c, "dtype");
+        cJSON_AddStringToObject(c, "dtype", "float16");
+    }
     cJSON_DeleteItemFromObjectCaseSensitive(c, "quantization_config");
     if (quantized) {
         cJSON *q = cJSON_AddObjectToObject(c, "quantization_config");

@@ -126,7 +126,8 @@ static int collect_tensors(ft_run *r, bn_err *err)
 {
     const bn_model_config *c = &r->m->cfg;
     static const bn_role lr[] = {BN_ROLE_ATTN_NORM, BN_ROLE_WQ, BN_ROLE_WK, BN_ROLE_WV,
-                                 BN_ROLE_BQ, BN_ROLE_BK, BN_ROLE_BV, BN_ROLE_WO,
+                                 BN_ROLE_BQ, BN_ROLE_BK, BN_ROLE_BV, BN_ROLE_Q_NORM,
+                                 BN_ROLE_K_NORM, BN_ROLE_WO,
                                  BN_ROLE_FFN_NORM, BN_ROLE_W_GATE, BN_ROLE_W_UP, BN_ROLE_W_DOWN};
     int nl = (int)(sizeof lr / sizeof lr[0]);
     r->t = calloc((size_t)(3 + nl * c->n_layers), sizeof *r->t);
