@@ -11,6 +11,8 @@
  */
 #include "api_internal.h"
 
+#include "base/clock.h"
+
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,16 +141,22 @@ static void sse_free(void *cls)
     free(s);
 }
 
-/* Resumes every parked stream (caller must not hold sse_lock). */
-void bn_api_sse_wake_all(bn_api *api)
+/* Resumes every parked stream; the caller holds sse_lock. */
+static void resume_parked(bn_api *api)
 {
-    pthread_mutex_lock(&api->sse_lock);
     sse_stream *s = api->sse_waiting;
     api->sse_waiting = NULL;
     for (; s; s = s->next) {
         s->parked = false;
         MHD_resume_connection(s->conn);
     }
+}
+
+/* Resumes every parked stream (caller must not hold sse_lock). */
+void bn_api_sse_wake_all(bn_api *api)
+{
+    pthread_mutex_lock(&api->sse_lock);
+    resume_parked(api);
     pthread_mutex_unlock(&api->sse_lock);
 }
 
@@ -173,21 +181,10 @@ void *bn_api_sse_waker(void *arg)
             }
             pthread_mutex_lock(&api->sse_lock);
         } else {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += SSE_WAKE_MS * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            struct timespec ts = bn_clock_deadline(SSE_WAKE_MS);
             pthread_cond_timedwait(&api->sse_cond, &api->sse_lock, &ts);
         }
-        sse_stream *s = api->sse_waiting;
-        api->sse_waiting = NULL;
-        for (; s; s = s->next) {
-            s->parked = false;
-            MHD_resume_connection(s->conn);
-        }
+        resume_parked(api);
     }
     pthread_mutex_unlock(&api->sse_lock);
     bn_store_close(listen);

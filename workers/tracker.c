@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "bn_store_wandb.h"
 #include "wandb.h"
 #include "wandb_spool.h"
@@ -55,9 +56,7 @@ struct bn_tracker {
 
 int64_t bn_tracker_monotonic_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return bn_clock_mono_ms();
 }
 
 /* A line to the owner's log (bn_tracker_config.log). */
@@ -684,11 +683,7 @@ static void *tracker_main(void *arg)
         int64_t wait = next - now;
         if (wait > t->cfg.poll_ms) wait = t->cfg.poll_ms;
         if (wait <= 0) continue;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += wait / 1000;
-        ts.tv_nsec += (wait % 1000) * 1000000;
-        if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
+        struct timespec ts = bn_clock_deadline(wait);
         pthread_mutex_lock(&t->mu);
         while (!t->woken && !atomic_load(&t->stop))
             if (pthread_cond_timedwait(&t->cv, &t->mu, &ts) == ETIMEDOUT) break;
