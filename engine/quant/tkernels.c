@@ -8,6 +8,8 @@
  */
 #include "quant/tkernels.h"
 
+#include "base/tensor.h"
+
 #include <immintrin.h>
 #include <math.h>
 #include <pthread.h>
@@ -184,6 +186,8 @@ typedef struct tk_job {
     float *y;
     int r0, r1;
     bn_tk_isa isa;
+    bn_tk_rows_fn fn; /* set: a caller's product, fn(arg, r0, r1) instead of the above */
+    void *arg;
 } tk_job;
 
 static inline float finish(int32_t usum, const bn_tk_matrix *w, const bn_tk_act *x, int r, int t)
@@ -418,6 +422,10 @@ TK_VNNI static void tile_vnni(const tk_job *jb)
 
 static void run_job(const tk_job *jb)
 {
+    if (jb->fn) {
+        if (jb->r1 > jb->r0) jb->fn(jb->arg, jb->r0, jb->r1);
+        return;
+    }
     switch (jb->isa) {
     case BN_TK_AVX512VNNI: tile_vnni(jb); break;
     case BN_TK_AVX2: tile_avx2(jb); break;
@@ -451,7 +459,7 @@ static int split_jobs(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int t
         int r0 = i * per, r1 = r0 + per;
         if (r1 > w->rows || i == threads - 1) r1 = w->rows;
         if (r0 > r1) r0 = r1;
-        jobs[i] = (tk_job){w, x, y, r0, r1, isa};
+        jobs[i] = (tk_job){w, x, y, r0, r1, isa, NULL, NULL};
     }
     return threads;
 }
@@ -603,4 +611,99 @@ int bn_tk_linear(const bn_tk_matrix *w, bn_tk_act *a, const float *x, int n, flo
     bn_tk_act_quantize(a, x, n);
     bn_tk_gemm(w, a, y, threads, BN_TK_AUTO);
     return BN_OK;
+}
+
+void bn_tk_pool_rows(bn_tk_pool *p, int rows, bn_tk_rows_fn fn, void *arg)
+{
+    int threads = bn_tk_pool_threads(p);
+    if (threads == 1 || rows < 32) {
+        fn(arg, 0, rows);
+        return;
+    }
+    int per = (rows / 16 + threads - 1) / threads * 16;
+    for (int i = 0; i < threads; i++) {
+        int r0 = i * per, r1 = r0 + per;
+        if (r1 > rows || i == threads - 1) r1 = rows;
+        if (r0 > r1) r0 = r1;
+        p->jobs[i] = (tk_job){NULL, NULL, NULL, r0, r1, BN_TK_AUTO, fn, arg};
+    }
+    p->n_jobs = threads;
+    start_round(p);
+    run_job(&p->jobs[0]);
+    for (int i = 0; __atomic_load_n(&p->pending, __ATOMIC_ACQUIRE) > 0; i++) {
+        if (i < TK_SPIN) _mm_pause();
+        else sched_yield();
+    }
+}
+
+/* ---- F16 x FP32 GEMV (LM head) ------------------------------------------------------ */
+
+static void f16_rows_scalar(const uint16_t *w, int cols, const float *x, float *y, int r0, int r1)
+{
+    for (int r = r0; r < r1; r++) {
+        const uint16_t *wr = w + (size_t)r * cols;
+        double s = 0;
+        for (int k = 0; k < cols; k++) s += (double)bn_f16_to_f32(wr[k]) * x[k];
+        y[r] = (float)s;
+    }
+}
+
+__attribute__((target("avx2,f16c,fma"))) static void f16_rows_avx2(const uint16_t *w, int cols, const float *x,
+                                                                   float *y, int r0, int r1)
+{
+    for (int r = r0; r < r1; r++) {
+        const uint16_t *wr = w + (size_t)r * cols;
+        __m256 a = _mm256_setzero_ps(), b = a;
+        int k = 0;
+        for (; k + 16 <= cols; k += 16) {
+            a = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wr + k))), _mm256_loadu_ps(x + k), a);
+            b = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wr + k + 8))),
+                                _mm256_loadu_ps(x + k + 8), b);
+        }
+        a = _mm256_add_ps(a, b);
+        __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+        h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_add_ss(h, _mm_movehdup_ps(h));
+        float s = _mm_cvtss_f32(h);
+        for (; k < cols; k++) s += bn_f16_to_f32(wr[k]) * x[k];
+        y[r] = s;
+    }
+}
+
+/* Two rows at a time so each x load feeds two FMAs. */
+__attribute__((target("avx512f"))) static void f16_rows_avx512(const uint16_t *w, int cols, const float *x,
+                                                               float *y, int r0, int r1)
+{
+    int r = r0;
+    for (; r + 2 <= r1; r += 2) {
+        const uint16_t *w0 = w + (size_t)r * cols, *w1 = w0 + cols;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+        int k = 0;
+        for (; k + 16 <= cols; k += 16) {
+            __m512 xv = _mm512_loadu_ps(x + k);
+            _mm_prefetch((const char *)(w0 + k + 512), _MM_HINT_T0);
+            _mm_prefetch((const char *)(w1 + k + 512), _MM_HINT_T0);
+            a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w0 + k))), xv, a0);
+            a1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w1 + k))), xv, a1);
+        }
+        float s0 = _mm512_reduce_add_ps(a0), s1 = _mm512_reduce_add_ps(a1);
+        for (; k < cols; k++) s0 += bn_f16_to_f32(w0[k]) * x[k], s1 += bn_f16_to_f32(w1[k]) * x[k];
+        y[r] = s0, y[r + 1] = s1;
+    }
+    if (r < r1) f16_rows_avx2(w, cols, x, y, r, r1);
+}
+
+void bn_tk_f16_gemv_rows(const uint16_t *w, int cols, const float *x, float *y, int r0, int r1, bn_tk_isa isa)
+{
+    if (isa == BN_TK_AUTO || !bn_tk_isa_supported(isa)) isa = bn_tk_isa_best();
+    switch (isa) {
+    case BN_TK_AVX512VNNI: f16_rows_avx512(w, cols, x, y, r0, r1); break;
+    case BN_TK_AVX2:
+        if (__builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma")) {
+            f16_rows_avx2(w, cols, x, y, r0, r1);
+            break;
+        }
+        /* fall through */
+    default: f16_rows_scalar(w, cols, x, y, r0, r1); break;
+    }
 }
