@@ -10,7 +10,8 @@
 # without calibration or fine-tuning, in $BENCH_DIR (default /tmp/bn-decode-bench), made once.
 # llama-bench: node-llama-cpp (tests/kernels/js, pinned) ships libllama/libggml but no
 # llama-bench, so its one source file is compiled from the package's llama.cpp bundle
-# against the shipped libraries (once, into $BENCH_DIR).
+# against the shipped libraries (once, into $BENCH_DIR); it runs in their folder, where
+# ggml picks the best CPU backend build for this machine.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)
 build=${1:-build}
@@ -50,7 +51,7 @@ if [ ! -x "$lb" ]; then
   rm -rf "$dir/llama.cpp"
   git clone -q "$js/node_modules/node-llama-cpp/llama/gitRelease.bundle" "$dir/llama.cpp"
   s=$dir/llama.cpp
-  g++ -std=c++17 -O2 -I"$s/include" -I"$s/ggml/include" -I"$s/common" -I"$s/vendor" \
+  g++ -std=c++17 -O2 -DNDEBUG -I"$s/include" -I"$s/ggml/include" -I"$s/common" -I"$s/vendor" \
     "$s/tools/llama-bench/llama-bench.cpp" "$s/tools/llama-bench/main.cpp" -o "$lb" -L"$bins" \
     -l:libllama-common.so -l:libllama.v0.4.0.so -l:libggml.v0.4.0.so -l:libggml-base.so \
     -Wl,-rpath,"$bins" -lpthread
@@ -59,30 +60,10 @@ fi
 res=$dir/results.jsonl
 : > "$res"
 load_before=$(uptime)
-bitnetd() { # threads round
-  "$build/bench/bench_decode" "$out" --threads "$1" --pp 128 --tg 64 --reps 2 |
-    sed "s/}\$/,\"round\":$2}/" >> "$res"
-}
-llama() { # threads round
-  local tg pp
-  tg=$("$lb" -m "$out/model-tq2_0.gguf" -p 0 -n 64 -t "$1" -r 2 -o jsonl 2>/dev/null | tail -1)
-  pp=$("$lb" -m "$out/model-tq2_0.gguf" -p 128 -n 0 -t "$1" -r 2 -o jsonl 2>/dev/null | tail -1)
-  python3 - "$1" "$2" "$tg" "$pp" "$out/model-tq2_0.gguf" "$out/config.json" >> "$res" <<'EOF'
-import json, os, sys
-t, r, tg, pp, gguf, cfg = sys.argv[1:]
-tg, pp, c = json.loads(tg), json.loads(pp), json.load(open(cfg))
-# bytes per token: the whole file but the F16 token embedding (one row of it is read)
-emb = c["vocab_size"] * c["hidden_size"] * 2
-print(json.dumps({"engine": "llama.cpp", "threads": int(t), "round": int(r), "tg_tok_s": tg["avg_ts"],
-                  "pp_tok_s": pp["avg_ts"], "bytes_per_token": os.path.getsize(gguf) - emb + c["hidden_size"] * 2}))
-EOF
-}
-for t in $threads; do
-  for r in $(seq 1 "$rounds"); do
-    if [ $((r % 2)) = 1 ]; then bitnetd "$t" "$r"; llama "$t" "$r"
-    else llama "$t" "$r"; bitnetd "$t" "$r"; fi
-  done
-done
+# bitnetd loads the model once and calls llama_round.sh between its own measurements
+LB=$lb BINS=$bins GGUF=$out/model-tq2_0.gguf CONFIG=$out/config.json RES=$res \
+  "$build/bench/bench_decode" "$out" --threads "${threads// /,}" --rounds "$rounds" --pp 128 --tg 64 --reps 2 \
+  --peer "$src/bench/decode/llama_round.sh" >> "$res"
 load_after=$(uptime)
 python3 - "$res" "$load_before" "$load_after" "${json:-}" <<'EOF'
 import json, statistics, sys, datetime

@@ -23,6 +23,10 @@
 
 /* Projections sharing an input run as one product: their rows are stacked in one packed
  * matrix (q|k|v, gate|up), so a step makes 4 pool rounds per layer instead of 7. */
+/* Prompt tokens per forward pass: enough to reuse each weight load many times, few
+ * enough that a chunk's activations stay in cache (64 x 5632 int8 = 360 KB). */
+#define TK_BATCH 64
+
 enum { G_QKV, G_O, G_GU, G_DOWN, G_COUNT };
 static const bn_role group_roles[G_COUNT][3] = {
     {BN_ROLE_WQ, BN_ROLE_WK, BN_ROLE_WV}, {BN_ROLE_WO, 0, 0}, {BN_ROLE_W_GATE, BN_ROLE_W_UP, 0}, {BN_ROLE_W_DOWN, 0, 0}};
@@ -32,12 +36,14 @@ struct bn_tk_llama {
     bn_llama *fp;                /* embeddings, norms, biases, head (FP32) */
     bn_model_config cfg;
     int threads, max_ctx;
+    int batch;                   /* tokens one forward pass takes (prompt chunks) */
     bool exact;
     bn_tk_matrix *w[G_COUNT];    /* [L] each */
     uint16_t *head16;            /* [vocab, D] the LM head in F16 (half FP32's bytes) */
     float *kc, *vc;              /* [L, max_ctx, KV*hd] */
-    float *x, *n, *qkv, *att, *o, *gu, *h, *scores, *inv_freq; /* qkv [QD+2KVD], gu [2F] */
-    bn_tk_act a_dim, a_qd, a_ff; /* quantized inputs of width D, H*hd, F */
+    /* per token of a chunk [batch, .]: x, n, o [D], qkv [QD+2KVD], att [QD], gu [2F], h [F] */
+    float *x, *n, *qkv, *att, *o, *gu, *h, *scores, *inv_freq;
+    bn_tk_act a_dim, a_qd, a_ff; /* quantized inputs of width D, H*hd, F, batch tokens */
     bn_tk_pool *pool;            /* threads - 1 helpers for the projections, kept for
                                     the model's lifetime (one GEMV is too short to
                                     start threads for) */
@@ -143,14 +149,15 @@ int bn_tk_llama_load(const bn_hf_model *hf, int max_ctx, int threads, bn_tk_llam
     size_t cache = (size_t)c->n_layers * max_ctx * KVD;
     m->kc = malloc(cache * sizeof(float));
     m->vc = malloc(cache * sizeof(float));
-    m->x = malloc(sizeof(float) * D), m->n = malloc(sizeof(float) * D), m->o = malloc(sizeof(float) * D);
-    m->qkv = malloc(sizeof(float) * (QD + 2 * KVD)), m->att = malloc(sizeof(float) * QD);
-    m->gu = malloc(sizeof(float) * 2 * F), m->h = malloc(sizeof(float) * F);
+    size_t B = (size_t)(m->batch = max_ctx < TK_BATCH ? max_ctx : TK_BATCH);
+    m->x = malloc(sizeof(float) * D * B), m->n = malloc(sizeof(float) * D * B), m->o = malloc(sizeof(float) * D * B);
+    m->qkv = malloc(sizeof(float) * (QD + 2 * KVD) * B), m->att = malloc(sizeof(float) * QD * B);
+    m->gu = malloc(sizeof(float) * 2 * F * B), m->h = malloc(sizeof(float) * F * B);
     m->head16 = malloc(sizeof(uint16_t) * (size_t)c->vocab_size * D);
     m->scores = malloc(sizeof(float) * max_ctx);
     m->inv_freq = malloc(sizeof(float) * (hd / 2 + 1));
-    if (!m->kc || !m->vc || !m->x || !m->n || !m->o || !m->qkv || !m->att || !m->gu || !m->h || !m->head16 || !m->scores || !m->inv_freq || bn_tk_act_init(&m->a_dim, 1, D) || bn_tk_act_init(&m->a_qd, 1, QD) ||
-        bn_tk_act_init(&m->a_ff, 1, F) || bn_tk_pool_new(m->threads, &m->pool))
+    if (!m->kc || !m->vc || !m->x || !m->n || !m->o || !m->qkv || !m->att || !m->gu || !m->h || !m->head16 ||
+        !m->scores || !m->inv_freq || bn_tk_act_init(&m->a_dim, m->batch, D) || bn_tk_act_init(&m->a_qd, m->batch, QD) || bn_tk_act_init(&m->a_ff, m->batch, F) || bn_tk_pool_new(m->threads, &m->pool))
         rc = bn_err_set(err, BN_ENOMEM, "ternary model: out of memory (context %d)", max_ctx);
     for (int i = 0; !rc && i < hd / 2; i++)
         m->inv_freq[i] = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)hd);
@@ -169,6 +176,15 @@ int bn_tk_llama_load(const bn_hf_model *hf, int max_ctx, int threads, bn_tk_llam
 }
 
 bool bn_tk_llama_exact(const bn_tk_llama *m) { return m->exact; }
+
+int bn_tk_llama_set_threads(bn_tk_llama *m, int threads)
+{
+    m->threads = threads < 1 ? 1 : threads;
+    bn_tk_pool_free(m->pool);
+    int rc = bn_tk_pool_new(m->threads, &m->pool);
+    if (rc) m->threads = 1;
+    return rc;
+}
 
 size_t bn_tk_llama_bytes_per_token(const bn_tk_llama *m)
 {
@@ -211,14 +227,15 @@ static void add_bias(float *y, const float *b, int n)
         for (int i = 0; i < n; i++) y[i] += b[i];
 }
 
-static void attention(bn_tk_llama *m, int layer, int pos)
+/* out [QD] = attention of q [QD] (one token at pos) over the cache rows 0..pos */
+static void attention(bn_tk_llama *m, int layer, int pos, const float *q, float *out)
 {
     const bn_model_config *c = &m->cfg;
     int hd = c->head_dim, KVD = c->n_kv_heads * hd, grp = c->n_heads / c->n_kv_heads;
     const float *kc = m->kc + (size_t)layer * m->max_ctx * KVD, *vc = m->vc + (size_t)layer * m->max_ctx * KVD;
     float inv = 1.0f / sqrtf((float)hd);
     for (int h = 0; h < c->n_heads; h++) {
-        const float *qh = m->qkv + h * hd;
+        const float *qh = q + h * hd;
         int kvh = h / grp;
         float mx = -INFINITY;
         for (int j = 0; j <= pos; j++) {
@@ -230,7 +247,7 @@ static void attention(bn_tk_llama *m, int layer, int pos)
         }
         float sum = 0;
         for (int j = 0; j <= pos; j++) sum += (m->scores[j] = expf(m->scores[j] - mx));
-        float *oh = m->att + h * hd;
+        float *oh = out + h * hd;
         memset(oh, 0, sizeof(float) * hd);
         for (int j = 0; j <= pos; j++) {
             const float *vj = vc + (size_t)j * KVD + kvh * hd;
@@ -240,9 +257,9 @@ static void attention(bn_tk_llama *m, int layer, int pos)
     }
 }
 
-static void gemv(bn_tk_llama *m, int p, int layer, bn_tk_act *a, float *y)
+static void gemm(bn_tk_llama *m, int p, int layer, bn_tk_act *a, float *y)
 {
-    bn_tk_gemm_pool(&m->w[p][layer], a, y, m->pool, BN_TK_AUTO); /* a holds one token */
+    bn_tk_gemm_pool(&m->w[p][layer], a, y, m->pool, BN_TK_AUTO);
 }
 
 typedef struct head_job {
@@ -258,54 +275,79 @@ static void head_rows(void *arg, int r0, int r1)
     bn_tk_f16_gemv_rows(j->w, j->cols, j->x, j->y, r0, r1, BN_TK_AUTO);
 }
 
-int bn_tk_llama_step(bn_tk_llama *m, int32_t token, int pos, float *logits, bn_err *err)
+/* Tokens [n] at positions pos0.. (n <= m->batch): every projection is one GEMM over the n
+ * tokens (weights read once for all), the rest runs per token in order. A token's
+ * activations are quantized on their own, and the kernels' GEMM equals their GEMV bit for
+ * bit, so any split of a prompt into chunks gives the same numbers as steps. */
+static void forward(bn_tk_llama *m, const int32_t *tokens, int n, int pos0, float *logits)
 {
     const bn_model_config *c = &m->cfg;
     const bn_llama_params *P = &m->fp->params;
     int D = c->dim, F = c->hidden_dim, hd = c->head_dim, QD = c->n_heads * hd, KVD = c->n_kv_heads * hd;
-    if (token < 0 || token >= c->vocab_size)
-        return bn_err_set(err, BN_EINVAL, "ternary model: token id %d outside the vocabulary (%d)", token, c->vocab_size);
-    if (pos < 0 || pos >= m->max_ctx)
-        return bn_err_set(err, BN_EINVAL, "ternary model: position %d beyond the context (%d)", pos, m->max_ctx);
-    memcpy(m->x, P->tok_emb + (size_t)token * D, sizeof(float) * D);
+    int QKV = QD + 2 * KVD;
+    for (int t = 0; t < n; t++) memcpy(m->x + (size_t)t * D, P->tok_emb + (size_t)tokens[t] * D, sizeof(float) * D);
     for (int l = 0; l < c->n_layers; l++) {
-        rmsnorm(m->n, m->x, P->attn_norm + (size_t)l * D, D, c->rms_norm_eps);
-        bn_tk_act_quantize(&m->a_dim, m->n, 1);
-        float *q = m->qkv, *k = q + QD, *v = k + KVD;
-        gemv(m, G_QKV, l, &m->a_dim, m->qkv);
-        add_bias(q, P->bq ? P->bq + (size_t)l * QD : NULL, QD);
-        add_bias(k, P->bk ? P->bk + (size_t)l * KVD : NULL, KVD);
-        add_bias(v, P->bv ? P->bv + (size_t)l * KVD : NULL, KVD);
-        rope(q, c->n_heads, hd, pos, m->inv_freq);
-        rope(k, c->n_kv_heads, hd, pos, m->inv_freq);
-        size_t at = ((size_t)l * m->max_ctx + pos) * KVD;
-        memcpy(m->kc + at, k, sizeof(float) * KVD);
-        memcpy(m->vc + at, v, sizeof(float) * KVD);
-        attention(m, l, pos);
-        bn_tk_act_quantize(&m->a_qd, m->att, 1);
-        gemv(m, G_O, l, &m->a_qd, m->o);
-        for (int i = 0; i < D; i++) m->x[i] += m->o[i];
+        for (int t = 0; t < n; t++)
+            rmsnorm(m->n + (size_t)t * D, m->x + (size_t)t * D, P->attn_norm + (size_t)l * D, D, c->rms_norm_eps);
+        bn_tk_act_quantize(&m->a_dim, m->n, n);
+        gemm(m, G_QKV, l, &m->a_dim, m->qkv);
+        for (int t = 0; t < n; t++) {
+            float *q = m->qkv + (size_t)t * QKV, *k = q + QD, *v = k + KVD;
+            int pos = pos0 + t;
+            add_bias(q, P->bq ? P->bq + (size_t)l * QD : NULL, QD);
+            add_bias(k, P->bk ? P->bk + (size_t)l * KVD : NULL, KVD);
+            add_bias(v, P->bv ? P->bv + (size_t)l * KVD : NULL, KVD);
+            rope(q, c->n_heads, hd, pos, m->inv_freq);
+            rope(k, c->n_kv_heads, hd, pos, m->inv_freq);
+            size_t at = ((size_t)l * m->max_ctx + pos) * KVD;
+            memcpy(m->kc + at, k, sizeof(float) * KVD);
+            memcpy(m->vc + at, v, sizeof(float) * KVD);
+        }
+        for (int t = 0; t < n; t++) attention(m, l, pos0 + t, m->qkv + (size_t)t * QKV, m->att + (size_t)t * QD);
+        bn_tk_act_quantize(&m->a_qd, m->att, n);
+        gemm(m, G_O, l, &m->a_qd, m->o);
+        for (size_t i = 0; i < (size_t)n * D; i++) m->x[i] += m->o[i];
 
-        rmsnorm(m->n, m->x, P->ffn_norm + (size_t)l * D, D, c->rms_norm_eps);
-        bn_tk_act_quantize(&m->a_dim, m->n, 1);
-        gemv(m, G_GU, l, &m->a_dim, m->gu);
-        const float *g = m->gu, *u = g + F;
-        for (int i = 0; i < F; i++) m->h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
-        bn_tk_act_quantize(&m->a_ff, m->h, 1);
-        gemv(m, G_DOWN, l, &m->a_ff, m->o);
-        for (int i = 0; i < D; i++) m->x[i] += m->o[i];
+        for (int t = 0; t < n; t++)
+            rmsnorm(m->n + (size_t)t * D, m->x + (size_t)t * D, P->ffn_norm + (size_t)l * D, D, c->rms_norm_eps);
+        bn_tk_act_quantize(&m->a_dim, m->n, n);
+        gemm(m, G_GU, l, &m->a_dim, m->gu);
+        for (int t = 0; t < n; t++) {
+            const float *g = m->gu + (size_t)t * 2 * F, *u = g + F;
+            float *h = m->h + (size_t)t * F;
+            for (int i = 0; i < F; i++) h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+        }
+        bn_tk_act_quantize(&m->a_ff, m->h, n);
+        gemm(m, G_DOWN, l, &m->a_ff, m->o);
+        for (size_t i = 0; i < (size_t)n * D; i++) m->x[i] += m->o[i];
     }
     if (logits) {
-        rmsnorm(m->n, m->x, P->final_norm, D, c->rms_norm_eps);
+        rmsnorm(m->n, m->x + (size_t)(n - 1) * D, P->final_norm, D, c->rms_norm_eps);
         head_job hj = {m->head16, D, m->n, logits};
         bn_tk_pool_rows(m->pool, c->vocab_size, head_rows, &hj);
     }
-    return BN_OK;
 }
 
 int bn_tk_llama_prefill(bn_tk_llama *m, const int32_t *tokens, int n, int pos0, float *logits, bn_err *err)
 {
-    int rc = BN_OK;
-    for (int i = 0; i < n && !rc; i++) rc = bn_tk_llama_step(m, tokens[i], pos0 + i, i == n - 1 ? logits : NULL, err);
-    return rc;
+    const bn_model_config *c = &m->cfg;
+    if (n < 1 || pos0 < 0 || pos0 > m->max_ctx - n)
+        return bn_err_set(err, BN_EINVAL, "ternary model: positions %d..%d beyond the context (%d)", pos0, pos0 + n - 1,
+                          m->max_ctx);
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
+            return bn_err_set(err, BN_EINVAL, "ternary model: token id %d outside the vocabulary (%d)", tokens[i],
+                              c->vocab_size);
+    for (int i = 0; i < n; i += m->batch) {
+        int k = n - i < m->batch ? n - i : m->batch;
+        forward(m, tokens + i, k, pos0 + i, i + k == n ? logits : NULL);
+    }
+    return BN_OK;
+}
+
+int bn_tk_llama_step(bn_tk_llama *m, int32_t token, int pos, float *logits, bn_err *err)
+{
+    if (pos < 0 || pos >= m->max_ctx)
+        return bn_err_set(err, BN_EINVAL, "ternary model: position %d beyond the context (%d)", pos, m->max_ctx);
+    return bn_tk_llama_prefill(m, &token, 1, pos, logits, err);
 }

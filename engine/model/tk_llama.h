@@ -26,6 +26,9 @@ typedef struct bn_tk_llama bn_tk_llama;
 /* max_ctx: KV cache length (tokens); threads: kernel and OpenBLAS threads. */
 int bn_tk_llama_load(const bn_hf_model *hf, int max_ctx, int threads, bn_tk_llama **out, bn_err *err);
 void bn_tk_llama_free(bn_tk_llama *m);
+/* Changes the number of threads (caller included) of the helper pool; BN_ENOMEM leaves
+ * the model running on the caller's thread alone. */
+int bn_tk_llama_set_threads(bn_tk_llama *m, int threads);
 /* true when all projections were already ternary (codes recovered exactly). */
 bool bn_tk_llama_exact(const bn_tk_llama *m);
 /* Feeds `token` at position pos (0, 1, 2, ... in order; pos < max_ctx) and writes the
