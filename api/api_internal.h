@@ -77,9 +77,11 @@ enum MHD_Result bn_api_queue(bn_api_req *r, unsigned code, struct MHD_Response *
 void bn_api_count(bn_api *api, bn_api_route route, unsigned code);
 const char *bn_api_route_name(bn_api_route r);
 bn_store *bn_api_store(bn_api_req *r); /* NULL after replying 503 */
-void bn_api_log(bn_api *api, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+#define bn_api_log(api, level, ...) bn_log_send((api)->cfg.log, (api)->cfg.log_ctx, level, __VA_ARGS__)
 /* ISO 8601 UTC text of a ms timestamp into buf (empty string for 0). */
 const char *bn_api_time(int64_t ms, char buf[32]);
+/* One job event as JSON (the events list and the SSE stream share it). */
+struct cJSON *bn_api_event_json(const bn_store_event *e);
 
 /* paths.c */
 int bn_api_check_model(bn_api *api, const char *model, char *resolved, size_t len,
@@ -87,7 +89,7 @@ int bn_api_check_model(bn_api *api, const char *model, char *resolved, size_t le
 int bn_api_check_output(bn_api *api, const char *output, char *resolved, size_t len,
                         unsigned *code, char *why, size_t whylen);
 bool bn_api_rel_path_ok(const char *p);
-int bn_api_rmtree(const char *path);
+
 
 /* handlers */
 enum MHD_Result bn_api_jobs_submit(bn_api_req *r);
@@ -101,7 +103,6 @@ enum MHD_Result bn_api_job_artifacts(bn_api_req *r);
 enum MHD_Result bn_api_job_artifact(bn_api_req *r);
 enum MHD_Result bn_api_events_stream(bn_api_req *r);
 enum MHD_Result bn_api_prometheus(bn_api_req *r);
-struct cJSON *bn_api_event_json(const bn_store_event *e);
 
 /* The job's "tracking" field (tracking_view.c: a hook the W&B tracker fills in). */
 struct cJSON *bn_api_tracking_view(bn_store *st, const bn_store_job *job);

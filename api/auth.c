@@ -8,10 +8,11 @@
  */
 #include "bn_api.h"
 
+#include "base/checksum.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,19 +40,6 @@ int bn_api_scope_parse(const char *s)
     for (int i = BN_SCOPE_READ; s && i <= BN_SCOPE_ADMIN; i++)
         if (strcmp(s, scope_names[i]) == 0) return i;
     return -1;
-}
-
-static void sha256(const char *s, size_t len, unsigned char out[32])
-{
-    unsigned int n = 32;
-    EVP_Digest(s, len, out, &n, EVP_sha256(), NULL);
-}
-
-void bn_api_sha256_hex(const char *s, size_t len, char out[65])
-{
-    unsigned char d[32];
-    sha256(s, len, d);
-    for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", d[i]);
 }
 
 static int hex_nibble(int c)
@@ -157,7 +145,7 @@ bn_api_scope bn_api_tokens_check(const bn_api_tokens *t, const char *token, char
 {
     if (!t || !token || !*token) return BN_SCOPE_NONE;
     unsigned char d[32];
-    sha256(token, strlen(token), d);
+    if (bn_sha256_digest(token, strlen(token), d)) return BN_SCOPE_NONE;
     int found = -1;
     for (int i = 0; i < t->n; i++) {
         /* no early exit: every entry is compared */

@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/log_sink.h"
+
 /* ---- tokens (auth.c) ---------------------------------------------------------------- */
 
 typedef enum { BN_SCOPE_NONE = 0, BN_SCOPE_READ, BN_SCOPE_SUBMIT, BN_SCOPE_ADMIN } bn_api_scope;
@@ -29,14 +31,11 @@ bn_api_scope bn_api_tokens_check(const bn_api_tokens *t, const char *token, char
                                  size_t namelen);
 const char *bn_api_scope_name(bn_api_scope s);
 int bn_api_scope_parse(const char *s); /* -1 if unknown */
-/* Lower-case hex SHA-256 of a string (65 bytes with NUL). */
-void bn_api_sha256_hex(const char *s, size_t len, char out[65]);
 
 /* ---- server ------------------------------------------------------------------------- */
 
 typedef struct bn_api bn_api;
 
-typedef void (*bn_api_log_fn)(void *ctx, int level, const char *msg);
 
 typedef struct bn_api_config {
     const char *listen_host;     /* numeric IPv4/IPv6 address, e.g. "127.0.0.1" */
@@ -54,15 +53,17 @@ typedef struct bn_api_config {
     int connection_timeout_s;    /* idle/slow client timeout, default 30 */
     int max_queued;              /* queued jobs before 429 (0 = unlimited) */
     int max_sse;                 /* concurrent event streams (default 64) */
-    bool wandb_key_available;    /* default tracking mode is online when true */
-    const char *wandb_default_mode; /* "online" | "offline" | "disabled"; NULL: by the key */
+    const char *wandb_default_mode; /* "online" | "offline" | "disabled", as the daemon
+                                       decided it (start_tracker); NULL: "disabled" */
     const char *wandb_project;   /* default W&B project (may be NULL) */
     const char *wandb_entity;    /* default W&B entity (may be NULL) */
     /* Health of the other subsystems for /readyz (NULL = always alive). */
     bool (*workers_alive)(void *ctx);
     void *workers_ctx;
-    bn_api_log_fn log;           /* may be NULL */
+    bn_log_fn log;               /* may be NULL */
     void *log_ctx;
+    const char *const *hub_allow; /* hf:// repositories jobs may name (engine/hub); */
+    int n_hub_allow;              /* none: hf:// sources are refused */
 } bn_api_config;
 
 /* Starts listening. tokens may be NULL (no auth: the caller allows that only on a
@@ -74,7 +75,8 @@ int bn_api_port(const bn_api *api);
 void bn_api_set_tokens(bn_api *api, bn_api_tokens *tokens);
 /* While draining, POST /v1/jobs answers 503 and /readyz is not ready. */
 void bn_api_set_draining(bn_api *api, bool draining);
-/* Monotonic ms of the last request completed or health tick (for the watchdog). */
+/* Whether the API answers: connects to its own socket and asks GET /healthz (the
+ * daemon sends the systemd watchdog only while this holds). */
 bool bn_api_alive(bn_api *api);
 void bn_api_stop(bn_api *api);
 

@@ -3,7 +3,7 @@
  * The page is a single self-contained HTML document (inline CSS and JavaScript, system
  * fonts, no CDN) written as ordinary files under api/dashboard/: index.html, style.css
  * and app.js. At build time api/dashboard/embed.py inlines the two into the HTML and
- * emits dashboard_data.c, a NUL-terminated byte array with its length and an ETag. This
+ * emits dashboard_data.c, a NUL-terminated byte array with its length. This
  * file only exposes that array; it owns nothing and allocates nothing.
  *
  * The page talks to the same REST API as bitnetctl (GET /v1/jobs, /v1/jobs/{id},
@@ -17,7 +17,6 @@
 /* Defined in the generated dashboard_data.c. */
 extern const unsigned char bn_api_dashboard_bytes[];
 extern const size_t bn_api_dashboard_len;
-extern const char bn_api_dashboard_etag[];
 
 const char *bn_api_dashboard_page(void)
 {

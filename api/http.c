@@ -39,17 +39,6 @@ void bn_api_count(bn_api *api, bn_api_route route, unsigned code)
     atomic_fetch_add_explicit(&api->http_count[route][k], 1, memory_order_relaxed);
 }
 
-void bn_api_log(bn_api *api, int level, const char *fmt, ...)
-{
-    if (!api->cfg.log) return;
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    api->cfg.log(api->cfg.log_ctx, level, msg);
-}
-
 const char *bn_api_time(int64_t ms, char buf[32])
 {
     buf[0] = 0;
@@ -177,4 +166,17 @@ bn_store *bn_api_store(bn_api_req *r)
     }
     pthread_setspecific(r->api->store_key, st);
     return st;
+}
+
+cJSON *bn_api_event_json(const bn_store_event *e)
+{
+    cJSON *o = cJSON_CreateObject();
+    char buf[32];
+    cJSON_AddNumberToObject(o, "seq", (double)e->seq);
+    cJSON_AddStringToObject(o, "ts", bn_api_time(e->ts, buf));
+    if (e->stage) cJSON_AddStringToObject(o, "stage", e->stage);
+    else cJSON_AddNullToObject(o, "stage");
+    cJSON_AddStringToObject(o, "level", e->level ? e->level : "info");
+    cJSON_AddStringToObject(o, "message", e->message ? e->message : "");
+    return o;
 }

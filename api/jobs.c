@@ -16,12 +16,12 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "base/fsutil.h"
 #include "bn_engine.h"
+#include "base/checksum.h"
+#include "formats/hf.h"
+#include "hub/hub.h"
 
-static const char *const stage_names[] = {
-    "load", "calibrate", "quantize", "evaluate", "finetune", "export",
-};
-#define N_STAGES 6
 
 /* ---- job JSON ------------------------------------------------------------------------ */
 
@@ -40,19 +40,17 @@ static void add_str_or_null(cJSON *o, const char *key, const char *v)
 
 static int stage_index(const char *name)
 {
-    for (int i = 0; name && i < N_STAGES; i++)
-        if (strcmp(name, stage_names[i]) == 0) return i;
-    return -1;
+    return name ? bn_stage_parse(name) : -1;
 }
 
 static cJSON *stages_json(const bn_store_job *j, const cJSON *timings)
 {
     cJSON *arr = cJSON_CreateArray();
     int cur = stage_index(j->stage);
-    for (int i = 0; i < N_STAGES; i++) {
+    for (int i = 0; i < BN_STAGE_COUNT; i++) {
         cJSON *s = cJSON_CreateObject();
-        cJSON_AddStringToObject(s, "name", stage_names[i]);
-        const cJSON *t = cJSON_GetObjectItemCaseSensitive(timings, stage_names[i]);
+        cJSON_AddStringToObject(s, "name", bn_stage_name((bn_stage)i));
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(timings, bn_stage_name((bn_stage)i));
         const char *state = "pending";
         double p = 0;
         if (t || (cur >= 0 && i < cur) || j->status == BN_JOB_SUCCEEDED) {
@@ -208,26 +206,6 @@ enum MHD_Result bn_api_jobs_list(bn_api_req *r)
 
 /* ---- submit --------------------------------------------------------------------------- */
 
-/* "config.fine_tune.lr: msg" -> "/config/fine_tune/lr" (field) */
-static void field_from_engine_msg(const char *msg, char *field, size_t len)
-{
-    const char *colon = strstr(msg, ": ");
-    size_t n = colon ? (size_t)(colon - msg) : 0;
-    if (n == 0 || n >= len - 2 || memchr(msg, ' ', n)) {
-        snprintf(field, len, "/config");
-        return;
-    }
-    size_t k = 0;
-    field[k++] = '/';
-    for (size_t i = 0; i < n && k < len - 1; i++) field[k++] = msg[i] == '.' ? '/' : msg[i];
-    field[k] = 0;
-    if (strncmp(field, "/config", 7) != 0) {
-        char tmp[256];
-        snprintf(tmp, sizeof tmp, "/config%s", field);
-        snprintf(field, len, "%s", tmp);
-    }
-}
-
 /* Raw JSON literal of a top-level string member, to see escapes cJSON decodes away. */
 static bool raw_has_nul(const char *body, const char *key)
 {
@@ -256,10 +234,8 @@ typedef struct submit {
 
 static enum MHD_Result check_tracking(bn_api_req *r, cJSON *tracking, submit *s)
 {
-    snprintf(s->mode, sizeof s->mode, "%s", r->api->cfg.wandb_key_available ? "online"
-                                                                           : "disabled");
-    if (r->api->cfg.wandb_default_mode) /* WANDB_MODE / wandb.mode (tracker) */
-        snprintf(s->mode, sizeof s->mode, "%s", r->api->cfg.wandb_default_mode);
+    const char *dflt = r->api->cfg.wandb_default_mode; /* the daemon's one decision */
+    snprintf(s->mode, sizeof s->mode, "%s", dflt ? dflt : "disabled");
     s->project = r->api->cfg.wandb_project;
     s->entity = r->api->cfg.wandb_entity;
     if (!tracking) return MHD_YES;
@@ -350,14 +326,29 @@ static enum MHD_Result check_shape(bn_api_req *r, cJSON *root, submit *s)
     return MHD_YES;
 }
 
+/* The model's config.json is read as the engine will read it, so that a model the engine
+ * would compute differently from transformers (an unsupported rope type, activation, ...)
+ * is refused now, naming the key, instead of failing later in its load stage. An hf://
+ * source is not fetched here: its load stage reads the config after the download. */
+static int check_model_config(bn_api_req *r, const char *model_dir)
+{
+    if (bn_hub_is_source(model_dir)) return 0;
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/config.json", model_dir);
+    bn_model_config cfg;
+    bn_err err = {0};
+    if (bn_hf_config_load(path, &cfg, &err) == 0) return 0;
+    bn_api_problem(r, 400, "/model", "%s", err.msg);
+    return -1;
+}
+
 static enum MHD_Result check_config(bn_api_req *r, cJSON *config)
 {
     bn_options opt;
     bn_err err = {0};
     if (bn_options_from_json(config, &opt, &err) != 0) {
-        char field[256];
-        field_from_engine_msg(err.msg, field, sizeof field);
-        return bn_api_problem(r, 400, field, "%s", err.msg[0] ? err.msg : "invalid config");
+        return bn_api_problem(r, 400, err.field[0] ? err.field : "/config", "%s",
+                              err.msg[0] ? err.msg : "invalid config");
     }
     bn_options_free(&opt);
     return MHD_YES;
@@ -383,10 +374,11 @@ static enum MHD_Result create_job(bn_api_req *r, bn_store *st, submit *s,
                                   const char *model_real, const char *output,
                                   const char *output_dir)
 {
+    char hash[65];
+    if (bn_sha256_hex(r->body, r->body_len, hash))
+        return bn_api_problem(r, 500, NULL, "creating job: SHA-256 of the request failed");
     char *config = s->config ? cJSON_PrintUnformatted(s->config) : strdup("{}");
     char *tracking = s->tracking ? cJSON_PrintUnformatted(s->tracking) : strdup("{}");
-    char hash[65];
-    bn_api_sha256_hex(r->body, r->body_len, hash);
     bn_store_new_job nj = {
         .priority = s->priority, .model = model_real, .output = output,
         .output_dir = output_dir, .config = config, .tracking = tracking,
@@ -453,6 +445,7 @@ static enum MHD_Result submit_parsed(bn_api_req *r, cJSON *root)
     if (bn_api_check_model(r->api, s.model, model_real, sizeof model_real, &code, why,
                            sizeof why))
         return bn_api_problem(r, code, "/model", "%s", why);
+    if (check_model_config(r, model_real)) return MHD_YES;
     const char *output = s.output;
     if (!output) {
         default_output(model_real, defname, sizeof defname);
@@ -517,7 +510,7 @@ enum MHD_Result bn_api_job_cancel(bn_api_req *r)
     if (final) { /* a queued job may hold a work folder from an interrupted run */
         char wd[PATH_MAX];
         work_dir(r->api, r->id, wd, sizeof wd);
-        bn_api_rmtree(wd);
+        bn_fs_rm_rf(wd, NULL);
     }
     bn_api_log(r->api, 6, "job %s: cancel %s", r->id, final ? "done" : "requested");
     bn_store_job j;
@@ -551,30 +544,16 @@ enum MHD_Result bn_api_job_delete(bn_api_req *r)
     }
     char wd[PATH_MAX];
     work_dir(r->api, r->id, wd, sizeof wd);
-    bn_api_rmtree(wd);
-    if (purge && strcmp(purge, "true") == 0 && j.output_dir) bn_api_rmtree(j.output_dir);
+    bn_fs_rm_rf(wd, NULL);
+    if (purge && strcmp(purge, "true") == 0 && j.output_dir) bn_fs_rm_rf(j.output_dir, NULL);
     bn_store_job_free(&j);
     return bn_api_reply(r, 204, NULL, "", 0, false);
 }
 
 /* ---- events and metrics ----------------------------------------------------------------- */
 
-cJSON *bn_api_event_json(const bn_store_event *e)
-{
-    cJSON *o = cJSON_CreateObject();
-    char buf[32];
-    cJSON_AddNumberToObject(o, "seq", (double)e->seq);
-    cJSON_AddStringToObject(o, "ts", bn_api_time(e->ts, buf));
-    add_str_or_null(o, "stage", e->stage);
-    cJSON_AddStringToObject(o, "level", e->level ? e->level : "info");
-    cJSON_AddStringToObject(o, "message", e->message ? e->message : "");
-    return o;
-}
-
 enum MHD_Result bn_api_job_events(bn_api_req *r)
 {
-    const char *accept = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Accept");
-    if (accept && strstr(accept, "text/event-stream")) return bn_api_events_stream(r);
     const char *qa = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "after");
     const char *ql = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "limit");
     long after = 0, limit = 1000;

@@ -5,6 +5,7 @@
  * are this process's atomic counters kept by bn_api_queue.
  */
 #include "api_internal.h"
+#include "bn_engine.h"
 #include "bn_store_wandb.h"
 
 #include <stdarg.h>
@@ -14,13 +15,10 @@
 
 static const double buckets[] = {0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400};
 #define N_BUCKETS (sizeof buckets / sizeof buckets[0])
-static const char *const stages[] = {"load", "calibrate", "quantize", "evaluate",
-                                     "finetune", "export"};
-#define N_STAGES 6
 
 typedef struct hist {
-    uint64_t bucket[N_STAGES][N_BUCKETS], count[N_STAGES];
-    double sum[N_STAGES];
+    uint64_t bucket[BN_STAGE_COUNT][N_BUCKETS], count[BN_STAGE_COUNT];
+    double sum[BN_STAGE_COUNT];
 } hist;
 
 typedef struct buf {
@@ -52,8 +50,8 @@ static void out(buf *b, const char *fmt, ...)
 static void add_duration(void *ctx, const char *stage, double seconds)
 {
     hist *h = ctx;
-    for (int s = 0; s < N_STAGES; s++) {
-        if (strcmp(stage, stages[s]) != 0) continue;
+    for (int s = 0; s < BN_STAGE_COUNT; s++) {
+        if (strcmp(stage, bn_stage_name((bn_stage)s)) != 0) continue;
         for (size_t k = 0; k < N_BUCKETS; k++)
             if (seconds <= buckets[k]) h->bucket[s][k]++;
         h->count[s]++;
@@ -81,14 +79,14 @@ static void stage_section(buf *b, bn_store *st)
     bn_store_stage_durations(st, add_duration, h);
     out(b, "# HELP bitnetd_stage_duration_seconds Wall time of each pipeline stage.\n"
            "# TYPE bitnetd_stage_duration_seconds histogram\n");
-    for (int s = 0; s < N_STAGES; s++) {
+    for (int s = 0; s < BN_STAGE_COUNT; s++) {
         for (size_t k = 0; k < N_BUCKETS; k++)
             out(b, "bitnetd_stage_duration_seconds_bucket{stage=\"%s\",le=\"%g\"} %llu\n",
-                stages[s], buckets[k], (unsigned long long)h->bucket[s][k]);
+                bn_stage_name((bn_stage)s), buckets[k], (unsigned long long)h->bucket[s][k]);
         out(b, "bitnetd_stage_duration_seconds_bucket{stage=\"%s\",le=\"+Inf\"} %llu\n"
                "bitnetd_stage_duration_seconds_sum{stage=\"%s\"} %g\n"
                "bitnetd_stage_duration_seconds_count{stage=\"%s\"} %llu\n",
-            stages[s], (unsigned long long)h->count[s], stages[s], h->sum[s], stages[s],
+            bn_stage_name((bn_stage)s), (unsigned long long)h->count[s], bn_stage_name((bn_stage)s), h->sum[s], bn_stage_name((bn_stage)s),
             (unsigned long long)h->count[s]);
     }
     free(h);

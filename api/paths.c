@@ -1,13 +1,16 @@
 /* paths.c - where a job may read and write.
  *
  * A model path must resolve (realpath, so symlinks are followed) to a folder inside one
- * of the model roots; an output is a relative name whose folder lands inside the output
+ * of the model roots, or be an hf://ORG/NAME[@REV] source whose repository is on the
+ * hub allow-list (the job's load stage downloads it); an output is a relative name whose folder lands inside the output
  * root. Everything that could step outside is refused with 403 before touching the
  * filesystem: absolute paths elsewhere, ".." components, percent-encoded text (the API
  * never decodes it, so "%2e%2e" is refused rather than guessed at), control characters;
  * after resolution, a symlink that leads outside is refused too.
  */
 #include "api_internal.h"
+
+#include "hub/hub.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -82,6 +85,25 @@ int bn_api_check_model(bn_api *api, const char *model, char *resolved, size_t le
         snprintf(why, whylen, "model path must not contain '..', control characters or "
                               "percent-encoding");
         return -1;
+    }
+    if (bn_hub_is_source(model)) { /* downloaded by the job's load stage */
+        bn_hub_ref ref;
+        bn_err e = { 0 };
+        if (bn_hub_parse(model, &ref, &e)) {
+            *code = 400;
+            snprintf(why, whylen, "%s", e.msg);
+            return -1;
+        }
+        if (api->cfg.n_hub_allow == 0) {
+            snprintf(why, whylen, "hf:// model sources are disabled on this server (hub.allow is empty)");
+            return -1;
+        }
+        if (!bn_hub_allowed(ref.repo, api->cfg.hub_allow, api->cfg.n_hub_allow)) {
+            snprintf(why, whylen, "repository %s is not on this server's hub allow-list (hub.allow)", ref.repo);
+            return -1;
+        }
+        snprintf(resolved, len, "hf://%s@%s", ref.repo, ref.revision);
+        return 0;
     }
     char joined[PATH_MAX];
     if (model[0] == '/') {
@@ -168,16 +190,3 @@ int bn_api_check_output(bn_api *api, const char *output, char *resolved, size_t 
     return 0;
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb; (void)flag; (void)ftw;
-    remove(path);
-    return 0;
-}
-
-int bn_api_rmtree(const char *path)
-{
-    struct stat sb;
-    if (lstat(path, &sb) != 0) return 0;
-    return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}

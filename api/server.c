@@ -9,6 +9,8 @@
  */
 #include "api_internal.h"
 
+#include "base/checksum.h"
+
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -19,6 +21,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include "base/str.h"
 
 /* ---- routing ------------------------------------------------------------------------ */
 
@@ -157,7 +161,10 @@ static enum MHD_Result dispatch(bn_api_req *r)
     }
     case R_JOBS: return post ? bn_api_jobs_submit(r) : bn_api_jobs_list(r);
     case R_JOB: return del ? bn_api_job_delete(r) : bn_api_job_get(r);
-    case R_JOB_EVENTS: return bn_api_job_events(r);
+    case R_JOB_EVENTS: { /* JSON list, or a Server-Sent Events stream (sse.c) */
+        const char *accept = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Accept");
+        return accept && strstr(accept, "text/event-stream") ? bn_api_events_stream(r) : bn_api_job_events(r);
+    }
     case R_JOB_METRICS: return bn_api_job_metrics(r);
     case R_JOB_ARTIFACTS: return bn_api_job_artifacts(r);
     case R_JOB_ARTIFACT: return bn_api_job_artifact(r);
@@ -262,11 +269,6 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 /* ---- start / stop -------------------------------------------------------------------- */
 
-static char *xstrdup(const char *s)
-{
-    return s ? strdup(s) : NULL;
-}
-
 static int make_addr(const char *host, int port, struct sockaddr_storage *ss, bool *v6)
 {
     memset(ss, 0, sizeof *ss);
@@ -303,13 +305,13 @@ static void api_free(bn_api *api)
 static void copy_config(bn_api *api, const bn_api_config *cfg)
 {
     api->cfg = *cfg;
-    api->host = xstrdup(cfg->listen_host ? cfg->listen_host : "127.0.0.1");
-    api->db_path = xstrdup(cfg->db_path);
-    api->state_dir = xstrdup(cfg->state_dir);
-    api->output_root = xstrdup(cfg->output_root);
+    api->host = bn_str_dup(cfg->listen_host ? cfg->listen_host : "127.0.0.1");
+    api->db_path = bn_str_dup(cfg->db_path);
+    api->state_dir = bn_str_dup(cfg->state_dir);
+    api->output_root = bn_str_dup(cfg->output_root);
     api->model_roots = calloc((size_t)cfg->n_model_roots + 1, sizeof *api->model_roots);
     for (int i = 0; i < cfg->n_model_roots; i++)
-        api->model_roots[i] = xstrdup(cfg->model_roots[i]);
+        api->model_roots[i] = bn_str_dup(cfg->model_roots[i]);
     api->cfg.listen_host = api->host;
     api->cfg.db_path = api->db_path;
     api->cfg.state_dir = api->state_dir;
@@ -327,7 +329,8 @@ int bn_api_start(const bn_api_config *cfg, bn_api_tokens *tokens, bn_api **out, 
 {
     *out = NULL;
     bn_api *api = calloc(1, sizeof *api);
-    if (!api) {
+    if (!api || bn_sha256_library_init() != 0) { /* OpenSSL set up here, not in a connection thread */
+        free(api);
         bn_api_tokens_free(tokens);
         snprintf(err, errlen, "api: out of memory");
         return -1;

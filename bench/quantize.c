@@ -174,7 +174,7 @@ static void child_run(const char *model, const char *out_root, int threads, int 
     o.fine_tune.enabled = false;
     o.export.gguf_tq2_0 = o.export.gguf_tq1_0 = false;
     o.export.gguf_explicit = true;
-    bn_pipeline_paths paths = { model, out, work, NULL };
+    bn_pipeline_paths paths = { model, out, work, NULL, NULL };
     bn_progress pr = { &r, on_update, NULL, on_metric };
     bn_err err = { 0 };
     double t0 = mono();

@@ -6,6 +6,7 @@
 #define BN_CLI_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 typedef struct bn_cli_cmd {
     const char *name;
@@ -36,5 +37,8 @@ int bn_cli_token(int argc, char **argv);
 void bn_cli_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* true when stderr is a terminal (progress bars) */
 bool bn_cli_tty(void);
+/* The local folder of a model argument: itself, or for hf://ORG/NAME[@REV] its snapshot
+ * in the Hub cache after fetching it (errors printed as "CMD: ..."). Returns 0 or a BN_E*. */
+int bn_cli_model_dir(const char *cmd, const char *model, char *dir, size_t len);
 
 #endif

@@ -26,7 +26,7 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "base/sha256.h"
+#include "base/checksum.h"
 
 enum { CX_OK = 0, CX_FAILED = 1, CX_USAGE = 2, CX_CONNECT = 3, CX_NOTFOUND = 4, CX_REFUSED = 5,
        CX_CANCELLED = 6 };
@@ -706,7 +706,10 @@ int bn_cli_token(int argc, char **argv)
     char token[80], hex[65];
     size_t k = (size_t)snprintf(token, sizeof token, "bnt_");
     for (size_t i = 0; i < sizeof b; i++) k += (size_t)snprintf(token + k, sizeof token - k, "%02x", b[i]);
-    bn_sha256_hex(token, strlen(token), hex);
+    if (bn_sha256_hex(token, strlen(token), hex)) {
+        bn_cli_errorf("token: SHA-256 failed");
+        return CX_FAILED;
+    }
     if (o.json) printf("{\"token\":\"%s\",\"line\":\"%s %s %s\"}\n", token, o.pos[1], scope, hex);
     else printf("%s\n%s %s %s\n", token, o.pos[1], scope, hex);
     return CX_OK;

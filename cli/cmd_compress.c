@@ -85,7 +85,7 @@ static void on_metric(void *p, const char *key, double v, int64_t step)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: bitnetctl compress MODEL_DIR OUT_DIR [--sparsity-threshold X|auto] [--per-tensor]\n"
+    fprintf(f, "usage: bitnetctl compress MODEL_DIR|hf://ORG/NAME[@REV] OUT_DIR [--sparsity-threshold X|auto] [--per-tensor]\n"
                "       [--preserve PATTERN]... [--threads N] [--config FILE|JSON] [--work-dir DIR] [--json]\n"
                "       [--calibration FILE] [--fine-tune] [--max-minutes M]\n"
                "--calibration FILE: calibration and fine-tuning text (.txt: documents at blank lines; .jsonl:\n"
@@ -93,7 +93,9 @@ static void usage(FILE *f)
                "perplexity by more than fine_tune.threshold; --max-minutes: its time budget. SIGINT/SIGTERM stop\n"
                "at the next safe point with a checkpoint; with --work-dir the same command resumes.\n"
                "Ternarizes a Hugging Face Llama/Mistral/Qwen2 folder (BitNet b1.58) and writes OUT_DIR with the\n"
-               "dequantized FP16 model, quantized/ (packed 2-bit) and compression_metadata.json.\n");
+               "dequantized FP16 model, quantized/ (packed 2-bit) and compression_metadata.json.\n"
+               "hf://ORG/NAME: downloaded into the Hugging Face cache first (HF_ENDPOINT, HF_TOKEN, HF_HOME,\n"
+               "HF_HUB_OFFLINE; docs/HUB.md).\n");
 }
 
 /* --config: a file path, or the JSON text itself */
@@ -282,7 +284,7 @@ int bn_cli_compress(int argc, char **argv)
     }
     ui u = { .tty = bn_cli_tty(), .json = json, .last_stage = -1 };
     bn_progress prog = { &u, on_update, on_event, on_metric };
-    bn_pipeline_paths paths = { model, out, work, NULL };
+    bn_pipeline_paths paths = { model, out, work, NULL, NULL };
     struct sigaction sa = { 0 }, old;
     sa.sa_handler = on_sigint;
     struct sigaction old_term;

@@ -177,6 +177,9 @@ int bn_cli_eval(int argc, char **argv)
     int32_t *ids = NULL;
     size_t n = 0;
     int status = 1;
+    char dir[4096];
+    if (bn_cli_model_dir("eval", a.model, dir, sizeof dir)) return 1;
+    a.model = dir;
     if (bn_hf_open(a.model, &hf, &err)) goto fail;
     int ctx = a.ctx ? a.ctx : (hf->cfg.max_seq_len > 0 && hf->cfg.max_seq_len < 512
                                    ? hf->cfg.max_seq_len : 512);

@@ -334,6 +334,9 @@ int bn_cli_generate(int argc, char **argv)
     bn_err err = {0};
     bn_hf_model *hf = NULL;
     bn_tok *tok = NULL;
+    char dir[4096];
+    if (bn_cli_model_dir("generate", o.dir, dir, sizeof dir)) return 1;
+    o.dir = dir;
     if (bn_hf_open(o.dir, &hf, &err) != 0 || bn_tok_load(o.dir, &tok, &err) != 0) {
         bn_cli_errorf("generate: %s", err.msg);
         bn_hf_close(hf);

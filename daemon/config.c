@@ -59,6 +59,13 @@ static const key_def keys[] = {
     I("wandb.backoff_base_ms", wandb_backoff_base_ms, 1, 600000, "first retry delay (2000; doubles, +0-25% jitter)"),
     I("wandb.backoff_cap_ms", wandb_backoff_cap_ms, 1, 3600000, "longest retry delay (60000)"),
     I("wandb.min_interval_ms", wandb_min_interval_ms, 1, 600000, "between two requests of a run (1000)"),
+    S("hub.allow", hub_allow, "hf:// repositories jobs may name: ORG/NAME, ORG/*, * (comma-separated; empty = none)"),
+    {"hub.max_bytes", T_LONG, offsetof(bn_daemon_config, hub_max_bytes), 0, 0, LONG_MAX,
+     "largest hf:// model (its needed files) in bytes (0 = no limit)"},
+    S("hub.token_file", hub_token_file, "file holding the Hugging Face token (else HF_TOKEN)"),
+    S("hub.cache_dir", hub_cache_dir, "Hub cache (default HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub)"),
+    S("hub.endpoint", hub_endpoint, "Hub URL (default HF_ENDPOINT or https://huggingface.co)"),
+    I("hub.offline", hub_offline, -1, 1, "1 = cache only, 0 = online, -1 = as HF_HUB_OFFLINE (default)"),
 };
 #define N_KEYS (sizeof keys / sizeof keys[0])
 
@@ -78,6 +85,7 @@ void bn_daemon_config_default(bn_daemon_config *c)
     c->max_attempts = 3;
     c->lease_seconds = 60;
     c->grace_seconds = 30;
+    c->hub_offline = -1;
 }
 
 static const key_def *find_key(const char *key)

@@ -42,6 +42,13 @@ typedef struct bn_daemon_config {
     char wandb_base_url[1024];  /* WANDB_BASE_URL wins when set */
     int wandb_heartbeat_seconds, wandb_timeout_seconds;
     int wandb_backoff_base_ms, wandb_backoff_cap_ms, wandb_min_interval_ms;
+    /* [hub] hf:// model sources (engine/hub) */
+    char hub_allow[4096];       /* comma-separated ORG/NAME, ORG/<star>, <star>; empty = none */
+    long hub_max_bytes;         /* 0 = no limit */
+    char hub_token_file[4096];
+    char hub_cache_dir[4096];
+    char hub_endpoint[1024];
+    int hub_offline;            /* -1: HF_HUB_OFFLINE decides */
 } bn_daemon_config;
 
 void bn_daemon_config_default(bn_daemon_config *c);

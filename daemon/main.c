@@ -2,7 +2,7 @@
  *
  * Start-up: configuration (defaults < file < BITNETD_* < flags), folders, tokens (a
  * non-loopback address without a tokens file is refused), the store (migrations, then
- * recovery of jobs a crash left running), the worker pool, the API. The real listening
+ * recovery of jobs a crash left running), the worker pool, the W&B tracker, the API. The real listening
  * URL is printed and written to <state_dir>/bitnetd.url, then systemd hears READY=1.
  *
  * The main thread then only waits for signals (blocked in every thread, taken here with
@@ -26,10 +26,12 @@
 #include <unistd.h>
 
 #include "base/blas.h"
+#include "base/fsutil.h"
 #include "bn_api.h"
 #include "bn_store.h"
 #include "bn_worker.h"
 #include "daemon.h"
+#include "hub/hub.h"
 #include "tracker.h"
 #include "wandb.h"
 
@@ -50,20 +52,10 @@ typedef struct daemon_state {
     char wandb_mode[16];      /* default tracking mode for new jobs */
     char url[400];            /* the URL served, for STATUS= */
     char status[512];         /* the last STATUS= sent (sent again only when it changes) */
+    bn_hub_config hub;        /* hf:// sources: the [hub] keys, read once at start */
+    char *hub_allow[64];
+    char hub_token[1024];
 } daemon_state;
-
-static int mkdirs(const char *path)
-{
-    char tmp[PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        if (mkdir(tmp, 0750) != 0 && errno != EEXIST) return -1;
-        *p = '/';
-    }
-    return (mkdir(tmp, 0750) != 0 && errno != EEXIST) ? -1 : 0;
-}
 
 /* "host:port", "[v6]:port" or ":port". */
 static int parse_listen(const char *s, char *host, size_t hostlen, int *port)
@@ -168,18 +160,18 @@ static int prepare(daemon_state *d, bn_api_tokens **tokens)
     }
     if (inherited_socket(d)) return -1;
     char real[PATH_MAX], work[PATH_MAX + 8];
-    if (mkdirs(c->state_dir) || !realpath(c->state_dir, real) ||
+    if (bn_fs_mkdir_p(c->state_dir, NULL) || !realpath(c->state_dir, real) ||
         strlen(real) + 16 >= sizeof c->state_dir) {
         bn_log(l, BN_LOG_ERR, "state_dir %s: %s", c->state_dir, strerror(errno));
         return -1;
     }
     memcpy(c->state_dir, real, strlen(real) + 1);
     snprintf(work, sizeof work, "%s/work", real);
-    mkdirs(work);
+    bn_fs_mkdir_p(work, NULL);
     snprintf(d->db_path, sizeof d->db_path, "%s/bitnetd.db", real);
     snprintf(d->url_path, sizeof d->url_path, "%s/bitnetd.url", real);
     if (!c->output_root[0]) snprintf(c->output_root, sizeof c->output_root, "%.4000s/outputs", real);
-    if (mkdirs(c->output_root) || !realpath(c->output_root, d->output_root)) {
+    if (bn_fs_mkdir_p(c->output_root, NULL) || !realpath(c->output_root, d->output_root)) {
         bn_log(l, BN_LOG_ERR, "output_root %s: %s", c->output_root, strerror(errno));
         return -1;
     }
@@ -211,6 +203,41 @@ static int prepare(daemon_state *d, bn_api_tokens **tokens)
     return 0;
 }
 
+/* The [hub] keys as a bn_hub_config: the allow-list split at commas, the token read
+ * from its file (never logged). */
+static int setup_hub(daemon_state *d)
+{
+    bn_daemon_config *c = &d->cfg;
+    bn_hub_config *h = &d->hub;
+    h->offline = c->hub_offline;
+    h->max_bytes = (uint64_t)c->hub_max_bytes;
+    h->endpoint = c->hub_endpoint[0] ? c->hub_endpoint : NULL;
+    h->cache_dir = c->hub_cache_dir[0] ? c->hub_cache_dir : NULL;
+    h->allow = (const char *const *)d->hub_allow;
+    for (char *save = NULL, *t = strtok_r(c->hub_allow, ", \t", &save); t; t = strtok_r(NULL, ", \t", &save)) {
+        if (h->n_allow >= 64) {
+            bn_log(&d->log, BN_LOG_ERR, "hub.allow: at most 64 entries");
+            return -1;
+        }
+        d->hub_allow[h->n_allow++] = t; /* points into cfg, which lives as long as d */
+    }
+    if (c->hub_token_file[0]) {
+        FILE *f = fopen(c->hub_token_file, "r");
+        if (!f || !fgets(d->hub_token, sizeof d->hub_token, f)) {
+            bn_log(&d->log, BN_LOG_ERR, "hub.token_file %s: %s", c->hub_token_file,
+                   f ? "empty" : strerror(errno));
+            if (f) fclose(f);
+            return -1;
+        }
+        fclose(f);
+        d->hub_token[strcspn(d->hub_token, "\r\n")] = 0;
+        h->token = d->hub_token;
+    }
+    bn_log(&d->log, BN_LOG_INFO, "hub: %d allowed repository patterns%s%s", h->n_allow,
+           h->max_bytes ? ", size limit set" : "", h->token ? ", token from hub.token_file" : "");
+    return 0;
+}
+
 static int open_store(daemon_state *d)
 {
     char err[1024];
@@ -239,19 +266,13 @@ static int start_workers(daemon_state *d)
         .data_dir = d->cfg.data_dir[0] ? d->cfg.data_dir : NULL, .owner_prefix = owner,
         .n_workers = d->cfg.workers, .threads_per_job = d->cfg.threads,
         .lease_ms = (int64_t)d->cfg.lease_seconds * 1000, .progress_per_s = 4,
-        .log = bn_log_cb, .log_ctx = &d->log,
+        .log = bn_log_cb, .log_ctx = &d->log, .hub = &d->hub,
     };
     if (bn_workers_start(&wc, &d->workers, err, sizeof err)) {
         bn_log(&d->log, BN_LOG_ERR, "%s", err);
         return -1;
     }
     return 0;
-}
-
-static bool wandb_key_available(const bn_daemon_config *c)
-{
-    const char *k = getenv("WANDB_API_KEY");
-    return (k && *k) || (c->wandb_api_key_file[0] && access(c->wandb_api_key_file, R_OK) == 0);
 }
 
 /* ---- W&B tracker (owner: tracker) ------------------------------------------------------
@@ -315,12 +336,12 @@ static int start_api(daemon_state *d, bn_api_tokens *tokens)
         .max_body = (size_t)c->max_body, .threads = c->http_threads,
         .max_connections = c->max_connections, .connection_timeout_s = c->connection_timeout,
         .max_queued = c->max_queued, .max_sse = c->max_sse,
-        .wandb_key_available = wandb_key_available(c),
         .wandb_default_mode = d->wandb_mode[0] ? d->wandb_mode : NULL,
         .wandb_project = c->wandb_project[0] ? c->wandb_project : NULL,
         .wandb_entity = c->wandb_entity[0] ? c->wandb_entity : NULL,
         .workers_alive = bn_workers_alive, .workers_ctx = d->workers,
         .log = bn_log_cb, .log_ctx = &d->log,
+        .hub_allow = d->hub.allow, .n_hub_allow = d->hub.n_allow,
     };
     char err[512];
     if (bn_api_start(&ac, tokens, &d->api, err, sizeof err)) {
@@ -486,7 +507,8 @@ int main(int argc, char **argv)
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     bn_api_tokens *tokens = NULL;
-    bool started = prepare(&d, &tokens) == 0 && open_store(&d) == 0 && start_workers(&d) == 0 &&
+    bool started = prepare(&d, &tokens) == 0 && setup_hub(&d) == 0 && open_store(&d) == 0 &&
+                   start_workers(&d) == 0 &&
                    start_tracker(&d) == 0;
     if (!started) bn_api_tokens_free(tokens); /* start_api owns them from here on */
     if (!started || start_api(&d, tokens)) {

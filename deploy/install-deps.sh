@@ -11,8 +11,9 @@ PKGS=(build-essential meson ninja-build pkg-config
 # the headless dashboard test (tests/deploy/dashboard_browser.sh). Test-only: skipped
 # with BN_DEPS_MINIMAL=1 (deploy/quickstart.sh, which only builds and runs).
 [ -n "${BN_DEPS_MINIMAL:-}" ] || PKGS+=(systemd chromium)
-# tokenizer: ICU for Unicode categories (\p{L}, \p{N}) and NFC normalization.
-PKGS+=(libicu-dev)
+# tokenizer: ICU for NFC/NFKC normalization and White_Space; Oniguruma (the regex engine
+# of HF tokenizers) for the pre-tokenizer patterns. SHA-256 comes from libssl-dev above.
+PKGS+=(libicu-dev libonig-dev)
 # Node.js + npm run playwright-core for that test. A machine that already has a node and
 # npm (e.g. from another packaging of Node.js) keeps them: Debian's npm would conflict.
 [ -n "${BN_DEPS_MINIMAL:-}" ] || command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)

@@ -1,8 +1,8 @@
 /* bn_engine.h - the public interface of the compression engine.
  *
  * The engine turns a Hugging Face Llama-family folder into BitNet b1.58 outputs. It has
- * no HTTP, no SQL and no long-lived threads; a call may compute in parallel inside
- * itself. Callers (bitnetctl compress, the daemon's workers) see three things:
+ * no HTTP server, no SQL and no long-lived threads (its one network client, hub/, fetches
+ * hf:// models in the load stage); a call may compute in parallel inside itself. Callers (bitnetctl compress, the daemon's workers) see three things:
  *
  *   bn_options   the job configuration, parsed and validated from JSON (the "config"
  *                object of a REST job, or bitnetctl flags turned into JSON);
@@ -131,11 +131,14 @@ typedef struct bn_progress {
 
 /* ---- the pipeline -------------------------------------------------------------- */
 
+struct bn_hub_config;
 typedef struct bn_pipeline_paths {
-    const char *model_dir;  /* input HF folder (already checked against allowed roots) */
+    const char *model_dir;  /* input HF folder (already checked against allowed roots), or
+                               "hf://ORG/NAME[@REV]": fetched into the Hub cache by load */
     const char *output_dir; /* final output folder; written as <output_dir>.partial first */
     const char *work_dir;   /* per-job scratch + stage checkpoints; kept until the job ends */
     const char *data_dir;   /* datasets for calibration (<data_dir>/datasets/<name>/...) */
+    const struct bn_hub_config *hub; /* for hf:// sources (hub/hub.h); NULL: environment */
 } bn_pipeline_paths;
 
 /* Runs every unfinished stage. Returns 0 when the output folder is complete. */
@@ -144,7 +147,7 @@ int bn_pipeline_run(const bn_pipeline_paths *paths, const bn_options *opt,
 /* The first stage not yet checkpointed in work_dir (BN_STAGE_COUNT if all done). */
 bn_stage bn_pipeline_resume_stage(const char *work_dir);
 
-/* ---- metric names (DESIGN.md section 6) ----------------------------------------- */
+/* ---- metric names (README, "The 19 metrics") -------------------------------------- */
 
 #define BN_N_JOB_METRICS 19
 extern const char *const bn_job_metric_names[BN_N_JOB_METRICS];

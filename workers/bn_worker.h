@@ -16,9 +16,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/log_sink.h"
+
 typedef struct bn_workers bn_workers;
 
-typedef void (*bn_worker_log_fn)(void *ctx, int level, const char *msg);
 
 typedef struct bn_workers_config {
     const char *db_path;
@@ -30,15 +31,14 @@ typedef struct bn_workers_config {
     int64_t lease_ms;          /* default 60000 */
     int poll_ms;               /* idle claim interval, default 500 */
     int progress_per_s;        /* progress writes per second per job, default 4 */
-    bn_worker_log_fn log;      /* may be NULL */
+    bn_log_fn log;             /* may be NULL */
     void *log_ctx;
+    const struct bn_hub_config *hub; /* hf:// model sources (NULL: environment) */
 } bn_workers_config;
 
 int bn_workers_start(const bn_workers_config *cfg, bn_workers **out, char *err, size_t errlen);
 /* True while every worker and the housekeeper show a recent heartbeat. */
 bool bn_workers_alive(void *workers);
-/* Number of jobs running now. */
-int bn_workers_busy(bn_workers *w);
 /* Stops claiming, asks running jobs to checkpoint and waits up to grace_ms. Jobs still
  * running after that are put back to queued. Returns the number of threads that did not
  * stop in time (they are detached; the process should exit). */

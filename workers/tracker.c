@@ -60,17 +60,8 @@ int64_t bn_tracker_monotonic_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void logf_(bn_tracker *t, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void logf_(bn_tracker *t, int level, const char *fmt, ...)
-{
-    if (!t->cfg.log) return;
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    t->cfg.log(t->cfg.log_ctx, level, msg);
-}
+/* A line to the owner's log (bn_tracker_config.log). */
+#define logf_(t, level, ...) bn_log_send((t)->cfg.log, (t)->cfg.log_ctx, level, __VA_ARGS__)
 
 /* ---- configuration ------------------------------------------------------------------- */
 

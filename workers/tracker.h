@@ -28,6 +28,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/log_sink.h"
+
 typedef struct bn_tracker bn_tracker;
 
 typedef struct bn_tracker_config {
@@ -46,7 +48,7 @@ typedef struct bn_tracker_config {
     int max_batch_lines;          /* history lines per request; 0 -> 1000 */
     size_t max_body_bytes;        /* 0 -> 8 MiB */
     /* Optional log sink (level: 0 error, 1 warn, 2 info, 3 debug). Never given the key. */
-    void (*log)(void *ctx, int level, const char *msg);
+    bn_log_fn log;             /* may be NULL */
     void *log_ctx;
 } bn_tracker_config;
 

@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/fsutil.h"
+
 struct bn_wandb_spool {
     char *buf;
     size_t len, cap;
@@ -105,18 +107,6 @@ void bn_wandb_spool_free(bn_wandb_spool *sp)
     free(sp);
 }
 
-static int mkdirs(char *path)
-{
-    for (char *p = path + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        int rc = mkdir(path, 0755);
-        *p = '/';
-        if (rc && errno != EEXIST) return -1;
-    }
-    return (mkdir(path, 0755) && errno != EEXIST) ? -1 : 0;
-}
-
 static int write_all(int fd, const char *p, size_t n)
 {
     while (n > 0) {
@@ -135,7 +125,7 @@ static int write_atomic(const char *path, const char *data, size_t len, char *er
     char *dcopy = strdup(path);
     if (!dcopy) return -1;
     char *dir = dirname(dcopy);
-    if (mkdirs(dir)) {
+    if (bn_fs_mkdir_p(dir, NULL)) {
         snprintf(err, errlen, "creating %s: %s", dir, strerror(errno));
         free(dcopy);
         return -1;

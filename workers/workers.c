@@ -21,7 +21,6 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <ftw.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -34,6 +33,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
+#include "base/fsutil.h"
+#include "base/str.h"
 #include "bn_engine.h"
 #include "bn_store.h"
 
@@ -86,25 +88,8 @@ static int64_t now_ms(void)
     return bn_store_now_ms();
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void wlog(struct bn_workers *p, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void wlog(struct bn_workers *p, int level, const char *fmt, ...)
-{
-    if (!p->cfg.log) return;
-    char msg[1200];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    p->cfg.log(p->cfg.log_ctx, level, msg);
-}
+/* A line to the owner's log (bn_workers_config.log). */
+#define wlog(p, level, ...) bn_log_send((p)->cfg.log, (p)->cfg.log_ctx, level, __VA_ARGS__)
 
 int bn_workers_threads_for(int cores, int n_workers, int configured, int requested)
 {
@@ -113,34 +98,6 @@ int bn_workers_threads_for(int cores, int n_workers, int configured, int request
     if (t < 1) t = 1;
     if (requested > 0 && requested < t) t = requested;
     return t;
-}
-
-/* ---- filesystem helpers ------------------------------------------------------------ */
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb; (void)flag; (void)ftw;
-    remove(path);
-    return 0;
-}
-
-static void rmtree(const char *path)
-{
-    struct stat sb;
-    if (lstat(path, &sb) == 0) nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static int mkdirs(const char *path)
-{
-    char tmp[PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        if (mkdir(tmp, 0750) != 0 && errno != EEXIST) return -1;
-        *p = '/';
-    }
-    return (mkdir(tmp, 0750) != 0 && errno != EEXIST) ? -1 : 0;
 }
 
 /* ---- progress callbacks -------------------------------------------------------------- */
@@ -162,11 +119,11 @@ static bool on_update(void *ctx, bn_stage stage, double fraction, const char *de
 {
     run *r = ctx;
     worker *w = r->w;
-    atomic_store(&w->heartbeat_ms, mono_ms());
+    atomic_store(&w->heartbeat_ms, bn_clock_mono_ms());
     if (fraction < 0) fraction = 0;
     if (fraction > 1) fraction = 1;
     bool changed = (int)stage != r->cur_stage;
-    int64_t t = mono_ms();
+    int64_t t = bn_clock_mono_ms();
     int per_s = w->pool->cfg.progress_per_s > 0 ? w->pool->cfg.progress_per_s : 4;
     if (!changed && t - r->last_write_ms < 1000 / per_s) return should_stop(r);
     if (changed) {
@@ -226,7 +183,7 @@ static void remove_partial(const bn_store_job *job)
     if (!job->output_dir) return;
     char partial[PATH_MAX + 16];
     snprintf(partial, sizeof partial, "%s.partial", job->output_dir);
-    rmtree(partial);
+    bn_fs_rm_rf(partial, NULL);
 }
 
 static void run_job(worker *w, bn_store *st, bn_store_job *job)
@@ -237,7 +194,7 @@ static void run_job(worker *w, bn_store *st, bn_store_job *job)
     snprintf(wd, sizeof wd, "%s/work/%s", p->state_dir, job->id);
     bn_options opt;
     bn_err err = {0};
-    int64_t t0 = mono_ms();
+    int64_t t0 = bn_clock_mono_ms();
     if (parse_options(job, &opt, &err)) {
         bn_store_event_add(st, job->id, NULL, "error", err.msg);
         finish(&r, BN_JOB_FAILED, err.msg);
@@ -245,7 +202,7 @@ static void run_job(worker *w, bn_store *st, bn_store_job *job)
     }
     int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
     opt.threads = bn_workers_threads_for(cores, p->n, p->cfg.threads_per_job, opt.threads);
-    if (mkdirs(wd)) {
+    if (bn_fs_mkdir_p(wd, NULL)) {
         bn_err_set(&err, BN_EIO, "cannot create work folder %.900s: %s", wd, strerror(errno));
         finish(&r, BN_JOB_FAILED, err.msg);
         bn_options_free(&opt);
@@ -260,22 +217,22 @@ static void run_job(worker *w, bn_store *st, bn_store_job *job)
     wlog(p, 6, "job %s: %s", job->id, msg);
     bn_progress prog = {.ctx = &r, .update = on_update, .event = on_event, .metric = on_metric};
     bn_pipeline_paths paths = {.model_dir = job->model, .output_dir = job->output_dir,
-                               .work_dir = wd, .data_dir = p->data_dir};
+                               .work_dir = wd, .data_dir = p->data_dir, .hub = p->cfg.hub};
     int rc = bn_pipeline_run(&paths, &opt, &prog, &err);
     bn_options_free(&opt);
     close_stage(&r);
-    double secs = (double)(mono_ms() - t0) / 1000.0;
+    double secs = (double)(bn_clock_mono_ms() - t0) / 1000.0;
     if (atomic_load(&w->lease_lost)) {
         wlog(p, 4, "job %s: lease lost; leaving the job to its new owner", job->id);
     } else if (rc == BN_OK) {
         finish(&r, BN_JOB_SUCCEEDED, NULL);
-        rmtree(wd);
+        bn_fs_rm_rf(wd, NULL);
         wlog(p, 6, "job %s: succeeded in %.1f s -> %s", job->id, secs, job->output_dir);
     } else if (rc == BN_ECANCELLED && atomic_load(&w->cancel_user)) {
         /* Clean up first: whoever sees "cancelled" must not find the work folder. A crash
          * in between leaves the job running with cancel_requested set: it is cancelled
          * again on restart. */
-        rmtree(wd);
+        bn_fs_rm_rf(wd, NULL);
         remove_partial(job);
         bn_store_event_add(st, job->id, NULL, "warn", "cancelled by request");
         finish(&r, BN_JOB_CANCELLED, "cancelled by request");
@@ -287,7 +244,7 @@ static void run_job(worker *w, bn_store *st, bn_store_job *job)
         wlog(p, 6, "job %s: back to queued (shutdown), work kept in %s", job->id, wd);
     } else {
         const char *why = err.msg[0] ? err.msg : bn_err_code_name(rc);
-        rmtree(wd);
+        bn_fs_rm_rf(wd, NULL);
         remove_partial(job);
         bn_store_event_add(st, job->id, NULL, "error", why);
         finish(&r, BN_JOB_FAILED, why);
@@ -328,7 +285,7 @@ static void *worker_main(void *arg)
         idle_wait(p, 2000);
     }
     while (st && !atomic_load(&p->stop)) {
-        atomic_store(&w->heartbeat_ms, mono_ms());
+        atomic_store(&w->heartbeat_ms, bn_clock_mono_ms());
         bn_store_job job;
         int rc = bn_store_job_claim(st, w->owner, p->cfg.lease_ms, &job);
         if (rc == BN_STORE_NOTFOUND) {
@@ -394,7 +351,7 @@ static void *housekeeper_main(void *arg)
     if (interval > 5000) interval = 5000;
     if (interval < 100) interval = 100;
     while (!atomic_load(&p->stop)) {
-        atomic_store(&p->hk_heartbeat_ms, mono_ms());
+        atomic_store(&p->hk_heartbeat_ms, bn_clock_mono_ms());
         if (!st && bn_store_open(p->db_path, &st, err, sizeof err))
             wlog(p, 3, "housekeeper: %s", err);
         if (st) renew_all(p, st);
@@ -403,11 +360,6 @@ static void *housekeeper_main(void *arg)
     bn_store_close(st);
     atomic_store(&p->hk_exited, true);
     return NULL;
-}
-
-static char *xstrdup(const char *s)
-{
-    return s ? strdup(s) : NULL;
 }
 
 static void pool_free(struct bn_workers *p)
@@ -431,10 +383,10 @@ int bn_workers_start(const bn_workers_config *cfg, bn_workers **out, char *err, 
         return -1;
     }
     p->cfg = *cfg;
-    p->db_path = xstrdup(cfg->db_path);
-    p->state_dir = xstrdup(cfg->state_dir);
-    p->data_dir = xstrdup(cfg->data_dir);
-    p->owner_prefix = xstrdup(cfg->owner_prefix ? cfg->owner_prefix : "bitnetd");
+    p->db_path = bn_str_dup(cfg->db_path);
+    p->state_dir = bn_str_dup(cfg->state_dir);
+    p->data_dir = bn_str_dup(cfg->data_dir);
+    p->owner_prefix = bn_str_dup(cfg->owner_prefix ? cfg->owner_prefix : "bitnetd");
     if (p->cfg.lease_ms <= 0) p->cfg.lease_ms = 60000;
     if (p->cfg.poll_ms <= 0) p->cfg.poll_ms = 500;
     p->n = cfg->n_workers > 0 ? cfg->n_workers : 0;
@@ -446,13 +398,13 @@ int bn_workers_start(const bn_workers_config *cfg, bn_workers **out, char *err, 
         snprintf(err, errlen, "workers: out of memory");
         return -1;
     }
-    atomic_store(&p->hk_heartbeat_ms, mono_ms());
+    atomic_store(&p->hk_heartbeat_ms, bn_clock_mono_ms());
     for (int i = 0; i < p->n; i++) {
         worker *w = &p->w[i];
         w->pool = p;
         w->index = i;
         snprintf(w->owner, sizeof w->owner, "%s/w%d", p->owner_prefix, i);
-        atomic_store(&w->heartbeat_ms, mono_ms());
+        atomic_store(&w->heartbeat_ms, bn_clock_mono_ms());
         if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
             snprintf(err, errlen, "workers: cannot start thread %d", i);
             bn_workers_stop(p, 0);
@@ -474,7 +426,7 @@ bool bn_workers_alive(void *arg)
 {
     struct bn_workers *p = arg;
     if (!p || atomic_load(&p->stop)) return false;
-    int64_t t = mono_ms();
+    int64_t t = bn_clock_mono_ms();
     if (t - atomic_load(&p->hk_heartbeat_ms) > 30000 || atomic_load(&p->hk_exited))
         return false;
     for (int i = 0; i < p->n; i++) {
@@ -486,13 +438,6 @@ bool bn_workers_alive(void *arg)
     return true;
 }
 
-int bn_workers_busy(bn_workers *p)
-{
-    int n = 0;
-    for (int i = 0; i < p->n; i++) n += atomic_load(&p->w[i].busy);
-    return n;
-}
-
 int bn_workers_stop(bn_workers *p, int grace_ms)
 {
     if (!p) return 0;
@@ -500,12 +445,12 @@ int bn_workers_stop(bn_workers *p, int grace_ms)
     atomic_store(&p->stop, true);
     pthread_cond_broadcast(&p->cond);
     pthread_mutex_unlock(&p->lock);
-    int64_t deadline = mono_ms() + grace_ms;
+    int64_t deadline = bn_clock_mono_ms() + grace_ms;
     for (;;) {
         bool all = true;
         for (int i = 0; i < p->n; i++)
             if (p->w[i].started && !atomic_load(&p->w[i].exited)) all = false;
-        if (all || mono_ms() >= deadline) break;
+        if (all || bn_clock_mono_ms() >= deadline) break;
         idle_wait(p, 50);
     }
     int stuck = 0;

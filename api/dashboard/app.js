@@ -12,7 +12,6 @@
 (function () {
   "use strict";
 
-  var STAGES = ["load", "calibrate", "quantize", "evaluate", "finetune", "export"];
   var METRIC_GROUPS = [
     ["pre-compression", ["compression/original_size_mb", "compression/pre_perplexity",
       "compression/pre_eval_loss"]],
@@ -105,18 +104,23 @@
     }
     return undefined;
   }
+  /* The stages by name, and their order as the API lists them (the API owns the list). */
   function normStages(j) {
     var raw = pick(j, ["stages"]);
     if (raw === undefined && j.progress && typeof j.progress === "object") raw = j.progress.stages;
-    var out = {};
+    var out = {}, order = [];
     if (Array.isArray(raw)) {
-      raw.forEach(function (s) { if (s && (s.name || s.stage)) out[s.name || s.stage] = s; });
+      raw.forEach(function (s) {
+        var name = s && (s.name || s.stage);
+        if (name) { out[name] = s; order.push(name); }
+      });
     } else if (raw && typeof raw === "object") {
       Object.keys(raw).forEach(function (k) {
         out[k] = typeof raw[k] === "number" ? { progress: raw[k] } : raw[k];
+        order.push(k);
       });
     }
-    return out;
+    return { byName: out, order: order };
   }
   function normJob(j) {
     var p = j.progress;
@@ -125,13 +129,15 @@
     if (overall === undefined) overall = status === "succeeded" ? 1 : 0;
     var err = j.error;
     if (err && typeof err === "object") err = err.detail || err.message || err.title || JSON.stringify(err);
+    var stages = normStages(j);
     return {
       raw: j,
       id: String(j.id),
       status: status,
       stage: pick(j, ["stage", "current_stage"]) || "",
       progress: frac(overall),
-      stages: normStages(j),
+      stages: stages.byName,
+      stageOrder: stages.order,
       model: pick(j, ["model", "model_path"]) || "",
       output: pick(j, ["output", "output_name"]) || "",
       outputDir: pick(j, ["output_dir", "output_path", "output_folder"]) || "",
@@ -347,7 +353,7 @@
   function stageState(job, name, idx) {
     var s = job.stages[name] || {};
     var st = s.status || s.state;
-    var cur = STAGES.indexOf(job.stage);
+    var cur = job.stageOrder.indexOf(job.stage);
     if (!st) {
       if (job.status === "succeeded") st = "done";
       else if (name === job.stage) st = job.status === "running" ? "running" : job.status;
@@ -366,7 +372,7 @@
 
   function renderTimeline(box, job) {
     clear(box);
-    STAGES.forEach(function (name, i) {
+    job.stageOrder.forEach(function (name, i) {
       var s = stageState(job, name, i);
       var meta = s.state === "running" ? Math.round(s.progress * 100) + "%" +
                    (job.detail && job.detail !== name ? " \u00b7 " + job.detail : "") :

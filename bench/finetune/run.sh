@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/finetune/run.sh - the issue-5 acceptance run: compress stories260K with STE
+# bench/finetune/run.sh - the fine-tuning benchmark: compress stories260K with STE
 # fine-tuning on tinystories_train.txt only, within a time budget, then score the output
 # on the held-out stories (tinystories_val.tok512.u16 windows = tinystories_eval.txt).
 #

@@ -139,8 +139,8 @@ static double time_tern(copies *c, bn_tk_act *a, const float *x, int n, float *y
         double t0 = now_s();
         for (int i = 0; i < c->n; i++) {
             bn_tk_act_quantize(a, x, n);
-            if (pool) bn_tk_gemm_pool(&c->tw[i], a, y, pool, BN_TK_AUTO);
-            else bn_tk_gemm(&c->tw[i], a, y, threads, BN_TK_AUTO);
+            if (pool) bn_tk_gemm_pool(&c->tw[i], a, y, pool, BN_ISA_AUTO);
+            else bn_tk_gemm(&c->tw[i], a, y, threads, BN_ISA_AUTO);
         }
         double t = (now_s() - t0) / c->n;
         if (t < best) best = t;
@@ -203,12 +203,12 @@ int main(int argc, char **argv)
         perror(json_path);
         return 1;
     }
-    printf("kernel ISA: %s; OpenBLAS core: %s (OPENBLAS_CORETYPE=%s)\n", bn_tk_isa_name(bn_tk_isa_best()),
+    printf("kernel ISA: %s; OpenBLAS core: %s (OPENBLAS_CORETYPE=%s)\n", bn_isa_name(bn_tk_isa_best()),
            openblas_get_corename(), getenv("OPENBLAS_CORETYPE"));
     printf("memory read bandwidth: %.1f GB/s (1 thread), %.1f GB/s (2 threads)\n\n", bw1, bw2);
     if (js)
         fprintf(js, "{\n  \"isa\": \"%s\",\n  \"openblas_core\": \"%s\",\n  \"bandwidth_gbs\": {\"1\": %.2f, \"2\": %.2f},\n  \"gemv\": [",
-                bn_tk_isa_name(bn_tk_isa_best()), openblas_get_corename(), bw1, bw2);
+                bn_isa_name(bn_tk_isa_best()), openblas_get_corename(), bw1, bw2);
 
     printf("GEMV (1 token, cold weights)\n");
     printf("%-11s %3s %11s %11s %8s %10s %8s\n", "shape", "thr", "tern us", "sgemv us", "speedup",

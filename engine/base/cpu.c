@@ -21,12 +21,6 @@ static bool detect_f16c(void)
     return __builtin_cpu_supports("avx2") && cpuid_bit(1, 0, 2, 29);
 }
 
-static bool detect_sha(void)
-{
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("sse4.1") && cpuid_bit(7, 0, 1, 29);
-}
-
 static bool detect_avx512(void)
 {
     __builtin_cpu_init();
@@ -45,8 +39,13 @@ static bool cached(int *slot, bool (*detect)(void))
     return v;
 }
 
-static int has_f16c = -1, has_sha = -1, has_avx512 = -1;
+static int has_f16c = -1, has_avx512 = -1;
 
 bool bn_cpu_has_f16c(void) { return cached(&has_f16c, detect_f16c); }
-bool bn_cpu_has_sha(void) { return cached(&has_sha, detect_sha); }
 bool bn_cpu_has_avx512(void) { return cached(&has_avx512, detect_avx512); }
+
+const char *bn_isa_name(bn_isa isa)
+{
+    static const char *const names[] = { "auto", "scalar", "avx2", "avx512" };
+    return (unsigned)isa < sizeof names / sizeof names[0] ? names[isa] : "?";
+}

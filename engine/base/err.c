@@ -10,10 +10,38 @@ int bn_err_set(bn_err *e, int code, const char *fmt, ...)
 {
     if (!e) return code;
     e->code = code;
+    e->field[0] = 0;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(e->msg, sizeof e->msg, fmt, ap);
     va_end(ap);
+    return code;
+}
+
+/* "config.a[2].b" -> "/config/a/2/b" */
+static void json_pointer(const char *dotted, char *out, size_t cap)
+{
+    size_t k = 0;
+    if (cap < 2) return;
+    out[k++] = '/';
+    for (const char *p = dotted; *p && k < cap - 1; p++) {
+        if (*p == ']') continue;
+        out[k++] = (*p == '.' || *p == '[') ? '/' : *p;
+    }
+    out[k] = 0;
+}
+
+int bn_err_set_at(bn_err *e, int code, const char *at, const char *fmt, ...)
+{
+    if (!e) return code;
+    e->code = code;
+    int n = snprintf(e->msg, sizeof e->msg, "%s: ", at);
+    if (n < 0 || (size_t)n >= sizeof e->msg) n = 0;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->msg + n, sizeof e->msg - (size_t)n, fmt, ap);
+    va_end(ap);
+    json_pointer(at, e->field, sizeof e->field);
     return code;
 }
 

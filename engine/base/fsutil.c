@@ -70,7 +70,6 @@ static int fsync_open(const char *path, int flags, bn_err *err)
     return 0;
 }
 
-int bn_fs_fsync_file(const char *path, bn_err *err) { return fsync_open(path, O_RDONLY, err); }
 int bn_fs_fsync_dir(const char *dir, bn_err *err) { return fsync_open(dir, O_RDONLY | O_DIRECTORY, err); }
 
 int bn_fs_fsync_parent(const char *path, bn_err *err)

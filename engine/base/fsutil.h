@@ -16,7 +16,6 @@
 int bn_fs_mkdir_p(const char *path, bn_err *err);
 /* rm -rf; a missing path is not an error. Never follows symlinks. */
 int bn_fs_rm_rf(const char *path, bn_err *err);
-int bn_fs_fsync_file(const char *path, bn_err *err);
 int bn_fs_fsync_dir(const char *dir, bn_err *err);
 /* fsyncs the parent folder of path */
 int bn_fs_fsync_parent(const char *path, bn_err *err);

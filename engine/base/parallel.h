@@ -1,6 +1,6 @@
 /* parallel.h - run independent tasks on a few short-lived threads inside one call.
  *
- * The engine has no long-lived threads (DESIGN.md section 2): a call that wants to
+ * The engine has no long-lived threads (docs/ARCHITECTURE.md, "Threads"): a call that wants to
  * compute in parallel spawns n_threads - 1 helpers, works itself as thread 0, and joins
  * them before returning. Tasks are handed out dynamically (an atomic counter), so uneven
  * tasks (causal attention rows) balance. With n_threads <= 1 or one task, everything runs

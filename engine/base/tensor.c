@@ -4,7 +4,7 @@
  * rounds to nearest even, keeps signed zeros and infinities, and turns NaN into a quiet
  * NaN that keeps the top payload bits (the same answer as the F16C instructions).
  * The array conversions use F16C (AVX2 machines) or AVX-512 when the CPU has them and
- * agree bit for bit with the scalar code (tests/engine/test_tensor.c checks all 65536
+ * agree bit for bit with the scalar code (tests/formats/test_io.c checks all 65536
  * half values and a sweep of floats).
  */
 #include "base/tensor.h"

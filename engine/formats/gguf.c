@@ -35,18 +35,6 @@ const char *bn_gguf_type_name(bn_gguf_type t)
     return NULL;
 }
 
-int bn_gguf_type_parse(const char *s, bn_gguf_type *out)
-{
-    static const bn_gguf_type all[] = {BN_GGUF_F32, BN_GGUF_F16, BN_GGUF_Q8_0, BN_GGUF_TQ1_0,
-                                       BN_GGUF_TQ2_0};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        if (s && strcasecmp(s, bn_gguf_type_name(all[i])) == 0) {
-            *out = all[i];
-            return 0;
-        }
-    return -1;
-}
-
 int bn_gguf_block_len(bn_gguf_type t)
 {
     switch (t) {
@@ -743,7 +731,6 @@ void bn_gguf_close(bn_gguf_file *f)
 
 uint32_t bn_gguf_version(const bn_gguf_file *f) { return f->version; }
 size_t bn_gguf_n_kv(const bn_gguf_file *f) { return f->n_kv; }
-const bn_gguf_kv *bn_gguf_kv_at(const bn_gguf_file *f, size_t i) { return i < f->n_kv ? &f->kv[i] : NULL; }
 size_t bn_gguf_n_tensors(const bn_gguf_file *f) { return f->n_t; }
 const bn_gguf_tensor *bn_gguf_tensor_at(const bn_gguf_file *f, size_t i) { return i < f->n_t ? &f->t[i] : NULL; }
 

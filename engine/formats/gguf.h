@@ -75,7 +75,6 @@ typedef struct bn_gguf_block_q8_0 {
 } bn_gguf_block_q8_0;
 
 const char *bn_gguf_type_name(bn_gguf_type t); /* "tq2_0", ... or NULL if unknown */
-int bn_gguf_type_parse(const char *s, bn_gguf_type *out); /* case-insensitive; 0 or -1 */
 /* Weights per block (1 for F32/F16) and bytes per block; 0 for an unknown type. */
 int bn_gguf_block_len(bn_gguf_type t);
 size_t bn_gguf_block_bytes(bn_gguf_type t);
@@ -158,7 +157,6 @@ int bn_gguf_open(const char *path, bn_gguf_file **out, bn_err *err);
 void bn_gguf_close(bn_gguf_file *f);
 uint32_t bn_gguf_version(const bn_gguf_file *f);
 size_t bn_gguf_n_kv(const bn_gguf_file *f);
-const bn_gguf_kv *bn_gguf_kv_at(const bn_gguf_file *f, size_t i);
 const bn_gguf_kv *bn_gguf_find_kv(const bn_gguf_file *f, const char *key);
 size_t bn_gguf_n_tensors(const bn_gguf_file *f);
 const bn_gguf_tensor *bn_gguf_tensor_at(const bn_gguf_file *f, size_t i);

@@ -142,6 +142,137 @@ static int get_token_id(cfgctx *c, const cJSON *root, const char *key, int *out)
     return 0;
 }
 
+/* ---- keys that change the math ------------------------------------------------------------ */
+
+/* A config key whose value would change the model's math in a way the engine does not
+ * compute: refused by name and value, never ignored. */
+static int refuse(cfgctx *c, const char *key, const char *value, const char *why)
+{
+    return c->rc = bn_err_set_at(c->err, BN_EUNSUPPORTED, key, "%s is not supported (%s): %s", value, why,
+                                 c->file);
+}
+
+static const char *value_text(const cJSON *v, char *buf, size_t len)
+{
+    char *p = cJSON_PrintUnformatted(v);
+    snprintf(buf, len, "%s", p ? p : "?");
+    free(p);
+    return buf;
+}
+
+/* hidden_act, mlp_bias, partial_rotary_factor and friends: only their neutral values. */
+static int refuse_math_keys(cfgctx *c, const cJSON *root)
+{
+    char buf[96];
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
+    if (v && !cJSON_IsNull(v) && !(cJSON_IsString(v) && !strcmp(v->valuestring, "silu")))
+        return refuse(c, "hidden_act", value_text(v, buf, sizeof buf), "the MLP computes SiLU only");
+    v = cJSON_GetObjectItemCaseSensitive(root, "mlp_bias");
+    if (cJSON_IsTrue(v)) return refuse(c, "mlp_bias", "true", "MLP biases are not implemented");
+    v = cJSON_GetObjectItemCaseSensitive(root, "partial_rotary_factor");
+    if (v && !cJSON_IsNull(v) && !(cJSON_IsNumber(v) && v->valuedouble == 1.0))
+        return refuse(c, "partial_rotary_factor", value_text(v, buf, sizeof buf), "rotary on every dimension only");
+    static const char *const softcaps[] = { "attn_logit_softcapping", "final_logit_softcapping" };
+    for (size_t i = 0; i < sizeof softcaps / sizeof softcaps[0]; i++) {
+        v = cJSON_GetObjectItemCaseSensitive(root, softcaps[i]);
+        if (v && !cJSON_IsNull(v)) return refuse(c, softcaps[i], value_text(v, buf, sizeof buf), "no soft-capping");
+    }
+    return 0;
+}
+
+/* Number field of a rope block, with a default; refuses a non-number. */
+static int rope_num(cfgctx *c, const cJSON *o, const char *block, const char *key, double def, double *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    *out = def;
+    if (!v || cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsNumber(v) || !(v->valuedouble > 0) || !isfinite(v->valuedouble)) {
+        char at[64];
+        snprintf(at, sizeof at, "%s%s%s", block, block[0] ? "." : "", key);
+        return c->rc = bn_err_set_at(c->err, BN_EFORMAT, at, "must be a positive number: %s", c->file);
+    }
+    *out = v->valuedouble;
+    return 0;
+}
+
+/* rope_theta and the rope type, from either layout transformers writes:
+ *   4.x: top-level "rope_theta", "rope_scaling": {"type" | "rope_type", "factor", ...} or null
+ *   5.x: "rope_parameters": {"rope_theta", "rope_type", "factor", ...}
+ * default, linear and llama3 are computed; every other type is refused by name. */
+static int parse_rope(cfgctx *c, const cJSON *root, bn_model_config *cfg)
+{
+    const cJSON *params = cJSON_GetObjectItemCaseSensitive(root, "rope_parameters");
+    const cJSON *scaling = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
+    const char *block = "rope_parameters";
+    const cJSON *o = params;
+    if (!o || cJSON_IsNull(o)) { o = scaling; block = "rope_scaling"; }
+    if (o && !cJSON_IsNull(o) && !cJSON_IsObject(o))
+        return c->rc = bn_err_set_at(c->err, BN_EFORMAT, block, "must be an object or null: %s", c->file);
+    if (o && cJSON_IsNull(o)) o = NULL;
+    double theta;
+    if (rope_num(c, root, "", "rope_theta", 10000.0, &theta)) return c->rc;
+    if (o && rope_num(c, o, block, "rope_theta", theta, &theta)) return c->rc;
+    cfg->rope_theta = (float)theta;
+    cfg->rope_type = BN_ROPE_DEFAULT;
+    cfg->rope_factor = 1.0f;
+    if (!o) return 0;
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "rope_type");
+    if (!t || cJSON_IsNull(t)) t = cJSON_GetObjectItemCaseSensitive(o, "type");
+    const char *type = cJSON_IsString(t) ? t->valuestring : "default";
+    char at[64];
+    snprintf(at, sizeof at, "%s.rope_type", block);
+    double factor = 1, lo = 1, hi = 4, orig = 8192;
+    if (!strcmp(type, "default")) return 0;
+    if (!strcmp(type, "linear")) {
+        if (rope_num(c, o, block, "factor", 1.0, &factor)) return c->rc;
+        cfg->rope_type = BN_ROPE_LINEAR;
+        cfg->rope_factor = (float)factor;
+        return 0;
+    }
+    if (!strcmp(type, "llama3")) {
+        if (rope_num(c, o, block, "factor", 8.0, &factor) || rope_num(c, o, block, "low_freq_factor", 1.0, &lo) ||
+            rope_num(c, o, block, "high_freq_factor", 4.0, &hi) ||
+            rope_num(c, o, block, "original_max_position_embeddings", 8192, &orig))
+            return c->rc;
+        if (!(hi > lo))
+            return c->rc = bn_err_set_at(c->err, BN_EFORMAT, block,
+                                         "high_freq_factor must exceed low_freq_factor: %s", c->file);
+        cfg->rope_type = BN_ROPE_LLAMA3;
+        cfg->rope_factor = (float)factor;
+        cfg->rope_low_freq_factor = (float)lo;
+        cfg->rope_high_freq_factor = (float)hi;
+        cfg->rope_orig_ctx = (int)orig;
+        return 0;
+    }
+    return refuse(c, at, type, "rope types default, linear and llama3 are computed");
+}
+
+/* Sliding-window attention (mistral "sliding_window"; qwen2 with "use_sliding_window"):
+ * exact as long as no sequence is longer than the window, so the context is capped there. */
+static int parse_window(cfgctx *c, const cJSON *root, bn_model_config *cfg)
+{
+    const cJSON *use = cJSON_GetObjectItemCaseSensitive(root, "use_sliding_window");
+    const cJSON *w = cJSON_GetObjectItemCaseSensitive(root, "sliding_window");
+    bool active = cfg->arch == BN_ARCH_QWEN2 ? cJSON_IsTrue(use) : (w && !cJSON_IsNull(w));
+    cfg->sliding_window = 0;
+    if (!active || !w || cJSON_IsNull(w)) return 0;
+    if (!cJSON_IsNumber(w) || w->valuedouble < 1 || w->valuedouble > INT_MAX || floor(w->valuedouble) != w->valuedouble)
+        return c->rc = bn_err_set_at(c->err, BN_EFORMAT, "sliding_window", "must be a positive integer: %s", c->file);
+    cfg->sliding_window = (int)w->valuedouble;
+    if (cfg->max_seq_len > cfg->sliding_window) cfg->max_seq_len = cfg->sliding_window;
+    return 0;
+}
+
+const char *bn_hf_rope_type_name(bn_rope_type t)
+{
+    switch (t) {
+    case BN_ROPE_LINEAR: return "linear";
+    case BN_ROPE_LLAMA3: return "llama3";
+    default: return "default";
+    }
+}
+
+
 static int parse_root(cfgctx *c, const cJSON *root, bn_model_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -166,13 +297,15 @@ static int parse_root(cfgctx *c, const cJSON *root, bn_model_config *cfg)
     get_int(c, root, "head_dim", cfg->dim / cfg->n_heads, false, &cfg->head_dim);
     get_int(c, root, "max_position_embeddings", ctx_default, false, &cfg->max_seq_len);
     get_float(c, root, "rms_norm_eps", 1e-6f, &cfg->rms_norm_eps);
-    get_float(c, root, "rope_theta", 10000.0f, &cfg->rope_theta);
     get_bool(c, root, "tie_word_embeddings", false, &cfg->tied_embeddings);
-    get_bool(c, root, "attention_bias", qwen, &cfg->attention_bias);
-    if (qwen) cfg->attention_bias = true; /* Qwen2 always has q/k/v biases */
+    get_bool(c, root, "attention_bias", false, &cfg->attention_bias);
+    if (!c->rc && cfg->attention_bias && !qwen) /* llama/mistral: o_proj gets a bias too */
+        return c->rc = refuse(c, "attention_bias", "true", "an o_proj bias is not implemented");
+    if (qwen) cfg->attention_bias = true; /* Qwen2 always has q/k/v biases (and no o_proj bias) */
     get_token_id(c, root, "bos_token_id", &cfg->bos_id);
     get_token_id(c, root, "eos_token_id", &cfg->eos_id);
     if (c->rc) return c->rc;
+    if (parse_rope(c, root, cfg) || refuse_math_keys(c, root) || parse_window(c, root, cfg)) return c->rc;
     if (cfg->head_dim < 1)
         return bn_err_set(c->err, BN_EFORMAT, "%s: hidden_size %d smaller than num_attention_heads %d", c->file,
                           cfg->dim, cfg->n_heads);

@@ -17,6 +17,9 @@
 
 typedef enum bn_arch { BN_ARCH_LLAMA, BN_ARCH_MISTRAL, BN_ARCH_QWEN2 } bn_arch;
 
+/* Rotary embedding variants computed exactly as transformers does (others are refused). */
+typedef enum bn_rope_type { BN_ROPE_DEFAULT = 0, BN_ROPE_LINEAR, BN_ROPE_LLAMA3 } bn_rope_type;
+
 typedef struct bn_model_config {
     bn_arch arch;
     char model_type[32];
@@ -30,6 +33,11 @@ typedef struct bn_model_config {
     int max_seq_len;  /* max_position_embeddings */
     float rms_norm_eps;
     float rope_theta;
+    bn_rope_type rope_type;   /* rope_scaling / rope_parameters "rope_type" */
+    float rope_factor;        /* linear, llama3: the scaling factor (1 for default) */
+    float rope_low_freq_factor, rope_high_freq_factor; /* llama3 */
+    int rope_orig_ctx;        /* llama3: original_max_position_embeddings */
+    int sliding_window;       /* mistral / qwen2 window; 0 = none (max_seq_len never exceeds it) */
     bool tied_embeddings;
     bool attention_bias; /* q/k/v biases (qwen2 default true) */
     int bos_id, eos_id;  /* -1 if absent */
@@ -63,6 +71,9 @@ const char *bn_hf_name(bn_role r, int layer, char *buf, size_t len);
 
 int bn_hf_config_parse(const char *json, size_t len, bn_model_config *cfg, bn_err *err);
 int bn_hf_config_load(const char *path, bn_model_config *cfg, bn_err *err);
+/* The rope type's name as config.json writes it ("default", "linear", "llama3"). */
+const char *bn_hf_rope_type_name(bn_rope_type t);
+
 /* As bn_hf_config_parse, with `file` naming the source in error messages. */
 int bn_hf_config_parse_named(const char *json, size_t len, const char *file, bn_model_config *cfg, bn_err *err);
 /* The shape config implies for role r (ndim returned; 0 for BN_ROLE_OTHER). */

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/rng.h"
 #include "base/fsutil.h"
 #include "formats/hf.h"
 #include "formats/safetensors.h"
@@ -169,23 +170,15 @@ static char *config_json(const bn_init_spec *s)
 
 /* ---- weights --------------------------------------------------------------------- */
 
-static inline uint64_t splitmix(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-
 /* values [start, start+n) of tensor `ti` into dst (F32) */
 static void gen_normal(uint64_t seed, uint64_t ti, uint64_t start, size_t n, float std, float *dst)
 {
-    uint64_t base = splitmix(seed ^ (ti * 0x632be59bd9b4e019ull));
+    uint64_t base = bn_rng_hash(seed ^ (ti * 0x632be59bd9b4e019ull));
     for (size_t i = 0; i < n; i++) {
         uint64_t k = start + i;
-        uint64_t r = splitmix(base + (k >> 1));
+        uint64_t r = bn_rng_hash(base + (k >> 1));
         double u1 = ((double)(r >> 11) + 1.0) * 0x1.0p-53;   /* (0, 1] */
-        double u2 = (double)(splitmix(r) >> 11) * 0x1.0p-53;
+        double u2 = (double)(bn_rng_hash(r) >> 11) * 0x1.0p-53;
         double m = sqrt(-2.0 * log(u1));
         double z = (k & 1) ? m * sin(2 * M_PI * u2) : m * cos(2 * M_PI * u2);
         dst[i] = (float)(z * std);

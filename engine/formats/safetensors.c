@@ -32,7 +32,7 @@
 #include <unistd.h>
 
 #include "base/fsutil.h"
-#include "base/sha256.h"
+#include "base/checksum.h"
 
 struct bn_st_file {
     char *label;             /* path or label used in messages */
@@ -519,8 +519,6 @@ const bn_st_tensor *bn_st_set_find(const bn_st_set *s, const char *name)
 }
 uint64_t bn_st_set_bytes(const bn_st_set *s) { return s->bytes; }
 size_t bn_st_set_file_count(const bn_st_set *s) { return s->n_files; }
-const bn_st_file *bn_st_set_file(const bn_st_set *s, size_t i) { return i < s->n_files ? s->files[i] : NULL; }
-const char *bn_st_file_path(const bn_st_file *f) { return f->label; }
 
 /* ---- writer -------------------------------------------------------------------- */
 
@@ -536,7 +534,7 @@ struct bn_st_writer {
     char *path, *tmp;
     int fd;
     bool direct;     /* fd has O_DIRECT */
-    bn_sha256 sha;
+    bn_sha256 sha;   /* of every byte written */
     decl *d;
     size_t n, cap;
     char **meta;     /* key, value pairs */
@@ -565,7 +563,10 @@ int bn_st_writer_new(const char *path, bn_st_writer **out, bn_err *err)
         return bn_err_set(err, BN_ENOMEM, "out of memory");
     }
     snprintf(w->tmp, n, "%s.tmp", path);
-    bn_sha256_init(&w->sha);
+    if (bn_sha256_init(&w->sha, err)) {
+        bn_st_writer_abort(w);
+        return BN_ENOMEM;
+    }
     w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_DIRECT, 0644);
     w->direct = w->fd >= 0;
     if (w->fd < 0 && errno == EINVAL) w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -733,11 +734,7 @@ int bn_st_writer_finish_sha256(bn_st_writer *w, char hex[65], bn_err *err)
         rc = bn_err_set(err, BN_EINVAL, "%s: tensor '%s' has %llu of its %llu bytes", w->path, w->d[w->cur].name,
                         (unsigned long long)w->cur_done, (unsigned long long)w->d[w->cur].nbytes);
     if (rc == 0) rc = flush_buf(w, err);
-    if (rc == 0 && hex) {
-        uint8_t d[32];
-        bn_sha256_final(&w->sha, d);
-        for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
-    }
+    if (rc == 0 && hex) rc = bn_sha256_final_hex(&w->sha, hex, err);
     if (rc == 0 && fsync(w->fd) != 0) {
         int e = errno;
         rc = bn_err_set(err, bn_err_from_errno(e), "%s: fsync: %s", w->tmp, strerror(e));
@@ -763,6 +760,7 @@ void bn_st_writer_abort(bn_st_writer *w)
     if (!w) return;
     if (w->fd >= 0) close(w->fd);
     if (w->tmp) unlink(w->tmp);
+    bn_sha256_free(&w->sha);
     for (size_t i = 0; i < w->n; i++) free(w->d[i].name);
     for (size_t i = 0; i < 2 * w->n_meta; i++) free(w->meta[i]);
     free(w->meta);

@@ -45,7 +45,6 @@ const bn_st_tensor *bn_st_at(const bn_st_file *f, size_t i);
 const bn_st_tensor *bn_st_find(const bn_st_file *f, const char *name);
 const char *bn_st_metadata(const bn_st_file *f, const char *key); /* __metadata__ value or NULL */
 uint64_t bn_st_file_size(const bn_st_file *f);
-const char *bn_st_file_path(const bn_st_file *f);
 /* Drops the tensor's pages from this process's resident set (the page cache keeps
  * them); the data stays readable. Streaming code calls it after each tensor so that
  * peak RSS stays near one tensor, not the whole model. */
@@ -66,7 +65,6 @@ const bn_st_tensor *bn_st_set_at(const bn_st_set *s, size_t i);
 const bn_st_tensor *bn_st_set_find(const bn_st_set *s, const char *name);
 uint64_t bn_st_set_bytes(const bn_st_set *s); /* total bytes of tensor data on disk */
 size_t bn_st_set_file_count(const bn_st_set *s);
-const bn_st_file *bn_st_set_file(const bn_st_set *s, size_t i); /* shard i */
 
 typedef struct bn_st_writer bn_st_writer;
 int bn_st_writer_new(const char *path, bn_st_writer **out, bn_err *err);

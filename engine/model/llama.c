@@ -25,9 +25,11 @@
 #include <string.h>
 
 #include "base/blas.h"
+#include "base/rng.h"
 #include "base/parallel.h"
 #include "base/tensor.h"
 #include "base/vecmath.h"
+#include "model/rope.h"
 
 /* Element type: float, or double in the BN_LLAMA_F64 test build (gradient checks). */
 typedef bn_llama_float real;
@@ -252,20 +254,10 @@ int bn_llama_set_linear_codes(bn_llama *m, bn_role role, int layer, const int8_t
 
 /* ---- construction ---------------------------------------------------------------- */
 
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static double uniform01(uint64_t *s) { return ((splitmix64(s) >> 11) + 0.5) * 0x1.0p-53; }
-
 static void fill_normal(real *x, size_t n, real std, uint64_t *s)
 {
     for (size_t i = 0; i < n; i += 2) {
-        double u1 = uniform01(s), u2 = uniform01(s);
+        double u1 = bn_rng_uniform01(s), u2 = bn_rng_uniform01(s);
         double rad = sqrt(-2.0 * log(u1));
         x[i] = (real)(std * rad * cos(2 * M_PI * u2));
         if (i + 1 < n) x[i + 1] = (real)(std * rad * sin(2 * M_PI * u2));
@@ -334,12 +326,12 @@ static size_t scratch_point(const bn_model_config *c, size_t B, size_t T, bool g
     return off;
 }
 
-/* HF rotary tables: angle = pos * theta^(-2i/hd), i < hd/2, computed in double. */
+/* HF rotary tables: angle = pos * inv_freq(i), i < hd/2 (model/rope.h), in double. */
 static void rope_tables(const bn_model_config *c, int T, real *cosb, real *sinb)
 {
     int half = c->head_dim / 2;
     for (int i = 0; i < half; i++) {
-        double inv = pow((double)c->rope_theta, -2.0 * i / c->head_dim);
+        double inv = bn_rope_inv_freq(c, i);
         for (int p = 0; p < T; p++) {
             double a = p * inv;
             cosb[(size_t)p * half + i] = (real)cos(a);

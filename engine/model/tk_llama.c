@@ -18,6 +18,7 @@
 #include "base/blas.h"
 #include "base/tensor.h"
 #include "model/llama.h"
+#include "model/rope.h"
 #include "quant/quant.h"
 #include "quant/tkernels.h"
 
@@ -157,10 +158,12 @@ int bn_tk_llama_load(const bn_hf_model *hf, int max_ctx, int threads, bn_tk_llam
     m->scores = malloc(sizeof(float) * max_ctx);
     m->inv_freq = malloc(sizeof(float) * (hd / 2 + 1));
     if (!m->kc || !m->vc || !m->x || !m->n || !m->o || !m->qkv || !m->att || !m->gu || !m->h || !m->head16 ||
-        !m->scores || !m->inv_freq || bn_tk_act_init(&m->a_dim, m->batch, D) || bn_tk_act_init(&m->a_qd, m->batch, QD) || bn_tk_act_init(&m->a_ff, m->batch, F) || bn_tk_pool_new(m->threads, &m->pool))
+        !m->scores || !m->inv_freq || bn_tk_act_init(&m->a_dim, m->batch, D) ||
+        bn_tk_act_init(&m->a_qd, m->batch, QD) || bn_tk_act_init(&m->a_ff, m->batch, F) ||
+        bn_tk_pool_new(m->threads, &m->pool))
         rc = bn_err_set(err, BN_ENOMEM, "ternary model: out of memory (context %d)", max_ctx);
     for (int i = 0; !rc && i < hd / 2; i++)
-        m->inv_freq[i] = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)hd);
+        m->inv_freq[i] = (float)bn_rope_inv_freq(c, i);
     for (int p = 0; !rc && p < G_COUNT; p++) {
         m->w[p] = calloc((size_t)c->n_layers, sizeof(bn_tk_matrix));
         if (!m->w[p]) rc = bn_err_set(err, BN_ENOMEM, "ternary model: out of memory");
@@ -259,7 +262,7 @@ static void attention(bn_tk_llama *m, int layer, int pos, const float *q, float 
 
 static void gemm(bn_tk_llama *m, int p, int layer, bn_tk_act *a, float *y)
 {
-    bn_tk_gemm_pool(&m->w[p][layer], a, y, m->pool, BN_TK_AUTO);
+    bn_tk_gemm_pool(&m->w[p][layer], a, y, m->pool, BN_ISA_AUTO);
 }
 
 typedef struct head_job {
@@ -272,7 +275,7 @@ typedef struct head_job {
 static void head_rows(void *arg, int r0, int r1)
 {
     const head_job *j = arg;
-    bn_tk_f16_gemv_rows(j->w, j->cols, j->x, j->y, r0, r1, BN_TK_AUTO);
+    bn_tk_f16_gemv_rows(j->w, j->cols, j->x, j->y, r0, r1, BN_ISA_AUTO);
 }
 
 /* Tokens [n] at positions pos0.. (n <= m->batch): every projection is one GEMM over the n

@@ -11,13 +11,15 @@
  *           overflow nor underflow).
  * The scalar functions are the reference; the AVX2 (+F16C) and AVX-512 versions do the
  * same float operations in the same order (no FMA contraction), so all three give the
- * same bytes (tests/engine/test_quant.c). Rows are split among pthreads in contiguous
+ * same bytes (tests/quant/test_quant.c). Rows are split among pthreads in contiguous
  * ranges; per-row results land in arrays reduced in row order afterwards, so the
  * thread count never changes a byte.
  */
+#include "quant/qtensor.h"
 #include "quant/quant.h"
 
 #include "base/cpu.h"
+#include "base/parallel.h"
 
 #include <immintrin.h>
 #include <math.h>
@@ -299,12 +301,6 @@ bool bn_quant_isa_available(bn_isa isa)
     return false;
 }
 
-const char *bn_isa_name(bn_isa isa)
-{
-    static const char *n[] = { "auto", "scalar", "avx2", "avx512" };
-    return (unsigned)isa < 4 ? n[isa] : "?";
-}
-
 static bn_isa resolve_isa(bn_isa want)
 {
     if (want != BN_ISA_AUTO) return bn_quant_isa_available(want) ? want : BN_ISA_SCALAR;
@@ -353,19 +349,18 @@ struct job {
     row_fn fn;
 };
 
-typedef struct { job *j; int64_t r0, r1; } slice;
+typedef struct { job *j; int n; } slices; /* the rows in n contiguous slices */
 
-static void *slice_main(void *arg)
+static void slice_task(void *ctx, int task, int thread)
 {
-    slice *s = arg;
-    s->j->fn(s->j, s->r0, s->r1);
-    return NULL;
+    (void)thread;
+    const slices *s = ctx;
+    s->j->fn(s->j, s->j->rows * task / s->n, s->j->rows * (task + 1) / s->n);
 }
 
 static int n_threads(int want, int64_t rows, int64_t cols)
 {
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    int n = want > 0 ? want : (int)(cores > 0 ? cores : 1);
+    int n = want > 0 ? want : bn_cpu_count();
     int64_t work = rows * cols;
     if (work < (1 << 16)) n = 1; /* not worth a thread */
     if (n > rows) n = (int)rows;
@@ -381,18 +376,8 @@ static void run_rows(job *j, row_fn fn, int threads)
         fn(j, 0, j->rows);
         return;
     }
-    pthread_t tid[64];
-    slice sl[64];
-    bool started[64] = { false };
-    for (int i = 0; i < n; i++) {
-        sl[i] = (slice){ j, j->rows * i / n, j->rows * (i + 1) / n };
-        if (i > 0) started[i] = pthread_create(&tid[i], NULL, slice_main, &sl[i]) == 0;
-    }
-    slice_main(&sl[0]);
-    for (int i = 1; i < n; i++) {
-        if (started[i]) pthread_join(tid[i], NULL);
-        else slice_main(&sl[i]); /* could not start a thread: do it here */
-    }
+    slices s = { j, n };
+    bn_parallel_for(n, n, slice_task, &s);
 }
 
 /* ---- pass 1: row sums ---------------------------------------------------------------- */
@@ -771,4 +756,12 @@ float bn_quant_auto_tau(uint64_t n, const char **category)
     else { c = "large"; t = 0.55f; }
     if (category) *category = c;
     return t;
+}
+
+void bn_qtensor_free(bn_qtensor *t)
+{
+    free(t->name);
+    free(t->codes);
+    free(t->scales);
+    memset(t, 0, sizeof *t);
 }

@@ -22,12 +22,12 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "base/cpu.h"
 #include "base/err.h"
 #include "base/tensor.h"
 
 #define BN_QUANT_SCALE_FLOOR 1e-8f
 
-typedef enum { BN_ISA_AUTO = 0, BN_ISA_SCALAR, BN_ISA_AVX2, BN_ISA_AVX512 } bn_isa;
 
 typedef struct bn_quant_params {
     float tau;        /* threshold as a fraction of the scale; default 0.5 */
@@ -50,7 +50,6 @@ typedef struct bn_quant_stats {
 void bn_quant_params_default(bn_quant_params *p);
 /* true when the CPU (and this build) can run isa */
 bool bn_quant_isa_available(bn_isa isa);
-const char *bn_isa_name(bn_isa isa);
 
 /* Quantizes src (F32, F16 or BF16, row-major [rows, cols]) into codes[rows*cols] and
  * scales[rows] (per channel) or scales[1] (per tensor). st may be NULL. */

@@ -46,7 +46,7 @@ static double time_ternary(speed_case *c, int n, int iters)
     double t0 = now_s();
     for (int i = 0; i < iters; i++) {
         bn_tk_act_quantize(&c->act, c->x, n);
-        bn_tk_gemm(&c->tw, &c->act, c->y, c->threads, BN_TK_AUTO);
+        bn_tk_gemm(&c->tw, &c->act, c->y, c->threads, BN_ISA_AUTO);
     }
     return (now_s() - t0) / iters;
 }

@@ -8,6 +8,7 @@
  */
 #include "quant/tkernels.h"
 
+#include "base/cpu.h"
 #include "base/tensor.h"
 
 #include <immintrin.h>
@@ -16,6 +17,8 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "base/parallel.h"
 
 #define TK_ALIGN 64
 /* blocks ahead to prefetch in a streamed weight row (GEMV is memory-bound) */
@@ -33,36 +36,25 @@ static void *tk_alloc(size_t n)
 
 /* ---- ISA selection -------------------------------------------------------------- */
 
-int bn_tk_isa_supported(bn_tk_isa isa)
+int bn_tk_isa_supported(bn_isa isa)
 {
     __builtin_cpu_init();
     switch (isa) {
-    case BN_TK_SCALAR: return 1;
-    case BN_TK_AVX2: return __builtin_cpu_supports("avx2");
-    case BN_TK_AVX512VNNI:
+    case BN_ISA_SCALAR: return 1;
+    case BN_ISA_AVX2: return __builtin_cpu_supports("avx2");
+    case BN_ISA_AVX512:
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
-    case BN_TK_AUTO: return 1;
+    case BN_ISA_AUTO: return 1;
     }
     return 0;
 }
 
-bn_tk_isa bn_tk_isa_best(void)
+bn_isa bn_tk_isa_best(void)
 {
-    if (bn_tk_isa_supported(BN_TK_AVX512VNNI)) return BN_TK_AVX512VNNI;
-    if (bn_tk_isa_supported(BN_TK_AVX2)) return BN_TK_AVX2;
-    return BN_TK_SCALAR;
-}
-
-const char *bn_tk_isa_name(bn_tk_isa isa)
-{
-    switch (isa) {
-    case BN_TK_AUTO: return "auto";
-    case BN_TK_SCALAR: return "scalar";
-    case BN_TK_AVX2: return "avx2";
-    case BN_TK_AVX512VNNI: return "avx512vnni";
-    }
-    return "?";
+    if (bn_tk_isa_supported(BN_ISA_AVX512)) return BN_ISA_AVX512;
+    if (bn_tk_isa_supported(BN_ISA_AVX2)) return BN_ISA_AVX2;
+    return BN_ISA_SCALAR;
 }
 
 /* ---- packing -------------------------------------------------------------------- */
@@ -185,7 +177,7 @@ typedef struct tk_job {
     const bn_tk_act *x;
     float *y;
     int r0, r1;
-    bn_tk_isa isa;
+    bn_isa isa;
     bn_tk_rows_fn fn; /* set: a caller's product, fn(arg, r0, r1) instead of the above */
     void *arg;
 } tk_job;
@@ -427,16 +419,17 @@ static void run_job(const tk_job *jb)
         return;
     }
     switch (jb->isa) {
-    case BN_TK_AVX512VNNI: tile_vnni(jb); break;
-    case BN_TK_AVX2: tile_avx2(jb); break;
+    case BN_ISA_AVX512: tile_vnni(jb); break;
+    case BN_ISA_AVX2: tile_avx2(jb); break;
     default: tile_scalar(jb); break;
     }
 }
 
-static void *job_thread(void *arg)
+/* One share of a bn_tk_gemm call, as a bn_parallel_for task. */
+static void job_task(void *ctx, int task, int thread)
 {
-    run_job(arg);
-    return NULL;
+    (void)thread;
+    run_job(&((const tk_job *)ctx)[task]);
 }
 
 #define TK_MAX_THREADS 64
@@ -445,7 +438,7 @@ static void *job_thread(void *arg)
 /* Splits the rows of one product into at most `threads` jobs (fewer when the product is
  * small: at least 16 rows and TK_MIN_THREAD_WORK products per job, on multiples of 4
  * rows). Returns the number of jobs. */
-static int split_jobs(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads, bn_tk_isa isa,
+static int split_jobs(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads, bn_isa isa,
                       tk_job *jobs)
 {
     if (threads < 1) threads = 1;
@@ -464,22 +457,12 @@ static int split_jobs(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int t
     return threads;
 }
 
-void bn_tk_gemm(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads, bn_tk_isa isa)
+void bn_tk_gemm(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads, bn_isa isa)
 {
-    if (isa == BN_TK_AUTO || !bn_tk_isa_supported(isa)) isa = bn_tk_isa_best();
+    if (isa == BN_ISA_AUTO || !bn_tk_isa_supported(isa)) isa = bn_tk_isa_best();
     tk_job jobs[TK_MAX_THREADS];
-    pthread_t tid[TK_MAX_THREADS];
-    int started[TK_MAX_THREADS] = {0};
     int n = split_jobs(w, x, y, threads, isa, jobs);
-    for (int i = 1; i < n; i++)
-        started[i] = pthread_create(&tid[i], NULL, job_thread, &jobs[i]) == 0;
-    run_job(&jobs[0]);
-    for (int i = 1; i < n; i++) {
-        if (started[i])
-            pthread_join(tid[i], NULL);
-        else
-            run_job(&jobs[i]); /* could not start a thread: do its share here */
-    }
+    bn_parallel_for(n, n, job_task, jobs);
 }
 
 /* ---- the pool ------------------------------------------------------------------------ */
@@ -574,9 +557,9 @@ void bn_tk_pool_free(bn_tk_pool *p)
 
 int bn_tk_pool_threads(const bn_tk_pool *p) { return p ? p->threads : 1; }
 
-void bn_tk_gemm_pool(const bn_tk_matrix *w, const bn_tk_act *x, float *y, bn_tk_pool *p, bn_tk_isa isa)
+void bn_tk_gemm_pool(const bn_tk_matrix *w, const bn_tk_act *x, float *y, bn_tk_pool *p, bn_isa isa)
 {
-    if (isa == BN_TK_AUTO || !bn_tk_isa_supported(isa)) isa = bn_tk_isa_best();
+    if (isa == BN_ISA_AUTO || !bn_tk_isa_supported(isa)) isa = bn_tk_isa_best();
     tk_job alone;
     int threads = bn_tk_pool_threads(p);
     tk_job *jobs = threads > 1 ? p->jobs : &alone;
@@ -594,7 +577,7 @@ void bn_tk_gemm_pool(const bn_tk_matrix *w, const bn_tk_act *x, float *y, bn_tk_
     }
 }
 
-void bn_tk_gemv(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads, bn_tk_isa isa)
+void bn_tk_gemv(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads, bn_isa isa)
 {
     bn_tk_act one = *x;
     one.n = 1;
@@ -609,7 +592,7 @@ int bn_tk_linear(const bn_tk_matrix *w, bn_tk_act *a, const float *x, int n, flo
         if (rc) return rc;
     }
     bn_tk_act_quantize(a, x, n);
-    bn_tk_gemm(w, a, y, threads, BN_TK_AUTO);
+    bn_tk_gemm(w, a, y, threads, BN_ISA_AUTO);
     return BN_OK;
 }
 
@@ -625,7 +608,7 @@ void bn_tk_pool_rows(bn_tk_pool *p, int rows, bn_tk_rows_fn fn, void *arg)
         int r0 = i * per, r1 = r0 + per;
         if (r1 > rows || i == threads - 1) r1 = rows;
         if (r0 > r1) r0 = r1;
-        p->jobs[i] = (tk_job){NULL, NULL, NULL, r0, r1, BN_TK_AUTO, fn, arg};
+        p->jobs[i] = (tk_job){NULL, NULL, NULL, r0, r1, BN_ISA_AUTO, fn, arg};
     }
     p->n_jobs = threads;
     start_round(p);
@@ -693,13 +676,13 @@ __attribute__((target("avx512f"))) static void f16_rows_avx512(const uint16_t *w
     if (r < r1) f16_rows_avx2(w, cols, x, y, r, r1);
 }
 
-void bn_tk_f16_gemv_rows(const uint16_t *w, int cols, const float *x, float *y, int r0, int r1, bn_tk_isa isa)
+void bn_tk_f16_gemv_rows(const uint16_t *w, int cols, const float *x, float *y, int r0, int r1, bn_isa isa)
 {
-    if (isa == BN_TK_AUTO || !bn_tk_isa_supported(isa)) isa = bn_tk_isa_best();
+    if (isa == BN_ISA_AUTO || !bn_tk_isa_supported(isa)) isa = bn_tk_isa_best();
     switch (isa) {
-    case BN_TK_AVX512VNNI: f16_rows_avx512(w, cols, x, y, r0, r1); break;
-    case BN_TK_AVX2:
-        if (__builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma")) {
+    case BN_ISA_AVX512: f16_rows_avx512(w, cols, x, y, r0, r1); break;
+    case BN_ISA_AVX2:
+        if (bn_cpu_has_f16c() && __builtin_cpu_supports("fma")) {
             f16_rows_avx2(w, cols, x, y, r0, r1);
             break;
         }

@@ -17,8 +17,10 @@
  * produce the same int32 and the same float expression, so their outputs are bitwise
  * equal; the tests check that.
  *
- * Threads: a call splits the output rows over `threads` POSIX threads (itself included)
- * and joins them before returning; nothing persists between calls.
+ * Threads: bn_tk_gemm / bn_tk_gemv split the output rows over `threads` short-lived
+ * threads (base/parallel.h, the caller included) and join them before returning.
+ * Token-by-token decoding instead keeps a bn_tk_pool: helper threads that persist
+ * across calls for as long as the pool's owner (one decoder) lives.
  */
 #ifndef BN_TKERNELS_H
 #define BN_TKERNELS_H
@@ -26,6 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/cpu.h"
 #include "base/err.h"
 
 #define BN_TK_BLOCK 256
@@ -52,17 +55,10 @@ typedef struct bn_tk_act {
     int cap;          /* tokens allocated */
 } bn_tk_act;
 
-typedef enum bn_tk_isa {
-    BN_TK_AUTO = 0,   /* best available on this CPU */
-    BN_TK_SCALAR,
-    BN_TK_AVX2,
-    BN_TK_AVX512VNNI,
-} bn_tk_isa;
-
-/* The best ISA this CPU supports, and whether a given one is usable. */
-bn_tk_isa bn_tk_isa_best(void);
-int bn_tk_isa_supported(bn_tk_isa isa);
-const char *bn_tk_isa_name(bn_tk_isa isa);
+/* The best ISA these kernels can use on this CPU, and whether a given one is usable
+ * (BN_ISA_AVX512 here needs AVX-512 VNNI: vpdpbusd). */
+bn_isa bn_tk_isa_best(void);
+int bn_tk_isa_supported(bn_isa isa);
 
 /* Packs codes [rows*cols] (each -1, 0 or +1) and scale [rows]. Fails with BN_EINVAL
  * naming `label` on a code outside {-1,0,1}. */
@@ -79,8 +75,8 @@ void bn_tk_act_quantize(bn_tk_act *a, const float *x, int n);
 
 /* y [n, rows] = X W^T: y[t*rows + r] = dot(x_t, w_r) * wscale[r] * xscale[t].
  * gemv is gemm with n = 1. threads <= 0 means 1. */
-void bn_tk_gemm(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads, bn_tk_isa isa);
-void bn_tk_gemv(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads, bn_tk_isa isa);
+void bn_tk_gemm(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads, bn_isa isa);
+void bn_tk_gemv(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads, bn_isa isa);
 
 /* Helper threads kept for a run of short products (token-by-token decoding): one GEMV
  * takes 100-300 µs, less than starting and joining a thread costs in a VM, so a decoder
@@ -93,7 +89,7 @@ typedef struct bn_tk_pool bn_tk_pool;
 int bn_tk_pool_new(int threads, bn_tk_pool **out);
 void bn_tk_pool_free(bn_tk_pool *p);
 int bn_tk_pool_threads(const bn_tk_pool *p);
-void bn_tk_gemm_pool(const bn_tk_matrix *w, const bn_tk_act *x, float *y, bn_tk_pool *pool, bn_tk_isa isa);
+void bn_tk_gemm_pool(const bn_tk_matrix *w, const bn_tk_act *x, float *y, bn_tk_pool *pool, bn_isa isa);
 
 /* A caller-defined row-parallel product run on the pool: fn(arg, r0, r1) for disjoint row
  * ranges covering [0, rows), each a multiple of 16 rows but the last. */
@@ -104,7 +100,7 @@ void bn_tk_pool_rows(bn_tk_pool *pool, int rows, bn_tk_rows_fn fn, void *arg);
  * (w row-major [rows, cols] IEEE half). For an LM head: half the bytes of FP32 per token.
  * The scalar reference accumulates in double; the AVX2 (F16C+FMA) and AVX-512 paths in
  * FP32 lanes, so they agree with it to float rounding (|err| <~ 1e-6 * sum|w*x|). */
-void bn_tk_f16_gemv_rows(const uint16_t *w, int cols, const float *x, float *y, int r0, int r1, bn_tk_isa isa);
+void bn_tk_f16_gemv_rows(const uint16_t *w, int cols, const float *x, float *y, int r0, int r1, bn_isa isa);
 
 /* Convenience: quantize x [n, cols] into scratch a (grown as needed), then gemm. */
 int bn_tk_linear(const bn_tk_matrix *w, bn_tk_act *a, const float *x, int n, float *y,

@@ -31,7 +31,7 @@
 #include "base/fsutil.h"
 #include "stages/gguf_model.h"
 #include "quant/pack.h"
-#include "base/sha256.h"
+#include "base/checksum.h"
 #include "stages/stages.h"
 
 enum { CHUNK_BYTES = 1 << 20 };
@@ -396,7 +396,9 @@ static int write_metadata(bn_job_ctx *ctx, const char *dir, uint64_t qbytes, con
     gmtime_r(&now, &tm);
     strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
     cJSON_AddStringToObject(o, "created_at", ts);
-    cJSON_AddStringToObject(o, "source_model", ctx->paths.model_dir);
+    cJSON_AddStringToObject(o, "source_model", ctx->source ? ctx->source : ctx->paths.model_dir);
+    if (ctx->source && strcmp(ctx->source, ctx->paths.model_dir) != 0) /* hf://: the snapshot */
+        cJSON_AddStringToObject(o, "source_snapshot", ctx->paths.model_dir);
     cJSON *m = cJSON_AddObjectToObject(o, "model");
     cJSON_AddStringToObject(m, "model_type", c->model_type);
     cJSON_AddNumberToObject(m, "hidden_size", c->dim);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 
 #include "stages/gguf_model.h"
+#include "stages/stages.h"
 
 /* ---- the pipeline's export hook -------------------------------------------------- */
 
@@ -28,6 +29,12 @@ int bn_stage_export_gguf(bn_job_ctx *ctx, const char *out_dir, bn_err *err)
     int n = 0;
     if (o->export.gguf_tq2_0) types[n++] = BN_GGUF_TQ2_0;
     if (o->export.gguf_tq1_0) types[n++] = BN_GGUF_TQ1_0;
+    const bn_model_config *c = &ctx->model->cfg;
+    if (n > 0 && c->rope_type == BN_ROPE_LLAMA3 && c->arch == BN_ARCH_QWEN2) {
+        bn_job_event(ctx, "warn", "gguf: not written: llama.cpp's qwen2 architecture has no rope_freqs for llama3 "
+                                  "rope scaling, so it would run a different model");
+        return BN_OK;
+    }
     if (n > 0 && !o->export.gguf_explicit && !any_ternary_fits(ctx)) {
         bn_job_event(ctx, "info", "gguf: not written: no ternary tensor has a row length that is a multiple of 256 "
                                   "(set config.export.gguf to force it with fallback types)");

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "model/rope.h"
 #include "tokenizer/tokenizer.h"
 
 void bn_gguf_report_free(bn_gguf_report *r)
@@ -205,6 +206,10 @@ static int write_hparams(bn_gguf_writer *w, const exporter *x, const char *arch)
     rc |= bn_gguf_kv_f32(w, KEY("attention.layer_norm_rms_epsilon"), c->rms_norm_eps);
     rc |= bn_gguf_kv_f32(w, KEY("rope.freq_base"), c->rope_theta);
     rc |= bn_gguf_kv_u32(w, KEY("rope.dimension_count"), (uint32_t)c->head_dim);
+    if (c->rope_type == BN_ROPE_LINEAR) {
+        rc |= bn_gguf_kv_str(w, KEY("rope.scaling.type"), "linear");
+        rc |= bn_gguf_kv_f32(w, KEY("rope.scaling.factor"), c->rope_factor);
+    }
     rc |= bn_gguf_kv_u32(w, KEY("vocab_size"), (uint32_t)c->vocab_size);
 #undef KEY
     return rc;
@@ -336,6 +341,9 @@ int bn_gguf_export(const bn_hf_model *m, const bn_qtensor *qt, size_t n_qt, cons
     if (embedding_dtype && strcmp(embedding_dtype, "f16") != 0 && strcmp(embedding_dtype, "q8_0") != 0)
         return bn_err_set(err, BN_EINVAL, "config.export.embedding_dtype: \"%s\" is not f16 or q8_0", embedding_dtype);
     const char *arch = m->cfg.arch == BN_ARCH_QWEN2 ? "qwen2" : "llama";
+    if (m->cfg.rope_type == BN_ROPE_LLAMA3 && m->cfg.arch == BN_ARCH_QWEN2)
+        return bn_err_set(err, BN_EUNSUPPORTED, "gguf export: llama.cpp's qwen2 reads no rope_freqs for llama3 "
+                                                "rope scaling");
     exporter x = {.m = m, .llama_arch = m->cfg.arch != BN_ARCH_QWEN2, .type = type,
                   .emb_q8 = embedding_dtype && strcmp(embedding_dtype, "q8_0") == 0};
     x.rep.type = type;
@@ -354,6 +362,10 @@ int bn_gguf_export(const bn_hf_model *m, const bn_qtensor *qt, size_t n_qt, cons
         rc = bn_gguf_writer_declare(w, p->name, p->type, p->rows == 1 ? 1 : 2, ne, err);
         if (p->cols > maxc) maxc = p->cols;
     }
+    /* llama3 rope scaling: llama.cpp divides each rotary frequency by rope_freqs[i] */
+    int64_t half = m->cfg.head_dim / 2;
+    bool rope_freqs = m->cfg.rope_type == BN_ROPE_LLAMA3;
+    if (!rc && rope_freqs) rc = bn_gguf_writer_declare(w, "rope_freqs.weight", BN_GGUF_F32, 1, &half, err);
     if (!rc) {
         fbuf = malloc((size_t)maxc * 2 * sizeof(float));
         obuf = malloc((size_t)maxc * 4 + 64);
@@ -361,6 +373,13 @@ int bn_gguf_export(const bn_hf_model *m, const bn_qtensor *qt, size_t n_qt, cons
     }
     if (!rc) rc = bn_gguf_writer_begin_data(w, err);
     for (size_t i = 0; !rc && i < x.n_plans; i++) rc = write_tensor(w, &x, &x.plans[i], fbuf, obuf, err);
+    if (!rc && rope_freqs) {
+        bn_model_config plain = m->cfg;
+        plain.rope_type = BN_ROPE_DEFAULT;
+        for (int64_t i = 0; i < half; i++)
+            fbuf[i] = (float)(bn_rope_inv_freq(&plain, (int)i) / bn_rope_inv_freq(&m->cfg, (int)i));
+        rc = bn_gguf_writer_write(w, fbuf, (size_t)half * sizeof(float), err);
+    }
     if (w) {
         if (!rc)
             rc = bn_gguf_writer_finish(w, err);

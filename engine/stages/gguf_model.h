@@ -25,7 +25,7 @@
 #define BN_GGUF_EXPORT_H
 
 #include "formats/gguf.h"
-#include "stages/stages.h"
+#include "quant/qtensor.h"
 
 typedef struct bn_gguf_fallback {
     char tensor[96];     /* GGUF tensor name */

@@ -80,11 +80,6 @@ int bn_eval_load_fp32(const bn_job_ctx *ctx, bn_llama **out, bn_err *err)
     return BN_OK;
 }
 
-const char *bn_eval_name(bn_role r, int layer, char *buf, size_t len)
-{
-    return bn_hf_name(r, layer, buf, len);
-}
-
 void bn_eval_round_fp16(bn_llama *m)
 {
     for (size_t i = 0; i < m->n_params; i++)

@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 #include "model/llama.h"
-#include "stages/stages.h"
+#include "stages/job.h"
 
 #define BN_EVAL_TOKENS_FILE "calib_tokens.safetensors"
 
@@ -54,7 +54,5 @@ void bn_eval_round_fp16(bn_llama *m);
 int bn_eval_perplexity(bn_llama *m, const bn_eval_tokens *t, int ctx, int windows,
                        bn_llama_eval_result *out, bn_err *err);
 
-/* The HF name of (role, layer) into buf. */
-const char *bn_eval_name(bn_role r, int layer, char *buf, size_t len);
 
 #endif

@@ -25,7 +25,7 @@ int bn_tk_job_speedup(bn_job_ctx *ctx)
     bn_job_metric(ctx, "compression/measured_speedup_gemv", gv);
     bn_job_metric(ctx, "compression/measured_speedup_gemm", gm);
     bn_job_event(ctx, "info", "measured ternary kernel speedup over FP32 OpenBLAS (%s, %d thread%s) on this "
-                 "model's projection shapes: %.2fx for one token, %.2fx for %d tokens", bn_tk_isa_name(bn_tk_isa_best()),
+                 "model's projection shapes: %.2fx for one token, %.2fx for %d tokens", bn_isa_name(bn_tk_isa_best()),
                  ctx->threads, ctx->threads == 1 ? "" : "s", gv, gm, BN_TK_STAGE_BATCH);
     return BN_OK;
 }

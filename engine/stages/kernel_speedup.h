@@ -2,7 +2,7 @@
 #ifndef BN_TK_STAGE_H
 #define BN_TK_STAGE_H
 
-#include "stages/stages.h"
+#include "stages/job.h"
 
 /* Times the model's projection shapes with the ternary kernel vs FP32 OpenBLAS and
  * records compression/measured_speedup_gemv and compression/measured_speedup_gemm (or

@@ -164,18 +164,20 @@ static const field *find_field(const field *f, size_t n, const char *name)
 static int set_field(bn_options *o, const field *f, const cJSON *v, const char *path, bn_err *err)
 {
     char *base = (char *)o + f->off;
+    char at[160];
+    snprintf(at, sizeof at, "%s.%s", path, f->name);
     if (f->type == F_BOOL) {
-        if (!cJSON_IsBool(v)) return bn_err_set(err, BN_EINVAL, "%s.%s: must be true or false", path, f->name);
+        if (!cJSON_IsBool(v)) return bn_err_set_at(err, BN_EINVAL, at, "must be true or false");
         *(bool *)base = cJSON_IsTrue(v);
         return 0;
     }
     if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
-        return bn_err_set(err, BN_EINVAL, "%s.%s: must be a number", path, f->name);
+        return bn_err_set_at(err, BN_EINVAL, at, "must be a number");
     double d = v->valuedouble;
     if ((f->type != F_DOUBLE) && floor(d) != d)
-        return bn_err_set(err, BN_EINVAL, "%s.%s: must be an integer", path, f->name);
+        return bn_err_set_at(err, BN_EINVAL, at, "must be an integer");
     if (d > f->hi || d < f->lo || (f->lo_open && d == f->lo))
-        return bn_err_set(err, BN_EINVAL, "%s.%s: %g is out of range (%s%g .. %g)", path, f->name, d,
+        return bn_err_set_at(err, BN_EINVAL, at, "%g is out of range (%s%g .. %g)", d,
                           f->lo_open ? "> " : "", f->lo, f->hi);
     switch (f->type) {
     case F_INT: *(int *)base = (int)d; break;
@@ -194,7 +196,7 @@ static int parse_threshold(bn_options *o, const cJSON *v, bn_err *err)
         return 0;
     }
     if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble < 0 || v->valuedouble > 2)
-        return bn_err_set(err, BN_EINVAL, "config.sparsity_threshold: must be a number in [0, 2] or \"auto\"");
+        return bn_err_set_at(err, BN_EINVAL, "config.sparsity_threshold", "must be a number in [0, 2] or \"auto\"");
     o->sparsity_auto = false;
     o->sparsity_threshold = v->valuedouble;
     return 0;
@@ -202,9 +204,9 @@ static int parse_threshold(bn_options *o, const cJSON *v, bn_err *err)
 
 static int parse_strings(const cJSON *v, const char *path, int max, size_t maxlen, char ***out, int *n, bn_err *err)
 {
-    if (!cJSON_IsArray(v)) return bn_err_set(err, BN_EINVAL, "%s: must be an array of strings", path);
+    if (!cJSON_IsArray(v)) return bn_err_set_at(err, BN_EINVAL, path, "must be an array of strings");
     int cnt = cJSON_GetArraySize(v);
-    if (cnt > max) return bn_err_set(err, BN_EINVAL, "%s: %d entries, at most %d allowed", path, cnt, max);
+    if (cnt > max) return bn_err_set_at(err, BN_EINVAL, path, "%d entries, at most %d allowed", cnt, max);
     char **list = calloc((size_t)cnt + 1, sizeof *list);
     if (!list) return bn_err_set(err, BN_ENOMEM, "out of memory");
     int i = 0;
@@ -212,7 +214,9 @@ static int parse_strings(const cJSON *v, const char *path, int max, size_t maxle
         if (!cJSON_IsString(e) || !e->valuestring[0] || strlen(e->valuestring) > maxlen) {
             for (int k = 0; k < i; k++) free(list[k]);
             free(list);
-            return bn_err_set(err, BN_EINVAL, "%s[%d]: must be a non-empty string of at most %zu bytes", path, i, maxlen);
+            char at[160];
+            snprintf(at, sizeof at, "%s[%d]", path, i);
+            return bn_err_set_at(err, BN_EINVAL, at, "must be a non-empty string of at most %zu bytes", maxlen);
         }
         list[i] = strdup(e->valuestring);
     }
@@ -243,14 +247,13 @@ static int parse_dataset(bn_options *o, const cJSON *v, bn_err *err)
             if (i == BN_CALIB_NONE) o->calibration.enabled = false;
             return 0;
         }
-    return bn_err_set(err, BN_EINVAL,
-                      "config.calibration.dataset: must be one of synthetic, openwebtext, c4, wikitext, custom, none");
+    return bn_err_set_at(err, BN_EINVAL, "config.calibration.dataset", "must be one of synthetic, openwebtext, c4, wikitext, custom, none");
 }
 
 static int parse_object(bn_options *o, const cJSON *obj, const char *path, const field *tab, size_t n,
                         int (*special)(bn_options *, const cJSON *, bn_err *), bn_err *err)
 {
-    if (!cJSON_IsObject(obj)) return bn_err_set(err, BN_EINVAL, "%s: must be a JSON object", path);
+    if (!cJSON_IsObject(obj)) return bn_err_set_at(err, BN_EINVAL, path, "must be a JSON object");
     for (const cJSON *v = obj->child; v; v = v->next) {
         const field *f = find_field(tab, n, v->string);
         int rc;
@@ -258,7 +261,11 @@ static int parse_object(bn_options *o, const cJSON *obj, const char *path, const
             rc = set_field(o, f, v, path, err);
         } else {
             rc = special ? special(o, v, err) : -1;
-            if (rc == -1) rc = bn_err_set(err, BN_EINVAL, "%s.%s: unknown key", path, v->string);
+            if (rc == -1) {
+                char at[160];
+                snprintf(at, sizeof at, "%s.%s", path, v->string);
+                rc = bn_err_set_at(err, BN_EINVAL, at, "unknown key");
+            }
         }
         if (rc) return rc;
     }
@@ -271,7 +278,7 @@ static int special_calib(bn_options *o, const cJSON *v, bn_err *err)
     if (!strcmp(v->string, "dataset")) return parse_dataset(o, v, err);
     if (!strcmp(v->string, "path")) {
         if (!cJSON_IsString(v) || !v->valuestring[0] || strlen(v->valuestring) > 4096)
-            return bn_err_set(err, BN_EINVAL, "config.calibration.path: must be a non-empty path");
+            return bn_err_set_at(err, BN_EINVAL, "config.calibration.path", "must be a non-empty path");
         free(o->calibration.path);
         o->calibration.path = strdup(v->valuestring);
         return 0;
@@ -290,20 +297,24 @@ static int special_calib(bn_options *o, const cJSON *v, bn_err *err)
 static int special_export(bn_options *o, const cJSON *v, bn_err *err)
 {
     if (!strcmp(v->string, "gguf")) {
-        if (!cJSON_IsArray(v)) return bn_err_set(err, BN_EINVAL, "config.export.gguf: must be an array like [\"tq2_0\"]");
+        if (!cJSON_IsArray(v)) return bn_err_set_at(err, BN_EINVAL, "config.export.gguf", "must be an array like [\"tq2_0\"]");
         o->export.gguf_tq2_0 = o->export.gguf_tq1_0 = false;
         o->export.gguf_explicit = true;
         int i = 0;
         for (const cJSON *e = v->child; e; e = e->next, i++) {
             if (cJSON_IsString(e) && !strcmp(e->valuestring, "tq2_0")) o->export.gguf_tq2_0 = true;
             else if (cJSON_IsString(e) && !strcmp(e->valuestring, "tq1_0")) o->export.gguf_tq1_0 = true;
-            else return bn_err_set(err, BN_EINVAL, "config.export.gguf[%d]: must be \"tq2_0\" or \"tq1_0\"", i);
+            else {
+                char at[64];
+                snprintf(at, sizeof at, "config.export.gguf[%d]", i);
+                return bn_err_set_at(err, BN_EINVAL, at, "must be \"tq2_0\" or \"tq1_0\"");
+            }
         }
         return 0;
     }
     if (!strcmp(v->string, "embedding_dtype")) {
         if (!cJSON_IsString(v) || (strcmp(v->valuestring, "f16") && strcmp(v->valuestring, "q8_0")))
-            return bn_err_set(err, BN_EINVAL, "config.export.embedding_dtype: must be \"f16\" or \"q8_0\"");
+            return bn_err_set_at(err, BN_EINVAL, "config.export.embedding_dtype", "must be \"f16\" or \"q8_0\"");
         snprintf(o->export.embedding_dtype, sizeof o->export.embedding_dtype, "%s", v->valuestring);
         return 0;
     }
@@ -318,7 +329,7 @@ static int special_top(bn_options *o, const cJSON *v, bn_err *err)
     if (!strcmp(k, "scale")) {
         if (cJSON_IsString(v) && !strcmp(v->valuestring, "per_channel")) o->scale = BN_SCALE_PER_CHANNEL;
         else if (cJSON_IsString(v) && !strcmp(v->valuestring, "per_tensor")) o->scale = BN_SCALE_PER_TENSOR;
-        else return bn_err_set(err, BN_EINVAL, "config.scale: must be \"per_channel\" or \"per_tensor\"");
+        else return bn_err_set_at(err, BN_EINVAL, "config.scale", "must be \"per_channel\" or \"per_tensor\"");
         return 0;
     }
     if (!strcmp(k, "calibration"))
@@ -345,10 +356,10 @@ int bn_options_from_json(const cJSON *json, bn_options *o, bn_err *err)
         if (!has_key(json, "fine_tune", "sequence_length")) o->fine_tune.sequence_length = o->calibration.sequence_length;
         if (!has_key(json, "fine_tune", "seed")) o->fine_tune.seed = o->seed;
         if (o->calibration.dataset == BN_CALIB_CUSTOM && !o->calibration.path && !o->calibration.n_texts)
-            rc = bn_err_set(err, BN_EINVAL, "config.calibration.dataset: \"custom\" needs calibration.path or calibration.texts");
+            rc = bn_err_set_at(err, BN_EINVAL, "config.calibration.dataset", "\"custom\" needs calibration.path or calibration.texts");
         else if (o->calibration.dataset != BN_CALIB_CUSTOM && (o->calibration.path || o->calibration.n_texts))
-            rc = bn_err_set(err, BN_EINVAL, "config.calibration.%s: only allowed with dataset \"custom\"",
-                            o->calibration.path ? "path" : "texts");
+            rc = bn_err_set_at(err, BN_EINVAL, o->calibration.path ? "config.calibration.path" : "config.calibration.texts",
+                               "only allowed with dataset \"custom\"");
     }
     if (rc) {
         bn_options_free(o);

@@ -1,134 +1,14 @@
-/* stages.h - what the pipeline stages share (internal to the engine).
+/* stages.h - the pipeline's stages (internal to the engine).
  *
- * bn_pipeline_run (pipeline.c) owns one bn_job_ctx for the run and calls the stage
- * functions in order: load -> calibrate -> quantize -> evaluate -> finetune -> export.
- * After a stage returns 0 the pipeline writes <work_dir>/stage-<name>.json (the stage's
- * metrics and the time it took); a resumed run restores every finished stage with its
- * `*_restore` function (and the recorded metrics) instead of running it again.
- *
- * Who writes what in the context:
- *   load       model, n_params, tau (effective threshold), threads
- *   calibrate  calib[] (xsq per linear input), the pre-compression metrics; saves its
- *              own checkpoint files in work_dir and reloads them in bn_stage_calibrate_restore
- *   quantize   qt[] (codes, scales, stats), the compression metrics; checkpoint is
- *              <work_dir>/quantized.safetensors (2-bit packed codes + F32 scales)
- *   evaluate   the post-compression metrics
- *   finetune   may replace qt[] codes/scales (requantized) and add preserved[] (trained
- *              preserved tensors); it then sets qt_dirty so the pipeline rewrites the
- *              quantized checkpoint before marking finetune done; fine-tune metrics
- *   export     reads all of the above; writes the output folder
- * Extra output files: a stage may write files into <work_dir>/outputs/ (for example
- * calibration_stats.json, training_history.json); export copies each of them into the
- * output folder.
- *
- * Stage functions return 0 or a BN_E* code with err set. They call bn_job_progress
- * between units of work and return BN_ECANCELLED when it answers true.
+ * bn_pipeline_run (pipeline.c) calls them in order: load -> calibrate -> quantize ->
+ * evaluate -> finetune -> export, each on the job context (job.h, which says who writes
+ * what in it). Stage functions return 0 or a BN_E* code with err set. They call
+ * bn_job_progress between units of work and return BN_ECANCELLED when it answers true.
  */
 #ifndef BN_STAGES_H
 #define BN_STAGES_H
 
-#include <stdarg.h>
-#include <stdbool.h>
-#include <stdint.h>
-
-#include "bn_engine.h"
-#include "quant/quant.h"
-
-/* One ternarized linear tensor. */
-typedef struct bn_qtensor {
-    char *name;          /* HF tensor name, e.g. model.layers.0.mlp.up_proj.weight */
-    bn_role role;
-    int layer;           /* -1 for global tensors */
-    int64_t rows, cols;  /* [out, in]; a 1-D tensor is [1, n] */
-    int8_t *codes;       /* [rows * cols] in {-1, 0, 1}, row-major */
-    float *scales;       /* [n_scales] */
-    int64_t n_scales;    /* rows (per channel) or 1 (per tensor) */
-    bn_quant_stats stats;
-} bn_qtensor;
-
-/* Calibration statistics of one linear tensor's input (set by calibrate). */
-typedef struct bn_calib_stat {
-    char *name;          /* the linear weight's HF name */
-    int64_t cols;        /* = the tensor's in-features */
-    float *xsq;          /* [cols] E[x_j^2] over the calibration tokens */
-    uint64_t n_tokens;
-} bn_calib_stat;
-
-/* A preserved (non-ternary) tensor whose values changed (fine-tuning), in FP32. */
-typedef struct bn_ptensor {
-    char *name;
-    uint64_t numel;
-    float *data;
-} bn_ptensor;
-
-typedef struct bn_metric_kv {
-    char key[64];
-    double value;
-    int stage;           /* stage that recorded it (for the stage checkpoint) */
-} bn_metric_kv;
-
-typedef struct bn_job_ctx {
-    bn_pipeline_paths paths;      /* borrowed from the caller */
-    const bn_options *opt;
-    const bn_progress *progress;  /* never NULL inside the pipeline (may have NULL members) */
-    bn_hf_model *model;           /* opened by load */
-    float tau;                    /* effective threshold (options or the auto table) */
-    const char *size_category;    /* "tiny" | "small" | "medium" | "large" */
-    int threads;                  /* effective thread count (>= 1) */
-
-    bn_qtensor *qt;               /* quantized tensors, in model order */
-    size_t n_qt;
-    bool qt_dirty;
-
-    bn_calib_stat *calib;
-    size_t n_calib;
-
-    bn_ptensor *preserved;
-    size_t n_preserved;
-
-    bn_metric_kv *metrics;        /* use bn_job_metric / bn_job_metric_get */
-    size_t n_metrics, cap_metrics;
-
-    uint64_t input_bytes;         /* tensor data bytes of the input on disk */
-    bn_stage stage;               /* stage being run */
-    double last_update_time;      /* progress rate limiting (internal) */
-    double last_update_fraction;
-    bool cancelled;
-} bn_job_ctx;
-
-/* ---- helpers for stage code (pipeline.c) ---------------------------------------- */
-
-/* Records (or replaces) a job metric and sends it to progress->metric (step -1). A
- * non-finite value is not recorded; an event says so. */
-void bn_job_metric(bn_job_ctx *ctx, const char *key, double value);
-/* Per-step history value (fine_tune/loss ...): sent to progress->metric, not recorded. */
-void bn_job_metric_step(bn_job_ctx *ctx, const char *key, double value, int64_t step);
-bool bn_job_metric_get(const bn_job_ctx *ctx, const char *key, double *out);
-void bn_job_event(bn_job_ctx *ctx, const char *level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-/* Reports progress of the current stage; returns true when the run must stop (then
- * the stage returns BN_ECANCELLED). Rate-limited: calls progress->update at most every
- * 50 ms or 1% (and always for 0 and 1). */
-bool bn_job_progress(bn_job_ctx *ctx, double fraction, const char *detail);
-/* The ternarized tensor / calibration stats for an HF name, or NULL. */
-bn_qtensor *bn_job_qtensor(const bn_job_ctx *ctx, const char *name);
-const bn_calib_stat *bn_job_calib(const bn_job_ctx *ctx, const char *name);
-/* "<work_dir>/<rel>" into buf. */
-const char *bn_job_work_path(const bn_job_ctx *ctx, const char *rel, char *buf, size_t len);
-/* true when tensor `name` is preserved by the options' patterns or its role. */
-bool bn_job_is_preserved(const bn_job_ctx *ctx, const char *name, bn_role role, int ndim);
-
-/* Records the compression metrics from ctx->qt; quantized_bytes = bytes of the
- * quantized weights (export passes the size of quantized/model.safetensors on disk). */
-void bn_job_compression_metrics(bn_job_ctx *ctx, uint64_t quantized_bytes);
-struct cJSON;
-/* Per-tensor statistics as a JSON object (caller owns). */
-struct cJSON *bn_qtensor_stats_json(const bn_qtensor *q);
-
-/* quantized checkpoint I/O (quantize stage; finetune may call save after requantizing) */
-int bn_qt_save(const bn_job_ctx *ctx, const char *path, bn_err *err);
-int bn_qt_load(bn_job_ctx *ctx, const char *path, bn_err *err);
-void bn_qtensor_free(bn_qtensor *t);
+#include "stages/job.h"
 
 /* ---- the stages ------------------------------------------------------------------ */
 
@@ -136,8 +16,6 @@ int bn_stage_load(bn_job_ctx *ctx, bn_err *err);
 int bn_stage_quantize(bn_job_ctx *ctx, bn_err *err);
 int bn_stage_export(bn_job_ctx *ctx, bn_err *err);
 
-/* Provided by the calibration / evaluation / fine-tuning code. pipeline.c has weak
- * placeholders that only emit "<stage> is not available in this build". */
 int bn_stage_calibrate(bn_job_ctx *ctx, bn_err *err);
 int bn_stage_evaluate(bn_job_ctx *ctx, bn_err *err);
 int bn_stage_finetune(bn_job_ctx *ctx, bn_err *err);
@@ -145,7 +23,7 @@ int bn_stage_finetune(bn_job_ctx *ctx, bn_err *err);
 int bn_stage_calibrate_restore(bn_job_ctx *ctx, bn_err *err);
 int bn_stage_evaluate_restore(bn_job_ctx *ctx, bn_err *err);
 int bn_stage_finetune_restore(bn_job_ctx *ctx, bn_err *err);
-/* GGUF files into the export folder out_dir (gguf writer); weak placeholder in pipeline.c. */
+/* GGUF files into the export folder out_dir (export_gguf.c, called by export). */
 int bn_stage_export_gguf(bn_job_ctx *ctx, const char *out_dir, bn_err *err);
 
 #endif

@@ -1,15 +1,13 @@
 /* tok_unicode.c - UTF-8 coding and the Unicode facts the tokenizer needs.
  *
  * UTF-8 is decoded strictly by hand (the tokenizer must reject what Rust's &str would
- * reject). Character properties (general category, White_Space, Alphabetic) and the
- * normalization forms come from the system's ICU (libicu, Debian's icu-uc), so the
- * tables follow the Unicode version of the installed ICU (15.0 on Debian 12). ASCII
- * properties are cached in a small table because the pre-tokenizer regex asks for them
- * on almost every character.
+ * reject). White_Space and the normalization forms come from the system's ICU (libicu,
+ * Debian's icu-uc), so they follow the Unicode version of the installed ICU (15.0 on
+ * Debian 12). The pre-tokenizer regexes run on Oniguruma (tokenizer.c), which carries
+ * its own Unicode tables, as in HF tokenizers.
  */
 #include "tokenizer/tok_internal.h"
 
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,89 +72,15 @@ size_t bn_tok_utf8_put(uint32_t cp, char *out)
     return 4;
 }
 
-int bn_tok_utf8_decode_all(const char *s, size_t len, uint32_t **cps, size_t **offs,
-                           size_t *n)
-{
-    uint32_t *c = malloc((len + 1) * sizeof *c);
-    size_t *o = offs ? malloc((len + 1) * sizeof *o) : NULL;
-    if (!c || (offs && !o)) { free(c); free(o); return BN_ENOMEM; }
-    size_t i = 0, k = 0;
-    while (i < len) {
-        if (o) o[k] = i;
-        if (bn_tok_utf8_next(s, len, &i, &c[k]) != 0) { free(c); free(o); return BN_EINVAL; }
-        k++;
-    }
-    if (o) { o[k] = len; *offs = o; }
-    *cps = c;
-    *n = k;
-    return 0;
-}
-
 /* ---- properties ---- */
 
-enum { ASCII_SPACE = 1, ASCII_ALPHA = 2 };
-static uint32_t ascii_gc[128];
-static unsigned char ascii_flags[128];
-static pthread_once_t ascii_once = PTHREAD_ONCE_INIT;
-
-static void ascii_fill(void)
-{
-    for (int c = 0; c < 128; c++) {
-        ascii_gc[c] = (uint32_t)U_GET_GC_MASK(c);
-        ascii_flags[c] = (unsigned char)((u_isUWhiteSpace(c) ? ASCII_SPACE : 0) |
-                                         (u_isUAlphabetic(c) ? ASCII_ALPHA : 0));
-    }
-}
-
-static void ascii_init(void) { pthread_once(&ascii_once, ascii_fill); }
-
-uint32_t bn_tok_uc_gc_mask(uint32_t cp)
-{
-    if (cp < 128) { ascii_init(); return ascii_gc[cp]; }
-    return (uint32_t)U_GET_GC_MASK((UChar32)cp);
-}
-
-int bn_tok_uc_is_space(uint32_t cp)
-{
-    if (cp < 128) { ascii_init(); return ascii_flags[cp] & ASCII_SPACE; }
-    return u_isUWhiteSpace((UChar32)cp) != 0;
-}
-
+/* JavaScript's \s (String.prototype.trim): Unicode White_Space, minus U+0085, plus U+FEFF. */
 int bn_tok_uc_is_js_space(uint32_t cp)
 {
     if (cp == 0xFEFF) return 1;
     if (cp == 0x85) return 0;
-    return bn_tok_uc_is_space(cp);
-}
-
-int bn_tok_uc_is_alphabetic(uint32_t cp)
-{
-    if (cp < 128) { ascii_init(); return (ascii_flags[cp] & ASCII_ALPHA) != 0; }
-    return u_isUAlphabetic((UChar32)cp) != 0;
-}
-
-uint32_t bn_tok_uc_gc_mask_by_name(const char *name)
-{
-    static const struct { const char *name; uint32_t mask; } t[] = {
-        {"L", U_GC_L_MASK}, {"Letter", U_GC_L_MASK}, {"Lu", U_GC_LU_MASK},
-        {"Ll", U_GC_LL_MASK}, {"Lt", U_GC_LT_MASK}, {"Lm", U_GC_LM_MASK},
-        {"Lo", U_GC_LO_MASK}, {"M", U_GC_M_MASK}, {"Mark", U_GC_M_MASK},
-        {"Mn", U_GC_MN_MASK}, {"Mc", U_GC_MC_MASK}, {"Me", U_GC_ME_MASK},
-        {"N", U_GC_N_MASK}, {"Number", U_GC_N_MASK}, {"Nd", U_GC_ND_MASK},
-        {"Nl", U_GC_NL_MASK}, {"No", U_GC_NO_MASK}, {"P", U_GC_P_MASK},
-        {"Punctuation", U_GC_P_MASK}, {"Pc", U_GC_PC_MASK}, {"Pd", U_GC_PD_MASK},
-        {"Ps", U_GC_PS_MASK}, {"Pe", U_GC_PE_MASK}, {"Pi", U_GC_PI_MASK},
-        {"Pf", U_GC_PF_MASK}, {"Po", U_GC_PO_MASK}, {"S", U_GC_S_MASK},
-        {"Symbol", U_GC_S_MASK}, {"Sm", U_GC_SM_MASK}, {"Sc", U_GC_SC_MASK},
-        {"Sk", U_GC_SK_MASK}, {"So", U_GC_SO_MASK}, {"Z", U_GC_Z_MASK},
-        {"Separator", U_GC_Z_MASK}, {"Zs", U_GC_ZS_MASK}, {"Zl", U_GC_ZL_MASK},
-        {"Zp", U_GC_ZP_MASK}, {"C", U_GC_C_MASK}, {"Other", U_GC_C_MASK},
-        {"Cc", U_GC_CC_MASK}, {"Cf", U_GC_CF_MASK}, {"Cs", U_GC_CS_MASK},
-        {"Co", U_GC_CO_MASK}, {"Cn", U_GC_CN_MASK},
-    };
-    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
-        if (strcmp(t[i].name, name) == 0) return t[i].mask;
-    return 0;
+    if (cp < 128) return cp == ' ' || (cp >= '\t' && cp <= '\r');
+    return u_isUWhiteSpace((UChar32)cp) != 0;
 }
 
 int bn_tok_uc_normalize(const char *form, const char *s, size_t len, char **out,

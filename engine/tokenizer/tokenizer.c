@@ -23,6 +23,8 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <oniguruma.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -180,7 +182,7 @@ typedef struct norm_step {
     int type;
     const char *a, *b;      /* prepend text / replace pattern, content / unicode form */
     size_t alen, blen;
-    bn_tok_re *re;          /* Replace with a Regex pattern */
+    OnigRegex re;           /* Replace with a Regex pattern */
     int left, right;        /* Strip */
 } norm_step;
 
@@ -189,7 +191,7 @@ enum { SPLIT_ISOLATED, SPLIT_REMOVED, SPLIT_MERGED_PREV, SPLIT_MERGED_NEXT };
 enum { PREPEND_ALWAYS, PREPEND_FIRST, PREPEND_NEVER };
 typedef struct pre_step {
     int type;
-    bn_tok_re *re;          /* Split (Regex) or ByteLevel with use_regex */
+    OnigRegex re;           /* Split (Regex) or ByteLevel with use_regex */
     const char *lit;        /* Split (String) */
     size_t litlen;
     int behavior, invert;
@@ -604,9 +606,122 @@ static int load_merges(loader *L, const cJSON *model)
     return rc;
 }
 
+/* ------------------------------------------------------------------ regex (Oniguruma) */
+
+/* Pre-tokenizer and normalizer patterns are Oniguruma regexes, and HF tokenizers runs
+ * them with Oniguruma (Ruby syntax, UTF-8, no options): so do we, and every pattern a
+ * tokenizer.json may carry means here what it means there. A compiled regex_t is only
+ * read by onig_search, so one serves every thread. Each search gets a retry limit that
+ * grows with the text left to scan (RE_RETRY_BASE + RE_RETRY_PER_BYTE per byte), so
+ * a pattern that backtracks exponentially ends with an error instead of a hang; the
+ * GPT-2, Llama-3 and Qwen2 patterns retry a few times per byte. */
+#define RE_RETRY_BASE 100000UL
+#define RE_RETRY_PER_BYTE 1000UL
+
+static pthread_once_t re_once = PTHREAD_ONCE_INIT;
+static int re_init_rc;
+
+static void re_init(void)
+{
+    OnigEncoding enc[1] = { ONIG_ENCODING_UTF8 };
+    re_init_rc = onig_initialize(enc, 1);
+}
+
+static int re_compile(const char *pattern, OnigRegex *out, bn_err *err)
+{
+    pthread_once(&re_once, re_init);
+    if (re_init_rc != ONIG_NORMAL) return bn_err_set(err, BN_ENOMEM, "Oniguruma: initialization failed");
+    OnigErrorInfo einfo;
+    const UChar *p = (const UChar *)pattern;
+    int r = onig_new(out, p, p + strlen(pattern), ONIG_OPTION_NONE, ONIG_ENCODING_UTF8,
+                     ONIG_SYNTAX_RUBY, &einfo);
+    if (r == ONIG_NORMAL) return 0;
+    *out = NULL;
+    UChar msg[ONIG_MAX_ERROR_MESSAGE_LEN];
+    onig_error_code_to_str(msg, r, &einfo);
+    return bn_err_set(err, r == ONIGERR_MEMORY ? BN_ENOMEM : BN_EFORMAT, "bad regex /%.60s%s/: %s",
+                      pattern, strlen(pattern) > 60 ? "..." : "", (const char *)msg);
+}
+
+/* State of one left-to-right scan of a text for non-empty matches. */
+typedef struct re_scan {
+    OnigRegion region;
+    OnigMatchParam *mp;
+} re_scan;
+
+static int re_scan_init(re_scan *sc, bn_err *err)
+{
+    onig_region_init(&sc->region);
+    sc->mp = onig_new_match_param();
+    if (!sc->mp) return bn_err_set(err, BN_ENOMEM, "regex: out of memory");
+    onig_initialize_match_param(sc->mp);
+    return 0;
+}
+
+static void re_scan_free(re_scan *sc)
+{
+    onig_region_free(&sc->region, 0);
+    if (sc->mp) onig_free_match_param(sc->mp);
+}
+
+/* The next non-empty match [*a, *b) of re in s[0..n) that starts at or after *pos
+ * (leftmost-first, as onig's find_iter, which HF uses: an empty match moves on by one
+ * character). Returns 1 (and sets *pos = *b), 0 when there is none, or a BN_E* code. */
+static int re_next(OnigRegex re, re_scan *sc, const char *s, size_t n, size_t *pos,
+                   size_t *a, size_t *b, bn_err *err)
+{
+    const UChar *str = (const UChar *)s, *end = str + n;
+    while (*pos <= n) {
+        unsigned long limit = RE_RETRY_BASE + RE_RETRY_PER_BYTE * (unsigned long)(n - *pos);
+        onig_set_retry_limit_in_match_of_match_param(sc->mp, limit);
+        onig_set_retry_limit_in_search_of_match_param(sc->mp, limit);
+        /* Pre-tokenizer patterns match at almost every position, so try *pos itself
+         * first (one match attempt, no search set-up); a search finds the next start
+         * otherwise. Both give the leftmost-first match at the first matching start. */
+        int r = onig_match_with_param(re, str, end, str + *pos, NULL, ONIG_OPTION_NONE, sc->mp);
+        if (r > 0) {
+            *a = *pos;
+            *b = *pos += (size_t)r;
+            return 1;
+        }
+        if (r == 0) { /* an empty match at *pos: move on by one character */
+            if (*pos >= n) return 0;
+            size_t cl = 1;
+            while (*pos + cl < n && ((unsigned char)s[*pos + cl] & 0xC0) == 0x80) cl++;
+            *pos += cl;
+            continue;
+        }
+        if (r == ONIG_MISMATCH)
+            r = onig_search_with_param(re, str, end, str + *pos, end, &sc->region,
+                                       ONIG_OPTION_NONE, sc->mp);
+        if (r == ONIG_MISMATCH) return 0;
+        if (r == ONIGERR_RETRY_LIMIT_IN_MATCH_OVER || r == ONIGERR_RETRY_LIMIT_IN_SEARCH_OVER)
+            return bn_err_set(err, BN_EUNSUPPORTED, "regex: retry limit of %lu backtracking steps "
+                              "exceeded at byte %zu of a %zu-byte text (the pattern backtracks "
+                              "exponentially)", limit, *pos, n);
+        if (r < 0) {
+            UChar msg[ONIG_MAX_ERROR_MESSAGE_LEN];
+            onig_error_code_to_str(msg, r);
+            return bn_err_set(err, r == ONIGERR_MEMORY ? BN_ENOMEM : BN_EUNSUPPORTED, "regex: %s",
+                              (const char *)msg);
+        }
+        size_t ms = (size_t)sc->region.beg[0], me = (size_t)sc->region.end[0];
+        if (me > ms) {
+            *a = ms;
+            *b = *pos = me;
+            return 1;
+        }
+        if (ms >= n) return 0;
+        size_t cl = 1; /* step over the character at ms */
+        while (ms + cl < n && ((unsigned char)s[ms + cl] & 0xC0) == 0x80) cl++;
+        *pos = ms + cl;
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------ loading: pipeline */
 
-static int parse_pattern(loader *L, const cJSON *pat, const char *where, bn_tok_re **re,
+static int parse_pattern(loader *L, const cJSON *pat, const char *where, OnigRegex *re,
                          const char **lit, size_t *litlen)
 {
     const cJSON *s = cJSON_GetObjectItemCaseSensitive(pat, "String");
@@ -618,7 +733,7 @@ static int parse_pattern(loader *L, const cJSON *pat, const char *where, bn_tok_
         return *lit ? 0 : BN_ENOMEM;
     }
     if (cJSON_IsString(r)) {
-        int rc = bn_tok_re_compile(r->valuestring, re, L->err);
+        int rc = re_compile(r->valuestring, re, L->err);
         if (rc) bn_err_prefix(L->err, "%s: %s.pattern.Regex: ", L->name, where);
         return rc;
     }
@@ -741,7 +856,7 @@ static int add_pre(loader *L, const cJSON *n, const char *where)
             (use_regex = get_bool(L, n, "use_regex", where, 1)) < 0)
             return BN_EFORMAT;
         if (use_regex) {
-            int rc = bn_tok_re_compile(GPT2_PATTERN, &s->re, L->err);
+            int rc = re_compile(GPT2_PATTERN, &s->re, L->err);
             if (rc) return rc;
             if (!t->pre_name) t->pre_name = "gpt-2";
         }
@@ -1062,8 +1177,8 @@ static int load_doc(loader *L, const cJSON *doc, const cJSON *cfg)
 void bn_tok_free(bn_tok *t)
 {
     if (!t) return;
-    for (size_t i = 0; i < t->n_norm; i++) bn_tok_re_free(t->norm[i].re);
-    for (size_t i = 0; i < t->n_pre; i++) bn_tok_re_free(t->pre[i].re);
+    for (size_t i = 0; i < t->n_norm; i++) if (t->norm[i].re) onig_free(t->norm[i].re);
+    for (size_t i = 0; i < t->n_pre; i++) if (t->pre[i].re) onig_free(t->pre[i].re);
     free(t->norm);
     free(t->pre);
     free(t->dec);
@@ -1230,31 +1345,16 @@ static int replace_all(const norm_step *st, const char *s, size_t n, buf *o, bn_
         }
         return 0;
     }
-    uint32_t *cps;
-    size_t *offs, nc;
-    if (bn_tok_utf8_decode_all(s, n, &cps, &offs, &nc))
-        return bn_err_set(err, BN_ENOMEM, "normalizer: out of memory");
-    size_t pos = 0, copied = 0;
-    long budget = bn_tok_re_budget(nc);
-    int rc = 0;
-    while (pos < nc) {
-        size_t end;
-        int m = bn_tok_re_match_at(st->re, cps, nc, pos, &end, &budget, err);
-        if (m < 0) { rc = err ? err->code : BN_EUNSUPPORTED; break; }
-        if (m && end > pos) {
-            if (buf_add(o, s + copied, offs[pos] - copied) || buf_add(o, st->b, st->blen)) {
-                rc = bn_err_set(err, BN_ENOMEM, "normalizer: out of memory");
-                break;
-            }
-            copied = offs[end];
-            pos = end;
-        } else {
-            pos++;
-        }
+    re_scan sc;
+    int rc = re_scan_init(&sc, err);
+    size_t pos = 0, copied = 0, a, b;
+    while (!rc && (rc = re_next(st->re, &sc, s, n, &pos, &a, &b, err)) == 1) {
+        rc = buf_add(o, s + copied, a - copied) || buf_add(o, st->b, st->blen)
+                 ? bn_err_set(err, BN_ENOMEM, "normalizer: out of memory") : 0;
+        copied = b;
     }
     if (!rc && buf_add(o, s + copied, n - copied)) rc = bn_err_set(err, BN_ENOMEM, "normalizer: out of memory");
-    free(cps);
-    free(offs);
+    re_scan_free(&sc);
     return rc;
 }
 
@@ -1343,7 +1443,7 @@ static int ml_add(match_list *m, size_t a, size_t b)
 }
 
 /* Non-empty matches (byte offsets relative to s) of a regex or literal in s. */
-static int find_matches(const bn_tok_re *re, const char *lit, size_t litlen, const char *s,
+static int find_matches(OnigRegex re, const char *lit, size_t litlen, const char *s,
                         size_t n, match_list *m, bn_err *err)
 {
     m->n = 0;
@@ -1358,26 +1458,12 @@ static int find_matches(const bn_tok_re *re, const char *lit, size_t litlen, con
         }
         return 0;
     }
-    uint32_t *cps;
-    size_t *offs, nc;
-    if (bn_tok_utf8_decode_all(s, n, &cps, &offs, &nc))
-        return bn_err_set(err, BN_ENOMEM, "pre-tokenizer: out of memory");
-    int rc = 0;
-    size_t pos = 0;
-    long budget = bn_tok_re_budget(nc);
-    while (pos < nc) {
-        size_t end;
-        int r = bn_tok_re_match_at(re, cps, nc, pos, &end, &budget, err);
-        if (r < 0) { rc = err ? err->code : BN_EUNSUPPORTED; break; }
-        if (r && end > pos) {
-            if (ml_add(m, offs[pos], offs[end])) { rc = bn_err_set(err, BN_ENOMEM, "pre-tokenizer: out of memory"); break; }
-            pos = end;
-        } else {
-            pos++;
-        }
-    }
-    free(cps);
-    free(offs);
+    re_scan sc;
+    int rc = re_scan_init(&sc, err);
+    size_t pos = 0, a, b;
+    while (!rc && (rc = re_next(re, &sc, s, n, &pos, &a, &b, err)) == 1)
+        rc = ml_add(m, a, b) ? bn_err_set(err, BN_ENOMEM, "pre-tokenizer: out of memory") : 0;
+    re_scan_free(&sc);
     return rc;
 }
 

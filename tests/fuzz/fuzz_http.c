@@ -54,11 +54,13 @@ static void start_api(void)
     bn_store_close(st);
 
     const char *roots[1] = { models };
+    static const char *const hub_allow[] = { "karpathy/*", "meta/model" }; /* hf:// sources */
     bn_api_config cfg = {
         .listen_host = "127.0.0.1", .db_path = db, .state_dir = root,
         .model_roots = roots, .n_model_roots = 1, .output_root = outputs,
         .max_body = 64 * 1024, .threads = 2, .max_connections = 64,
         .connection_timeout_s = 2, .max_queued = 100000,
+        .hub_allow = hub_allow, .n_hub_allow = 2,
     };
     if (bn_api_start(&cfg, NULL, &g_api, err, sizeof err) != 0) {
         fprintf(stderr, "fuzz_http: %s\n", err);

@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 
 #include "bn_test.h"
-#include "base/sha256.h"
+#include "base/checksum.h"
 
 void rel_real_model(const char *models_dir, int seed)
 {

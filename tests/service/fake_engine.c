@@ -1,6 +1,6 @@
 /* fake_engine.c - a stand-in for the engine's pipeline, for service tests only.
  *
- * It implements the bn_engine.h pipeline and options contract (stages, checkpoints in the
+ * It implements the bn_engine.h pipeline contract (stages, checkpoints in the
  * work folder, progress/event/metric callbacks, cancel at safe points, an output folder
  * written as <output>.partial then renamed) but computes nothing: each stage sleeps
  * BN_FAKE_STAGE_MS milliseconds (default 40) in 8 steps. The output is a deterministic
@@ -21,100 +21,11 @@
 
 #include "bn_engine.h"
 
-static const char *const names[BN_STAGE_COUNT] = {"load", "calibrate", "quantize",
-                                                  "evaluate", "finetune", "export"};
-
-const char *bn_stage_name(bn_stage s)
-{
-    return (s >= 0 && s < BN_STAGE_COUNT) ? names[s] : "unknown";
-}
-
-int bn_stage_parse(const char *name)
-{
-    for (int i = 0; name && i < BN_STAGE_COUNT; i++)
-        if (strcmp(name, names[i]) == 0) return i;
-    return -1;
-}
-
-const char *const bn_job_metric_names[BN_N_JOB_METRICS] = {
-    "compression/original_size_mb", "compression/pre_perplexity", "compression/pre_eval_loss",
-    "compression/compressed_size_mb", "compression/ratio", "compression/layers_compressed",
-    "compression/sparsity_ratio", "compression/quantized_params", "compression/total_params",
-    "compression/layers_quantized", "compression/post_perplexity",
-    "compression/perplexity_degradation", "compression/accuracy_preserved",
-    "compression/dequantization_accuracy", "compression/gradient_flow_test_passed",
-    "compression/post_finetune_perplexity", "compression/perplexity_recovery",
-    "compression/fine_tune_epochs", "compression/fine_tune_time_hours",
-};
-const char *const bn_summary_key_names[BN_N_SUMMARY_KEYS] = {
-    "phase/compression_ratio", "phase/original_size_mb", "phase/compressed_size_mb",
-    "phase/final_perplexity", "phase/accuracy_preserved", "phase/success",
-    "phase/quantization_method", "phase/sparsity_ratio",
-};
-
-void bn_options_default(bn_options *o)
-{
-    memset(o, 0, sizeof *o);
-    o->sparsity_threshold = 0.5;
-    o->seed = 42;
-    o->fine_tune.enabled = true;
-    o->calibration.enabled = true;
-}
-
-int bn_options_from_json(const cJSON *json, bn_options *o, bn_err *err)
-{
-    bn_options_default(o);
-    if (!json) return 0;
-    if (!cJSON_IsObject(json)) return bn_err_set(err, BN_EINVAL, "config: must be an object");
-    static const char *const known[] = {"sparsity_threshold", "scale", "preserve",
-        "calibration", "fine_tune", "export", "evaluate", "seed", "threads"};
-    const cJSON *it;
-    cJSON_ArrayForEach(it, json) {
-        bool ok = false;
-        for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-            ok |= strcmp(it->string, known[i]) == 0;
-        if (!ok) return bn_err_set(err, BN_EINVAL, "config.%s: unknown field", it->string);
-    }
-    const cJSON *seed = cJSON_GetObjectItemCaseSensitive(json, "seed");
-    if (seed) {
-        if (!cJSON_IsNumber(seed) || seed->valuedouble < 0)
-            return bn_err_set(err, BN_EINVAL, "config.seed: must be a non-negative integer");
-        o->seed = (uint64_t)seed->valuedouble;
-    }
-    const cJSON *th = cJSON_GetObjectItemCaseSensitive(json, "threads");
-    if (th) {
-        if (!cJSON_IsNumber(th)) return bn_err_set(err, BN_EINVAL, "config.threads: must be an integer");
-        o->threads = th->valueint;
-    }
-    const cJSON *ft = cJSON_GetObjectItemCaseSensitive(json, "fine_tune");
-    if (ft) {
-        if (!cJSON_IsObject(ft)) return bn_err_set(err, BN_EINVAL, "config.fine_tune: must be an object");
-        const cJSON *lr = cJSON_GetObjectItemCaseSensitive(ft, "lr");
-        if (lr && (!cJSON_IsNumber(lr) || lr->valuedouble <= 0))
-            return bn_err_set(err, BN_EINVAL, "config.fine_tune.lr: must be a positive number");
-        const cJSON *en = cJSON_GetObjectItemCaseSensitive(ft, "enabled");
-        if (en) o->fine_tune.enabled = cJSON_IsTrue(en);
-    }
-    return 0;
-}
-
-cJSON *bn_options_to_json(const bn_options *o)
-{
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddNumberToObject(j, "seed", (double)o->seed);
-    return j;
-}
-
-void bn_options_free(bn_options *o)
-{
-    (void)o;
-}
-
 /* ---- pipeline ---------------------------------------------------------------------- */
 
 static void ckpt_path(const char *work, int s, char *out, size_t len)
 {
-    snprintf(out, len, "%s/stage-%s.json", work, names[s]);
+    snprintf(out, len, "%s/stage-%s.json", work, bn_stage_name((bn_stage)s));
 }
 
 bn_stage bn_pipeline_resume_stage(const char *work_dir)
@@ -228,8 +139,8 @@ int bn_pipeline_run(const bn_pipeline_paths *p, const bn_options *opt,
     for (int s = bn_pipeline_resume_stage(p->work_dir); s < BN_STAGE_COUNT; s++) {
         for (int step = 0; step <= 8; step++) {
             if (progress && progress->update &&
-                progress->update(progress->ctx, (bn_stage)s, step / 8.0, names[s]))
-                return bn_err_set(err, BN_ECANCELLED, "%s: cancelled", names[s]);
+                progress->update(progress->ctx, (bn_stage)s, step / 8.0, bn_stage_name((bn_stage)s)))
+                return bn_err_set(err, BN_ECANCELLED, "%s: cancelled", bn_stage_name((bn_stage)s));
             if (step < 8) {
                 struct timespec ts = {stage_ms / 8 / 1000, (stage_ms / 8 % 1000) * 1000000L};
                 nanosleep(&ts, NULL);

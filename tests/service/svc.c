@@ -67,7 +67,8 @@ void svc_init(svc *s, const char *binary)
     mkdir(s->models, 0755);
     mkdir(s->outputs, 0755);
     snprintf(s->binary, sizeof s->binary, "%s", binary);
-    svc_model(s, "tiny", "{\"model_type\": \"llama\", \"hidden_size\": 64}\n");
+    svc_model(s, "tiny", "{\"model_type\": \"llama\", \"hidden_size\": 64, \"intermediate_size\": 128, "
+                         "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"vocab_size\": 100}\n");
 }
 
 void svc_flag(svc *s, const char *flag)

@@ -14,11 +14,11 @@
 #include <errno.h>
 #include <sys/time.h>
 #include <netinet/in.h>
-#include <openssl/evp.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "base/checksum.h"
 #include "bn_test.h"
 #include "svc.h"
 
@@ -167,6 +167,15 @@ START_TEST(test_errors)
     svc_resp_free(&r);
     post("/v1/jobs", "{\"model\": \"nonexistent\"}", &r);
     expect_problem(&r, 400, "/model");
+    svc_resp_free(&r);
+    /* a config.json the engine would compute differently from transformers: refused now,
+     * naming the key and its value */
+    svc_model(&S, "yarn", "{\"model_type\": \"llama\", \"hidden_size\": 64, \"intermediate_size\": 128, "
+                          "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"vocab_size\": 100, "
+                          "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4}}");
+    post("/v1/jobs", "{\"model\": \"yarn\"}", &r);
+    expect_problem(&r, 400, "/model");
+    ck_assert_msg(strstr(r.body, "rope_scaling.rope_type") && strstr(r.body, "yarn"), "%s", r.body);
     svc_resp_free(&r);
     /* 413: body over the configured 4 KiB */
     char *big = malloc(8192);
@@ -463,10 +472,7 @@ END_TEST
 
 static void sha_hex(const char *s, char out[65])
 {
-    unsigned char d[32];
-    unsigned int n = 32;
-    EVP_Digest(s, strlen(s), d, &n, EVP_sha256(), NULL);
-    for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", d[i]);
+    ck_assert_int_eq(bn_sha256_hex(s, strlen(s), out), 0);
 }
 
 static void write_tokens(const char *path, bool with_reader)

@@ -1,0 +1,300 @@
+/* test_tkernels.c - ternary kernels: packing round trip, SIMD == scalar bit for bit,
+ * agreement with a float reference, thread splits, activation quantization. */
+#include <check.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bn_test.h"
+#include "formats/hf.h"
+#include "base/tensor.h"
+#include "quant/tkernels.h"
+
+static uint64_t rng = 88172645463325252ull;
+static uint64_t next(void)
+{
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return rng;
+}
+static float unit(void) { return (float)((next() >> 40) * (1.0 / 8388608.0)) - 1.0f; }
+
+typedef struct fixture {
+    int rows, cols, n;
+    int8_t *codes;
+    float *scale, *x;
+    bn_tk_matrix w;
+    bn_tk_act a;
+} fixture;
+
+static void make(fixture *f, int rows, int cols, int n)
+{
+    f->rows = rows, f->cols = cols, f->n = n;
+    f->codes = malloc((size_t)rows * cols);
+    f->scale = malloc(sizeof(float) * rows);
+    f->x = malloc(sizeof(float) * n * cols);
+    for (int i = 0; i < rows * cols; i++) f->codes[i] = (int8_t)(next() % 3) - 1;
+    for (int r = 0; r < rows; r++) f->scale[r] = 0.001f + 0.1f * fabsf(unit());
+    for (int i = 0; i < n * cols; i++) f->x[i] = unit() * (1 + (i % 7));
+    if (n > 1) /* an all-zero token exercises the zero scale */
+        for (int k = 0; k < cols; k++) f->x[(size_t)(n - 1) * cols + k] = 0;
+    bn_err err;
+    ck_assert_int_eq(bn_tk_matrix_pack(&f->w, f->codes, f->scale, rows, cols, "t", &err), 0);
+    ck_assert_int_eq(bn_tk_act_init(&f->a, n, cols), 0);
+    bn_tk_act_quantize(&f->a, f->x, n);
+}
+
+static void drop(fixture *f)
+{
+    bn_tk_matrix_free(&f->w);
+    bn_tk_act_free(&f->a);
+    free(f->codes), free(f->scale), free(f->x);
+}
+
+START_TEST(pack_roundtrip)
+{
+    fixture f;
+    make(&f, 7, 300, 1);
+    for (int r = 0; r < f.rows; r++)
+        for (int c = 0; c < f.cols; c++)
+            ck_assert_int_eq(bn_tk_matrix_code(&f.w, r, c), f.codes[r * f.cols + c]);
+    drop(&f);
+    int8_t bad[4] = {0, 1, 2, -1};
+    float s = 1;
+    bn_tk_matrix w;
+    bn_err err;
+    ck_assert_int_eq(bn_tk_matrix_pack(&w, bad, &s, 1, 4, "blk.0.attn_q", &err), BN_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.msg, "blk.0.attn_q"));
+}
+END_TEST
+
+START_TEST(act_quantize)
+{
+    float x[5] = {0.5f, -2.0f, 1.0f, 0.0f, 0.01f};
+    bn_tk_act a;
+    ck_assert_int_eq(bn_tk_act_init(&a, 1, 5), 0);
+    bn_tk_act_quantize(&a, x, 1);
+    ck_assert_float_eq(a.scale[0], 2.0f / 127.0f);
+    ck_assert_int_eq(a.q[1], -127);
+    ck_assert_int_eq(a.q[0], 32); /* 31.75 rounds to 32 */
+    ck_assert_int_eq(a.q[2], 64); /* 63.5 rounds to even 64 */
+    int32_t s = 0;
+    for (int k = 0; k < 256; k++) s += a.q[k];
+    ck_assert_int_eq(a.sum[0], s);
+    for (int k = 5; k < 256; k++) ck_assert_int_eq(a.q[k], 0);
+    bn_tk_act_free(&a);
+}
+END_TEST
+
+/* Every supported ISA equals the scalar reference exactly, for shapes with tails. */
+START_TEST(simd_equals_scalar)
+{
+    static const int shapes[][3] = {{1, 1, 1},    {3, 17, 1},   {5, 255, 2},  {8, 256, 4},
+                                    {9, 257, 5},  {13, 511, 7}, {64, 768, 1}, {66, 1000, 9},
+                                    {4, 2048, 3}, {37, 129, 16}, {130, 300, 6},
+                                    /* big enough to be split over threads (>= 4M products each) */
+                                    {1002, 2048, 5}, {2054, 4097, 1}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        fixture f;
+        make(&f, shapes[s][0], shapes[s][1], shapes[s][2]);
+        size_t ny = (size_t)f.rows * f.n;
+        float *ref = malloc(ny * sizeof(float)), *got = malloc(ny * sizeof(float));
+        bn_tk_gemm(&f.w, &f.a, ref, 1, BN_ISA_SCALAR);
+        bn_isa isas[] = {BN_ISA_AVX2, BN_ISA_AVX512};
+        for (int i = 0; i < 2; i++) {
+            if (!bn_tk_isa_supported(isas[i])) continue;
+            for (int th = 1; th <= 3; th += 2) {
+                memset(got, 0xff, ny * sizeof(float));
+                bn_tk_gemm(&f.w, &f.a, got, th, isas[i]);
+                for (size_t k = 0; k < ny; k++)
+                    ck_assert_msg(memcmp(&ref[k], &got[k], sizeof(float)) == 0,
+                                  "%s shape %dx%d n=%d threads %d: y[%zu] %.9g != %.9g",
+                                  bn_isa_name(isas[i]), f.rows, f.cols, f.n, th, k, got[k], ref[k]);
+            }
+            /* gemv = first token of gemm */
+            bn_tk_gemv(&f.w, &f.a, got, 2, isas[i]);
+            ck_assert_int_eq(memcmp(got, ref, f.rows * sizeof(float)), 0);
+        }
+        free(ref), free(got);
+        drop(&f);
+    }
+}
+END_TEST
+
+/* The pool gives the same bytes as the scalar reference, over many rounds in a row (the
+ * helpers must see every round exactly once), with shapes that split and shapes too
+ * small to share, and a pool of one thread runs alone. */
+START_TEST(pool_equals_scalar)
+{
+    enum { NS = 3, ROUNDS = 40 };
+    static const int shapes[NS][3] = {{1002, 2048, 2}, {9, 257, 1}, {2048, 2048, 1}};
+    fixture f[NS];
+    float *ref[NS], *got[NS];
+    for (int s = 0; s < NS; s++) {
+        make(&f[s], shapes[s][0], shapes[s][1], shapes[s][2]);
+        size_t ny = (size_t)f[s].rows * f[s].n;
+        ref[s] = malloc(ny * sizeof(float));
+        got[s] = malloc(ny * sizeof(float));
+        bn_tk_gemm(&f[s].w, &f[s].a, ref[s], 1, BN_ISA_SCALAR);
+    }
+    bn_tk_pool *pool, *single;
+    ck_assert_int_eq(bn_tk_pool_new(3, &pool), 0);
+    ck_assert_int_eq(bn_tk_pool_threads(pool), 3);
+    ck_assert_int_eq(bn_tk_pool_new(1, &single), 0);
+    ck_assert_int_eq(bn_tk_pool_threads(single), 1);
+    for (int round = 0; round < ROUNDS; round++) {
+        for (int s = 0; s < NS; s++) {
+            size_t ny = (size_t)f[s].rows * f[s].n;
+            for (int i = 0; i < 2; i++) {
+                memset(got[s], 0xff, ny * sizeof(float));
+                bn_tk_gemm_pool(&f[s].w, &f[s].a, got[s], i ? single : pool, BN_ISA_AUTO);
+                ck_assert_msg(memcmp(got[s], ref[s], ny * sizeof(float)) == 0, "round %d shape %dx%d n=%d pool of %d",
+                              round, f[s].rows, f[s].cols, f[s].n, i ? 1 : 3);
+            }
+        }
+        if (round == ROUNDS / 2) usleep(20000); /* let the helpers fall asleep: waking must work too */
+    }
+    bn_tk_pool_free(pool);
+    bn_tk_pool_free(single);
+    bn_tk_pool_free(NULL);
+    for (int s = 0; s < NS; s++) {
+        free(ref[s]), free(got[s]);
+        drop(&f[s]);
+    }
+}
+END_TEST
+
+/* F16 GEMV: every ISA path equals the double-accumulating scalar reference to float
+ * rounding, on odd shapes (row tails, an odd last row); the pool's row split covers every
+ * row exactly once (rows it skipped would keep the NaN fill). */
+static void f16_rows_job(void *arg, int r0, int r1)
+{
+    void **a = arg;
+    bn_tk_f16_gemv_rows(a[0], *(int *)a[1], a[2], a[3], r0, r1, BN_ISA_AUTO);
+}
+
+START_TEST(f16_gemv_agrees)
+{
+    static const int shapes[][2] = {{1, 16}, {7, 33}, {1001, 2048}, {64, 5}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int rows = shapes[s][0], cols = shapes[s][1];
+        uint16_t *w = malloc(sizeof(uint16_t) * (size_t)rows * cols);
+        float *x = malloc(sizeof(float) * cols), *ref = malloc(sizeof(float) * rows), *got = malloc(sizeof(float) * rows);
+        double *mag = calloc((size_t)rows, sizeof(double));
+        for (int i = 0; i < cols; i++) x[i] = unit() * 3;
+        for (size_t i = 0; i < (size_t)rows * cols; i++) w[i] = bn_f32_to_f16(unit() * 0.1f);
+        for (int r = 0; r < rows; r++)
+            for (int k = 0; k < cols; k++) mag[r] += fabs(bn_f16_to_f32(w[(size_t)r * cols + k]) * x[k]);
+        bn_tk_f16_gemv_rows(w, cols, x, ref, 0, rows, BN_ISA_SCALAR);
+        for (int r = 0; r < rows; r++) {
+            double d = 0;
+            for (int k = 0; k < cols; k++) d += (double)bn_f16_to_f32(w[(size_t)r * cols + k]) * x[k];
+            ck_assert_float_eq_tol(ref[r], d, 1e-6 * mag[r] + 1e-30);
+        }
+        bn_isa isas[] = {BN_ISA_AVX2, BN_ISA_AVX512};
+        for (int i = 0; i < 2; i++) {
+            if (!bn_tk_isa_supported(isas[i])) continue;
+            memset(got, 0xff, sizeof(float) * rows);
+            bn_tk_f16_gemv_rows(w, cols, x, got, 0, rows, isas[i]);
+            for (int r = 0; r < rows; r++)
+                ck_assert_msg(fabs(got[r] - ref[r]) <= 1e-5 * mag[r] + 1e-30, "%s row %d: %g vs %g",
+                              bn_isa_name(isas[i]), r, got[r], ref[r]);
+        }
+        bn_tk_pool *pool;
+        ck_assert_int_eq(bn_tk_pool_new(2, &pool), 0);
+        memset(got, 0xff, sizeof(float) * rows);
+        void *args[] = {w, &cols, x, got};
+        bn_tk_pool_rows(pool, rows, f16_rows_job, args);
+        bn_tk_pool_free(pool);
+        for (int r = 0; r < rows; r++) ck_assert_msg(fabs(got[r] - ref[r]) <= 1e-5 * mag[r] + 1e-30, "pool row %d", r);
+        free(w), free(x), free(ref), free(got), free(mag);
+    }
+}
+END_TEST
+
+/* The kernel equals dequant(W) . dequant(x) computed in double, to float rounding. */
+START_TEST(matches_float_reference)
+{
+    fixture f;
+    make(&f, 45, 700, 6);
+    float *y = malloc(sizeof(float) * f.rows * f.n);
+    bn_tk_gemm(&f.w, &f.a, y, 2, BN_ISA_AUTO);
+    size_t qs = (size_t)f.a.nb * BN_TK_BLOCK;
+    for (int t = 0; t < f.n; t++)
+        for (int r = 0; r < f.rows; r++) {
+            double ref = 0, mag = 0;
+            for (int k = 0; k < f.cols; k++) {
+                double wv = (double)f.codes[r * f.cols + k] * f.scale[r];
+                double xv = (double)f.a.q[t * qs + k] * f.a.scale[t];
+                ref += wv * xv, mag += fabs(wv * xv);
+            }
+            ck_assert_msg(fabs(y[t * f.rows + r] - ref) <= 1e-6 * mag + 1e-30, "t %d r %d: %g vs %g", t,
+                          r, y[t * f.rows + r], ref);
+            /* and close to the unquantized product: per-token int8 error bound */
+            double exact = 0, bound = 0;
+            for (int k = 0; k < f.cols; k++) {
+                double wv = (double)f.codes[r * f.cols + k] * f.scale[r];
+                exact += wv * f.x[t * f.cols + k];
+                bound += fabs(wv) * 0.5 * f.a.scale[t];
+            }
+            ck_assert(fabs(y[t * f.rows + r] - exact) <= bound * 1.0001 + 1e-6 * mag);
+        }
+    free(y);
+    drop(&f);
+}
+END_TEST
+
+START_TEST(linear_grows_scratch)
+{
+    fixture f;
+    make(&f, 20, 100, 3);
+    bn_tk_act a = {0};
+    float *y = malloc(sizeof(float) * 20 * 3), *ref = malloc(sizeof(float) * 20 * 3);
+    ck_assert_int_eq(bn_tk_linear(&f.w, &a, f.x, 1, y, 1), 0);
+    ck_assert_int_eq(bn_tk_linear(&f.w, &a, f.x, 3, y, 2), 0);
+    bn_tk_gemm(&f.w, &f.a, ref, 1, BN_ISA_SCALAR);
+    ck_assert_int_eq(memcmp(y, ref, sizeof(float) * 60), 0);
+    bn_tk_act_free(&a);
+    free(y), free(ref);
+    drop(&f);
+}
+END_TEST
+
+START_TEST(speedup_runs)
+{
+    bn_tk_shape sh[2] = {{256, 256, 2}, {512, 256, 1}};
+    double gv = 0, gm = 0;
+    bn_err err;
+    ck_assert_int_eq(bn_tk_measure_speedup(sh, 2, 8, 1, 40, &gv, &gm, &err), 0);
+    ck_assert(isfinite(gv) && gv > 0);
+    ck_assert(isfinite(gm) && gm > 0);
+    bn_model_config c = {.dim = 256, .hidden_dim = 768, .n_layers = 3, .n_heads = 4, .n_kv_heads = 2, .head_dim = 64};
+    bn_tk_shape ms[5];
+    ck_assert_int_eq(bn_tk_model_shapes(&c, ms), 5);
+    ck_assert_int_eq(ms[1].rows, 128);
+    ck_assert_int_eq(ms[1].count, 6);
+    ck_assert_int_eq(ms[4].cols, 768);
+    int64_t total = 0;
+    for (int i = 0; i < 5; i++) total += (int64_t)ms[i].rows * ms[i].cols * ms[i].count;
+    ck_assert_int_eq(total, 3 * (256 * 256 * 2 + 2 * 128 * 256 + 3 * 768 * 256));
+    sh[0].rows = 0;
+    ck_assert_int_eq(bn_tk_measure_speedup(sh, 2, 8, 1, 40, &gv, &gm, &err), BN_EINVAL);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("tkernels");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, pack_roundtrip);
+    tcase_add_test(tc, act_quantize);
+    tcase_add_test(tc, simd_equals_scalar);
+    tcase_add_test(tc, pool_equals_scalar);
+    tcase_add_test(tc, f16_gemv_agrees);
+    tcase_add_test(tc, matches_float_reference);
+    tcase_add_test(tc, linear_grows_scratch);
+    tcase_add_test(tc, speedup_runs);
+    suite_add_tcase(s, tc);
+    return bn_test_run(s);
+}

@@ -1,0 +1,418 @@
+/* test_stages.c - calibrate, evaluate and finetune through the real pipeline on a tiny
+ * model that was first trained a little (so ternarizing it really hurts):
+ *   - a full run reports every pre/post/fine-tune metric with real values, writes
+ *     calibration_stats.json and training_history.json, and fine-tuning recovers;
+ *   - a run stopped mid fine-tune (progress callback) resumes from its checkpoint and ends
+ *     exactly where an uninterrupted run with the same seed ends;
+ *   - same seed, same threads: same numbers;
+ *   - fine-tuning below the threshold is skipped with a reason and truthful metrics;
+ *   - bad calibration input fails the job with a clear reason.
+ */
+#include <check.h>
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bn_engine.h"
+#include "bn_test.h"
+#include "base/fsutil.h"
+#include "formats/initmodel.h"
+#include "model/llama.h"
+#include "model/optim.h"
+#include "tokenizer/tokenizer.h"
+
+static char *root;        /* temp folder for the whole program */
+static char model_dir[4096], text_path[4096];
+
+/* ---- fixture: a tiny model that has learned something --------------------------------- */
+
+static const char *const subj[] = {"the cat", "a dog", "the little bird", "my friend", "the old man"};
+static const char *const verb[] = {"sat on", "ran to", "looked at", "jumped over", "found"};
+static const char *const obj[] = {"the mat", "the park", "a big tree", "the red ball", "the river"};
+
+static char *make_corpus(int paragraphs)
+{
+    size_t cap = (size_t)paragraphs * 400 + 1, len = 0;
+    char *s = malloc(cap);
+    uint64_t r = 12345;
+    for (int p = 0; p < paragraphs; p++) {
+        for (int k = 0; k < 4; k++) {
+            r = r * 6364136223846793005ull + 1442695040888963407ull;
+            int a = (int)(r >> 33) % 5, b = (int)(r >> 40) % 5;
+            len += (size_t)snprintf(s + len, cap - len, "%s%s %s %s.", k ? " " : "", subj[a],
+                                    verb[(a + b) % 5], obj[b]);
+        }
+        len += (size_t)snprintf(s + len, cap - len, "\n\n");
+    }
+    return s;
+}
+
+static void write_trained_weights(bn_hf_model *hf, bn_llama *m)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/model.safetensors", model_dir);
+    bn_st_writer *w;
+    bn_err e = {0};
+    ck_assert_int_eq(bn_st_writer_new(path, &w, &e), 0);
+    size_t n = bn_st_set_count(hf->weights);
+    for (size_t i = 0; i < n; i++) {
+        const bn_st_tensor *t = bn_st_set_at(hf->weights, i);
+        ck_assert_int_eq(bn_st_writer_declare(w, t->name, BN_DTYPE_F32, t->ndim, t->shape, &e), 0);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const bn_st_tensor *t = bn_st_set_at(hf->weights, i);
+        int layer, rows, cols;
+        bn_role r = bn_hf_role_of(t->name, &layer);
+        float *p = bn_llama_tensor(m, &m->params, r, layer, &rows, &cols);
+        ck_assert_ptr_nonnull(p);
+        ck_assert_uint_eq((uint64_t)rows * cols, t->numel);
+        ck_assert_int_eq(bn_st_writer_write(w, p, sizeof(float) * t->numel, &e), 0);
+    }
+    ck_assert_int_eq(bn_st_writer_finish(w, &e), 0);
+}
+
+static void make_fixture(void)
+{
+    root = bn_test_tmpdir("stages");
+    ck_assert_ptr_nonnull(root);
+    snprintf(model_dir, sizeof model_dir, "%s/model", root);
+    snprintf(text_path, sizeof text_path, "%s/train.txt", root);
+    bn_init_spec spec = {.dim = 32, .hidden = 64, .layers = 2, .heads = 4, .kv_heads = 2,
+                         .vocab = bn_initmodel_tokenizer_size(), .ctx = 64, .tied = false,
+                         .dtype = BN_DTYPE_F32, .seed = 7};
+    bn_err e = {0};
+    ck_assert_msg(bn_initmodel_write(model_dir, &spec, &e) == 0, "%s", e.msg);
+    char *corpus = make_corpus(40);
+    FILE *f = fopen(text_path, "w");
+    fputs(corpus, f);
+    fclose(f);
+
+    /* pre-train in FP32 for a few dozen steps so the model is worth compressing */
+    bn_tok *tok;
+    ck_assert_msg(bn_tok_load(model_dir, &tok, &e) == 0, "%s", e.msg);
+    bn_tok_ids ids = {0};
+    ck_assert_int_eq(bn_tok_encode(tok, corpus, strlen(corpus), BN_TOK_ADD_SPECIAL, &ids, &e), 0);
+    bn_tok_free(tok);
+    free(corpus);
+    bn_hf_model *hf;
+    ck_assert_msg(bn_hf_open(model_dir, &hf, &e) == 0, "%s", e.msg);
+    bn_llama *m;
+    ck_assert_int_eq(bn_llama_load(hf, &m, &e), 0);
+    bn_llama_set_threads(m, 1);
+    enum { B = 8, T = 32 };
+    ck_assert_int_eq(bn_llama_reserve(m, B, T, true, &e), 0);
+    bn_optim_param p = {"all", m->params_mem, m->grads_mem, 1, (int)m->n_params, BN_OPTIM_ADAMW};
+    bn_optim_config oc;
+    bn_optim_config_default(&oc);
+    oc.lr = 1e-2;
+    oc.warmup_steps = 0;
+    oc.grokfast_lambda = 0;
+    bn_optim *opt;
+    ck_assert_int_eq(bn_optim_new(&oc, &p, 1, &opt, &e), 0);
+    int32_t in[B * T], tgt[B * T];
+    size_t chunks = (ids.n - 1) / T;
+    for (int step = 0; step < 80; step++) {
+        for (int b = 0; b < B; b++) {
+            size_t c = ((size_t)step * B + b) % chunks;
+            memcpy(in + b * T, ids.ids + c * T, sizeof in[0] * T);
+            memcpy(tgt + b * T, ids.ids + c * T + 1, sizeof tgt[0] * T);
+        }
+        ck_assert_int_eq(bn_llama_forward(m, in, B, T, &e), 0);
+        bn_llama_loss(m, tgt, NULL, NULL);
+        bn_llama_zero_grad(m);
+        ck_assert_int_eq(bn_llama_backward(m, &e), 0);
+        bn_optim_step(opt, NULL);
+    }
+    bn_optim_free(opt);
+    bn_tok_ids_free(&ids);
+    write_trained_weights(hf, m);
+    bn_llama_free(m);
+    bn_hf_close(hf);
+}
+
+/* ---- a recording progress sink ---------------------------------------------------------- */
+
+typedef struct rec {
+    cJSON *metrics;     /* key -> value (job metrics) */
+    int n_loss;         /* fine_tune/loss rows */
+    int64_t first_loss_step, last_loss_step;
+    double stop_at;     /* stop when the finetune stage reaches this fraction (<0: never) */
+    bool stopped;
+    char events[16384];
+} rec;
+
+static bool on_update(void *c, bn_stage st, double fraction, const char *detail)
+{
+    rec *r = c;
+    (void)detail;
+    if (r->stop_at >= 0 && !r->stopped && st == BN_STAGE_FINETUNE && fraction >= r->stop_at &&
+        fraction < 1.0) {
+        r->stopped = true;
+        return true;
+    }
+    return false;
+}
+
+static void on_event(void *c, bn_stage st, const char *level, const char *msg)
+{
+    rec *r = c;
+    size_t l = strlen(r->events);
+    snprintf(r->events + l, sizeof r->events - l, "[%s/%s] %s\n", bn_stage_name(st), level, msg);
+}
+
+static void on_metric(void *c, const char *key, double v, int64_t step)
+{
+    rec *r = c;
+    ck_assert_msg(isfinite(v), "metric %s is not finite", key);
+    if (step < 0) {
+        cJSON_DeleteItemFromObject(r->metrics, key);
+        cJSON_AddNumberToObject(r->metrics, key, v);
+    } else if (!strcmp(key, "fine_tune/loss")) {
+        if (r->n_loss == 0) r->first_loss_step = step;
+        r->last_loss_step = step;
+        r->n_loss++;
+    }
+}
+
+static double metric(const rec *r, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(r->metrics, key);
+    ck_assert_msg(cJSON_IsNumber(v), "metric %s missing; events:\n%s", key, r->events);
+    return v->valuedouble;
+}
+
+static void rec_init(rec *r)
+{
+    memset(r, 0, sizeof *r);
+    r->metrics = cJSON_CreateObject();
+    r->stop_at = -1;
+}
+
+static const char *base_config =
+    "{\"threads\": 1, \"seed\": 5,"
+    " \"calibration\": {\"dataset\": \"custom\", \"path\": \"%s\", \"sequence_length\": 32,"
+    "   \"samples\": 16, \"batch_size\": 4, \"eval_fraction\": 0.2},"
+    " \"fine_tune\": {\"max_steps\": 12, \"epochs\": 50, \"batch_size\": 8, \"sequence_length\": 32,"
+    "   \"warmup_steps\": 2, \"checkpoint_every\": 4, \"threshold\": %g, \"max_minutes\": 10},"
+    " \"evaluate\": {\"windows\": 8}}";
+
+static int run(const char *tag, double threshold, const char *config_override, rec *r, bn_err *e)
+{
+    char cfg[8192], out[4200], work[4200];
+    if (config_override) snprintf(cfg, sizeof cfg, "%s", config_override);
+    else snprintf(cfg, sizeof cfg, base_config, text_path, threshold);
+    cJSON *j = cJSON_Parse(cfg);
+    ck_assert_ptr_nonnull(j);
+    bn_options o;
+    int rc = bn_options_from_json(j, &o, e);
+    cJSON_Delete(j);
+    if (rc) return rc;
+    snprintf(out, sizeof out, "%s/out-%s", root, tag);
+    snprintf(work, sizeof work, "%s/work-%s", root, tag);
+    bn_pipeline_paths paths = {model_dir, out, work, NULL, NULL};
+    bn_progress pr = {r, on_update, on_event, on_metric};
+    rc = bn_pipeline_run(&paths, &o, &pr, e);
+    bn_options_free(&o);
+    return rc;
+}
+
+static cJSON *read_json(const char *tag, const char *file)
+{
+    char p[4400];
+    snprintf(p, sizeof p, "%s/out-%s/%s", root, tag, file);
+    char *text;
+    size_t len;
+    bn_err e = {0};
+    ck_assert_msg(bn_fs_read_file(p, 1u << 26, &text, &len, &e) == 0, "%s", e.msg);
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    ck_assert_ptr_nonnull(j);
+    return j;
+}
+
+/* ---- tests ---------------------------------------------------------------------------- */
+
+static rec full; /* the uninterrupted reference run, shared by the tests below */
+
+START_TEST(full_run_reports_real_metrics)
+{
+    bn_err e = {0};
+    make_fixture();
+    rec_init(&full);
+    ck_assert_msg(run("full", 0.05, NULL, &full, &e) == 0, "%s\n%s", e.msg, full.events);
+    double pre = metric(&full, "compression/pre_perplexity");
+    double post = metric(&full, "compression/post_perplexity");
+    double ft = metric(&full, "compression/post_finetune_perplexity");
+    printf("tiny model: pre %.3f, post %.3f, post-finetune %.3f\n", pre, post, ft);
+    ck_assert(pre > 1.0 && post > 1.0);
+    ck_assert(metric(&full, "compression/pre_eval_loss") > 0);
+    double deg = metric(&full, "compression/perplexity_degradation");
+    ck_assert(fabs(deg - (post - pre) / pre) < 1e-9);
+    ck_assert_msg(deg > 0.05, "ternarizing the trained tiny model should hurt (%g)", deg);
+    ck_assert(metric(&full, "compression/accuracy_preserved") == (deg <= 0.10 ? 1.0 : 0.0));
+    double dq = metric(&full, "compression/dequantization_accuracy");
+    ck_assert(dq >= 0.99 && dq <= 1.0);
+    ck_assert(metric(&full, "compression/gradient_flow_test_passed") == 1.0);
+    ck_assert_msg(ft < post, "fine-tuning should recover: %g vs %g", ft, post);
+    double rec_ = metric(&full, "compression/perplexity_recovery");
+    ck_assert(fabs(rec_ - (post - ft) / (post - pre)) < 1e-9);
+    ck_assert(metric(&full, "compression/fine_tune_epochs") > 0);
+    ck_assert(metric(&full, "compression/fine_tune_time_hours") > 0);
+    ck_assert_int_eq(full.n_loss, 12);
+    ck_assert_int_eq(full.first_loss_step, 1);
+    ck_assert_int_eq(full.last_loss_step, 12);
+
+    cJSON *cs = read_json("full", "calibration_stats.json");
+    const cJSON *inputs = cJSON_GetObjectItemCaseSensitive(cs, "inputs");
+    ck_assert_int_eq(cJSON_GetArraySize(inputs), 2 * 4 + 1);
+    const cJSON *first = cJSON_GetArrayItem(inputs, 0);
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(first, "xsq")), 32);
+    ck_assert(cJSON_GetObjectItemCaseSensitive(first, "std")->valuedouble > 0);
+    cJSON_Delete(cs);
+    cJSON *th = read_json("full", "training_history.json");
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(th, "steps")), 12);
+    /* evaluated at the start, at each epoch end (at least one here) and at the end */
+    int spe = cJSON_GetObjectItemCaseSensitive(th, "steps_per_epoch")->valueint;
+    int n_evals = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(th, "evals"));
+    ck_assert_msg(spe > 0 && spe <= 12, "steps per epoch %d", spe);
+    ck_assert_int_eq(n_evals, 1 + 12 / spe + (12 % spe != 0));
+    const cJSON *e1 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(th, "evals"), 1);
+    ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(e1, "at")->valuestring, "epoch 1 end");
+    cJSON_Delete(th);
+    ck_assert_msg(strstr(full.events, "calibration-aware"), "%s", full.events);
+}
+END_TEST
+
+START_TEST(stop_and_resume_continues_the_same_curve)
+{
+    bn_err e = {0};
+    rec a;
+    rec_init(&a);
+    a.stop_at = 0.4; /* step 5 of 12 */
+    ck_assert_int_eq(run("resume", 0.05, NULL, &a, &e), BN_ECANCELLED);
+    ck_assert(a.stopped);
+    ck_assert_int_eq(a.last_loss_step, 5);
+    rec b;
+    rec_init(&b);
+    ck_assert_msg(run("resume", 0.05, NULL, &b, &e) == 0, "%s\n%s", e.msg, b.events);
+    ck_assert_msg(strstr(b.events, "resumed from its checkpoint at step 5"), "%s", b.events);
+    ck_assert_int_eq(b.first_loss_step, 6);
+    ck_assert_int_eq(b.last_loss_step, 12);
+    double x = metric(&full, "compression/post_finetune_perplexity");
+    double y = metric(&b, "compression/post_finetune_perplexity");
+    printf("uninterrupted %.6f, stopped+resumed %.6f\n", x, y);
+    ck_assert_msg(fabs(x - y) <= 1e-6 * x, "%g vs %g", x, y);
+    cJSON_Delete(a.metrics);
+    cJSON_Delete(b.metrics);
+}
+END_TEST
+
+START_TEST(same_seed_same_result)
+{
+    bn_err e = {0};
+    rec r;
+    rec_init(&r);
+    ck_assert_msg(run("again", 0.05, NULL, &r, &e) == 0, "%s", e.msg);
+    ck_assert(metric(&r, "compression/post_finetune_perplexity") ==
+              metric(&full, "compression/post_finetune_perplexity"));
+    ck_assert(metric(&r, "compression/post_perplexity") == metric(&full, "compression/post_perplexity"));
+    cJSON_Delete(r.metrics);
+}
+END_TEST
+
+START_TEST(below_threshold_skips_truthfully)
+{
+    bn_err e = {0};
+    rec r;
+    rec_init(&r);
+    ck_assert_msg(run("skip", 100.0, NULL, &r, &e) == 0, "%s", e.msg);
+    ck_assert_msg(strstr(r.events, "fine-tuning skipped") && strstr(r.events, "threshold"), "%s", r.events);
+    ck_assert(metric(&r, "compression/post_finetune_perplexity") == metric(&r, "compression/post_perplexity"));
+    ck_assert(metric(&r, "compression/perplexity_recovery") == 0);
+    ck_assert(metric(&r, "compression/fine_tune_epochs") == 0);
+    ck_assert(metric(&r, "compression/fine_tune_time_hours") == 0);
+    ck_assert_int_eq(r.n_loss, 0);
+    cJSON_Delete(r.metrics);
+}
+END_TEST
+
+START_TEST(distillation_warmup_and_frozen_preserved)
+{
+    bn_err e = {0};
+    rec r;
+    rec_init(&r);
+    char cfg[8192];
+    snprintf(cfg, sizeof cfg,
+             "{\"threads\": 1, \"seed\": 5, \"calibration\": {\"dataset\": \"custom\", \"path\": \"%s\","
+             " \"sequence_length\": 32, \"samples\": 16, \"eval_fraction\": 0.2},"
+             " \"fine_tune\": {\"max_steps\": 8, \"batch_size\": 8, \"sequence_length\": 32,"
+             " \"warmup_steps\": 2, \"distill\": 0.5, \"quant_warmup_steps\": 4,"
+             " \"train_preserved\": false}, \"evaluate\": {\"windows\": 8}}", text_path);
+    ck_assert_msg(run("distill", 0, cfg, &r, &e) == 0, "%s\n%s", e.msg, r.events);
+    double post = metric(&r, "compression/post_perplexity");
+    double ft = metric(&r, "compression/post_finetune_perplexity");
+    ck_assert_msg(ft < post, "%g vs %g\n%s", ft, post, r.events);
+    ck_assert_int_eq(r.n_loss, 8);
+    /* frozen preserved tensors: nothing but the requantized codes changed */
+    char p[4400];
+    snprintf(p, sizeof p, "%s/work-distill/finetune/preserved.safetensors", root);
+    bn_st_file *f;
+    ck_assert_int_eq(bn_st_open(p, &f, &e), 0);
+    ck_assert_uint_eq(bn_st_count(f), 0);
+    bn_st_close(f);
+    cJSON_Delete(r.metrics);
+}
+END_TEST
+
+START_TEST(bad_calibration_input_fails_clearly)
+{
+    bn_err e = {0};
+    rec r;
+    char cfg[8192], bad[4200];
+    rec_init(&r);
+    ck_assert_int_ne(run("bad1", 0, "{\"calibration\": {\"dataset\": \"pile\"}}", &r, &e), 0);
+    ck_assert_msg(strstr(e.msg, "config.calibration.dataset"), "%s", e.msg);
+
+    memset(&e, 0, sizeof e);
+    ck_assert_int_ne(run("bad2", 0, "{\"calibration\": {\"dataset\": \"custom\", \"texts\": []}}", &r, &e), 0);
+    ck_assert_msg(strstr(e.msg, "calibration.texts"), "%s", e.msg);
+
+    snprintf(bad, sizeof bad, "%s/latin1.txt", root);
+    FILE *f = fopen(bad, "w");
+    fputs("Un caf\xe9 tr\xe8s chaud pour commencer la journ\xe9" "e, merci beaucoup.\n", f);
+    fclose(f);
+    snprintf(cfg, sizeof cfg, "{\"calibration\": {\"dataset\": \"custom\", \"path\": \"%s\"}}", bad);
+    memset(&e, 0, sizeof e);
+    ck_assert_int_ne(run("bad3", 0, cfg, &r, &e), 0);
+    ck_assert_msg(strstr(e.msg, "latin1.txt") && strstr(e.msg, "UTF-8"), "%s", e.msg);
+
+    snprintf(cfg, sizeof cfg, "{\"calibration\": {\"dataset\": \"custom\", \"path\": \"%s\"}}", root);
+    memset(&e, 0, sizeof e);
+    ck_assert_int_ne(run("bad4", 0, cfg, &r, &e), 0);
+    ck_assert_msg(strstr(e.msg, "not a regular file"), "%s", e.msg);
+    cJSON_Delete(r.metrics);
+}
+END_TEST
+
+int main(void)
+{
+    /* the tests share the fixture and the reference run: one process, in order */
+    setenv("CK_FORK", "no", 1);
+    Suite *s = suite_create("stages");
+    TCase *tc = tcase_create("pipeline");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, full_run_reports_real_metrics);
+    tcase_add_test(tc, stop_and_resume_continues_the_same_curve);
+    tcase_add_test(tc, same_seed_same_result);
+    tcase_add_test(tc, below_threshold_skips_truthfully);
+    tcase_add_test(tc, distillation_warmup_and_frozen_preserved);
+    tcase_add_test(tc, bad_calibration_input_fails_clearly);
+    suite_add_tcase(s, tc);
+    int rc = bn_test_run(s);
+    cJSON_Delete(full.metrics);
+    if (root) bn_test_rmtree(root);
+    free(root);
+    return rc;
+}
