@@ -475,18 +475,42 @@ void bn_tk_gemm(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads
 
 typedef struct pool_helper { bn_tk_pool *pool; int index; } pool_helper;
 
+/* Jobs are claimed, not assigned: whoever comes first (the caller included) takes the
+ * next unclaimed job of the round, so a helper the OS has not scheduled yet costs the
+ * caller nothing but doing that job itself: on busy cores the pool degrades to one
+ * thread instead of waiting for a helper. The claim counter carries the round's number,
+ * so a helper waking late can never claim a job of a later round by mistake. */
 struct bn_tk_pool {
     int threads;                    /* the caller plus the helpers that started */
     pthread_t tid[TK_MAX_THREADS];
     pool_helper helper[TK_MAX_THREADS];
     tk_job jobs[TK_MAX_THREADS];    /* this round's; written before round is published */
-    int n_jobs;
     unsigned round;                 /* atomic: bumped to publish a round */
-    int pending;                    /* atomic: helpers that have not finished this round */
+    uint64_t ticket;                /* atomic: round << 32 | n_jobs << 16 | next unclaimed job */
+    int done;                       /* atomic: jobs of this round finished */
     int stop;                       /* atomic */
     pthread_mutex_t mu;             /* guards sleeping on cv */
     pthread_cond_t cv;
 };
+
+/* The index of an unclaimed job of round gen, or -1. */
+static int claim(bn_tk_pool *p, unsigned gen)
+{
+    uint64_t t = __atomic_load_n(&p->ticket, __ATOMIC_ACQUIRE);
+    for (;;) {
+        int n = (int)((t >> 16) & 0xffff), i = (int)(t & 0xffff);
+        if ((unsigned)(t >> 32) != gen || i >= n) return -1;
+        if (__atomic_compare_exchange_n(&p->ticket, &t, t + 1, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) return i;
+    }
+}
+
+static void run_claims(bn_tk_pool *p, unsigned gen)
+{
+    for (int i; (i = claim(p, gen)) >= 0;) {
+        run_job(&p->jobs[i]);
+        __atomic_fetch_add(&p->done, 1, __ATOMIC_RELEASE);
+    }
+}
 
 static unsigned wait_round(bn_tk_pool *p, unsigned seen)
 {
@@ -510,19 +534,33 @@ static void *pool_thread(void *arg)
     for (;;) {
         seen = wait_round(p, seen);
         if (__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE)) return NULL;
-        if (h->index < p->n_jobs) run_job(&p->jobs[h->index]);
-        __atomic_fetch_sub(&p->pending, 1, __ATOMIC_ACQ_REL);
+        run_claims(p, seen);
     }
 }
 
-/* Publishes a round (jobs already written) and wakes sleeping helpers. */
-static void start_round(bn_tk_pool *p)
+/* Publishes a round of n jobs (already written) and wakes sleeping helpers; returns its
+ * number. */
+static unsigned start_round(bn_tk_pool *p, int n)
 {
-    __atomic_store_n(&p->pending, p->threads - 1, __ATOMIC_RELAXED);
+    unsigned gen = __atomic_load_n(&p->round, __ATOMIC_RELAXED) + 1;
+    __atomic_store_n(&p->done, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&p->ticket, (uint64_t)gen << 32 | (uint64_t)n << 16, __ATOMIC_RELEASE);
     pthread_mutex_lock(&p->mu);
-    __atomic_fetch_add(&p->round, 1, __ATOMIC_ACQ_REL);
+    __atomic_store_n(&p->round, gen, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
+    return gen;
+}
+
+/* The caller's part of a round: claims jobs until none is left, then waits for the ones
+ * helpers are running. */
+static void finish_round(bn_tk_pool *p, unsigned gen, int n)
+{
+    run_claims(p, gen);
+    for (int i = 0; __atomic_load_n(&p->done, __ATOMIC_ACQUIRE) < n; i++) {
+        if (i < TK_SPIN) _mm_pause();
+        else sched_yield();
+    }
 }
 
 int bn_tk_pool_new(int threads, bn_tk_pool **out)
@@ -548,7 +586,7 @@ void bn_tk_pool_free(bn_tk_pool *p)
 {
     if (!p) return;
     __atomic_store_n(&p->stop, 1, __ATOMIC_RELEASE);
-    start_round(p);
+    start_round(p, 0);
     for (int i = 1; i < p->threads; i++) pthread_join(p->tid[i], NULL);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
@@ -563,18 +601,13 @@ void bn_tk_gemm_pool(const bn_tk_matrix *w, const bn_tk_act *x, float *y, bn_tk_
     tk_job alone;
     int threads = bn_tk_pool_threads(p);
     tk_job *jobs = threads > 1 ? p->jobs : &alone;
-    int n = split_jobs(w, x, y, threads, isa, jobs);
+    /* twice as many jobs as threads: a helper that starts late still takes a share */
+    int n = split_jobs(w, x, y, threads > 1 ? 2 * threads : 1, isa, jobs);
     if (n == 1) { /* no helpers, or too small to share: the helpers keep waiting */
         run_job(&jobs[0]);
         return;
     }
-    p->n_jobs = n;
-    start_round(p);
-    run_job(&p->jobs[0]);
-    for (int i = 0; __atomic_load_n(&p->pending, __ATOMIC_ACQUIRE) > 0; i++) {
-        if (i < TK_SPIN) _mm_pause();
-        else sched_yield();
-    }
+    finish_round(p, start_round(p, n), n);
 }
 
 void bn_tk_gemv(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads, bn_isa isa)
@@ -610,13 +643,7 @@ void bn_tk_pool_rows(bn_tk_pool *p, int rows, bn_tk_rows_fn fn, void *arg)
         if (r0 > r1) r0 = r1;
         p->jobs[i] = (tk_job){NULL, NULL, NULL, r0, r1, BN_ISA_AUTO, fn, arg};
     }
-    p->n_jobs = threads;
-    start_round(p);
-    run_job(&p->jobs[0]);
-    for (int i = 0; __atomic_load_n(&p->pending, __ATOMIC_ACQUIRE) > 0; i++) {
-        if (i < TK_SPIN) _mm_pause();
-        else sched_yield();
-    }
+    finish_round(p, start_round(p, threads), threads);
 }
 
 /* ---- F16 x FP32 GEMV (LM head) ------------------------------------------------------ */
