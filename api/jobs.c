@@ -83,14 +83,34 @@ static void add_links(cJSON *o, const char *id)
     }
 }
 
-/* ETA from the elapsed time and overall progress (null when unknown). */
-static void add_eta(cJSON *o, const bn_store_job *j)
+/* "metric_sources": {key: "<origin> (<split> split)"} for the perplexity/loss metrics. */
+static void add_sources(bn_store *st, const char *id, cJSON *o)
+{
+    char *text = NULL;
+    cJSON *src = bn_store_metric_sources_json(st, id, &text) == BN_STORE_OK ? cJSON_Parse(text) : NULL;
+    free(text);
+    cJSON_AddItemToObject(o, "metric_sources", src ? src : cJSON_CreateObject());
+}
+
+/* ETA (null when unknown): the larger of the projection from the overall progress and
+ * the current stage's own remaining time (its elapsed time, started where the finished
+ * stages' seconds end, scaled by its progress). The second follows a long stage with a
+ * budget of its own, such as fine-tuning for max_minutes, that the fixed stage weights
+ * of the overall progress cannot know. */
+static void add_eta(cJSON *o, const bn_store_job *j, const cJSON *timings)
 {
     if (j->status == BN_JOB_RUNNING && j->started_at > 0 && j->progress > 0.02 &&
         j->progress < 1) {
         double elapsed = (double)(bn_store_now_ms() - j->started_at) / 1000.0;
-        cJSON_AddNumberToObject(o, "eta_seconds",
-                                round(elapsed * (1 - j->progress) / j->progress));
+        double eta = elapsed * (1 - j->progress) / j->progress;
+        double done = 0;
+        for (const cJSON *t = timings ? timings->child : NULL; t; t = t->next) {
+            const cJSON *sec = cJSON_GetObjectItemCaseSensitive(t, "seconds");
+            if (cJSON_IsNumber(sec) && (!j->stage || strcmp(t->string, j->stage))) done += sec->valuedouble;
+        }
+        double f = j->stage_progress, in_stage = elapsed - done;
+        if (f > 0.02 && f < 1 && in_stage > 0 && in_stage * (1 - f) / f > eta) eta = in_stage * (1 - f) / f;
+        cJSON_AddNumberToObject(o, "eta_seconds", round(eta));
     } else {
         cJSON_AddNullToObject(o, "eta_seconds");
     }
@@ -115,8 +135,8 @@ static cJSON *job_json(bn_store *st, const bn_store_job *j, bool full)
     add_time(o, "created_at", j->created_at);
     add_time(o, "started_at", j->started_at);
     add_time(o, "finished_at", j->finished_at);
-    add_eta(o, j);
     cJSON *timings = cJSON_Parse(j->stage_timings ? j->stage_timings : "{}");
+    add_eta(o, j, timings);
     cJSON_AddItemToObject(o, "stages", stages_json(j, timings));
     if (full) {
         cJSON_AddItemToObject(o, "timings", timings ? timings : cJSON_CreateObject());
@@ -132,6 +152,7 @@ static cJSON *job_json(bn_store *st, const bn_store_job *j, bool full)
             for (int i = 0; i < n; i++)
                 if (m[i].step < 0) cJSON_AddNumberToObject(mo, m[i].key, m[i].value);
         bn_store_metrics_free(m, n);
+        add_sources(st, j->id, o);
     }
     cJSON_Delete(timings);
     add_links(o, j->id);
@@ -602,5 +623,6 @@ enum MHD_Result bn_api_job_metrics(bn_api_req *r)
         cJSON_AddItemToArray(series, pt);
     }
     bn_store_metrics_free(m, n);
+    add_sources(st, r->id, o);
     return bn_api_reply_json(r, 200, o);
 }

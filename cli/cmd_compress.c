@@ -33,6 +33,9 @@ typedef struct {
     char keys[64][64];
     double vals[64];
     int n;
+    char src_keys[32][64];  /* where each perplexity/loss metric's text came from */
+    char src_vals[32][600];
+    int n_src;
 } ui;
 
 static double mono(void)
@@ -83,6 +86,26 @@ static void on_metric(void *p, const char *key, double v, int64_t step)
     }
 }
 
+static void on_source(void *p, const char *key, const char *value)
+{
+    ui *u = p;
+    int i = 0;
+    while (i < u->n_src && strcmp(u->src_keys[i], key)) i++;
+    if (i == u->n_src) {
+        if (u->n_src == 32) return;
+        u->n_src++;
+        snprintf(u->src_keys[i], sizeof u->src_keys[0], "%s", key);
+    }
+    snprintf(u->src_vals[i], sizeof u->src_vals[0], "%s", value);
+}
+
+static const char *source_of(const ui *u, const char *key)
+{
+    for (int i = 0; i < u->n_src; i++)
+        if (!strcmp(u->src_keys[i], key)) return u->src_vals[i];
+    return NULL;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f, "usage: bitnetctl compress MODEL_DIR|hf://ORG/NAME[@REV] OUT_DIR [--sparsity-threshold X|auto] [--per-tensor]\n"
@@ -90,7 +113,10 @@ static void usage(FILE *f)
                "       [--calibration FILE] [--fine-tune] [--max-minutes M]\n"
                "--calibration FILE: calibration and fine-tuning text (.txt: documents at blank lines; .jsonl:\n"
                "a \"text\" field per line). --fine-tune: STE fine-tuning when compression degrades the held-out\n"
-               "perplexity by more than fine_tune.threshold; --max-minutes: its time budget. SIGINT/SIGTERM stop\n"
+               "perplexity by more than fine_tune.threshold; --max-minutes: its time budget (default 30): epochs\n"
+               "run until it ends or the selection perplexity stops improving (fine_tune.patience), and the best\n"
+               "weights are kept. Without --calibration the text is synthetic and fine-tuning is skipped.\n"
+               "SIGINT/SIGTERM stop\n"
                "at the next safe point with a checkpoint; with --work-dir the same command resumes.\n"
                "Ternarizes a Hugging Face Llama/Mistral/Qwen2 folder (BitNet b1.58) and writes OUT_DIR with the\n"
                "dequantized FP16 model, quantized/ (packed 2-bit) and compression_metadata.json.\n"
@@ -236,12 +262,27 @@ static void print_summary(const ui *u, const char *out, double secs)
         { "compression ratio", "compression/ratio", "%.2fx" },
         { "pre perplexity", "compression/pre_perplexity", "%.4f" },
         { "post perplexity", "compression/post_perplexity", "%.4f" },
+        { "post-finetune perplexity", "compression/post_finetune_perplexity", "%.4f" },
+        { "fine-tune epochs", "compression/fine_tune_epochs", "%.2f" },
         { "final perplexity", "phase/final_perplexity", "%.4f" },
     };
     char buf[64];
+    bool synthetic = false;
     printf("%-24s %s\n", "output", out);
-    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
-        printf("%-24s %s\n", rows[i].label, metric(u, rows[i].key, buf, sizeof buf, rows[i].fmt));
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        const char *v = metric(u, rows[i].key, buf, sizeof buf, rows[i].fmt);
+        const char *src = source_of(u, rows[i].key);
+        bool syn = src && !strncmp(src, "synthetic", 9) && strcmp(v, "n/a");
+        synthetic |= syn;
+        printf("%-24s %s%s\n", rows[i].label, v, syn ? "  (SYNTHETIC text)" : "");
+    }
+    for (int i = 0; i < u->n_src; i++)
+        if (!strcmp(u->src_keys[i], "compression/pre_perplexity") ||
+            !strcmp(u->src_keys[i], "compression/post_finetune_perplexity"))
+            printf("%-24s %s: %s\n", "text", u->src_keys[i] + 12, u->src_vals[i]);
+    if (synthetic)
+        printf("%-24s %s\n", "warning", "perplexities on the 5 synthetic templates say nothing about "
+               "real text; pass --calibration FILE");
     printf("%-24s %.2f\n", "time (s)", secs);
 }
 
@@ -283,7 +324,7 @@ int bn_cli_compress(int argc, char **argv)
         return 1;
     }
     ui u = { .tty = bn_cli_tty(), .json = json, .last_stage = -1 };
-    bn_progress prog = { &u, on_update, on_event, on_metric };
+    bn_progress prog = { &u, on_update, on_event, on_metric, on_source };
     bn_pipeline_paths paths = { model, out, work, NULL, NULL };
     struct sigaction sa = { 0 }, old;
     sa.sa_handler = on_sigint;
@@ -308,6 +349,8 @@ int bn_cli_compress(int argc, char **argv)
         cJSON_AddNumberToObject(o, "seconds", secs);
         cJSON *m = cJSON_AddObjectToObject(o, "metrics");
         for (int i = 0; i < u.n; i++) cJSON_AddNumberToObject(m, u.keys[i], u.vals[i]);
+        cJSON *srcs = cJSON_AddObjectToObject(o, "metric_sources");
+        for (int i = 0; i < u.n_src; i++) cJSON_AddStringToObject(srcs, u.src_keys[i], u.src_vals[i]);
         char *text = cJSON_Print(o);
         printf("%s\n", text);
         free(text);

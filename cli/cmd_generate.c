@@ -151,9 +151,10 @@ static cJSON *ids_json(const int32_t *ids, size_t n)
     return a;
 }
 
-/* Text of ids; ids the tokenizer does not know (a model vocabulary larger than the
- * tokenizer's) appear as "[id N]" instead of failing the whole decode. */
-static char *decode_lenient(const bn_tok *tok, const int32_t *ids, int n)
+/* Text of ids that continue the prompt's ids (decoded in its context, so the first
+ * piece keeps its leading space); ids the tokenizer does not know (a model vocabulary
+ * larger than the tokenizer's) appear as "[id N]" instead of failing the whole decode. */
+static char *decode_lenient(const bn_tok *tok, const bn_tok_ids *prompt, const int32_t *ids, int n)
 {
     size_t cap = 64, len = 0;
     char *s = malloc(cap);
@@ -168,7 +169,10 @@ static char *decode_lenient(const bn_tok *tok, const int32_t *ids, int n)
         size_t plen = 0;
         bn_err err;
         if (j > i) {
-            if (bn_tok_decode(tok, ids + i, (size_t)(j - i), BN_TOK_SKIP_SPECIAL, &piece, &plen, &err) != 0)
+            /* the first run continues the prompt; a run after an unknown id stands alone */
+            size_t npre = i == 0 ? prompt->n : 0;
+            if (bn_tok_decode_continuation(tok, prompt->ids, npre, ids + i, (size_t)(j - i), BN_TOK_SKIP_SPECIAL,
+                                           &piece, &plen, &err) != 0)
                 piece = NULL, plen = 0;
             add = piece ? piece : "";
             i = j;
@@ -222,7 +226,7 @@ static char *utf8_valid(const char *s)
 static void print_result(const gen_opts *o, const bn_tok *tok, const bn_tok_ids *prompt, const int32_t *out,
                          int n_out, const char *weights, double secs, cJSON *logits)
 {
-    char *text = decode_lenient(tok, out, n_out);
+    char *text = decode_lenient(tok, prompt, out, n_out);
     if (o->json) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "model", o->dir);

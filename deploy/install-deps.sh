@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs bitnetd's build and test dependencies from Debian 12 packages.
 # Safe to run repeatedly; does nothing when everything is present.
+# Quiet: one line per step (what it installs); apt-get's and dpkg's own output goes to a
+# log file (BN_DEPS_LOG, default $TMPDIR/bitnetd-install-deps.log) whose last lines are
+# shown when a step fails.
 set -euo pipefail
 
 PKGS=(build-essential meson ninja-build pkg-config
@@ -23,9 +26,28 @@ missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if ((${#missing[@]})); then
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  echo "install-deps: installing ${missing[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: all ${#PKGS[@]} packages present"
+  exit 0
 fi
+log=${BN_DEPS_LOG:-${TMPDIR:-/tmp}/bitnetd-install-deps.log}
+: > "$log"
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+# step DESCRIPTION CMD...: one line out, the command's output into the log; on failure
+# the log's tail and its path, and the script stops with the command's status
+step() {
+  local what=$1; shift
+  echo "install-deps: $what"
+  echo "=== $what: $*" >> "$log"
+  local rc=0
+  "$@" >> "$log" 2>&1 || rc=$?
+  if ((rc)); then
+    echo "install-deps: FAILED ($what, exit $rc); last lines of $log:" >&2
+    tail -n 30 "$log" | sed 's/^/  | /' >&2
+    exit "$rc"
+  fi
+}
+step "updating the package lists" $SUDO apt-get update
+step "installing ${missing[*]}" \
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+echo "install-deps: done (apt output in $log)"

@@ -45,6 +45,9 @@ int bn_stage_parse(const char *name);   /* -1 if unknown */
 
 #define BN_MAX_PATTERNS 32
 #define BN_MAX_TEXTS 4096
+/* fine_tune.patience default, in evaluations (epochs) without a new best selection
+ * perplexity; chosen from measured curves (docs/BENCHMARKS.md, "patience"). */
+#define BN_FT_DEFAULT_PATIENCE 5
 
 typedef enum { BN_SCALE_PER_CHANNEL = 0, BN_SCALE_PER_TENSOR } bn_scale_mode;
 typedef enum { BN_CALIB_SYNTHETIC = 0, BN_CALIB_OPENWEBTEXT, BN_CALIB_C4, BN_CALIB_WIKITEXT,
@@ -65,7 +68,8 @@ typedef struct bn_options {
         int samples;              /* default 256 */
         int sequence_length;      /* default 512 (clamped to the model's context) */
         int batch_size;           /* default 4 */
-        double eval_fraction;     /* default 0.1 */
+        double eval_fraction;     /* report split, default 0.1 (every reported figure) */
+        double selection_fraction; /* selection split, default 0.05 (best checkpoint, patience) */
         char *path;               /* custom: text/JSONL file inside a model root */
         int n_texts;              /* custom: inline texts */
         char **texts;
@@ -75,9 +79,15 @@ typedef struct bn_options {
     struct {
         bool enabled;             /* default true */
         double threshold;         /* default 0.05 */
-        int epochs;               /* default 1 */
+        /* Budget rule: with epochs and max_steps both 0 (the default) training runs epoch
+         * after epoch until max_minutes ends or the selection perplexity has not improved
+         * for `patience` evaluations (one per epoch); otherwise the epochs/max_steps limit
+         * holds, max_minutes still caps it. The best checkpoint is kept either way. */
+        int epochs;               /* default 0 = as many as the budget allows */
         int max_steps;            /* default 0 = no limit */
         double max_minutes;       /* default 30 */
+        int patience;             /* evaluations without improvement before stopping; 0 = off */
+        bool allow_synthetic;     /* default false: never train on the synthetic templates */
         int batch_size;           /* default 4 */
         int sequence_length;      /* default: calibration.sequence_length */
         double lr;                /* AdamW lr, default 1e-3 */
@@ -127,6 +137,11 @@ typedef struct bn_progress {
     /* A metric value. step is -1 for the 19 job metrics and phase summary keys,
      * >= 0 for per-step history (fine_tune/loss, ...). May be NULL. Values are finite. */
     void (*metric)(void *ctx, const char *key, double value, int64_t step);
+    /* Where a perplexity/loss metric's text came from, sent just before each job-level value of
+     * such a key (per-step keys: once, before the first step): value = "<origin> (<split> split)", origin "file:<path>",
+     * "dataset:<name>", "inline:<n> texts" or "synthetic"; split "train", "selection" or
+     * "report". May be NULL. */
+    void (*source)(void *ctx, const char *key, const char *value);
 } bn_progress;
 
 /* ---- the pipeline -------------------------------------------------------------- */

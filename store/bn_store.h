@@ -174,6 +174,11 @@ int bn_store_metric_add(bn_store *st, const char *id, const char *key, int64_t s
                         double value);
 /* All metrics of a job ordered by key, step. */
 int bn_store_metrics_list(bn_store *st, const char *id, bn_store_metric **out, int *n);
+/* Records (replaces) where metric `key`'s text came from ("file:x.txt (report split)"). */
+int bn_store_metric_source_set(bn_store *st, const char *id, const char *key, const char *source);
+/* The job's metric sources as JSON object text {"key": "source", ...} ("{}" when none);
+ * caller frees. */
+int bn_store_metric_sources_json(bn_store *st, const char *id, char **out);
 
 /* ---- W&B outbox (read side for tests and the tracker) ------------------------------ */
 

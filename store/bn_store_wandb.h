@@ -35,6 +35,7 @@ typedef struct bn_store_wandb_job {
     char *run_id, *entity, *project, *run_url, *last_error;
     int64_t history_offset; /* next offset to assign */
     int64_t pending_rows;
+    char *sources;       /* JSON object {metric: text source}, or NULL when none yet */
 } bn_store_wandb_job;
 void bn_store_wandb_jobs_free(bn_store_wandb_job *jobs, int n);
 

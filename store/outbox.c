@@ -35,6 +35,7 @@ void bn_store_wandb_jobs_free(bn_store_wandb_job *jobs, int n)
         free(j->project);
         free(j->run_url);
         free(j->last_error);
+        free(j->sources);
     }
     free(jobs);
 }
@@ -68,7 +69,9 @@ static const char work_sql[] =
     "  (SELECT MIN(created_at) FROM wandb_outbox o WHERE o.job_id = j.id),"
     "  r.status, r.run_id, r.entity, r.project, r.run_url, r.last_error,"
     "  COALESCE(r.history_offset, 0),"
-    "  (SELECT COUNT(*) FROM wandb_outbox o WHERE o.job_id = j.id AND o.delivered_at IS NULL)"
+    "  (SELECT COUNT(*) FROM wandb_outbox o WHERE o.job_id = j.id AND o.delivered_at IS NULL),"
+    "  (SELECT CASE WHEN COUNT(*) > 0 THEN json_group_object(key, source) END"
+    "    FROM job_metric_sources m WHERE m.job_id = j.id)"
     " FROM w JOIN jobs j ON j.id = w.job_id LEFT JOIN wandb_runs r ON r.job_id = j.id"
     " WHERE j.wandb_mode IN ('online', 'offline')"
     "  AND COALESCE(r.status, 'pending') IN ('pending', 'active')"
@@ -94,6 +97,7 @@ static void work_row(sqlite3_stmt *s, bn_store_wandb_job *j)
     j->last_error = bn_store__col_strdup(s, 13);
     j->history_offset = sqlite3_column_int64(s, 14);
     j->pending_rows = sqlite3_column_int64(s, 15);
+    j->sources = bn_store__col_strdup(s, 16);
 }
 
 int bn_store_wandb_work(bn_store *st, int limit, bn_store_wandb_job **out, int *n)

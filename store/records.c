@@ -133,7 +133,9 @@ static int summary_payload(bn_store *st, const char *id, bn_job_status status, c
     sqlite3_stmt *s = bn_store__cached(st,
         "SELECT json_set(coalesce((SELECT json_group_object(key, value) FROM job_metrics"
         "   WHERE job_id = ?1 AND step < 0), '{}'),"
-        " '$.\"phase/success\"', ?2, '$.\"phase/quantization_method\"', 'BitNet-1.58')");
+        " '$.\"phase/success\"', ?2, '$.\"phase/quantization_method\"', 'BitNet-1.58',"
+        " '$.metric_sources', json(coalesce((SELECT json_group_object(key, source)"
+        "   FROM job_metric_sources WHERE job_id = ?1), '{}')))");
     if (!s) return BN_STORE_ERROR;
     bn_store__bind_text(s, 1, id);
     sqlite3_bind_int(s, 2, status == BN_JOB_SUCCEEDED ? 1 : 0);
@@ -160,6 +162,35 @@ int bn_store__enqueue_final(bn_store *st, const char *id, bn_job_status status)
 }
 
 /* ---- metrics ------------------------------------------------------------------------ */
+
+int bn_store_metric_source_set(bn_store *st, const char *id, const char *key, const char *source)
+{
+    sqlite3_stmt *s = bn_store__cached(st,
+        "INSERT INTO job_metric_sources (job_id, key, source) VALUES (?, ?, ?)"
+        " ON CONFLICT (job_id, key) DO UPDATE SET source = excluded.source");
+    if (!s) return BN_STORE_ERROR;
+    bn_store__bind_text(s, 1, id);
+    bn_store__bind_text(s, 2, key);
+    bn_store__bind_text(s, 3, source);
+    int rc = sqlite3_step(s);
+    bn_store__release(st, s);
+    return rc == SQLITE_DONE ? BN_STORE_OK : bn_store__fail(st, "writing metric source");
+}
+
+int bn_store_metric_sources_json(bn_store *st, const char *id, char **out)
+{
+    *out = NULL;
+    sqlite3_stmt *s = bn_store__cached(st,
+        "SELECT coalesce(json_group_object(key, source), '{}') FROM job_metric_sources"
+        " WHERE job_id = ?");
+    if (!s) return BN_STORE_ERROR;
+    bn_store__bind_text(s, 1, id);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) *out = bn_store__col_strdup(s, 0);
+    bn_store__release(st, s);
+    if (rc != SQLITE_ROW || !*out) return bn_store__fail(st, "reading metric sources");
+    return BN_STORE_OK;
+}
 
 static int metric_exists(bn_store *st, const char *id, const char *key, int64_t step,
                          bool *exists)

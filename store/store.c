@@ -121,8 +121,18 @@ static const char migration_v1[] =
     "  run_url TEXT"
     ");";
 
+/* v2: where each perplexity/loss metric's text came from (bn_progress.source). */
+static const char migration_v2[] =
+    "CREATE TABLE job_metric_sources ("
+    "  job_id TEXT NOT NULL,"
+    "  key TEXT NOT NULL,"
+    "  source TEXT NOT NULL,"
+    "  PRIMARY KEY (job_id, key)"
+    ");";
+
 static const char *const migrations[] = {
     migration_v1,
+    migration_v2,
 };
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 

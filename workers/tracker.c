@@ -243,6 +243,29 @@ static const cJSON *tracking_item(const cJSON *tr, const char *k)
     return v ? v : cJSON_GetObjectItemCaseSensitive(tr, k);
 }
 
+/* The run config: the job's config plus "metric_sources" (where each perplexity/loss
+ * metric's text came from) once the job has recorded them. */
+static char *config_with_sources(const bn_store_wandb_job *j)
+{
+    cJSON *src = j->sources ? cJSON_Parse(j->sources) : NULL;
+    if (!cJSON_IsObject(src) || !src->child) {
+        cJSON_Delete(src);
+        return bn_wandb_config_string(j->config);
+    }
+    cJSON *cfg = cJSON_Parse(j->config && *j->config ? j->config : "{}");
+    if (!cJSON_IsObject(cfg)) {
+        cJSON_Delete(cfg);
+        cJSON_Delete(src);
+        return NULL;
+    }
+    cJSON_AddItemToObject(cfg, "metric_sources", src);
+    char *text = cJSON_PrintUnformatted(cfg);
+    cJSON_Delete(cfg);
+    char *out = text ? bn_wandb_config_string(text) : NULL;
+    free(text);
+    return out;
+}
+
 /* UpsertBucket variables for a job (NULL on a bad config). */
 static cJSON *run_variables(bn_tracker *t, const bn_store_wandb_job *j)
 {
@@ -253,7 +276,7 @@ static cJSON *run_variables(bn_tracker *t, const bn_store_wandb_job *j)
     if (cJSON_IsString(jt)) tags[n_tags++] = jt->valuestring;
     for (const cJSON *x = cJSON_IsArray(jt) ? jt->child : NULL; x && n_tags < MAX_TAGS; x = x->next)
         if (cJSON_IsString(x)) tags[n_tags++] = x->valuestring;
-    char *config = bn_wandb_config_string(j->config);
+    char *config = config_with_sources(j);
     const char *entity = tracking_str(tr, "entity");
     const char *project = tracking_str(tr, "project");
     const char *group = tracking_str(tr, "group");
@@ -495,6 +518,27 @@ static int send_online(bn_tracker *t, bn_store_wandb_job *j, job_sched *s, int64
     }
     bool more = b.next < n || n == t->cfg.max_batch_lines + 2;
     bn_store_outbox_rows_free(rows, n);
+    if (b.complete && j->sources) {
+        /* the run's config gains the metric sources the job recorded (an upsert of the
+         * same run updates its config) before the last batch closes the run */
+        cJSON *vars = run_variables(t, j);
+        bn_wandb_run run;
+        bn_wandb_result res;
+        int urc = vars ? 0 : -1;
+        if (vars) {
+            atomic_fetch_add(&t->c_requests, 1);
+            urc = bn_wandb_upsert_bucket(t->cl, vars, &run, &res);
+            cJSON_Delete(vars);
+            if (!urc) bn_wandb_run_free(&run);
+        }
+        if (urc) {
+            free(b.body);
+            if (!vars) return 0;
+            s->last_sent = now;
+            return on_failure(t, j, s, now, &res, "UpsertBucket");
+        }
+        atomic_fetch_add(&t->c_ok, 1);
+    }
     bool heartbeat = false;
     if (!b.body) {
         if (j->status != BN_JOB_RUNNING || now - s->last_sent < t->cfg.heartbeat_ms) {

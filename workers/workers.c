@@ -7,7 +7,8 @@
  *              written and closes the previous stage's timing); its answer is "stop now"
  *              when the user cancelled, the daemon is shutting down or the lease is lost;
  *   event   -> a job event row, committed at once;
- *   metric  -> a job_metrics row (+ W&B outbox row), committed at once.
+ *   metric  -> a job_metrics row (+ W&B outbox row), committed at once;
+ *   source  -> a job_metric_sources row (where a perplexity/loss metric's text came from).
  * A housekeeping thread renews every running job's lease every lease_ms/4 and copies the
  * job's cancel_requested flag into the worker, so a pipeline that computes for a long
  * time between callbacks keeps its lease and still learns about a cancel.
@@ -159,6 +160,14 @@ static void on_metric(void *ctx, const char *key, double value, int64_t step)
              bn_store_errmsg(r->st));
 }
 
+static void on_source(void *ctx, const char *key, const char *source)
+{
+    run *r = ctx;
+    if (bn_store_metric_source_set(r->st, r->job->id, key, source))
+        wlog(r->w->pool, 4, "job %s: source of %s not recorded: %s", r->job->id, key,
+             bn_store_errmsg(r->st));
+}
+
 /* ---- running one job ------------------------------------------------------------------ */
 
 static int parse_options(const bn_store_job *job, bn_options *opt, bn_err *err)
@@ -215,7 +224,8 @@ static void run_job(worker *w, bn_store *st, bn_store_job *job)
              resume > 0 && resume < BN_STAGE_COUNT ? bn_stage_name(resume) : "");
     bn_store_event_add(st, job->id, NULL, "info", msg);
     wlog(p, 6, "job %s: %s", job->id, msg);
-    bn_progress prog = {.ctx = &r, .update = on_update, .event = on_event, .metric = on_metric};
+    bn_progress prog = {.ctx = &r, .update = on_update, .event = on_event, .metric = on_metric,
+                        .source = on_source};
     bn_pipeline_paths paths = {.model_dir = job->model, .output_dir = job->output_dir,
                                .work_dir = wd, .data_dir = p->data_dir, .hub = p->cfg.hub};
     int rc = bn_pipeline_run(&paths, &opt, &prog, &err);

@@ -148,7 +148,8 @@
       attempts: pick(j, ["attempts"]),
       error: err || "",
       detail: j.detail || "",
-      metrics: j.metrics
+      metrics: j.metrics,
+      sources: j.metric_sources && typeof j.metric_sources === "object" ? j.metric_sources : {}
     };
   }
   function isActive(st) { return st === "queued" || st === "running"; }
@@ -417,17 +418,25 @@
     return m;
   }
 
-  function renderMetrics(tbody, m) {
+  /* m: key -> value; sources: key -> the text a perplexity/loss was measured on
+   * ("file:x.txt (report split)", "synthetic (report split)", ...). Synthetic figures are
+   * marked: they say nothing about real text. */
+  function renderMetrics(tbody, m, sources) {
     clear(tbody);
     var have = 0;
+    sources = sources || {};
     METRIC_GROUPS.forEach(function (g) {
-      tbody.appendChild(el("tr", { class: "group" }, [el("td", { colspan: "2", text: g[0] })]));
+      tbody.appendChild(el("tr", { class: "group" }, [el("td", { colspan: "3", text: g[0] })]));
       g[1].forEach(function (k) {
         var ok = m[k] !== undefined && m[k] !== null;
         if (ok) have++;
-        tbody.appendChild(el("tr", { "data-key": k }, [
+        var src = typeof sources[k] === "string" ? sources[k] : "";
+        var syn = src.indexOf("synthetic") === 0;
+        tbody.appendChild(el("tr", { "data-key": k, class: syn ? "synthetic" : "" }, [
           el("td", { text: k }),
-          el("td", { class: "num" + (ok ? "" : " missing"), text: ok ? fmtNum(m[k]) : "\u2014" })
+          el("td", { class: "num" + (ok ? "" : " missing"), text: ok ? fmtNum(m[k]) : "\u2014" }),
+          el("td", { class: "source" + (syn ? " synthetic" : ""), title: src,
+            text: src ? (syn ? "SYNTHETIC text" : src) : "" })
         ]));
       });
     });
@@ -632,7 +641,9 @@
         renderInfo(job);
         renderTimeline(timeline, job);
         var rows = metricRows(r[1]);
-        var have = renderMetrics(metricsBody, latestMetrics(rows, job));
+        var srcs = job.sources;
+        if (r[1] && r[1].metric_sources && typeof r[1].metric_sources === "object") srcs = r[1].metric_sources;
+        var have = renderMetrics(metricsBody, latestMetrics(rows, job), srcs);
         metricsCount.textContent = have + " of 19 reported";
         renderLoss(lossBox, rows);
         renderArtifacts(artBody, id, artifactList(r[2]));

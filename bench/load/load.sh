@@ -45,7 +45,7 @@ url=$(cat "$tmp/state/bitnetd.url")
 busy_minutes=$(( (seconds * 2 + 59) / 60 + soak * 2 + 2 ))
 id=$(curl -sf -H 'Content-Type: application/json' "$url/v1/jobs" -d "{\"model\":\"tiny\",\"output\":\"load\",\
 \"config\":{\"calibration\":{\"samples\":8,\"sequence_length\":64},\"evaluate\":{\"windows\":1},\
-\"fine_tune\":{\"enabled\":true,\"threshold\":0,\"epochs\":1000,\"max_steps\":0,\"max_minutes\":$busy_minutes,\
+\"fine_tune\":{\"enabled\":true,\"threshold\":0,\"epochs\":1000,\"max_steps\":0,\"allow_synthetic\":true,\"max_minutes\":$busy_minutes,\
 \"sequence_length\":64,\"batch_size\":2,\"checkpoint_every\":1000}}}" | sed 's/.*"id":"\([^"]*\)".*/\1/')
 for _ in $(seq 600); do
   curl -sf "$url/v1/jobs/$id" | grep -q '"status":"running"' && break; sleep 0.1

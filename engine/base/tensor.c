@@ -200,3 +200,37 @@ void *bn_alloc_big(size_t n)
     if (p) madvise(p, n, MADV_HUGEPAGE); /* advice only: a kernel without THP ignores it */
     return p;
 }
+
+/* Elements are read with memcpy: a tensor inside a safetensors mmap need not be aligned. */
+int64_t bn_first_nonfinite(const void *src, bn_dtype t, size_t n)
+{
+    const unsigned char *b = src;
+    switch (t) {
+    case BN_DTYPE_F32:
+        for (size_t i = 0; i < n; i++) { /* exponent all ones: Inf or NaN */
+            uint32_t v;
+            memcpy(&v, b + 4 * i, 4);
+            if ((v & 0x7f800000u) == 0x7f800000u) return (int64_t)i;
+        }
+        return -1;
+    case BN_DTYPE_F16:
+    case BN_DTYPE_BF16: {
+        uint16_t mask = t == BN_DTYPE_F16 ? 0x7c00u : 0x7f80u;
+        for (size_t i = 0; i < n; i++) {
+            uint16_t v;
+            memcpy(&v, b + 2 * i, 2);
+            if ((v & mask) == mask) return (int64_t)i;
+        }
+        return -1;
+    }
+    case BN_DTYPE_F64:
+        for (size_t i = 0; i < n; i++) {
+            uint64_t v;
+            memcpy(&v, b + 8 * i, 8);
+            if ((v & 0x7ff0000000000000ull) == 0x7ff0000000000000ull) return (int64_t)i;
+        }
+        return -1;
+    default:
+        return -1;
+    }
+}

@@ -39,6 +39,10 @@ void bn_f32_to_f16_array(const float *src, uint16_t *dst, size_t n);
 /* dst[0..n) = src (F32, F16 or BF16) rounded to F16 (F16 is copied unchanged). */
 void bn_to_f16(const void *src, bn_dtype t, uint16_t *dst, size_t n);
 
+/* Index of the first NaN or Inf among n values of a float type (F32, F16, BF16, F64),
+ * from the exponent bits; -1 when all are finite or the type is not a float type. */
+int64_t bn_first_nonfinite(const void *src, bn_dtype t, size_t n);
+
 /* A large buffer that is filled once and kept (ternary codes): at 2 MiB or more it is
  * 2 MiB-aligned and asks for transparent huge pages, so filling it costs one page fault
  * per 2 MiB instead of 512 (page faults are what filling fresh memory costs, most of all

@@ -649,7 +649,7 @@ static void actquant_forward(real *out, const real *x, size_t N, size_t C)
         const real *xr = x + n * C;
         real *o = out + n * C, a = 0;
         for (size_t i = 0; i < C; i++) a = FMAX(a, FABS(xr[i]));
-        if (a < 1e-5f) a = 1e-5f;
+        if (a < 1e-5f) a = 1e-5f; /* = BN_TK_ACT_FLOOR: the int8 kernel floors alike */
         real s = 127.0f / a, inv = a / 127.0f;
         for (size_t i = 0; i < C; i++) {
             real q = NEARBYINT(xr[i] * s);
@@ -1127,6 +1127,12 @@ int bn_llama_eval_windows(bn_llama *m, const int32_t *ids, size_t n_ids, int ctx
         bn_llama_loss(m, in + 1, NULL, &cnt);
         for (size_t i = 0; i < (size_t)nb * ctx; i++) total += m->acts.losses[i];
         count += (uint64_t)cnt;
+        if (!isfinite(total)) { /* never a NaN perplexity: say where it came from */
+            rc = bn_err_set(err, BN_ENUMERIC, "eval: non-finite activations (the loss of window "
+                            "%d of %d is NaN or Inf): the model's forward pass overflows", w0 + 1,
+                            windows);
+            break;
+        }
     }
     if (rc) return rc;
     out->tokens = count;

@@ -40,7 +40,8 @@ struct bn_optim {
     float *scratch;       /* Newton-Schulz work space */
     int n_refs;
     optim_state_ref *refs;
-    int64_t t;
+    int64_t t;            /* steps taken, skipped ones included (drives the schedule) */
+    int64_t applied;      /* steps that updated the weights (bias correction, EMA start) */
 };
 
 void bn_optim_config_default(bn_optim_config *c)
@@ -168,7 +169,9 @@ void bn_optim_free(bn_optim *o)
 }
 
 int64_t bn_optim_steps(const bn_optim *o) { return o->t; }
-void bn_optim_set_steps(bn_optim *o, int64_t t) { o->t = t; }
+void bn_optim_set_steps(bn_optim *o, int64_t t) { o->t = t; o->applied = t; }
+int64_t bn_optim_applied_steps(const bn_optim *o) { return o->applied; }
+void bn_optim_set_applied_steps(bn_optim *o, int64_t n) { o->applied = n; }
 void bn_optim_set_total_steps(bn_optim *o, int64_t total) { o->cfg.total_steps = total; }
 
 int bn_optim_state_count(const bn_optim *o) { return o->n_refs; }
@@ -269,9 +272,12 @@ static double global_norm(const bn_optim *o)
     return sqrt(ss);
 }
 
-static void grokfast(optim_slot *sl, float alpha, float lambda)
+/* The EMA starts at the first applied gradient (as in the reference gradfilter_ema), so
+ * the first filtered gradient is (1 + lambda) g. */
+static void grokfast(optim_slot *sl, float alpha, float lambda, int first)
 {
     float *g = sl->p.g, *e = sl->ema;
+    if (first) memcpy(e, g, sl->n * sizeof(float));
     for (size_t j = 0; j < sl->n; j++) {
         e[j] = alpha * e[j] + (1.0f - alpha) * g[j];
         g[j] += lambda * e[j];
@@ -297,7 +303,7 @@ static void muon_update(bn_optim *o, optim_slot *sl, float lr)
 static void adamw_update(const bn_optim *o, optim_slot *sl, float lr)
 {
     const bn_optim_config *c = &o->cfg;
-    double t = (double)(o->t + 1);
+    double t = (double)(o->applied + 1); /* skipped steps do not count */
     float b1 = (float)c->beta1, b2 = (float)c->beta2, eps = (float)c->eps;
     float bc1 = (float)(1.0 - pow(c->beta1, t)), bc2 = (float)(1.0 - pow(c->beta2, t));
     float decay = 1.0f - lr * (float)c->weight_decay;
@@ -334,11 +340,12 @@ void bn_optim_step(bn_optim *o, bn_optim_stats *st)
     for (int i = 0; i < o->n; i++) {
         optim_slot *sl = &o->slots[i];
         if (c->grokfast_lambda != 0.0)
-            grokfast(sl, (float)c->grokfast_alpha, (float)c->grokfast_lambda);
+            grokfast(sl, (float)c->grokfast_alpha, (float)c->grokfast_lambda, o->applied == 0);
         if (sl->p.group == BN_OPTIM_MUON) muon_update(o, sl, mlr);
         else adamw_update(o, sl, lr);
     }
     o->t++;
+    o->applied++;
     if (st) {
         st->grad_norm = norm;
         st->skipped = 0;

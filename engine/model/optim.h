@@ -5,13 +5,17 @@
  * One step, for every parameter tensor p with gradient g (after the caller's backward):
  *   1. clip:      g <- g * min(1, max_grad_norm / ||g_all||)   (global norm over all p)
  *   2. Grokfast:  ema <- alpha*ema + (1-alpha)*g ;  g <- g + lambda*ema   (slow component
- *                 amplified; alpha 0.98, lambda 2.0 by default)
+ *                 amplified; alpha 0.98, lambda 2.0 by default). The EMA starts at the
+ *                 first applied gradient (Lee et al. 2024's gradfilter_ema), so the first
+ *                 step is (1 + lambda) g.
  *   3a. Muon (group BN_OPTIM_MUON, 2-D [rows, cols]):
  *                 buf <- mu*buf + g ;  u <- g + mu*buf (Nesterov, mu 0.95)
  *                 O = NS5(u): quintic Newton-Schulz (3.4445, -4.7750, 2.0315), 5 steps, on
  *                 the orientation with fewer rows, after scaling u to spectral norm <= 1;
  *                 p <- p*(1 - lr*wd) - lr * max(1, rows/cols)^0.5 * O
- *   3b. AdamW (group BN_OPTIM_ADAMW): bias-corrected moments, decoupled weight decay.
+ *   3b. AdamW (group BN_OPTIM_ADAMW): bias-corrected moments, decoupled weight decay;
+ *                 the correction 1 - beta^k counts applied steps k only (a skipped,
+ *                 non-finite step changes neither moments nor k).
  * The learning rates used at step t are base * bn_optim_lr_factor(t): linear warm-up from
  * 0 (step 0 has lr 0) then cosine decay to min_lr_ratio at total_steps.
  *
@@ -65,16 +69,23 @@ double bn_optim_lr_factor(const bn_optim_config *c, int64_t t);
 
 typedef struct bn_optim_stats {
     double grad_norm; /* global norm of the raw gradients, before clipping (0 if skipped) */
-    int skipped;      /* 1: a gradient was NaN/Inf; nothing was updated (the step counts) */
+    int skipped;      /* 1: a gradient was NaN/Inf; nothing was updated (the schedule step counts, the applied count does not) */
     double lr;        /* AdamW lr used */
     double muon_lr;   /* Muon lr used */
 } bn_optim_stats;
 
 /* One step with the current gradients; advances the step counter. A non-finite gradient
- * norm skips the update (weights and state untouched) and sets st->skipped. */
+ * norm skips the update (weights, state and applied-step count untouched; the schedule's step
+ * counter advances) and sets st->skipped. */
 void bn_optim_step(bn_optim *o, bn_optim_stats *st);
 int64_t bn_optim_steps(const bn_optim *o);
+/* Sets the step counter; the applied-step counter is set to the same value (call
+ * bn_optim_set_applied_steps after it to restore a different one). */
 void bn_optim_set_steps(bn_optim *o, int64_t t);
+/* Steps that updated the weights (skipped steps excluded): AdamW bias correction and the
+ * Grokfast EMA start use it. Save it with the state in checkpoints. */
+int64_t bn_optim_applied_steps(const bn_optim *o);
+void bn_optim_set_applied_steps(bn_optim *o, int64_t n);
 void bn_optim_set_total_steps(bn_optim *o, int64_t total);
 
 /* Named state arrays (e.g. "<param>.ema", ".m", ".v", ".mom"); for checkpoints. */

@@ -637,14 +637,18 @@ static void pass_refine_codes(job *j, int64_t r0, int64_t r1)
 
 int bn_quant_tau_grid(float tau, float *out, int cap)
 {
-    static const float d[] = { 0, -0.1f, 0.1f, -0.2f, 0.2f };
+    /* The requested tau always; its neighbours tau +- 0.1, +- 0.2 only inside [0.05, 1.5].
+     * tau = 0 asks for dense codes (no zero at all): it is the only entry then. */
+    static const float d[] = { -0.1f, 0.1f, -0.2f, 0.2f };
     int n = 0;
-    for (int i = 0; i < 5 && n < cap; i++) {
+    if (cap <= 0) return 0;
+    out[n++] = tau;
+    if (tau == 0.0f) return n;
+    for (int i = 0; i < 4 && n < cap; i++) {
         float t = tau + d[i];
         if (t < 0.05f || t > 1.5f) continue;
         out[n++] = t;
     }
-    if (n == 0 && cap > 0) out[n++] = tau;
     return n;
 }
 

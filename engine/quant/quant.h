@@ -63,7 +63,8 @@ int bn_quant_refine(const char *name, const void *src, bn_dtype dtype, int64_t r
                     const float *xsq, const float *taus, int n_taus, const bn_quant_params *p,
                     int8_t *codes, float *scales, float *chosen_tau, bn_quant_stats *st, bn_err *err);
 
-/* The default refinement grid (tau +- 0.1, +- 0.2 around p->tau, clamped to [0.05, 1.5]). */
+/* The refinement grid: tau itself first (always, whatever its value), then those of its
+ * neighbours tau +- 0.1, +- 0.2 that lie in [0.05, 1.5]; tau = 0 (dense codes) alone. */
 int bn_quant_tau_grid(float tau, float *out, int cap);
 
 /* Adds b into a (params, zeros, error sums; scale min/max; scale_mean weighted by

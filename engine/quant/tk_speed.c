@@ -3,9 +3,12 @@
  * For each linear-layer shape of a model, random ternary weights (packed) and random
  * FP32 weights of the same shape are timed: bn_tk_gemv vs cblas_sgemv for one token, and
  * bn_tk_gemm vs cblas_sgemm for a batch. The ternary time includes quantizing the
- * activations (the kernel's real per-call cost). Each timing is the best of a few
- * repetitions of a loop sized to the time budget; shapes are weighted by how many times
- * one forward pass uses them. OpenBLAS runs with the same thread count.
+ * activations (the kernel's real per-call cost). Shapes are weighted by how many times
+ * one forward pass uses them. Both sides run at 1 thread and at the requested count and
+ * keep the faster total (a tiny product is slower with threads: OpenBLAS would otherwise
+ * be timed starting threads). Each timing repeats a loop sized to the budget until its
+ * best is stable. A ratio is given only when the FP32 products are long enough to time
+ * arithmetic (BN_TK_MIN_PRODUCT_S).
  */
 #include "quant/tkernels.h"
 
@@ -65,17 +68,21 @@ static double time_blas(speed_case *c, int n, int iters)
     return (now_s() - t0) / iters;
 }
 
-/* Best of 3 runs of a loop lasting about budget/3 seconds. */
-static double best_time(double (*fn)(speed_case *, int, int), speed_case *c, int n, double budget)
+/* Best per-call time of a loop lasting about `slice` seconds, run until stable: at least
+ * 3 runs, stop when the last two runs did not improve the best by 2%, at most 12 runs. */
+static double best_time(double (*fn)(speed_case *, int, int), speed_case *c, int n, double slice)
 {
     double one = fn(c, n, 1); /* warm-up and estimate */
-    int iters = one > 0 ? (int)(budget / 3.0 / one) : 1;
+    int iters = one > 0 ? (int)(slice / one) : 1;
     if (iters < 1) iters = 1;
     if (iters > 10000) iters = 10000;
     double best = 1e30;
-    for (int rep = 0; rep < 3; rep++) {
+    int since = 0; /* runs since the best improved by >= 2% */
+    for (int rep = 0; rep < 12; rep++) {
         double t = fn(c, n, iters);
+        since = t < best * 0.98 ? 0 : since + 1;
         if (t < best) best = t;
+        if (rep >= 2 && since >= 2) break;
     }
     return best;
 }
@@ -119,40 +126,68 @@ static int case_init(speed_case *c, int rows, int cols, int batch, int threads, 
     return rc;
 }
 
-int bn_tk_measure_speedup(const bn_tk_shape *shapes, int n_shapes, int batch, int threads,
-                          double budget_ms, double *gemv_speedup, double *gemm_speedup,
-                          bn_err *err)
+/* Totals per thread option: [0] 1 thread, [1] `threads`. */
+typedef struct speed_acc {
+    double tern[2], blas[2];
+} speed_acc;
+
+static void speed_finish(const speed_acc *a, int n_opt, int threads, double products, bn_tk_speed *out)
 {
+    int bt = 0, bb = 0;
+    for (int i = 1; i < n_opt; i++) {
+        if (a->tern[i] < a->tern[bt]) bt = i;
+        if (a->blas[i] < a->blas[bb]) bb = i;
+    }
+    out->ternary_s = a->tern[bt];
+    out->blas_s = a->blas[bb];
+    out->ternary_threads = bt ? threads : 1;
+    out->blas_threads = bb ? threads : 1;
+    out->blas_product_s = out->blas_s / products;
+    out->timed = out->blas_product_s >= BN_TK_MIN_PRODUCT_S && out->ternary_s > 0;
+    out->speedup = out->timed ? out->blas_s / out->ternary_s : 0;
+}
+
+int bn_tk_measure_speedup(const bn_tk_shape *shapes, int n_shapes, int batch, int threads,
+                          double budget_ms, bn_tk_speed *gemv, bn_tk_speed *gemm, bn_err *err)
+{
+    memset(gemv, 0, sizeof *gemv);
+    memset(gemm, 0, sizeof *gemm);
     if (n_shapes <= 0 || batch < 1)
         return bn_err_set(err, BN_EINVAL, "speedup: need at least one shape and batch >= 1");
+    for (int i = 0; i < n_shapes; i++)
+        if (shapes[i].rows <= 0 || shapes[i].cols <= 0 || shapes[i].count <= 0)
+            return bn_err_set(err, BN_EINVAL, "speedup: bad shape %d: [%d, %d] x %d", i,
+                              shapes[i].rows, shapes[i].cols, shapes[i].count);
     if (threads < 1) threads = 1;
     if (budget_ms <= 0) budget_ms = 1500;
-    /* 4 timings per shape: tern/blas x gemv/gemm */
-    double budget = budget_ms / 1000.0 / (4.0 * n_shapes);
+    int n_opt = threads > 1 ? 2 : 1;
+    /* 4 timings (tern/blas x gemv/gemm) per shape and thread option, ~5 runs each */
+    double slice = budget_ms / 1000.0 / (4.0 * n_shapes * n_opt * 5.0);
     int saved = openblas_get_num_threads();
-    openblas_set_num_threads(threads);
-    double tv = 0, bv = 0, tm = 0, bm = 0;
+    speed_acc v = {{0, 0}, {0, 0}}, m = {{0, 0}, {0, 0}};
+    double products = 0;
     int rc = BN_OK;
     for (int i = 0; i < n_shapes && rc == BN_OK; i++) {
         const bn_tk_shape *sh = &shapes[i];
-        if (sh->rows <= 0 || sh->cols <= 0 || sh->count <= 0) {
-            rc = bn_err_set(err, BN_EINVAL, "speedup: bad shape %d: [%d, %d] x %d", i, sh->rows,
-                            sh->cols, sh->count);
-            break;
-        }
         speed_case c;
         rc = case_init(&c, sh->rows, sh->cols, batch, threads, 0x9e3779b97f4a7c15ull + (uint64_t)i, err);
         if (rc) break;
-        tv += sh->count * best_time(time_ternary, &c, 1, budget);
-        bv += sh->count * best_time(time_blas, &c, 1, budget);
-        tm += sh->count * best_time(time_ternary, &c, batch, budget);
-        bm += sh->count * best_time(time_blas, &c, batch, budget);
+        products += sh->count;
+        for (int o = 0; o < n_opt; o++) {
+            int th = o ? threads : 1;
+            c.threads = th;
+            openblas_set_num_threads(th);
+            v.tern[o] += sh->count * best_time(time_ternary, &c, 1, slice);
+            v.blas[o] += sh->count * best_time(time_blas, &c, 1, slice);
+            m.tern[o] += sh->count * best_time(time_ternary, &c, batch, slice);
+            m.blas[o] += sh->count * best_time(time_blas, &c, batch, slice);
+        }
         case_free(&c);
     }
     openblas_set_num_threads(saved);
     if (rc) return rc;
-    *gemv_speedup = bv / tv;
-    *gemm_speedup = bm / tm;
+    speed_finish(&v, n_opt, threads, products, gemv);
+    speed_finish(&m, n_opt, threads, products, gemm);
     return BN_OK;
 }
 

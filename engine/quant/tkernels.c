@@ -11,6 +11,7 @@
 #include "base/cpu.h"
 #include "base/tensor.h"
 
+#include <float.h>
 #include <immintrin.h>
 #include <math.h>
 #include <pthread.h>
@@ -150,11 +151,22 @@ void bn_tk_act_quantize(bn_tk_act *a, const float *x, int n)
         const float *xr = x + (size_t)t * a->cols;
         int8_t *q = a->q + (size_t)t * stride;
         float amax = 0.0f;
+        int finite = 1;
         for (int k = 0; k < a->cols; k++) {
             float v = fabsf(xr[k]); /* plain compares: fmaxf is a libm call at -O2 */
             amax = v > amax ? v : amax;
+            finite &= v <= FLT_MAX; /* false for NaN and Inf */
         }
-        float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+        if (!finite) { /* NaN/Inf never becomes a code: the row's outputs are NaN */
+            memset(q, 0, stride);
+            a->scale[t] = NAN;
+            a->sum[t] = 0;
+            continue;
+        }
+        /* the training path's floor (llama.c, actquant_forward): rows with max|x| below
+         * BN_TK_ACT_FLOOR quantize against the floor, not their own maximum */
+        if (amax < BN_TK_ACT_FLOOR) amax = BN_TK_ACT_FLOOR;
+        float inv = 127.0f / amax;
         int32_t s = 0;
         for (int k = 0; k < a->cols; k++) {
             float v = xr[k] * inv;

@@ -47,10 +47,15 @@ typedef struct bn_tk_matrix {
 } bn_tk_matrix;
 
 /* Quantized activations X [n, cols]: int8 rows padded to nb*256. */
+/* Smallest max|x| a row is quantized against, as in the training path's fake quantizer
+ * (model/llama.c): a row with max|x| = 1e-7 gets codes round(x * 127 / 1e-5), not +-127. */
+#define BN_TK_ACT_FLOOR 1e-5f
+
 typedef struct bn_tk_act {
     int n, cols, nb;
     int8_t *q;        /* [n * nb * 256], 64-byte aligned */
-    float *scale;     /* [n] max|x|/127 (0 for an all-zero row) */
+    float *scale;     /* [n] max(max|x|, BN_TK_ACT_FLOOR)/127; NaN for a row holding NaN or
+                       * Inf (its codes are 0 and every output of that token is NaN) */
     int32_t *sum;     /* [n] sum of q over the row */
     int cap;          /* tokens allocated */
 } bn_tk_act;
@@ -70,7 +75,9 @@ int bn_tk_matrix_code(const bn_tk_matrix *w, int r, int c);
 
 int bn_tk_act_init(bn_tk_act *a, int cap, int cols);
 void bn_tk_act_free(bn_tk_act *a);
-/* Quantizes x [n, cols] (n <= cap) into a. */
+/* Quantizes x [n, cols] (n <= cap) into a: per row, q = round_even(x * 127 / m) with
+ * m = max(max|x|, BN_TK_ACT_FLOOR). A non-finite input makes the row's outputs NaN
+ * (never a code: casting NaN to int8 is undefined). */
 void bn_tk_act_quantize(bn_tk_act *a, const float *x, int n);
 
 /* y [n, rows] = X W^T: y[t*rows + r] = dot(x_t, w_r) * wscale[r] * xscale[t].
@@ -114,13 +121,28 @@ typedef struct bn_tk_shape {
     int rows, cols, count;
 } bn_tk_shape;
 
-/* Times the given shapes with the ternary kernel against FP32 OpenBLAS (sgemv for one
- * token, sgemm for a batch of `batch` tokens) on random data of those shapes, weighting
- * each shape by count. *gemv_speedup and *gemm_speedup = t_blas / t_ternary (sum over
- * shapes). Takes roughly budget_ms milliseconds in total (0 = default 1500). */
+/* The FP32 products of a measurement must take at least this long on average (per
+ * product, at the faster thread count) for a ratio to mean anything: below it the time
+ * is call and thread start-up overhead, not arithmetic (a 64x172 sgemv takes ~2 us). */
+#define BN_TK_MIN_PRODUCT_S 20e-6
+
+/* One mode's measurement (one token or a batch), per forward pass (every shape times its
+ * count). Each side is timed at 1 thread and at `threads` threads and keeps the faster
+ * (the FP32 baseline at its best); each timing repeats until stable (the best of the
+ * runs so far improved by < 2% over the last two runs; at least 3, at most 12 runs). */
+typedef struct bn_tk_speed {
+    double ternary_s, blas_s;        /* seconds per forward pass, each at its best */
+    int ternary_threads, blas_threads; /* the thread counts that gave them */
+    double blas_product_s;           /* blas_s / products: mean FP32 product time */
+    int timed;                       /* 1: blas_product_s >= BN_TK_MIN_PRODUCT_S */
+    double speedup;                  /* blas_s / ternary_s when timed, else 0 */
+} bn_tk_speed;
+
+/* Times the given shapes with the ternary kernel (activation quantization included)
+ * against FP32 OpenBLAS: sgemv for one token (*gemv), sgemm for `batch` tokens (*gemm),
+ * on random data of those shapes. Takes roughly budget_ms in total (0 = 1500). */
 int bn_tk_measure_speedup(const bn_tk_shape *shapes, int n_shapes, int batch, int threads,
-                          double budget_ms, double *gemv_speedup, double *gemm_speedup,
-                          bn_err *err);
+                          double budget_ms, bn_tk_speed *gemv, bn_tk_speed *gemm, bn_err *err);
 
 /* The linear-layer shapes of a Llama-family model (q, k+v, o, gate+up, down with their
  * per-forward counts) into shapes[5]; returns how many were filled. */

@@ -224,22 +224,35 @@ static int cmp_int(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-int bn_calib_split(int n, double fraction, uint64_t seed, int **train, int *n_train,
-                   int **eval, int *n_eval, bn_err *err)
+/* Rounded share of n, at least 1 when the share is positive and room is left. */
+static int share(int n, double fraction, int room)
 {
-    *train = *eval = NULL;
-    *n_train = *n_eval = 0;
+    int k = (int)llround(fraction * n);
+    if (fraction > 0 && k < 1) k = 1;
+    if (k > room) k = room;
+    return k < 0 ? 0 : k;
+}
+
+int bn_calib_split(int n, double eval_fraction, double select_fraction, uint64_t seed,
+                   bn_calib_parts *out, bn_err *err)
+{
+    memset(out, 0, sizeof *out);
     if (n <= 0) return bn_err_set(err, BN_EINVAL, "calibration: no usable texts");
-    if (!(fraction >= 0.0 && fraction < 1.0))
+    if (!(eval_fraction >= 0.0 && eval_fraction < 1.0))
         return bn_err_set(err, BN_EINVAL, "config.calibration.eval_fraction: must be in [0, 1)");
-    int ne = (int)llround(fraction * n);
-    if (fraction > 0 && ne < 1 && n >= 2) ne = 1;
-    if (ne > n - 1) ne = n - 1;
+    if (!(select_fraction >= 0.0 && select_fraction < 1.0 && eval_fraction + select_fraction < 1.0))
+        return bn_err_set(err, BN_EINVAL, "config.calibration.selection_fraction: must be in [0, 1) "
+                          "and leave room for training text beside eval_fraction");
+    /* the report split first, then the selection split; training keeps at least one */
+    int ne = share(n, eval_fraction, n - 1);
+    int ns = share(n, select_fraction, n - 1 - ne);
+    int nt = n - ne - ns;
     int *perm = malloc((size_t)n * sizeof *perm);
-    int *tr = malloc((size_t)(n - ne) * sizeof *tr);
+    int *tr = malloc((size_t)nt * sizeof *tr);
+    int *sl = malloc((size_t)(ns > 0 ? ns : 1) * sizeof *sl);
     int *ev = malloc((size_t)(ne > 0 ? ne : 1) * sizeof *ev);
-    if (!perm || !tr || !ev) {
-        free(perm); free(tr); free(ev);
+    if (!perm || !tr || !sl || !ev) {
+        free(perm); free(tr); free(sl); free(ev);
         return bn_err_set(err, BN_ENOMEM, "calibration split: out of memory");
     }
     for (int i = 0; i < n; i++) perm[i] = i;
@@ -249,12 +262,52 @@ int bn_calib_split(int n, double fraction, uint64_t seed, int **train, int *n_tr
         int t = perm[i]; perm[i] = perm[j]; perm[j] = t;
     }
     memcpy(ev, perm, (size_t)ne * sizeof *ev);
-    memcpy(tr, perm + ne, (size_t)(n - ne) * sizeof *tr);
+    memcpy(sl, perm + ne, (size_t)ns * sizeof *sl);
+    memcpy(tr, perm + ne + ns, (size_t)nt * sizeof *tr);
     free(perm);
     qsort(ev, (size_t)ne, sizeof *ev, cmp_int);
-    qsort(tr, (size_t)(n - ne), sizeof *tr, cmp_int);
-    *train = tr; *n_train = n - ne;
-    *eval = ev; *n_eval = ne;
+    qsort(sl, (size_t)ns, sizeof *sl, cmp_int);
+    qsort(tr, (size_t)nt, sizeof *tr, cmp_int);
+    *out = (bn_calib_parts){ .train = tr, .n_train = nt, .select = sl, .n_select = ns,
+                             .eval = ev, .n_eval = ne };
+    return BN_OK;
+}
+
+static int cmp_doc(const void *a, const void *b, void *arg)
+{
+    char *const *t = arg;
+    int x = *(const int *)a, y = *(const int *)b;
+    int c = strcmp(t[x], t[y]);
+    return c ? c : (x > y) - (x < y);
+}
+
+int bn_calib_docs_dedup(bn_calib_docs *d, bn_err *err)
+{
+    if (d->n < 2) return BN_OK;
+    int *idx = malloc((size_t)d->n * sizeof *idx);
+    bool *drop = calloc((size_t)d->n, sizeof *drop);
+    if (!idx || !drop) {
+        free(idx); free(drop);
+        return bn_err_set(err, BN_ENOMEM, "calibration text: out of memory");
+    }
+    for (int i = 0; i < d->n; i++) idx[i] = i;
+    qsort_r(idx, (size_t)d->n, sizeof *idx, cmp_doc, d->text);
+    /* equal texts are adjacent, first occurrence (lowest index) first: drop the others */
+    for (int i = 1; i < d->n; i++)
+        if (!strcmp(d->text[idx[i]], d->text[idx[i - 1]])) drop[idx[i]] = true;
+    int k = 0;
+    for (int i = 0; i < d->n; i++) {
+        if (drop[i]) {
+            d->bytes -= strlen(d->text[i]);
+            free(d->text[i]);
+            d->duplicates++;
+        } else {
+            d->text[k++] = d->text[i];
+        }
+    }
+    d->n = k;
+    free(idx);
+    free(drop);
     return BN_OK;
 }
 
@@ -321,11 +374,12 @@ static int load_named(bn_calib_docs *d, const char *data_dir, const char *name, 
 }
 
 static int load_custom(const bn_options *opt, bn_calib_docs *d, char *src, size_t slen,
-                       bn_err *err)
+                       char *label, size_t llen, bn_err *err)
 {
     const char *path = opt->calibration.path;
     if (path && *path) {
         snprintf(src, slen, "custom (%.400s)", path);
+        snprintf(label, llen, "file:%.400s", path);
         int rc = bn_calib_read_file(d, path, err);
         if (rc) return bn_err_prefix(err, "config.calibration.path: ");
         if (d->n == 0)
@@ -339,6 +393,7 @@ static int load_custom(const bn_options *opt, bn_calib_docs *d, char *src, size_
                           "config.calibration.texts: empty custom list (dataset \"custom\" needs "
                           "texts or a path)");
     snprintf(src, slen, "custom (%d inline texts)", opt->calibration.n_texts);
+    snprintf(label, llen, "inline:%d texts", opt->calibration.n_texts);
     for (int i = 0; i < opt->calibration.n_texts; i++) {
         char label[64];
         snprintf(label, sizeof label, "config.calibration.texts[%d]", i);
@@ -361,7 +416,8 @@ int bn_calib_load(const bn_options *opt, const char *data_dir, const bn_progress
     int rc = BN_OK;
     char msg[1200], where[4096];
     if (ds == BN_CALIB_CUSTOM) {
-        rc = load_custom(opt, &out->docs, out->source, sizeof out->source, err);
+        rc = load_custom(opt, &out->docs, out->source, sizeof out->source, out->label,
+                         sizeof out->label, err);
     } else if (ds == BN_CALIB_OPENWEBTEXT || ds == BN_CALIB_C4 || ds == BN_CALIB_WIKITEXT) {
         static const bn_calib_dataset chain[3] = {BN_CALIB_OPENWEBTEXT, BN_CALIB_C4,
                                                   BN_CALIB_WIKITEXT};
@@ -372,6 +428,7 @@ int bn_calib_load(const bn_options *opt, const char *data_dir, const bn_progress
             rc = load_named(&out->docs, data_dir, name, where, sizeof where, &found, err);
             if (rc == BN_OK && found) {
                 snprintf(out->source, sizeof out->source, "%s (%.400s)", name, where);
+                snprintf(out->label, sizeof out->label, "dataset:%s", name);
             } else if (rc == BN_OK) {
                 const char *next = k < 2 ? dataset_name(chain[k + 1]) : "synthetic";
                 snprintf(msg, sizeof msg,
@@ -390,22 +447,26 @@ int bn_calib_load(const bn_options *opt, const char *data_dir, const bn_progress
         int n = opt->calibration.samples > 0 ? opt->calibration.samples : 256;
         rc = bn_calib_synthetic(&out->docs, n, err);
         out->synthetic = true;
+        snprintf(out->label, sizeof out->label, "synthetic");
         snprintf(out->source, sizeof out->source, "synthetic (5 fixed templates, %d samples)", n);
         event(pr, "warn",
               "calibration uses SYNTHETIC text (5 fixed templates): statistics and perplexities "
               "do not reflect real text");
     }
+    if (rc == BN_OK) rc = bn_calib_docs_dedup(&out->docs, err);
     if (rc == BN_OK)
-        rc = bn_calib_split(out->docs.n, opt->calibration.eval_fraction, opt->seed, &out->train,
-                            &out->n_train, &out->eval, &out->n_eval, err);
+        rc = bn_calib_split(out->docs.n, opt->calibration.eval_fraction,
+                            opt->calibration.selection_fraction, opt->seed, &out->parts, err);
     if (rc) {
         bn_calib_free(out);
         return rc;
     }
     snprintf(msg, sizeof msg,
-             "calibration text: %s: %d documents (%d train, %d held out for evaluation), %d "
-             "skipped as shorter than %d characters", out->source, out->docs.n, out->n_train,
-             out->n_eval, out->docs.skipped, BN_CALIB_MIN_CHARS);
+             "calibration text: %s: %d distinct documents: %d train, %d selection (best "
+             "checkpoint), %d report (every reported figure); %d duplicates and %d texts shorter "
+             "than %d characters dropped", out->source, out->docs.n, out->parts.n_train,
+             out->parts.n_select, out->parts.n_eval, out->docs.duplicates, out->docs.skipped,
+             BN_CALIB_MIN_CHARS);
     event(pr, "info", msg);
     return BN_OK;
 }
@@ -413,7 +474,14 @@ int bn_calib_load(const bn_options *opt, const char *data_dir, const bn_progress
 void bn_calib_free(bn_calib_set *s)
 {
     bn_calib_docs_free(&s->docs);
-    free(s->train);
-    free(s->eval);
+    bn_calib_parts_free(&s->parts);
     memset(s, 0, sizeof *s);
+}
+
+void bn_calib_parts_free(bn_calib_parts *p)
+{
+    free(p->train);
+    free(p->select);
+    free(p->eval);
+    memset(p, 0, sizeof *p);
 }

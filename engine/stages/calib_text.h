@@ -11,10 +11,16 @@
  *                                be a regular file with valid UTF-8).
  *   synthetic                    the original's five fixed templates, always announced with
  *                                a "warn" event (its perplexities mean little).
- * Texts shorter than BN_CALIB_MIN_CHARS (after trimming) are skipped. The documents are
- * then split once, deterministically by seed, into an evaluation part (eval_fraction,
- * default 0.1) and a training part; the evaluation part is never used for calibration
- * statistics or fine-tuning.
+ * Texts shorter than BN_CALIB_MIN_CHARS (after trimming) are skipped, and a text equal to
+ * an earlier one is dropped (so no held-out text is also training text). The distinct
+ * documents are then split once, deterministically by seed, into three disjoint parts:
+ *   report     eval_fraction (default 0.1): every reported figure (pre/post/post-finetune
+ *              perplexity, agreement); never used for statistics, training or selection;
+ *   selection  selection_fraction (default 0.05): fine-tuning's best checkpoint and
+ *              patience; never used for statistics or training;
+ *   train      the rest: calibration statistics and fine-tuning.
+ * The set's label names the origin for every metric measured on it: "file:<path>",
+ * "dataset:<name>", "inline:<n> texts" or "synthetic".
  *
  * Bad input fails with BN_EINVAL / BN_EFORMAT naming the field or file: empty custom
  * list, non-regular file, invalid UTF-8 (with byte offset), JSONL line without "text".
@@ -37,15 +43,22 @@ typedef struct bn_calib_docs {
     char **text;   /* owned, NUL-terminated, valid UTF-8 */
     size_t bytes;  /* sum of lengths */
     int skipped;   /* texts dropped as too short */
+    int duplicates; /* texts dropped as equal to an earlier one (bn_calib_docs_dedup) */
 } bn_calib_docs;
+
+/* Indices into a bn_calib_docs list, sorted, pairwise disjoint. eval = the report split. */
+typedef struct bn_calib_parts {
+    int *train, *select, *eval;
+    int n_train, n_select, n_eval;
+} bn_calib_parts;
+void bn_calib_parts_free(bn_calib_parts *p);
 
 typedef struct bn_calib_set {
     char source[512];   /* what was used: "wikitext (<dir>)", "custom (<path>)", ... */
+    char label[480];    /* "file:<path>" | "dataset:<name>" | "inline:<n> texts" | "synthetic" */
     bool synthetic;
-    bn_calib_docs docs; /* every usable document */
-    int n_train, n_eval;
-    int *train;         /* indices into docs, in file order */
-    int *eval;
+    bn_calib_docs docs; /* every usable, distinct document */
+    bn_calib_parts parts;
 } bn_calib_set;
 
 /* Loads and splits the calibration text chosen by opt->calibration. Events through pr
@@ -71,9 +84,13 @@ int bn_calib_read_file(bn_calib_docs *d, const char *path, bn_err *err);
 int bn_calib_synthetic(bn_calib_docs *d, int n, bn_err *err);
 /* true if s[0..len) is valid UTF-8; else *bad = offset of the first bad byte. */
 bool bn_calib_utf8_valid(const char *s, size_t len, size_t *bad);
-/* Deterministic split: n_eval = round(fraction * n) (>= 1 when n >= 2 and fraction > 0,
- * <= n - 1); the chosen indices depend only on n, fraction and seed. */
-int bn_calib_split(int n, double fraction, uint64_t seed, int **train, int *n_train,
-                   int **eval, int *n_eval, bn_err *err);
+/* Drops every text equal to an earlier one (first occurrence kept, order kept). */
+int bn_calib_docs_dedup(bn_calib_docs *d, bn_err *err);
+/* Deterministic three-way split: n_eval = round(eval_fraction * n), then n_select =
+ * round(select_fraction * n), each >= 1 when its fraction is positive and room is left,
+ * training keeping at least one document; the chosen indices depend only on n, the
+ * fractions and seed. */
+int bn_calib_split(int n, double eval_fraction, double select_fraction, uint64_t seed,
+                   bn_calib_parts *out, bn_err *err);
 
 #endif

@@ -14,6 +14,8 @@
  * Linear layers that share an input (q/k/v, gate/up) share one statistics record.
  */
 #include <cjson/cJSON.h>
+#include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +35,8 @@ typedef struct calib_acc {
     int n_layers;
     bn_llama_act_stats *s; /* [n_layers * IN_PER_LAYER + 1]; last = head input */
     bool failed;
+    int bad_layer;     /* INT_MIN, or the layer of the first non-finite activation */
+    bn_role bad_role;  /* the weight whose input it was */
 } calib_acc;
 
 static const char *const in_names[IN_PER_LAYER] = {"attn_in", "attn_out_in", "ffn_in", "down_in"};
@@ -55,6 +59,13 @@ static void on_stats(void *vctx, bn_role role, int layer, const float *x, int ro
         a->failed = true;
         return;
     }
+    if (a->bad_layer == INT_MIN)
+        for (size_t i = 0; i < (size_t)rows * cols; i++)
+            if (!isfinite(x[i])) {
+                a->bad_layer = layer;
+                a->bad_role = role;
+                break;
+            }
     bn_llama_act_stats_add(s, x, rows);
 }
 
@@ -69,6 +80,7 @@ static void acc_free(calib_acc *a)
 static int acc_init(calib_acc *a, const bn_model_config *c, bn_err *err)
 {
     memset(a, 0, sizeof *a);
+    a->bad_layer = INT_MIN;
     a->n_layers = c->n_layers;
     a->s = calloc((size_t)c->n_layers * IN_PER_LAYER + 1, sizeof *a->s);
     if (!a->s) return bn_err_set(err, BN_ENOMEM, "calibration: out of memory");
@@ -106,17 +118,21 @@ static int tokenize(bn_job_ctx *ctx, const bn_calib_set *set, bn_eval_tokens *t,
     bn_tok *tok;
     int rc = bn_tok_load(ctx->paths.model_dir, &tok, err);
     if (rc) return bn_err_prefix(err, "calibration needs the model's tokenizer: ");
-    bn_tok_ids tr = {0}, ev = {0};
+    bn_tok_ids tr = {0}, sl = {0}, ev = {0};
     int V = ctx->model->cfg.vocab_size;
-    rc = append_docs(tok, set, set->train, set->n_train, V, &tr, err);
-    if (!rc) rc = append_docs(tok, set, set->eval, set->n_eval, V, &ev, err);
+    const bn_calib_parts *p = &set->parts;
+    rc = append_docs(tok, set, p->train, p->n_train, V, &tr, err);
+    if (!rc) rc = append_docs(tok, set, p->select, p->n_select, V, &sl, err);
+    if (!rc) rc = append_docs(tok, set, p->eval, p->n_eval, V, &ev, err);
     bn_tok_free(tok);
     if (rc) {
         bn_tok_ids_free(&tr);
+        bn_tok_ids_free(&sl);
         bn_tok_ids_free(&ev);
         return rc;
     }
     t->train = tr.ids; t->n_train = tr.n;
+    t->select = sl.ids; t->n_select = sl.n;
     t->eval = ev.ids; t->n_eval = ev.n;
     return BN_OK;
 }
@@ -148,6 +164,13 @@ static int stats_pass(bn_job_ctx *ctx, bn_llama *m, const bn_eval_tokens *t, cal
         }
         rc = bn_llama_forward(m, batch, b, T, err);
         if (!rc && acc->failed) rc = bn_err_set(err, BN_EINVAL, "calibration: statistics shape mismatch");
+        if (!rc && acc->bad_layer != INT_MIN) {
+            char name[256];
+            bn_hf_name(acc->bad_role, acc->bad_layer, name, sizeof name);
+            rc = bn_err_set(err, BN_ENUMERIC, "calibration: non-finite activations (NaN or Inf) "
+                            "at the input of %s on calibration sequences %d-%d: the model's "
+                            "forward pass overflows", name, s + 1, s + b);
+        }
         if (!rc && bn_job_progress(ctx, 0.8 * (s + b) / n_seq, "activation statistics"))
             rc = bn_err_set(err, BN_ECANCELLED, "cancelled during calibration");
     }
@@ -187,7 +210,7 @@ static void input_tensor_names(int k, int layer, char names[3][256], int *n)
 }
 
 static int write_outputs(bn_job_ctx *ctx, const calib_acc *a, const bn_calib_set *set,
-                         const bn_eval_tokens *t, int n_seq, int T, bn_err *err)
+                         int n_seq, int T, bn_err *err)
 {
     char dir[4096], path[4200];
     bn_job_work_path(ctx, "outputs", dir, sizeof dir);
@@ -234,13 +257,12 @@ static int write_outputs(bn_job_ctx *ctx, const calib_acc *a, const bn_calib_set
 
     cJSON *root = cJSON_CreateObject(), *inputs = cJSON_CreateArray();
     cJSON_AddStringToObject(root, "source", set->source);
+    cJSON_AddStringToObject(root, "label", set->label);
     cJSON_AddBoolToObject(root, "synthetic", set->synthetic);
     cJSON_AddNumberToObject(root, "documents", set->docs.n);
-    cJSON_AddNumberToObject(root, "train_documents", set->n_train);
-    cJSON_AddNumberToObject(root, "eval_documents", set->n_eval);
     cJSON_AddNumberToObject(root, "skipped_short_texts", set->docs.skipped);
-    cJSON_AddNumberToObject(root, "train_tokens", (double)t->n_train);
-    cJSON_AddNumberToObject(root, "eval_tokens", (double)t->n_eval);
+    cJSON_AddNumberToObject(root, "duplicate_texts", set->docs.duplicates);
+    cJSON_AddItemToObject(root, "splits", bn_text_splits_json(ctx));
     cJSON_AddNumberToObject(root, "sequences", n_seq);
     cJSON_AddNumberToObject(root, "sequence_length", T);
     cJSON_AddStringToObject(root, "per_channel", inline_arrays ? "inline and " CALIB_SIDECAR
@@ -385,6 +407,16 @@ int bn_stage_calibrate(bn_job_ctx *ctx, bn_err *err)
     bn_llama *m = NULL;
     calib_acc acc = {0};
     rc = tokenize(ctx, &set, &t, err);
+    if (!rc) {
+        snprintf(ctx->text_label, sizeof ctx->text_label, "%s", set.label);
+        ctx->text_synthetic = set.synthetic;
+        const int docs[3] = {set.parts.n_train, set.parts.n_select, set.parts.n_eval};
+        const size_t toks[3] = {t.n_train, t.n_select, t.n_eval};
+        for (int i = 0; i < 3; i++) {
+            ctx->text_docs[i] = docs[i];
+            ctx->text_tokens[i] = (int64_t)toks[i];
+        }
+    }
     char path[4096];
     if (!rc) {
         bn_job_work_path(ctx, BN_EVAL_TOKENS_FILE, path, sizeof path);
@@ -394,20 +426,20 @@ int bn_stage_calibrate(bn_job_ctx *ctx, bn_err *err)
     if (!rc) rc = acc_init(&acc, &ctx->model->cfg, err);
     int n_seq = 0, T = 0;
     if (!rc) rc = stats_pass(ctx, m, &t, &acc, &n_seq, &T, err);
-    if (!rc) rc = write_outputs(ctx, &acc, &set, &t, n_seq, T, err);
+    if (!rc) rc = write_outputs(ctx, &acc, &set, n_seq, T, err);
     if (!rc) rc = load_xsq(ctx, err);
     if (!rc) {
         bn_job_event(ctx, "info", "activation statistics from %d sequences of %d tokens (%s)",
                      n_seq, T, set.source);
         bn_llama_eval_result r;
         int ctxlen = bn_eval_seq_len(ctx, o->calibration.sequence_length);
-        rc = bn_eval_perplexity(m, &t, ctxlen, o->evaluate.windows, &r, err);
+        rc = bn_eval_perplexity(m, t.eval, t.n_eval, ctxlen, o->evaluate.windows, &r, err);
         if (!rc) {
             bn_job_metric(ctx, "compression/pre_perplexity", r.perplexity);
             bn_job_metric(ctx, "compression/pre_eval_loss", r.mean_nll);
             bn_job_event(ctx, "info", "pre-compression perplexity %.4f (mean NLL %.5f over %llu "
-                         "held-out tokens, %d windows)", r.perplexity, r.mean_nll,
-                         (unsigned long long)r.tokens, r.windows);
+                         "tokens of the report split, %d windows; text: %s)", r.perplexity,
+                         r.mean_nll, (unsigned long long)r.tokens, r.windows, ctx->text_label);
         } else if (rc == BN_EINVAL) {
             bn_job_event(ctx, "warn", "no pre-compression perplexity: %s", err->msg);
             rc = BN_OK;
@@ -421,9 +453,42 @@ int bn_stage_calibrate(bn_job_ctx *ctx, bn_err *err)
     return rc;
 }
 
+/* ctx->text_* from calibration_stats.json (resume). */
+static int load_text_info(bn_job_ctx *ctx, bn_err *err)
+{
+    char path[4096];
+    bn_job_work_path(ctx, "outputs/calibration_stats.json", path, sizeof path);
+    char *text;
+    size_t len;
+    int rc = bn_fs_read_file(path, 1u << 28, &text, &len, err);
+    if (rc) return rc;
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    free(text);
+    const cJSON *label = cJSON_GetObjectItemCaseSensitive(j, "label");
+    const cJSON *splits = cJSON_GetObjectItemCaseSensitive(j, "splits");
+    if (!cJSON_IsString(label) || !cJSON_IsObject(splits)) {
+        cJSON_Delete(j);
+        return bn_err_set(err, BN_EFORMAT, "%s: no text label or splits (written by an older "
+                          "version; remove the work folder to start over)", path);
+    }
+    snprintf(ctx->text_label, sizeof ctx->text_label, "%s", label->valuestring);
+    ctx->text_synthetic = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "synthetic"));
+    static const char *const names[3] = {"train", "selection", "report"};
+    for (int i = 0; i < 3; i++) {
+        const cJSON *s = cJSON_GetObjectItemCaseSensitive(splits, names[i]);
+        const cJSON *d = cJSON_GetObjectItemCaseSensitive(s, "documents");
+        const cJSON *k = cJSON_GetObjectItemCaseSensitive(s, "tokens");
+        ctx->text_docs[i] = cJSON_IsNumber(d) ? (int64_t)d->valuedouble : 0;
+        ctx->text_tokens[i] = cJSON_IsNumber(k) ? (int64_t)k->valuedouble : 0;
+    }
+    cJSON_Delete(j);
+    return BN_OK;
+}
+
 int bn_stage_calibrate_restore(bn_job_ctx *ctx, bn_err *err)
 {
     const bn_options *o = ctx->opt;
     if (!o->calibration.enabled || o->calibration.dataset == BN_CALIB_NONE) return BN_OK;
-    return load_xsq(ctx, err);
+    int rc = load_xsq(ctx, err);
+    return rc ? rc : load_text_info(ctx, err);
 }

@@ -1,4 +1,5 @@
-/* evaluate.c - the evaluate stage: the compressed model measured on the held-out split.
+/* evaluate.c - the evaluate stage: the compressed model measured on the report split
+ * (the held-out documents that neither training nor checkpoint selection sees).
  *
  *   post_perplexity         ternary model (scale x code in FP32; W1.58A8 when
  *                           config.evaluate.act_quant) on the eval stream
@@ -147,7 +148,7 @@ int bn_stage_evaluate(bn_job_ctx *ctx, bn_err *err)
     if (!rc && t.n_eval >= 2) {
         tern->act_quant = o->evaluate.act_quant;
         bn_llama_eval_result r;
-        rc = bn_eval_perplexity(tern, &t, T, o->evaluate.windows, &r, err);
+        rc = bn_eval_perplexity(tern, t.eval, t.n_eval, T, o->evaluate.windows, &r, err);
         if (!rc) {
             bn_job_metric(ctx, "compression/post_perplexity", r.perplexity);
             bn_job_metric(ctx, "compression/post_eval_loss", r.mean_nll);

@@ -30,6 +30,7 @@
 
 #include "base/fsutil.h"
 #include "stages/gguf_model.h"
+#include "stages/job_models.h"
 #include "quant/pack.h"
 #include "base/checksum.h"
 #include "stages/stages.h"
@@ -356,6 +357,32 @@ static void summary_metrics(bn_job_ctx *ctx, cJSON *summary)
     cJSON_AddStringToObject(summary, "phase/quantization_method", "BitNet-1.58");
 }
 
+/* "text": where the calibration text came from, the three splits' sizes, and for every
+ * perplexity/loss metric recorded the text it was measured on ("metric_sources"). */
+static void add_text_sources(const bn_job_ctx *ctx, cJSON *o)
+{
+    cJSON *t = cJSON_AddObjectToObject(o, "text");
+    if (!ctx->text_label[0]) {
+        cJSON_AddNullToObject(t, "source");
+        return;
+    }
+    cJSON_AddStringToObject(t, "source", ctx->text_label);
+    cJSON_AddBoolToObject(t, "synthetic", ctx->text_synthetic);
+    cJSON_AddItemToObject(t, "splits", bn_text_splits_json(ctx));
+    cJSON *ms = cJSON_AddObjectToObject(o, "metric_sources");
+    char buf[600];
+    for (size_t i = 0; i < ctx->n_metrics; i++)
+        if (bn_text_metric_source(ctx, ctx->metrics[i].key, buf, sizeof buf))
+            cJSON_AddStringToObject(ms, ctx->metrics[i].key, buf);
+    double epochs = 0;
+    if (bn_job_metric_get(ctx, "compression/fine_tune_epochs", &epochs) && epochs > 0) {
+        static const char *const steps[] = {"fine_tune/loss", "fine_tune/eval_perplexity"};
+        for (int i = 0; i < 2; i++)
+            if (bn_text_metric_source(ctx, steps[i], buf, sizeof buf))
+                cJSON_AddStringToObject(ms, steps[i], buf);
+    }
+}
+
 /* kern: the GGUF step's report (export_gguf.c, gguf_model.h) becomes "gguf" here and
  * the separate file is removed: every fallback type is in the metadata, never silent. */
 static void add_gguf_report(cJSON *o, const char *dir)
@@ -451,6 +478,7 @@ static int write_metadata(bn_job_ctx *ctx, const char *dir, uint64_t qbytes, con
     for (size_t i = 0; i < ctx->n_metrics; i++)
         if (strncmp(ctx->metrics[i].key, "phase/", 6)) cJSON_AddNumberToObject(mj, ctx->metrics[i].key, ctx->metrics[i].value);
     cJSON_AddItemToObject(o, "summary", summary);
+    add_text_sources(ctx, o);
     cJSON *files = cJSON_AddArrayToObject(o, "files");
     file_list fl = { 0 };
     list_files(dir, "", &fl);

@@ -59,9 +59,14 @@ typedef struct ft_run {
     int32_t *in, *tgt;
     int *perm;
     int perm_epoch;
+    bool by_budget;      /* epochs and max_steps unset: the time budget (and patience) decide */
+    bool have_select;    /* a selection split exists: best checkpoint and patience use it */
     /* state (checkpointed) */
     int64_t step, total_steps, step_limit;
     bool total_fixed;    /* the schedule was fitted to the time budget */
+    int since_best;      /* evaluations since the last new best (patience) */
+    double last_eval_s;  /* elapsed() at the last evaluation (spacing in budget mode) */
+    bool patience_stop;  /* training ended on patience */
     int epoch, pos;
     double elapsed;      /* seconds of training over all runs */
     double best_ppl, start_ppl;
@@ -220,17 +225,27 @@ static int setup(ft_run *r, bn_err *err)
     r->codes = malloc(maxn);
     r->scales = malloc(sizeof(float) * maxr);
     if (!r->codes || !r->scales) return bn_err_set(err, BN_ENOMEM, "fine-tune: out of memory");
+    /* exactly the quantize stage's quantizer: its tau (0 included) and its refinement grid */
     bn_quant_params_default(&r->qp);
-    r->qp.tau = ctx->tau > 0 ? ctx->tau : 0.5f;
+    r->qp.tau = ctx->tau;
     r->qp.per_tensor = o->scale == BN_SCALE_PER_TENSOR;
     r->qp.threads = ctx->threads;
     r->n_taus = bn_quant_tau_grid(r->qp.tau, r->taus, 8);
 
-    int64_t by_epochs = (int64_t)(o->fine_tune.epochs > 0 ? o->fine_tune.epochs : 1) * r->steps_per_epoch;
-    r->total_steps = by_epochs;
-    if (o->fine_tune.max_steps > 0 && o->fine_tune.max_steps < r->total_steps)
-        r->total_steps = o->fine_tune.max_steps;
-    r->step_limit = r->total_steps;
+    r->have_select = r->tok.n_select >= 2;
+    r->by_budget = o->fine_tune.epochs <= 0 && o->fine_tune.max_steps <= 0;
+    if (r->by_budget) {
+        /* no step limit: the time budget ends the run; until the first timing fits the
+         * schedule to it, the cosine runs over one epoch per budget minute */
+        r->step_limit = INT64_MAX / 4;
+        double minutes = o->fine_tune.max_minutes > 0 ? o->fine_tune.max_minutes : 1;
+        r->total_steps = (int64_t)r->steps_per_epoch * (int64_t)(minutes > 1 ? minutes : 1);
+    } else {
+        int64_t lim = o->fine_tune.epochs > 0 ? (int64_t)o->fine_tune.epochs * r->steps_per_epoch
+                                              : INT64_MAX / 4;
+        if (o->fine_tune.max_steps > 0 && o->fine_tune.max_steps < lim) lim = o->fine_tune.max_steps;
+        r->step_limit = r->total_steps = lim;
+    }
     if (o->fine_tune.distill > 0) {
         rc = bn_eval_load_fp32(ctx, &r->teacher, err);
         if (!rc) rc = bn_llama_reserve(r->teacher, r->B, r->T, false, err);
@@ -366,12 +381,22 @@ static int train_step(ft_run *r, double *loss_out, bn_optim_stats *st, bn_err *e
 
 /* ---- evaluation and best weights -------------------------------------------------------- */
 
-static int evaluate(ft_run *r, double *ppl, bn_err *err)
+/* Perplexity of the materialized (ternary) model on a stream: the selection split for
+ * checkpoints and patience, the report split once at the end. */
+static int evaluate_on(ft_run *r, const int32_t *ids, size_t n, bn_llama_eval_result *res,
+                       bn_err *err)
 {
     int rc = materialize(r, 1.0, err);
     if (rc) return rc;
+    return bn_eval_perplexity(r->m, ids, n, r->ctx_eval, r->o->evaluate.windows, res, err);
+}
+
+/* Without a selection split there is nothing to select on: the last weights are kept and
+ * the evaluations are skipped (never the report split: it must stay unseen). */
+static int evaluate(ft_run *r, double *ppl, bn_err *err)
+{
     bn_llama_eval_result res;
-    rc = bn_eval_perplexity(r->m, &r->tok, r->ctx_eval, r->o->evaluate.windows, &res, err);
+    int rc = evaluate_on(r, r->tok.select, r->tok.n_select, &res, err);
     if (rc) return rc;
     *ppl = res.perplexity;
     return BN_OK;
@@ -379,6 +404,12 @@ static int evaluate(ft_run *r, double *ppl, bn_err *err)
 
 static int eval_point(ft_run *r, const char *what, bn_err *err)
 {
+    r->last_eval_s = elapsed(r);
+    if (!r->have_select) { /* keep the latest weights as "best" */
+        memcpy(r->best, r->shadow, sizeof(float) * r->n_params);
+        r->best_step = r->step;
+        return BN_OK;
+    }
     double ppl;
     int rc = evaluate(r, &ppl, err);
     if (rc) return rc;
@@ -393,10 +424,14 @@ static int eval_point(ft_run *r, const char *what, bn_err *err)
     if (better) {
         r->best_ppl = ppl;
         r->best_step = r->step;
+        r->since_best = 0;
         memcpy(r->best, r->shadow, sizeof(float) * r->n_params);
+    } else {
+        r->since_best++;
     }
-    bn_job_event(r->ctx, "info", "fine-tune %s (step %lld): held-out perplexity %.4f%s", what,
-                 (long long)r->step, ppl, better ? " (best so far)" : "");
+    bn_job_event(r->ctx, "info", "fine-tune %s (step %lld, %.1f min): selection perplexity %.4f%s",
+                 what, (long long)r->step, elapsed(r) / 60.0, ppl,
+                 better ? " (best so far)" : "");
     return BN_OK;
 }
 
@@ -460,10 +495,12 @@ static int save_checkpoint(ft_run *r, bn_err *err)
     cJSON_AddStringToObject(j, "file", rel);
     cJSON_AddNumberToObject(j, "n_params", (double)r->n_params);
     cJSON_AddNumberToObject(j, "step", (double)r->step);
+    cJSON_AddNumberToObject(j, "optim_applied_steps", (double)bn_optim_applied_steps(r->opt));
     cJSON_AddNumberToObject(j, "epoch", r->epoch);
     cJSON_AddNumberToObject(j, "pos", r->pos);
     cJSON_AddNumberToObject(j, "total_steps", (double)r->total_steps);
     cJSON_AddBoolToObject(j, "total_fixed", r->total_fixed);
+    cJSON_AddNumberToObject(j, "since_best", r->since_best);
     cJSON_AddNumberToObject(j, "elapsed_s", elapsed(r));
     cJSON_AddNumberToObject(j, "best_ppl", r->best_ppl);
     cJSON_AddNumberToObject(j, "start_ppl", r->start_ppl);
@@ -547,6 +584,7 @@ static int load_checkpoint(ft_run *r, bool *resumed, bn_err *err)
         r->pos = (int)num(j, "pos", 0);
         r->total_steps = (int64_t)num(j, "total_steps", (double)r->total_steps);
         r->total_fixed = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "total_fixed"));
+        r->since_best = (int)num(j, "since_best", 0);
         r->elapsed = num(j, "elapsed_s", 0);
         r->best_ppl = num(j, "best_ppl", INFINITY);
         r->start_ppl = num(j, "start_ppl", 0);
@@ -562,8 +600,10 @@ static int load_checkpoint(ft_run *r, bool *resumed, bn_err *err)
             cJSON_Delete(e);
         }
         bn_optim_set_steps(r->opt, r->step);
+        bn_optim_set_applied_steps(r->opt, (int64_t)num(j, "optim_applied_steps", (double)r->step));
         bn_optim_set_total_steps(r->opt, r->total_steps);
         r->perm_epoch = -1;
+        r->last_eval_s = r->elapsed;
         *resumed = true;
     }
     cJSON_Delete(j);
@@ -584,7 +624,13 @@ static int write_history(ft_run *r, bn_err *err)
     cJSON_AddNumberToObject(j, "sequence_length", r->T);
     cJSON_AddNumberToObject(j, "total_steps", (double)r->step);
     cJSON_AddNumberToObject(j, "best_step", (double)r->best_step);
-    cJSON_AddNumberToObject(j, "best_eval_perplexity", r->best_ppl);
+    cJSON_AddNumberToObject(j, "best_selection_perplexity", r->best_ppl);
+    cJSON_AddBoolToObject(j, "budget_mode", r->by_budget);
+    cJSON_AddNumberToObject(j, "max_minutes", r->o->fine_tune.max_minutes);
+    cJSON_AddNumberToObject(j, "patience", r->o->fine_tune.patience);
+    cJSON_AddStringToObject(j, "stopped_on", r->patience_stop ? "patience"
+                            : r->step >= r->total_steps ? (r->by_budget ? "budget" : "step limit")
+                            : "budget");
     cJSON_AddNumberToObject(j, "time_s", elapsed(r));
     cJSON_AddItemReferenceToObject(j, "steps", r->hist_steps);
     cJSON_AddItemReferenceToObject(j, "evals", r->hist_evals);
@@ -677,9 +723,9 @@ static int requantize(ft_run *r, bn_err *err)
 
 /* ---- the stage ----------------------------------------------------------------------- */
 
-static void report_skip(bn_job_ctx *ctx, const char *why)
+static void report_skip(bn_job_ctx *ctx, const char *level, const char *why)
 {
-    bn_job_event(ctx, "info", "fine-tuning skipped: %s", why);
+    bn_job_event(ctx, level, "fine-tuning skipped: %s", why);
     double post;
     if (bn_job_metric_get(ctx, "compression/post_perplexity", &post))
         bn_job_metric(ctx, "compression/post_finetune_perplexity", post);
@@ -689,14 +735,17 @@ static void report_skip(bn_job_ctx *ctx, const char *why)
 }
 
 /* Fits the schedule (cosine length) to the time budget: after 5, 10, 20, 40, ... steps of
- * this run, the measured time per step projects how many steps the budget allows; the
- * length follows (never beyond the epochs/max_steps limit, never below the next step).
- * Runs bounded by steps rather than time never change their schedule. */
+ * this run (and, when the budget alone bounds the run, every 25 steps after 40, so that a
+ * machine that slows down or speeds up still ends its cosine on time), the measured time
+ * per step projects how many steps the budget allows; the length follows (never beyond
+ * the epochs/max_steps limit, never below the next step). */
 static void fit_total_to_time(ft_run *r)
 {
     double budget = r->o->fine_tune.max_minutes * 60.0;
     int64_t n = r->steps_this_run;
-    if (budget <= 0 || n < 5 || (n % 5) != 0 || ((n / 5) & (n / 5 - 1)) != 0) return;
+    bool pow2 = n >= 5 && (n % 5) == 0 && ((n / 5) & (n / 5 - 1)) == 0;
+    bool regular = r->by_budget && n > 40 && n % 25 == 0;
+    if (budget <= 0 || !(pow2 || regular)) return;
     if (r->step >= r->step_limit) return;
     double per = (now_s() - r->t0) / (double)n;
     double left = budget - elapsed(r);
@@ -704,13 +753,15 @@ static void fit_total_to_time(ft_run *r)
     int64_t want = r->step + (int64_t)(left * 0.95 / per);
     if (want > r->step_limit) want = r->step_limit;
     if (want < r->step + 1) want = r->step + 1;
-    if (want == r->total_steps || (r->total_fixed && llabs(want - r->total_steps) * 20 < r->total_steps))
+    int64_t tol = regular && !pow2 ? 50 : 20; /* 2% / 5% */
+    if (want == r->total_steps || (r->total_fixed && llabs(want - r->total_steps) * tol < r->total_steps))
         return;
     r->total_steps = want;
     r->total_fixed = true;
     bn_optim_set_total_steps(r->opt, r->total_steps);
-    bn_job_event(r->ctx, "info", "fine-tune: %.3f s per step, the %.1f-minute budget allows "
-                 "%lld steps", per, r->o->fine_tune.max_minutes, (long long)r->total_steps);
+    if (pow2)
+        bn_job_event(r->ctx, "info", "fine-tune: %.3f s per step, the %.1f-minute budget allows "
+                     "%lld steps", per, r->o->fine_tune.max_minutes, (long long)r->total_steps);
 }
 
 static int train_loop(ft_run *r, bn_err *err)
@@ -754,18 +805,42 @@ static int train_loop(ft_run *r, bn_err *err)
         bn_job_metric_step(ctx, "fine_tune/muon_learning_rate", st.muon_lr, r->step);
         bn_job_metric_step(ctx, "fine_tune/grad_norm", st.grad_norm, r->step);
         fit_total_to_time(r);
-        if (r->pos >= r->steps_per_epoch) {
+        /* An evaluation at every epoch end; under the budget rule at most one per 2% of
+         * the budget, so that patience spans a similar share of the run whether epochs
+         * are long or a few steps (measured: docs/BENCHMARKS.md). */
+        bool epoch_end = r->pos >= r->steps_per_epoch;
+        if (epoch_end) {
             r->epoch++;
             r->pos = 0;
+        }
+        if (epoch_end && (!r->by_budget || budget <= 0 || elapsed(r) - r->last_eval_s >= 0.02 * budget)) {
             char what[64];
             snprintf(what, sizeof what, "epoch %d end", r->epoch);
             rc = eval_point(r, what, err);
             if (rc) return rc;
+            int patience = o->fine_tune.patience;
+            if (patience > 0 && r->have_select && r->since_best >= patience) {
+                r->patience_stop = true;
+                bn_job_event(ctx, "info", "fine-tune stopped early on patience at step %lld "
+                             "(%.1f of %.1f minutes): the selection perplexity has not improved "
+                             "for %d evaluations (best %.4f at step %lld)", (long long)r->step,
+                             elapsed(r) / 60.0, o->fine_tune.max_minutes, r->since_best,
+                             r->best_ppl, (long long)r->best_step);
+                break;
+            }
         }
-        char detail[128];
-        snprintf(detail, sizeof detail, "step %lld/%lld loss %.4f", (long long)r->step,
-                 (long long)r->total_steps, loss);
-        bool stop = bn_job_progress(ctx, (double)r->step / (double)r->total_steps, detail);
+        /* progress follows whichever bound ends the run first: steps or the time budget */
+        double f = (double)r->step / (double)r->total_steps;
+        if (budget > 0 && elapsed(r) / budget > f) f = elapsed(r) / budget;
+        char detail[160];
+        if (r->by_budget)
+            snprintf(detail, sizeof detail, "step %lld (epoch %d) loss %.4f, %.1f/%.0f min",
+                     (long long)r->step, r->epoch + 1, loss, elapsed(r) / 60.0,
+                     o->fine_tune.max_minutes);
+        else
+            snprintf(detail, sizeof detail, "step %lld/%lld loss %.4f", (long long)r->step,
+                     (long long)r->total_steps, loss);
+        bool stop = bn_job_progress(ctx, f > 1 ? 1 : f, detail);
         if (stop || (every && r->step % every == 0)) {
             rc = save_checkpoint(r, err);
             if (rc) return rc;
@@ -776,29 +851,39 @@ static int train_loop(ft_run *r, bn_err *err)
     return BN_OK;
 }
 
+/* The best weights (chosen on the selection split) measured once on the report split,
+ * where pre and post were measured: the reported figures are comparable and unselected. */
 static int finish(ft_run *r, double pre, double post, bn_err *err)
 {
     bn_job_ctx *ctx = r->ctx;
     cJSON *last = cJSON_GetArrayItem(r->hist_evals, cJSON_GetArraySize(r->hist_evals) - 1);
-    if (!last || num(last, "step", -1) != (double)r->step) {
+    if (!r->have_select || !last || num(last, "step", -1) != (double)r->step) {
         int rc = eval_point(r, "end", err);
         if (rc) return rc;
     }
-    int rc = requantize(r, err);
+    memcpy(r->shadow, r->best, sizeof(float) * r->n_params);
+    bn_llama_eval_result rep;
+    int rc = evaluate_on(r, r->tok.eval, r->tok.n_eval, &rep, err);
+    if (!rc) rc = requantize(r, err);
     if (!rc) rc = write_history(r, err);
     if (rc) return rc;
-    double ft = r->best_ppl;
+    double ft = rep.perplexity;
     double denom = post - pre;
     double recovery = denom > 1e-12 ? (post - ft) / denom : 0.0;
     double epochs = r->steps_per_epoch > 0 ? (double)r->step / r->steps_per_epoch : 0.0;
     bn_job_metric(ctx, "compression/post_finetune_perplexity", ft);
+    bn_job_metric(ctx, "compression/post_finetune_eval_loss", rep.mean_nll);
+    if (r->have_select) bn_job_metric(ctx, "compression/fine_tune_best_selection_perplexity", r->best_ppl);
     bn_job_metric(ctx, "compression/perplexity_recovery", recovery);
     bn_job_metric(ctx, "compression/fine_tune_epochs", epochs);
     bn_job_metric(ctx, "compression/fine_tune_time_hours", elapsed(r) / 3600.0);
-    bn_job_event(ctx, "info", "fine-tuned %lld steps (%.2f epochs, %.1f min): held-out "
-                 "perplexity %.4f -> %.4f (best at step %lld; before compression %.4f), recovery %.1f%%",
-                 (long long)r->step, epochs, elapsed(r) / 60.0, post, ft, (long long)r->best_step, pre,
-                 100 * recovery);
+    bn_job_metric(ctx, "compression/fine_tune_stopped_on_patience", r->patience_stop ? 1.0 : 0.0);
+    bn_job_event(ctx, "info", "fine-tuned %lld steps (%.2f epochs, %.1f of %.1f min%s): report-split "
+                 "perplexity %.4f -> %.4f (before compression %.4f), recovery %.1f%%; best weights "
+                 "at step %lld (selection perplexity %.4f)",
+                 (long long)r->step, epochs, elapsed(r) / 60.0, r->o->fine_tune.max_minutes,
+                 r->patience_stop ? ", stopped on patience" : "", post, ft, pre, 100 * recovery,
+                 (long long)r->best_step, r->best_ppl);
     return BN_OK;
 }
 
@@ -810,17 +895,24 @@ int bn_stage_finetune(bn_job_ctx *ctx, bn_err *err)
     bool have_post = bn_job_metric_get(ctx, "compression/post_perplexity", &post);
     char why[256];
     if (!o->fine_tune.enabled) {
-        report_skip(ctx, "disabled (config.fine_tune.enabled = false)");
+        report_skip(ctx, "info", "disabled (config.fine_tune.enabled = false)");
         return BN_OK;
     }
     if (!have_pre || !have_post) {
-        report_skip(ctx, "no pre/post-compression perplexity was measured (no calibration text)");
+        report_skip(ctx, "info", "no pre/post-compression perplexity was measured (no calibration text)");
+        return BN_OK;
+    }
+    if (ctx->text_synthetic && !o->fine_tune.allow_synthetic) {
+        report_skip(ctx, "warn", "the calibration text is the synthetic templates (no dataset or "
+                    "file was given); training on them teaches five sentences and their "
+                    "perplexities mean nothing. Give real text (config.calibration, bitnetctl "
+                    "--calibration FILE) or set config.fine_tune.allow_synthetic = true");
         return BN_OK;
     }
     if (!bn_ft_should_run(true, pre, post, o->fine_tune.threshold)) {
         snprintf(why, sizeof why, "perplexity degradation %.2f%% (%.4f -> %.4f) is within the "
                  "threshold %.2f%%", 100 * (post - pre) / pre, pre, post, 100 * o->fine_tune.threshold);
-        report_skip(ctx, why);
+        report_skip(ctx, "info", why);
         return BN_OK;
     }
     ft_run r;
@@ -838,10 +930,23 @@ int bn_stage_finetune(bn_job_ctx *ctx, bn_err *err)
         bn_job_event(ctx, "info", "fine-tune resumed from its checkpoint at step %lld (epoch %d)",
                      (long long)r.step, r.epoch);
     } else if (!rc) {
+        char limit[160];
+        if (r.by_budget)
+            snprintf(limit, sizeof limit, "epochs until the %.1f-minute budget ends or %d "
+                     "evaluations bring no new best (patience)", o->fine_tune.max_minutes,
+                     o->fine_tune.patience);
+        else
+            snprintf(limit, sizeof limit, "up to %lld steps or %.1f minutes", (long long)r.step_limit,
+                     o->fine_tune.max_minutes);
         bn_job_event(ctx, "info", "fine-tuning: degradation %.2f%% > threshold %.2f%%; %d sequences "
-                     "of %d tokens, batch %d, %d steps per epoch, up to %lld steps",
+                     "of %d tokens, batch %d, %d steps per epoch; %s",
                      100 * (post - pre) / pre, 100 * o->fine_tune.threshold, r.n_chunks, r.T, r.B,
-                     r.steps_per_epoch, (long long)r.total_steps);
+                     r.steps_per_epoch, limit);
+        if (!r.have_select)
+            bn_job_event(ctx, "warn", "fine-tune: no selection split (too little text or "
+                         "calibration.selection_fraction 0): the last weights are kept, no patience");
+        bn_job_metric_source(ctx, "fine_tune/loss");
+        bn_job_metric_source(ctx, "fine_tune/eval_perplexity");
         rc = eval_point(&r, "start", err);
         if (!rc) r.start_ppl = r.best_ppl;
     }

@@ -16,9 +16,17 @@
  * matrices, AdamW for the rest.
  *
  * Data: the calibrate stage's training stream cut into sequences of T+1 tokens (stride
- * T); an epoch visits them in a seeded random order, B per step. Held-out perplexity is
- * measured before the first step, at every epoch end and at the end; the best weights
- * are kept, requantized into the job context and exported.
+ * T); an epoch visits them in a seeded random order, B per step. The selection split's
+ * perplexity is measured before the first step, at every epoch end and at the end; the
+ * best weights are kept, measured once on the report split (post_finetune_perplexity,
+ * comparable with pre/post), requantized into the job context and exported.
+ *
+ * Length (the budget rule, docs/FINETUNE.md): with epochs and max_steps unset, epochs
+ * run until max_minutes ends, the cosine schedule fitted to the budget from the measured
+ * step time; otherwise the epochs/max_steps limit (max_minutes still caps it). Either way
+ * `patience` epoch-end evaluations without a new best stop it early. The quantizer is the
+ * quantize stage's (same tau, 0 included, same refinement grid). Synthetic calibration
+ * text is never trained on unless fine_tune.allow_synthetic.
  *
  * Checkpoints (every checkpoint_every steps and when the progress callback asks to
  * stop): finetune/ckpt-<step>.safetensors (shadow weights, best weights, optimizer state)

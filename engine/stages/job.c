@@ -64,6 +64,7 @@ void bn_job_metric(bn_job_ctx *ctx, const char *key, double value)
         return;
     }
     bn_job_metric_restore(ctx, key, value, (int)ctx->stage);
+    bn_job_metric_source(ctx, key);
     if (ctx->progress->metric) ctx->progress->metric(ctx->progress->ctx, key, value, -1);
 }
 
@@ -306,4 +307,59 @@ int bn_qt_load(bn_job_ctx *ctx, const char *path, bn_err *err)
     ctx->preserved = pt;
     ctx->n_preserved = kp;
     return 0;
+}
+
+/* ---- where each metric's text came from --------------------------------------------- */
+
+static const struct { const char *key, *split; } text_metrics[] = {
+    {"compression/pre_perplexity", "report"},
+    {"compression/pre_eval_loss", "report"},
+    {"compression/post_perplexity", "report"},
+    {"compression/post_eval_loss", "report"},
+    {"compression/perplexity_degradation", "report"},
+    {"compression/accuracy_preserved", "report"},
+    {"compression/dequantization_accuracy", "report"},
+    {"compression/dequantization_max_logit_diff", "report"},
+    {"compression/post_finetune_perplexity", "report"},
+    {"compression/post_finetune_eval_loss", "report"},
+    {"compression/perplexity_recovery", "report"},
+    {"phase/final_perplexity", "report"},
+    {"compression/gradient_flow_test_passed", "train"},
+    {"fine_tune/loss", "train"},
+    {"fine_tune/eval_perplexity", "selection"},
+    {"compression/fine_tune_best_selection_perplexity", "selection"},
+};
+
+const char *bn_text_metric_split(const char *key)
+{
+    for (size_t i = 0; i < sizeof text_metrics / sizeof text_metrics[0]; i++)
+        if (!strcmp(text_metrics[i].key, key)) return text_metrics[i].split;
+    return NULL;
+}
+
+const char *bn_text_metric_source(const bn_job_ctx *ctx, const char *key, char *buf, size_t len)
+{
+    const char *split = bn_text_metric_split(key);
+    if (!split || !ctx->text_label[0]) return NULL;
+    snprintf(buf, len, "%s (%s split)", ctx->text_label, split);
+    return buf;
+}
+
+void bn_job_metric_source(bn_job_ctx *ctx, const char *key)
+{
+    char buf[600];
+    if (ctx->progress->source && bn_text_metric_source(ctx, key, buf, sizeof buf))
+        ctx->progress->source(ctx->progress->ctx, key, buf);
+}
+
+cJSON *bn_text_splits_json(const bn_job_ctx *ctx)
+{
+    static const char *const names[3] = {"train", "selection", "report"};
+    cJSON *o = cJSON_CreateObject();
+    for (int i = 0; o && i < 3; i++) {
+        cJSON *s = cJSON_AddObjectToObject(o, names[i]);
+        cJSON_AddNumberToObject(s, "documents", (double)ctx->text_docs[i]);
+        cJSON_AddNumberToObject(s, "tokens", (double)ctx->text_tokens[i]);
+    }
+    return o;
 }

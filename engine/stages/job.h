@@ -9,8 +9,9 @@
  *
  * Who writes what in the context:
  *   load       model, n_params, tau (effective threshold), threads
- *   calibrate  calib[] (xsq per linear input), the pre-compression metrics; saves its
- *              own checkpoint files in work_dir and reloads them in bn_stage_calibrate_restore
+ *   calibrate  calib[] (xsq per linear input), text_* (where the text came from, split
+ *              sizes), the pre-compression metrics; saves its own checkpoint files in
+ *              work_dir and reloads them in bn_stage_calibrate_restore
  *   quantize   qt[] (codes, scales, stats), the compression metrics; checkpoint is
  *              <work_dir>/quantized.safetensors (2-bit packed codes + F32 scales)
  *   evaluate   the post-compression metrics
@@ -58,6 +59,11 @@ typedef struct bn_job_ctx {
     bn_calib_stat *calib;
     size_t n_calib;
 
+    char text_label[480];         /* origin of the calibration text, "" when none (calib_text.h) */
+    bool text_synthetic;          /* the five templates: no fine-tuning unless allowed */
+    int64_t text_docs[3];         /* documents per split: train, selection, report */
+    int64_t text_tokens[3];       /* tokens per split */
+
     bn_ptensor *preserved;
     size_t n_preserved;
 
@@ -101,6 +107,21 @@ void bn_job_compression_metrics(bn_job_ctx *ctx, uint64_t quantized_bytes);
 /* The metrics that ternarization fixes once: layers and parameters quantized, totals. */
 void bn_job_count_metrics(bn_job_ctx *ctx);
 struct cJSON;
+
+/* ---- where each perplexity/loss metric's text came from ------------------------------ */
+
+/* The split a metric is measured on ("report", "selection", "train"), or NULL when the
+ * key is not a perplexity/loss metric. */
+const char *bn_text_metric_split(const char *key);
+/* "<ctx->text_label> (<split> split)" into buf; NULL when key is not a text metric or
+ * the job has no text. */
+const char *bn_text_metric_source(const bn_job_ctx *ctx, const char *key, char *buf, size_t len);
+/* Sends bn_text_metric_source through progress->source (nothing for other keys);
+ * bn_job_metric calls it for every value. */
+void bn_job_metric_source(bn_job_ctx *ctx, const char *key);
+/* {"train": {"documents": n, "tokens": n}, "selection": {...}, "report": {...}} from
+ * ctx->text_docs / text_tokens (caller owns). */
+struct cJSON *bn_text_splits_json(const bn_job_ctx *ctx);
 /* Per-tensor statistics as a JSON object (caller owns). */
 struct cJSON *bn_qtensor_stats_json(const bn_qtensor *q);
 

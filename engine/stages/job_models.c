@@ -2,6 +2,8 @@
  * (see job_models.h). */
 #include "stages/job_models.h"
 
+#include <cjson/cJSON.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,11 +21,14 @@ int bn_eval_tokens_save(const char *path, const bn_eval_tokens *t, bn_err *err)
     bn_st_writer *w;
     int rc = bn_st_writer_new(path, &w, err);
     if (rc) return rc;
-    int64_t s1[1] = {(int64_t)t->n_train}, s2[1] = {(int64_t)t->n_eval};
+    int64_t s1[1] = {(int64_t)t->n_train}, s2[1] = {(int64_t)t->n_eval},
+            s3[1] = {(int64_t)t->n_select};
     rc = bn_st_writer_declare(w, "train", BN_DTYPE_I32, 1, s1, err);
     if (!rc) rc = bn_st_writer_declare(w, "eval", BN_DTYPE_I32, 1, s2, err);
+    if (!rc) rc = bn_st_writer_declare(w, "select", BN_DTYPE_I32, 1, s3, err);
     if (!rc) rc = save_stream(w, t->train, t->n_train, err);
     if (!rc) rc = save_stream(w, t->eval, t->n_eval, err);
+    if (!rc) rc = save_stream(w, t->select, t->n_select, err);
     if (rc) {
         bn_st_writer_abort(w);
         return rc;
@@ -52,6 +57,7 @@ int bn_eval_tokens_load(const char *path, bn_eval_tokens *t, bn_err *err)
     if (rc) return rc;
     rc = load_stream(f, "train", path, &t->train, &t->n_train, err);
     if (!rc) rc = load_stream(f, "eval", path, &t->eval, &t->n_eval, err);
+    if (!rc && bn_st_find(f, "select")) rc = load_stream(f, "select", path, &t->select, &t->n_select, err);
     bn_st_close(f);
     if (rc) bn_eval_tokens_free(t);
     return rc;
@@ -60,6 +66,7 @@ int bn_eval_tokens_load(const char *path, bn_eval_tokens *t, bn_err *err)
 void bn_eval_tokens_free(bn_eval_tokens *t)
 {
     free(t->train);
+    free(t->select);
     free(t->eval);
     memset(t, 0, sizeof *t);
 }
@@ -111,13 +118,13 @@ int bn_eval_apply_quantized(const bn_job_ctx *ctx, bn_llama *m, bool fp16, bn_er
     return BN_OK;
 }
 
-int bn_eval_perplexity(bn_llama *m, const bn_eval_tokens *t, int ctx, int windows,
+int bn_eval_perplexity(bn_llama *m, const int32_t *ids, size_t n, int ctx, int windows,
                        bn_llama_eval_result *out, bn_err *err)
 {
     memset(out, 0, sizeof *out);
-    if (t->n_eval < 2) return bn_err_set(err, BN_EINVAL, "evaluation split holds no tokens");
-    if ((size_t)ctx + 1 > t->n_eval) ctx = (int)(t->n_eval - 1);
-    size_t avail = (t->n_eval - 1) / (size_t)ctx;
+    if (n < 2) return bn_err_set(err, BN_EINVAL, "evaluation split holds no tokens");
+    if ((size_t)ctx + 1 > n) ctx = (int)(n - 1);
+    size_t avail = (n - 1) / (size_t)ctx;
     if (windows <= 0 || (size_t)windows > avail) windows = (int)avail;
-    return bn_llama_eval_windows(m, t->eval, t->n_eval, ctx, windows, 4, out, err);
+    return bn_llama_eval_windows(m, ids, n, ctx, windows, 4, out, err);
 }

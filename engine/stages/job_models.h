@@ -2,11 +2,13 @@
  * text of the job, FP32 / ternary / FP16-dequantized models built from the job context,
  * and held-out perplexity.
  *
- * The calibrate stage tokenizes the calibration text once and checkpoints both streams
- * in <work_dir>/calib_tokens.safetensors ("train" and "eval", I32): documents
- * concatenated, each encoded with the tokenizer's special tokens (BOS + ids for Llama
- * tokenizers). Later stages (and resumed runs) read them back with bn_eval_tokens_load.
- * The eval stream is never used for statistics or training.
+ * The calibrate stage tokenizes the calibration text once and checkpoints its three
+ * streams in <work_dir>/calib_tokens.safetensors ("train", "select" and "eval", I32):
+ * documents concatenated, each encoded with the tokenizer's special tokens (BOS + ids for
+ * Llama tokenizers). Later stages (and resumed runs) read them back with
+ * bn_eval_tokens_load. The three come from disjoint documents (calib_text.h): "eval" is
+ * the report split (every reported perplexity), "select" chooses fine-tuning's best
+ * checkpoint, "train" feeds statistics and training.
  */
 #ifndef BN_EVALCORE_H
 #define BN_EVALCORE_H
@@ -23,7 +25,9 @@
 typedef struct bn_eval_tokens {
     int32_t *train;
     size_t n_train;
-    int32_t *eval;
+    int32_t *select;   /* may be empty (selection_fraction 0, or an older checkpoint) */
+    size_t n_select;
+    int32_t *eval;     /* the report split */
     size_t n_eval;
 } bn_eval_tokens;
 
@@ -48,10 +52,10 @@ int bn_eval_apply_quantized(const bn_job_ctx *ctx, bn_llama *m, bool fp16, bn_er
 /* Rounds every parameter of m to FP16 precision (in place). */
 void bn_eval_round_fp16(bn_llama *m);
 
-/* Held-out perplexity on the eval stream: up to `windows` windows of ctx tokens (each
- * predicting its next ctx tokens from position 0); ctx is shortened when the stream
- * holds less than one window. */
-int bn_eval_perplexity(bn_llama *m, const bn_eval_tokens *t, int ctx, int windows,
+/* Held-out perplexity on a token stream (t->eval or t->select): up to `windows` windows
+ * of ctx tokens (each predicting its next ctx tokens from position 0); ctx is shortened
+ * when the stream holds less than one window. */
+int bn_eval_perplexity(bn_llama *m, const int32_t *ids, size_t n, int ctx, int windows,
                        bn_llama_eval_result *out, bn_err *err);
 
 

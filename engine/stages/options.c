@@ -65,12 +65,15 @@ void bn_options_default(bn_options *o)
     o->calibration.sequence_length = 512;
     o->calibration.batch_size = 4;
     o->calibration.eval_fraction = 0.1;
+    o->calibration.selection_fraction = 0.05;
     o->calibration.refine_scales = true;
     o->fine_tune.enabled = true;
     o->fine_tune.threshold = 0.05;
-    o->fine_tune.epochs = 1;
+    o->fine_tune.epochs = 0;
     o->fine_tune.max_steps = 0;
     o->fine_tune.max_minutes = 30;
+    o->fine_tune.patience = BN_FT_DEFAULT_PATIENCE;
+    o->fine_tune.allow_synthetic = false;
     o->fine_tune.batch_size = 4;
     o->fine_tune.sequence_length = 512;
     o->fine_tune.lr = 1e-3;
@@ -129,14 +132,17 @@ static const field calib_fields[] = {
     { "sequence_length", F_INT, OFF(calibration.sequence_length), 8, 65536, false },
     { "batch_size", F_INT, OFF(calibration.batch_size), 1, 1024, false },
     { "eval_fraction", F_DOUBLE, OFF(calibration.eval_fraction), 0, 0.9, true },
+    { "selection_fraction", F_DOUBLE, OFF(calibration.selection_fraction), 0, 0.5, false },
     { "refine_scales", F_BOOL, OFF(calibration.refine_scales), 0, 0, false },
 };
 static const field ft_fields[] = {
     { "enabled", F_BOOL, OFF(fine_tune.enabled), 0, 0, false },
     { "threshold", F_DOUBLE, OFF(fine_tune.threshold), 0, 100, false },
-    { "epochs", F_INT, OFF(fine_tune.epochs), 1, 1000, false },
+    { "epochs", F_INT, OFF(fine_tune.epochs), 0, 1000000, false },
     { "max_steps", F_INT, OFF(fine_tune.max_steps), 0, 100000000, false },
     { "max_minutes", F_DOUBLE, OFF(fine_tune.max_minutes), 0, 100000, true },
+    { "patience", F_INT, OFF(fine_tune.patience), 0, 1000000, false },
+    { "allow_synthetic", F_BOOL, OFF(fine_tune.allow_synthetic), 0, 0, false },
     { "batch_size", F_INT, OFF(fine_tune.batch_size), 1, 1024, false },
     { "sequence_length", F_INT, OFF(fine_tune.sequence_length), 8, 65536, false },
     { "lr", F_DOUBLE, OFF(fine_tune.lr), 0, 10, true },
@@ -355,7 +361,10 @@ int bn_options_from_json(const cJSON *json, bn_options *o, bn_err *err)
         /* defaults that follow other fields */
         if (!has_key(json, "fine_tune", "sequence_length")) o->fine_tune.sequence_length = o->calibration.sequence_length;
         if (!has_key(json, "fine_tune", "seed")) o->fine_tune.seed = o->seed;
-        if (o->calibration.dataset == BN_CALIB_CUSTOM && !o->calibration.path && !o->calibration.n_texts)
+        if (o->calibration.eval_fraction + o->calibration.selection_fraction >= 0.95)
+            rc = bn_err_set_at(err, BN_EINVAL, "config.calibration.selection_fraction", "with eval_fraction "
+                               "%g it leaves under 5%% of the text for training", o->calibration.eval_fraction);
+        else if (o->calibration.dataset == BN_CALIB_CUSTOM && !o->calibration.path && !o->calibration.n_texts)
             rc = bn_err_set_at(err, BN_EINVAL, "config.calibration.dataset", "\"custom\" needs calibration.path or calibration.texts");
         else if (o->calibration.dataset != BN_CALIB_CUSTOM && (o->calibration.path || o->calibration.n_texts))
             rc = bn_err_set_at(err, BN_EINVAL, o->calibration.path ? "config.calibration.path" : "config.calibration.texts",

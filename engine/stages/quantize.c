@@ -2,8 +2,9 @@
  *
  * load fetches an hf:// source into the Hub cache first (hub/hub.h; the snapshot folder
  * then stands for the model in every later stage), opens the model folder (an mmap;
- * re-opened on every resumed run) and fixes the
- * job's effective threshold and thread count. quantize ternarizes every tensor that is
+ * re-opened on every resumed run), refuses a model with a NaN/Inf weight (naming the
+ * tensor) and fixes the job's effective threshold and thread count. quantize
+ * ternarizes every tensor that is
  * not preserved, in model order, using the calibration statistics when the calibrate
  * stage left them, and checkpoints the result (job.c, bn_qt_save).
  */
@@ -18,11 +19,56 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/parallel.h"
+#include "base/tensor.h"
 #include "hub/hub.h"
 #include "quant/pack.h"
 #include "stages/stages.h"
 
 /* ---- load ------------------------------------------------------------------------------- */
+
+/* Every float tensor is scanned for NaN/Inf (in parallel, one tensor per task): a model
+ * with a non-finite weight is refused here, with the tensor's name, instead of turning
+ * into NaN activations later. */
+typedef struct finite_scan {
+    const bn_st_set *set;
+    int64_t *bad; /* [tensors] first non-finite index, -1 if none */
+} finite_scan;
+
+static void scan_task(void *vctx, int task, int thread)
+{
+    (void)thread;
+    finite_scan *s = vctx;
+    const bn_st_tensor *t = bn_st_set_at(s->set, (size_t)task);
+    s->bad[task] = bn_first_nonfinite(t->data, t->dtype, (size_t)t->numel);
+}
+
+static int check_finite(const bn_st_set *set, int threads, bn_err *err)
+{
+    size_t n = bn_st_set_count(set);
+    if (n == 0) return BN_OK;
+    finite_scan s = {set, malloc(n * sizeof(int64_t))};
+    if (!s.bad) return bn_err_set(err, BN_ENOMEM, "load: out of memory");
+    bn_parallel_for(threads, (int)n, scan_task, &s);
+    int rc = BN_OK;
+    for (size_t i = 0; i < n && !rc; i++) {
+        if (s.bad[i] < 0) continue;
+        const bn_st_tensor *t = bn_st_set_at(set, i);
+        int64_t cols = t->ndim >= 2 ? t->shape[t->ndim - 1] : t->numel > 0 ? (int64_t)t->numel : 1;
+        double v = 0;
+        if (t->dtype == BN_DTYPE_F64) memcpy(&v, (const char *)t->data + 8 * s.bad[i], 8);
+        else {
+            float f;
+            bn_to_f32((const char *)t->data + bn_dtype_size(t->dtype) * (size_t)s.bad[i], t->dtype, &f, 1);
+            v = f;
+        }
+        rc = bn_err_set(err, BN_ENUMERIC, "tensor '%s' holds %s at element %lld (row %lld, column "
+                        "%lld): the model's weights must be finite", t->name, isnan(v) ? "NaN" : "Inf",
+                        (long long)s.bad[i], (long long)(s.bad[i] / cols), (long long)(s.bad[i] % cols));
+    }
+    free(s.bad);
+    return rc;
+}
 
 /* hf:// download progress as the load stage's progress: bytes, rate and ETA. */
 static bool hub_update(void *p, uint64_t done, uint64_t total, double rate, const char *file, bool waiting)
@@ -70,6 +116,9 @@ int bn_stage_load(bn_job_ctx *ctx, bn_err *err)
     }
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     ctx->threads = ctx->opt->threads > 0 ? ctx->opt->threads : (int)(cores > 0 ? cores : 1);
+    bn_job_progress(ctx, ctx->paths.model_dir == ctx->hub_dir ? 0.97 : 0.5, "checking the weights are finite");
+    rc = check_finite(m->weights, ctx->threads, err);
+    if (rc) return rc;
     bn_job_metric(ctx, "compression/original_size_mb", (double)ctx->input_bytes / (1024.0 * 1024.0));
     bn_job_metric(ctx, "compression/total_params", (double)m->n_params);
     bn_job_event(ctx, "info", "loaded %s model: %llu parameters, %d layers, %zu tensors; tau %.3g (%s%s)",

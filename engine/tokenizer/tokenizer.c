@@ -2062,6 +2062,41 @@ int bn_tok_decode(const bn_tok *t, const int32_t *ids, size_t n, unsigned flags,
     return 0;
 }
 
+/* The text that ids add after prefix: decode(prefix + ids) minus decode(prefix). Decoding
+ * ids alone would run the decoder chain as if they started the text (a Strip decoder
+ * drops the first piece's leading space: "time" + "there" instead of "time there"). When
+ * decode(prefix) is not a byte prefix of the whole (no decoder in use does that), the
+ * bytes after the common prefix are returned. */
+int bn_tok_decode_continuation(const bn_tok *t, const int32_t *prefix, size_t n_prefix,
+                               const int32_t *ids, size_t n, unsigned flags, char **out,
+                               size_t *out_len, bn_err *err)
+{
+    *out = NULL;
+    *out_len = 0;
+    if (n_prefix == 0) return bn_tok_decode(t, ids, n, flags, out, out_len, err);
+    int32_t *all = malloc((n_prefix + n) * sizeof(int32_t));
+    if (!all) return bn_err_set(err, BN_ENOMEM, "decode: out of memory");
+    memcpy(all, prefix, n_prefix * sizeof(int32_t));
+    if (n) memcpy(all + n_prefix, ids, n * sizeof(int32_t));
+    char *whole = NULL, *head = NULL;
+    size_t lw = 0, lh = 0;
+    int rc = bn_tok_decode(t, all, n_prefix + n, flags, &whole, &lw, err);
+    if (!rc) rc = bn_tok_decode(t, prefix, n_prefix, flags, &head, &lh, err);
+    free(all);
+    if (rc) {
+        free(whole);
+        free(head);
+        return rc;
+    }
+    size_t k = 0;
+    while (k < lh && k < lw && head[k] == whole[k]) k++;
+    memmove(whole, whole + k, lw - k + 1); /* with the NUL */
+    free(head);
+    *out = whole;
+    *out_len = lw - k;
+    return 0;
+}
+
 /* ------------------------------------------------------------------ encode a file */
 
 int bn_tok_encode_file(const bn_tok *t, const char *path, unsigned flags, bn_tok_ids *out,

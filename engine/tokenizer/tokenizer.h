@@ -82,6 +82,14 @@ int bn_tok_encode(const bn_tok *tok, const char *text, size_t len, unsigned flag
 int bn_tok_decode(const bn_tok *tok, const int32_t *ids, size_t n, unsigned flags,
                   char **out, size_t *out_len, bn_err *err);
 
+/* Decodes ids that continue prefix (a prompt's ids and its generated continuation):
+ * the text ids add to decode(prefix), so that decode(prefix) + result ==
+ * decode(prefix + ids). Keeps the continuation's leading space, which decoding ids on
+ * their own would strip (SentencePiece's Strip decoder). */
+int bn_tok_decode_continuation(const bn_tok *tok, const int32_t *prefix, size_t n_prefix,
+                               const int32_t *ids, size_t n, unsigned flags, char **out,
+                               size_t *out_len, bn_err *err);
+
 /* Calibration/evaluation helper: reads a UTF-8 text file, splits it into paragraphs at
  * every "\n\n" (a blank line), strips each paragraph's leading and trailing whitespace,
  * skips empty ones, and appends for each paragraph encode(paragraph, flags) to out

@@ -202,8 +202,13 @@ START_TEST(grokfast_and_clipping)
     bn_optim_stats st;
     bn_optim_step(o, &st);
     ck_assert(fabs(st.grad_norm - 5.0) < 1e-6);
-    /* clipped to (0.6, 0.8); ema = 0.02*g; filtered g = g*(1 + 2*0.02) */
-    ck_assert(fabs(g[0] - 0.6 * 1.04) < 1e-6 && fabs(g[1] - 0.8 * 1.04) < 1e-6);
+    /* clipped to (0.6, 0.8); the EMA starts at the first gradient: filtered g = 3g */
+    ck_assert(fabs(g[0] - 0.6 * 3) < 1e-6 && fabs(g[1] - 0.8 * 3) < 1e-6);
+    /* second step: ema = 0.98*ema + 0.02*g */
+    g[0] = 0.3f; g[1] = -0.4f;
+    bn_optim_step(o, &st);
+    ck_assert(fabs(g[0] - (0.3 + 2 * (0.98 * 0.6 + 0.02 * 0.3))) < 1e-6);
+    ck_assert(fabs(g[1] - (-0.4 + 2 * (0.98 * 0.8 - 0.02 * 0.4))) < 1e-6);
     bn_optim_free(o);
 }
 END_TEST

@@ -203,7 +203,12 @@ START_TEST(tau_monotone_and_gaussian_sparsity)
         assert_valid(&r, rows, cols, false);
         ck_assert(r.st.zero_fraction > prev);
         prev = r.st.zero_fraction;
-        if (fabsf(tau - 0.4f) < 0.01f) { /* tau 0.4 < 0.5 < 0.6 */ }
+        /* Gaussian rows: s ~ E|w| = sigma*sqrt(2/pi), so P(|w| < tau*s) = erf(tau/sqrt(pi));
+         * tau = 0 keeps every weight (no exact zeros in a Gaussian sample) */
+        double want = erf(tau / sqrt(M_PI));
+        if (tau == 0.0f) ck_assert(r.st.zero_fraction == 0.0);
+        ck_assert_msg(fabs(r.st.zero_fraction - want) < 0.01, "tau %.1f: zeros %f, expected %f",
+                      (double)tau, r.st.zero_fraction, want);
         qfree(&r);
     }
     qres r = quantize(w, BN_DTYPE_F32, rows, cols, 0.5f, false, 1, BN_ISA_AUTO);
@@ -421,6 +426,50 @@ START_TEST(auto_tau_table)
 }
 END_TEST
 
+/* issue 19: the grid always holds the requested tau (first), only neighbours are
+ * clamped to [0.05, 1.5], and tau = 0 (dense codes) stays alone; refinement at tau = 0
+ * leaves no zero code. */
+START_TEST(tau_grid_honours_the_request)
+{
+    static const struct { float tau; int n; float want[5]; } cases[] = {
+        { 0.0f, 1, { 0.0f } },
+        { 0.02f, 3, { 0.02f, 0.12f, 0.22f } },
+        { 0.1f, 3, { 0.1f, 0.2f, 0.3f } },
+        { 0.5f, 5, { 0.5f, 0.4f, 0.6f, 0.3f, 0.7f } },
+        { 1.5f, 3, { 1.5f, 1.4f, 1.3f } },
+        { 2.0f, 1, { 2.0f } },
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        float g[8];
+        int n = bn_quant_tau_grid(cases[k].tau, g, 8);
+        ck_assert_int_eq(n, cases[k].n);
+        ck_assert(g[0] == cases[k].tau);
+        for (int i = 1; i < n; i++) ck_assert(g[i] >= 0.05f - 1e-6f && g[i] <= 1.5f + 1e-6f);
+        if (cases[k].tau == 0.5f)
+            for (int i = 0; i < n; i++) ck_assert_float_eq_tol(g[i], cases[k].want[i], 1e-6f);
+    }
+    enum { R = 16, C = 64 };
+    float w[R * C], xsq[C], sc[R];
+    int8_t codes[R * C];
+    uint64_t s = 99;
+    for (int i = 0; i < R * C; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        w[i] = (float)((double)(s >> 11) / 9007199254740992.0 - 0.5);
+    }
+    for (int j = 0; j < C; j++) xsq[j] = 0.1f + (float)(j % 7);
+    bn_quant_params p;
+    bn_quant_params_default(&p);
+    p.tau = 0.0f;
+    float g[8];
+    int n = bn_quant_tau_grid(p.tau, g, 8);
+    bn_quant_stats st;
+    bn_err err;
+    ck_assert_int_eq(bn_quant_refine("t", w, BN_DTYPE_F32, R, C, xsq, g, n, &p, codes, sc, NULL, &st, &err), 0);
+    for (int i = 0; i < R * C; i++) ck_assert_int_ne(codes[i], 0);
+    ck_assert(st.zero_fraction == 0.0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("engine-quant");
@@ -438,6 +487,7 @@ int main(void)
     tcase_add_test(tc, pack_round_trips);
     tcase_add_test(tc, dequant_paths_agree);
     tcase_add_test(tc, auto_tau_table);
+    tcase_add_test(tc, tau_grid_honours_the_request);
     suite_add_tcase(s, tc);
     return bn_test_run(s);
 }

@@ -77,11 +77,92 @@ START_TEST(act_quantize)
     ck_assert_float_eq(a.scale[0], 2.0f / 127.0f);
     ck_assert_int_eq(a.q[1], -127);
     ck_assert_int_eq(a.q[0], 32); /* 31.75 rounds to 32 */
-    ck_assert_int_eq(a.q[2], 64); /* 63.5 rounds to even 64 */
+    ck_assert_int_eq(a.q[2], 64); /* 63.5 */
     int32_t s = 0;
     for (int k = 0; k < 256; k++) s += a.q[k];
     ck_assert_int_eq(a.sum[0], s);
     for (int k = 5; k < 256; k++) ck_assert_int_eq(a.q[k], 0);
+    bn_tk_act_free(&a);
+}
+END_TEST
+
+/* Ties round to even, not away from zero: with max|x| = 127 the scale is exactly 1, so
+ * 62.5 -> 62 (away from zero gives 63), -62.5 -> -62, 63.5 -> 64, 0.5 -> 0, 1.5 -> 2. */
+START_TEST(act_quantize_ties_to_even)
+{
+    float x[6] = {62.5f, -62.5f, 63.5f, 0.5f, 1.5f, 127.0f};
+    const int8_t want[6] = {62, -62, 64, 0, 2, 127};
+    bn_tk_act a;
+    ck_assert_int_eq(bn_tk_act_init(&a, 1, 6), 0);
+    bn_tk_act_quantize(&a, x, 1);
+    ck_assert_float_eq(a.scale[0], 1.0f);
+    for (int k = 0; k < 6; k++) ck_assert_msg(a.q[k] == want[k], "x=%g: %d, want %d", x[k], a.q[k], want[k]);
+    bn_tk_act_free(&a);
+}
+END_TEST
+
+/* A row holding NaN or Inf gives NaN outputs for that token (never codes from a NaN
+ * cast); the other tokens are exact as before. */
+START_TEST(act_quantize_non_finite_rows)
+{
+    enum { R = 9, C = 300, N = 4 };
+    fixture f;
+    make(&f, R, C, N);
+    float *x = malloc(sizeof(float) * N * C), *y = malloc(sizeof(float) * N * R);
+    float *ref = malloc(sizeof(float) * N * R);
+    memcpy(x, f.x, sizeof(float) * N * C);
+    bn_tk_gemm(&f.w, &f.a, ref, 1, BN_ISA_SCALAR);
+    x[1 * C + 7] = NAN;
+    x[2 * C + C - 1] = -INFINITY;
+    bn_tk_act_quantize(&f.a, x, N);
+    for (int t = 1; t <= 2; t++) {
+        ck_assert(isnan(f.a.scale[t]));
+        ck_assert_int_eq(f.a.sum[t], 0);
+        for (int k = 0; k < f.a.nb * BN_TK_BLOCK; k++) ck_assert_int_eq(f.a.q[(size_t)t * f.a.nb * BN_TK_BLOCK + k], 0);
+    }
+    const bn_isa isas[] = {BN_ISA_SCALAR, BN_ISA_AVX2, BN_ISA_AVX512};
+    for (int i = 0; i < 3; i++) {
+        if (!bn_tk_isa_supported(isas[i])) continue;
+        bn_tk_gemm(&f.w, &f.a, y, 2, isas[i]);
+        for (int t = 0; t < N; t++)
+            for (int r = 0; r < R; r++) {
+                float v = y[t * R + r];
+                if (t == 1 || t == 2) ck_assert_msg(isnan(v), "isa %d t %d r %d: %g, want NaN", i, t, r, v);
+                else ck_assert_float_eq(v, ref[t * R + r]);
+            }
+    }
+    free(x), free(y), free(ref);
+    drop(&f);
+}
+END_TEST
+
+/* Rows with max|x| below 1e-5 are quantized as the training path does (model/llama.c,
+ * actquant_forward: the max is floored at 1e-5): dequantized values equal
+ * nearbyint(x * 127 / 1e-5) * 1e-5 / 127, not a full-resolution int8 copy of the row. */
+START_TEST(act_quantize_tiny_rows_match_training)
+{
+    enum { C = 40 };
+    float x[2 * C];
+    for (int k = 0; k < C; k++) {
+        x[k] = 3e-6f * sinf(0.7f * k);        /* max|x| ~3e-6 < 1e-5 */
+        x[C + k] = 1e-12f * (float)(k - 20);  /* far below */
+    }
+    bn_tk_act a;
+    ck_assert_int_eq(bn_tk_act_init(&a, 2, C), 0);
+    bn_tk_act_quantize(&a, x, 2);
+    size_t qs = (size_t)a.nb * BN_TK_BLOCK;
+    int coarse = 0;
+    for (int t = 0; t < 2; t++) {
+        ck_assert_float_eq(a.scale[t], 1e-5f / 127.0f);
+        for (int k = 0; k < C; k++) {
+            float m = 1e-5f, xv = x[t * C + k];
+            float want = nearbyintf(xv * (127.0f / m)) * (m / 127.0f);
+            float got = (float)a.q[t * qs + k] * a.scale[t];
+            ck_assert_msg(fabsf(got - want) <= 1e-6f * m, "t %d k %d: %g vs training %g", t, k, got, want);
+            coarse += abs(a.q[t * qs + k]) < 127;
+        }
+    }
+    ck_assert_int_eq(coarse, 2 * C); /* no row was stretched to +-127 */
     bn_tk_act_free(&a);
 }
 END_TEST
@@ -263,11 +344,26 @@ END_TEST
 START_TEST(speedup_runs)
 {
     bn_tk_shape sh[2] = {{256, 256, 2}, {512, 256, 1}};
-    double gv = 0, gm = 0;
+    bn_tk_speed gv, gm;
     bn_err err;
-    ck_assert_int_eq(bn_tk_measure_speedup(sh, 2, 8, 1, 40, &gv, &gm, &err), 0);
-    ck_assert(isfinite(gv) && gv > 0);
-    ck_assert(isfinite(gm) && gm > 0);
+    ck_assert_int_eq(bn_tk_measure_speedup(sh, 2, 8, 2, 40, &gv, &gm, &err), 0);
+    const bn_tk_speed *both[2] = {&gv, &gm};
+    for (int i = 0; i < 2; i++) {
+        const bn_tk_speed *s = both[i];
+        ck_assert(s->ternary_s > 0 && s->blas_s > 0);
+        ck_assert(s->ternary_threads == 1 || s->ternary_threads == 2);
+        ck_assert(s->blas_threads == 1 || s->blas_threads == 2);
+        ck_assert_double_eq_tol(s->blas_product_s, s->blas_s / 3, 1e-12);
+        /* the rule: a ratio exactly when the FP32 products are long enough to time */
+        ck_assert_int_eq(s->timed, s->blas_product_s >= BN_TK_MIN_PRODUCT_S);
+        if (s->timed) ck_assert_double_eq_tol(s->speedup, s->blas_s / s->ternary_s, 1e-9);
+        else ck_assert(s->speedup == 0);
+    }
+    /* a 16x16 product is far too small: no ratio */
+    bn_tk_shape tiny = {16, 16, 1};
+    ck_assert_int_eq(bn_tk_measure_speedup(&tiny, 1, 1, 2, 20, &gv, &gm, &err), 0);
+    ck_assert_msg(!gv.timed && gv.speedup == 0, "16x16 sgemv timed at %g us", gv.blas_product_s * 1e6);
+    ck_assert(!gm.timed);
     bn_model_config c = {.dim = 256, .hidden_dim = 768, .n_layers = 3, .n_heads = 4, .n_kv_heads = 2, .head_dim = 64};
     bn_tk_shape ms[5];
     ck_assert_int_eq(bn_tk_model_shapes(&c, ms), 5);
@@ -279,6 +375,7 @@ START_TEST(speedup_runs)
     ck_assert_int_eq(total, 3 * (256 * 256 * 2 + 2 * 128 * 256 + 3 * 768 * 256));
     sh[0].rows = 0;
     ck_assert_int_eq(bn_tk_measure_speedup(sh, 2, 8, 1, 40, &gv, &gm, &err), BN_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.msg, "bad shape 0"));
 }
 END_TEST
 
@@ -289,6 +386,9 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, pack_roundtrip);
     tcase_add_test(tc, act_quantize);
+    tcase_add_test(tc, act_quantize_ties_to_even);
+    tcase_add_test(tc, act_quantize_non_finite_rows);
+    tcase_add_test(tc, act_quantize_tiny_rows_match_training);
     tcase_add_test(tc, simd_equals_scalar);
     tcase_add_test(tc, pool_equals_scalar);
     tcase_add_test(tc, f16_gemv_agrees);

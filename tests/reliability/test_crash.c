@@ -49,7 +49,8 @@ static const char *job_body(int n, char *buf, size_t len)
              "\"calibration\":{\"samples\":12,\"sequence_length\":64},"
              "\"evaluate\":{\"windows\":2},"
              "\"fine_tune\":{\"enabled\":true,\"threshold\":0,\"max_steps\":12,"
-             "\"checkpoint_every\":3,\"sequence_length\":64,\"batch_size\":2},"
+             "\"checkpoint_every\":3,\"sequence_length\":64,\"batch_size\":2,"
+             "\"allow_synthetic\":true},"
              "\"seed\":%d},"
              "\"tracking\":{\"wandb\":{\"mode\":\"online\",\"project\":\"crash\"}}}",
              n, 100 + n);

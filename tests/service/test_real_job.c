@@ -76,7 +76,7 @@ static void submit(const char *output, char id[64])
     snprintf(body, sizeof body, "{\"model\":\"llama\",\"output\":\"%s\",\"config\":"
              "{\"seed\":11,\"threads\":1,\"calibration\":{\"samples\":8,"
              "\"sequence_length\":32},\"evaluate\":{\"windows\":2},\"fine_tune\":%s}}", output,
-             full_run ? "{\"threshold\":0,\"max_steps\":12,\"checkpoint_every\":4}"
+             full_run ? "{\"threshold\":0,\"max_steps\":12,\"checkpoint_every\":4,\"allow_synthetic\":true}"
                       : "{\"enabled\":false}");
     ck_assert_int_eq(svc_submit(&S, body, NULL, id), 201);
 }

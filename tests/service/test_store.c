@@ -49,10 +49,10 @@ static void make_job(bn_store *st, const char *key, const char *mode, int prio, 
 START_TEST(test_open_migrates)
 {
     bn_store *st = open_store();
-    ck_assert_int_eq(bn_store_schema_version(st), 1);
+    ck_assert_int_eq(bn_store_schema_version(st), 2);
     bn_store_close(st);
     st = open_store(); /* reopening keeps the version */
-    ck_assert_int_eq(bn_store_schema_version(st), 1);
+    ck_assert_int_eq(bn_store_schema_version(st), 2);
     ck_assert_int_eq(bn_store_ping(st), BN_STORE_OK);
     bn_store_close(st);
 }

@@ -22,7 +22,7 @@ static void on_event(void *ctx, bn_stage st, const char *level, const char *msg)
         n_info++;
     }
 }
-static const bn_progress progress = {NULL, NULL, on_event, NULL};
+static const bn_progress progress = {NULL, NULL, on_event, NULL, NULL};
 
 static void opts(bn_options *o, bn_calib_dataset ds)
 {
@@ -32,6 +32,7 @@ static void opts(bn_options *o, bn_calib_dataset ds)
     o->calibration.enabled = true;
     o->calibration.samples = 20;
     o->calibration.eval_fraction = 0.1;
+    o->calibration.selection_fraction = 0.05;
     n_warn = n_info = 0;
     last_warn[0] = 0;
 }
@@ -122,9 +123,11 @@ START_TEST(custom_bad_inputs_fail_clearly)
     o.calibration.n_texts = 3;
     ck_assert_int_eq(bn_calib_load(&o, NULL, &progress, &s, &e), 0);
     ck_assert_int_eq(s.docs.n, 2);
-    ck_assert_int_eq(s.n_train + s.n_eval, 2);
-    ck_assert_int_eq(s.n_eval, 1);
+    ck_assert_int_eq(s.parts.n_train + s.parts.n_eval, 2);
+    ck_assert_int_eq(s.parts.n_eval, 1);
+    ck_assert_int_eq(s.parts.n_select, 0); /* no room: training keeps one document */
     ck_assert(!s.synthetic);
+    ck_assert_str_eq(s.label, "inline:3 texts");
     bn_calib_free(&s);
 
     bn_test_rmtree(dir);
@@ -146,8 +149,12 @@ START_TEST(fallback_chain_and_synthetic)
     ck_assert(s.synthetic);
     ck_assert_int_eq(n_warn, 4);
     ck_assert_msg(strstr(last_warn, "SYNTHETIC"), "%s", last_warn);
-    ck_assert_int_eq(s.docs.n, 20);
-    ck_assert_int_eq(s.n_eval, 2);
+    /* 20 samples of 15 distinct template combinations: the 5 repeats are dropped */
+    ck_assert_int_eq(s.docs.n, 15);
+    ck_assert_int_eq(s.docs.duplicates, 5);
+    ck_assert_int_eq(s.parts.n_eval, 2);
+    ck_assert_int_eq(s.parts.n_select, 1);
+    ck_assert_str_eq(s.label, "synthetic");
     ck_assert(strstr(s.docs.text[0], "The quick brown fox") == s.docs.text[0]);
     ck_assert(strstr(s.docs.text[1], "quantization. Quantization") == NULL);
     ck_assert(strstr(s.docs.text[1], "inference. Quantization reduces") != NULL);
@@ -180,6 +187,7 @@ START_TEST(fallback_chain_and_synthetic)
     ck_assert_int_eq(s.docs.n, 3);
     ck_assert_str_eq(s.docs.text[2], LONG2);
     ck_assert(strstr(s.source, "wikitext"));
+    ck_assert_str_eq(s.label, "dataset:wikitext");
     bn_calib_free(&s);
 
     /* a non-UTF-8 file inside a named dataset fails the load, naming the file */
@@ -194,27 +202,98 @@ START_TEST(fallback_chain_and_synthetic)
 }
 END_TEST
 
-START_TEST(split_deterministic_and_disjoint)
+/* Every index in exactly one of the three parts; each part sorted. */
+static void check_partition(int n, const bn_calib_parts *p)
 {
-    int *tr, *ev, ntr, nev, *tr2, *ev2, ntr2, nev2, *tr3, *ev3, ntr3, nev3;
-    ck_assert_int_eq(bn_calib_split(1000, 0.1, 7, &tr, &ntr, &ev, &nev, NULL), 0);
-    ck_assert_int_eq(nev, 100);
-    ck_assert_int_eq(ntr, 900);
-    ck_assert_int_eq(bn_calib_split(1000, 0.1, 7, &tr2, &ntr2, &ev2, &nev2, NULL), 0);
-    ck_assert(memcmp(ev, ev2, sizeof(int) * 100) == 0);
-    ck_assert_int_eq(bn_calib_split(1000, 0.1, 8, &tr3, &ntr3, &ev3, &nev3, NULL), 0);
-    ck_assert(memcmp(ev, ev3, sizeof(int) * 100) != 0);
-    char seen[1000] = {0};
-    for (int i = 0; i < nev; i++) seen[ev[i]] |= 1;
-    for (int i = 0; i < ntr; i++) seen[tr[i]] |= 2;
-    for (int i = 0; i < 1000; i++) ck_assert(seen[i] == 1 || seen[i] == 2);
-    for (int i = 1; i < ntr; i++) ck_assert(tr[i] > tr[i - 1]);
-    free(tr); free(ev); free(tr2); free(ev2); free(tr3); free(ev3);
-    ck_assert_int_eq(bn_calib_split(1, 0.1, 7, &tr, &ntr, &ev, &nev, NULL), 0);
-    ck_assert_int_eq(ntr, 1);
-    ck_assert_int_eq(nev, 0);
-    free(tr); free(ev);
-    ck_assert_int_eq(bn_calib_split(10, 1.5, 7, &tr, &ntr, &ev, &nev, NULL), BN_EINVAL);
+    char *seen = calloc((size_t)n, 1);
+    const int *parts[3] = {p->train, p->select, p->eval};
+    const int counts[3] = {p->n_train, p->n_select, p->n_eval};
+    ck_assert_int_eq(counts[0] + counts[1] + counts[2], n);
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < counts[k]; i++) {
+            ck_assert(parts[k][i] >= 0 && parts[k][i] < n);
+            ck_assert_msg(seen[parts[k][i]] == 0, "document %d in two splits", parts[k][i]);
+            seen[parts[k][i]] = (char)(1 + k);
+            if (i) ck_assert(parts[k][i] > parts[k][i - 1]);
+        }
+    free(seen);
+}
+
+START_TEST(split_three_ways_deterministic_and_disjoint)
+{
+    bn_calib_parts a, b, c;
+    ck_assert_int_eq(bn_calib_split(1000, 0.1, 0.05, 7, &a, NULL), 0);
+    ck_assert_int_eq(a.n_eval, 100);
+    ck_assert_int_eq(a.n_select, 50);
+    ck_assert_int_eq(a.n_train, 850);
+    check_partition(1000, &a);
+    ck_assert_int_eq(bn_calib_split(1000, 0.1, 0.05, 7, &b, NULL), 0);
+    ck_assert(memcmp(a.eval, b.eval, sizeof(int) * 100) == 0);
+    ck_assert(memcmp(a.select, b.select, sizeof(int) * 50) == 0);
+    ck_assert_int_eq(bn_calib_split(1000, 0.1, 0.05, 8, &c, NULL), 0);
+    ck_assert(memcmp(a.eval, c.eval, sizeof(int) * 100) != 0);
+    check_partition(1000, &c);
+    bn_calib_parts_free(&a); bn_calib_parts_free(&b); bn_calib_parts_free(&c);
+    /* small sets: the report split first, then selection, training keeps one */
+    static const struct { int n, tr, sl, ev; } small[] = {
+        {1, 1, 0, 0}, {2, 1, 0, 1}, {3, 1, 1, 1}, {10, 8, 1, 1}, {30, 25, 2, 3}};
+    for (size_t i = 0; i < sizeof small / sizeof small[0]; i++) {
+        ck_assert_int_eq(bn_calib_split(small[i].n, 0.1, 0.05, 7, &a, NULL), 0);
+        ck_assert_int_eq(a.n_train, small[i].tr);
+        ck_assert_int_eq(a.n_select, small[i].sl);
+        ck_assert_int_eq(a.n_eval, small[i].ev);
+        check_partition(small[i].n, &a);
+        bn_calib_parts_free(&a);
+    }
+    ck_assert_int_eq(bn_calib_split(100, 0.1, 0.0, 7, &a, NULL), 0);
+    ck_assert_int_eq(a.n_select, 0);
+    check_partition(100, &a);
+    bn_calib_parts_free(&a);
+    bn_err e = {0};
+    ck_assert_int_eq(bn_calib_split(10, 1.5, 0.05, 7, &a, &e), BN_EINVAL);
+    ck_assert_int_eq(bn_calib_split(10, 0.5, 0.6, 7, &a, &e), BN_EINVAL);
+    ck_assert_msg(strstr(e.msg, "selection_fraction"), "%s", e.msg);
+}
+END_TEST
+
+/* A file that repeats documents: after loading, no held-out (selection or report) text
+ * equals any training text. */
+START_TEST(held_out_text_never_in_training)
+{
+    char *dir = bn_test_tmpdir("calibdup");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/rep.txt", dir);
+    size_t cap = 200000, len = 0;
+    char *buf = malloc(cap);
+    for (int i = 0; i < 400; i++) /* 400 paragraphs, only 97 distinct */
+        len += (size_t)snprintf(buf + len, cap - len, "Paragraph number %d tells a short story.\n\n",
+                                (i * 37) % 97);
+    write_file(path, buf, len);
+    free(buf);
+    bn_options o;
+    opts(&o, BN_CALIB_CUSTOM);
+    o.calibration.path = path;
+    o.calibration.eval_fraction = 0.2;
+    o.calibration.selection_fraction = 0.1;
+    bn_calib_set s;
+    bn_err e = {0};
+    ck_assert_int_eq(bn_calib_load(&o, NULL, &progress, &s, &e), 0);
+    ck_assert_int_eq(s.docs.n, 97);
+    ck_assert_int_eq(s.docs.duplicates, 303);
+    check_partition(s.docs.n, &s.parts);
+    ck_assert_int_gt(s.parts.n_select, 0);
+    ck_assert_int_gt(s.parts.n_eval, 0);
+    const int *held[2] = {s.parts.select, s.parts.eval};
+    const int nheld[2] = {s.parts.n_select, s.parts.n_eval};
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < nheld[k]; i++)
+            for (int j = 0; j < s.parts.n_train; j++)
+                ck_assert_msg(strcmp(s.docs.text[held[k][i]], s.docs.text[s.parts.train[j]]) != 0,
+                              "held-out text also in training: %s", s.docs.text[held[k][i]]);
+    ck_assert(strncmp(s.label, "file:", 5) == 0);
+    bn_calib_free(&s);
+    bn_test_rmtree(dir);
+    free(dir);
 }
 END_TEST
 
@@ -227,7 +306,8 @@ int main(void)
     tcase_add_test(tc, utf8_validation);
     tcase_add_test(tc, custom_bad_inputs_fail_clearly);
     tcase_add_test(tc, fallback_chain_and_synthetic);
-    tcase_add_test(tc, split_deterministic_and_disjoint);
+    tcase_add_test(tc, split_three_ways_deterministic_and_disjoint);
+    tcase_add_test(tc, held_out_text_never_in_training);
     suite_add_tcase(s, tc);
     return bn_test_run(s);
 }

@@ -31,6 +31,14 @@ START_TEST(defaults)
     ck_assert_int_eq(o.calibration.samples, 256);
     ck_assert_double_eq(o.fine_tune.lr, 1e-3);
     ck_assert_int_eq(o.fine_tune.checkpoint_every, 50);
+    /* the budget rule: no epoch or step limit, 30 minutes, patience, never synthetic text */
+    ck_assert_int_eq(o.fine_tune.epochs, 0);
+    ck_assert_int_eq(o.fine_tune.max_steps, 0);
+    ck_assert_double_eq(o.fine_tune.max_minutes, 30);
+    ck_assert_int_eq(o.fine_tune.patience, BN_FT_DEFAULT_PATIENCE);
+    ck_assert(!o.fine_tune.allow_synthetic);
+    ck_assert_double_eq(o.calibration.eval_fraction, 0.1);
+    ck_assert_double_eq(o.calibration.selection_fraction, 0.05);
     ck_assert(o.export.gguf_tq2_0 && !o.export.gguf_tq1_0);
     ck_assert_str_eq(o.export.embedding_dtype, "f16");
     ck_assert_int_eq(o.evaluate.windows, 16);
@@ -98,6 +106,11 @@ START_TEST(errors_name_the_path)
         { "{\"calibration\":{\"path\":\"x.txt\"}}", "config.calibration.path: only allowed with dataset \"custom\"" },
         { "{\"calibration\":{\"enabled\":1}}", "config.calibration.enabled: must be true or false" },
         { "{\"calibration\":{\"eval_fraction\":0}}", "config.calibration.eval_fraction: 0 is out of range" },
+        { "{\"calibration\":{\"selection_fraction\":0.6}}", "config.calibration.selection_fraction: 0.6 is out of range" },
+        { "{\"calibration\":{\"eval_fraction\":0.5,\"selection_fraction\":0.5}}",
+          "config.calibration.selection_fraction: with eval_fraction 0.5 it leaves under 5%" },
+        { "{\"fine_tune\":{\"patience\":-1}}", "config.fine_tune.patience: -1 is out of range" },
+        { "{\"fine_tune\":{\"allow_synthetic\":1}}", "config.fine_tune.allow_synthetic: must be true or false" },
         { "{\"export\":{\"gguf\":[\"q4_0\"]}}", "config.export.gguf[0]: must be \"tq2_0\" or \"tq1_0\"" },
         { "{\"export\":{\"embedding_dtype\":\"f32\"}}", "config.export.embedding_dtype" },
         { "{\"evaluate\":{\"windows\":0}}", "config.evaluate.windows: 0 is out of range" },

@@ -217,6 +217,45 @@ static size_t spm_encode(const bn_tok *t, const char *para, size_t plen, int32_t
     return k;
 }
 
+/* A continuation keeps its leading space: the ids of "Once upon a time there was",
+ * split after the prompt's ids, decode to " there was" in the prompt's context (plain
+ * decoding of the continuation alone strips it: SentencePiece's Strip decoder). */
+START_TEST(continuation_keeps_leading_space)
+{
+    bn_tok *t;
+    bn_err e = {0};
+    ck_assert_msg(bn_tok_load(bn_test_data("stories260K-hf"), &t, &e) == 0, "%s", e.msg);
+    const char *prompt = "Once upon a time", *whole = "Once upon a time there was a cat.";
+    bn_tok_ids p = {0}, w = {0};
+    ck_assert_int_eq(bn_tok_encode(t, prompt, strlen(prompt), BN_TOK_ADD_SPECIAL, &p, &e), 0);
+    ck_assert_int_eq(bn_tok_encode(t, whole, strlen(whole), BN_TOK_ADD_SPECIAL, &w, &e), 0);
+    ck_assert(w.n > p.n && memcmp(w.ids, p.ids, p.n * sizeof(int32_t)) == 0);
+    char *txt;
+    size_t len;
+    ck_assert_int_eq(bn_tok_decode_continuation(t, p.ids, p.n, w.ids + p.n, w.n - p.n,
+                                                BN_TOK_SKIP_SPECIAL, &txt, &len, &e), 0);
+    ck_assert_str_eq(txt, " there was a cat.");
+    ck_assert_uint_eq(len, strlen(txt));
+    free(txt);
+    ck_assert_int_eq(bn_tok_decode(t, w.ids + p.n, w.n - p.n, BN_TOK_SKIP_SPECIAL, &txt, &len, &e), 0);
+    ck_assert_str_eq(txt, "there was a cat."); /* why the context is needed */
+    free(txt);
+    /* no prefix: plain decode; an empty continuation: empty text; a bad id: an error */
+    ck_assert_int_eq(bn_tok_decode_continuation(t, p.ids, 0, w.ids, w.n, BN_TOK_SKIP_SPECIAL, &txt, &len, &e), 0);
+    ck_assert_str_eq(txt, whole);
+    free(txt);
+    ck_assert_int_eq(bn_tok_decode_continuation(t, p.ids, p.n, NULL, 0, BN_TOK_SKIP_SPECIAL, &txt, &len, &e), 0);
+    ck_assert_str_eq(txt, "");
+    free(txt);
+    int32_t bad = 1 << 20;
+    ck_assert_int_eq(bn_tok_decode_continuation(t, p.ids, p.n, &bad, 1, 0, &txt, &len, &e), BN_EINVAL);
+    ck_assert_ptr_null(txt);
+    bn_tok_ids_free(&p);
+    bn_tok_ids_free(&w);
+    bn_tok_free(t);
+}
+END_TEST
+
 START_TEST(llama_cpp_spm_replay)
 {
     bn_tok *t = NULL;
@@ -259,6 +298,7 @@ int main(void)
     tcase_add_test(tc, stories_u16);
     tcase_add_test(tc, gguf_facts);
     tcase_add_test(tc, llama_cpp_spm_replay);
+    tcase_add_test(tc, continuation_keeps_leading_space);
     suite_add_tcase(s, tc);
     return bn_test_run(s);
 }

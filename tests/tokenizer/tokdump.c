@@ -8,6 +8,10 @@
  *   tokdump file TOKENIZER TEXTFILE
  *       encodes TEXTFILE with bn_tok_encode_file (BOS per paragraph as configured) and
  *       prints one line of space-separated ids per paragraph.
+ *   tokdump continue TOKENIZER
+ *       stdin: one JSON object per line, {"prompt": TEXT, "ids": [continuation ids]};
+ *       stdout: {"prompt_ids": encode(prompt, special), "text": the continuation as
+ *       bitnetctl generate prints it (bn_tok_decode_continuation, skip special)}.
  *   tokdump info TOKENIZER
  *       prints the vocabulary facts (kind, pre, sizes, special ids) as JSON.
  */
@@ -75,6 +79,46 @@ static int cmd_file(const bn_tok *tok, const char *path)
     return 0;
 }
 
+static int cmd_continue(const bn_tok *tok)
+{
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    while ((n = getline(&line, &cap, stdin)) > 0) {
+        cJSON *in = cJSON_ParseWithLength(line, (size_t)n);
+        const cJSON *pr = cJSON_GetObjectItemCaseSensitive(in, "prompt");
+        const cJSON *arr = cJSON_GetObjectItemCaseSensitive(in, "ids");
+        cJSON *o = cJSON_CreateObject();
+        bn_err err = { 0 };
+        bn_tok_ids p = { 0 };
+        int nc = cJSON_GetArraySize(arr);
+        int32_t *c = malloc(sizeof(int32_t) * (size_t)(nc + 1));
+        for (int i = 0; i < nc; i++) c[i] = (int32_t)cJSON_GetArrayItem(arr, i)->valuedouble;
+        char *txt = NULL;
+        size_t tl;
+        if (!cJSON_IsString(pr) || !cJSON_IsArray(arr)) {
+            cJSON_AddStringToObject(o, "error", "input line is not {\"prompt\": text, \"ids\": [...]}");
+        } else if (bn_tok_encode(tok, pr->valuestring, strlen(pr->valuestring), BN_TOK_ADD_SPECIAL, &p, &err) ||
+                   bn_tok_decode_continuation(tok, p.ids, p.n, c, (size_t)nc, BN_TOK_SKIP_SPECIAL, &txt, &tl, &err)) {
+            cJSON_AddStringToObject(o, "error", err.msg);
+        } else {
+            cJSON *pa = cJSON_AddArrayToObject(o, "prompt_ids");
+            for (size_t i = 0; i < p.n; i++) cJSON_AddItemToArray(pa, cJSON_CreateNumber(p.ids[i]));
+            cJSON_AddStringToObject(o, "text", txt);
+        }
+        char *s = cJSON_PrintUnformatted(o);
+        puts(s);
+        free(s);
+        free(txt);
+        free(c);
+        cJSON_Delete(o);
+        cJSON_Delete(in);
+        bn_tok_ids_free(&p);
+    }
+    free(line);
+    return 0;
+}
+
 static int cmd_info(const bn_tok *tok)
 {
     printf("{\"model\":\"%s\",\"pre\":\"%s\",\"vocab_size\":%zu,\"merges\":%zu,"
@@ -88,7 +132,7 @@ static int cmd_info(const bn_tok *tok)
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: tokdump encode|file|info TOKENIZER [args]\n");
+        fprintf(stderr, "usage: tokdump encode|file|continue|info TOKENIZER [args]\n");
         return 2;
     }
     bn_tok *tok;
@@ -107,6 +151,8 @@ int main(int argc, char **argv)
         rc = cmd_encode(tok, flags);
     } else if (strcmp(argv[1], "file") == 0 && argc == 4) {
         rc = cmd_file(tok, argv[3]);
+    } else if (strcmp(argv[1], "continue") == 0) {
+        rc = cmd_continue(tok);
     } else if (strcmp(argv[1], "info") == 0) {
         rc = cmd_info(tok);
     } else {

@@ -92,7 +92,8 @@ static cJSON *get_json(const char *path)
 static const char real_config[] =
     "{\"seed\":7,\"calibration\":{\"samples\":8,\"sequence_length\":32},"
     "\"evaluate\":{\"windows\":2},"
-    "\"fine_tune\":{\"threshold\":0,\"max_steps\":4,\"batch_size\":1,\"checkpoint_every\":2}}";
+    "\"fine_tune\":{\"threshold\":0,\"max_steps\":4,\"batch_size\":1,\"checkpoint_every\":2,"
+    "\"allow_synthetic\":true}}";
 
 static void make_real_model(void)
 {
@@ -475,6 +476,72 @@ START_TEST(key_file_and_env_defaults)
 }
 END_TEST
 
+/* Every value of an object is a string starting with "synthetic"; at least min of them. */
+static void all_synthetic(const cJSON *o, int min, const char *where)
+{
+    ck_assert_msg(cJSON_IsObject(o), "%s: no metric sources", where);
+    int n = 0;
+    for (const cJSON *it = o->child; it; it = it->next, n++)
+        ck_assert_msg(cJSON_IsString(it) && !strncmp(it->valuestring, "synthetic", 9), "%s: %s = %s",
+                      where, it->string, cJSON_IsString(it) ? it->valuestring : "?");
+    ck_assert_msg(n >= min, "%s: %d sources", where, n);
+}
+
+/* Issue 13: a default job without calibration data calibrates on the synthetic templates,
+ * does not fine-tune on them (a warning event, the skipped-fine-tune metrics), and every
+ * perplexity says "synthetic" in the API, the metadata and the W&B run's config and
+ * summary. Real engine only (the stand-in engine measures nothing). */
+START_TEST(synthetic_text_labelled_everywhere)
+{
+    with_key(KEY);
+    svc_start(&s);
+    char id[64], body[8192];
+    snprintf(body, sizeof body, "{\"model\":\"%s/real\",\"output\":\"syn\",\"config\":"
+             "{\"calibration\":{\"samples\":8,\"sequence_length\":32},\"evaluate\":{\"windows\":2},"
+             "\"fine_tune\":{\"threshold\":0,\"max_minutes\":0.05}},"
+             "\"tracking\":{\"wandb\":{\"project\":\"syn\"}}}", s.models);
+    long st = svc_submit(&s, body, NULL, id);
+    ck_assert_msg(st == 202 || st == 201, "submit: HTTP %ld", st);
+    wait_tracked(id, "succeeded", "finished");
+    char path[4200 + 64];
+    snprintf(path, sizeof path, "/v1/jobs/%s/events", id);
+    cJSON *ev = get_json(path);
+    char *evs = cJSON_PrintUnformatted(ev);
+    ck_assert_msg(strstr(evs, "fine-tuning skipped") && strstr(evs, "synthetic templates"), "%s", evs);
+    free(evs);
+    cJSON_Delete(ev);
+    snprintf(path, sizeof path, "/v1/jobs/%s", id);
+    cJSON *job = get_json(path);
+    const cJSON *m = cJSON_GetObjectItem(job, "metrics");
+    ck_assert(cJSON_GetObjectItem(m, "compression/fine_tune_epochs")->valuedouble == 0);
+    all_synthetic(cJSON_GetObjectItem(job, "metric_sources"), 5, "API");
+    for (const cJSON *it = m->child; it; it = it->next)
+        if (strstr(it->string, "perplexity"))
+            ck_assert_msg(cJSON_GetObjectItem(cJSON_GetObjectItem(job, "metric_sources"), it->string),
+                          "API: %s has no source", it->string);
+    cJSON_Delete(job);
+    snprintf(path, sizeof path, "%s/syn/compression_metadata.json", s.outputs);
+    char *md_text = svc_read_file(path);
+    ck_assert_ptr_nonnull(md_text);
+    cJSON *md = cJSON_Parse(md_text);
+    free(md_text);
+    ck_assert(cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetObjectItem(md, "text"), "synthetic")));
+    all_synthetic(cJSON_GetObjectItem(md, "metric_sources"), 5, "metadata");
+    cJSON_Delete(md);
+    cJSON *state = fake_wandb_state(fw);
+    const cJSON *run = tc_find_run(state, id);
+    ck_assert_ptr_nonnull(run);
+    const cJSON *cfg = cJSON_GetObjectItem(run, "config");
+    all_synthetic(cJSON_GetObjectItem(cJSON_GetObjectItem(cfg, "metric_sources"), "value"), 5, "W&B config");
+    const cJSON *sl = cJSON_GetObjectItem(run, "summary");
+    ck_assert(cJSON_IsString(sl));
+    cJSON *summary = cJSON_Parse(sl->valuestring);
+    all_synthetic(cJSON_GetObjectItem(summary, "metric_sources"), 5, "W&B summary");
+    cJSON_Delete(summary);
+    cJSON_Delete(state);
+}
+END_TEST
+
 /* BN_TEST_ONLY=<name> runs one scenario (for debugging). */
 #define ADD(tc, name)                                                  \
     do {                                                               \
@@ -498,6 +565,7 @@ int main(void)
     ADD(tc, offline_then_sync_equals_online);
     ADD(tc, disabled_sends_and_writes_nothing);
     ADD(tc, key_file_and_env_defaults);
+    if (getenv("BN_TRACKER_REAL")) ADD(tc, synthetic_text_labelled_everywhere);
     suite_add_tcase(su, tc);
     return bn_test_run(su);
 }

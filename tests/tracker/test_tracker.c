@@ -162,6 +162,38 @@ static bool has_event(const char *id, const char *needle)
 
 /* ---- scenarios ----------------------------------------------------------------------- */
 
+/* Metric sources recorded by the job reach the W&B run: its config (a second upsert of
+ * the same run before the final batch) and its summary. */
+START_TEST(metric_sources_in_config_and_summary)
+{
+    char id[BN_STORE_ID_LEN];
+    make_job("online", "{\"wandb\":{}}", "src", id);
+    bn_tracker *t = open_tracker(KEY);
+    produce_metrics(id, 0, 30);
+    ck_assert_int_eq(bn_store_metric_source_set(st, id, "compression/pre_perplexity",
+                                                "synthetic (report split)"), BN_STORE_OK);
+    ck_assert_int_eq(bn_store_metric_source_set(st, id, "compression/pre_perplexity",
+                                                "file:a.txt (report split)"), BN_STORE_OK);
+    finish(id, BN_JOB_SUCCEEDED);
+    drive(t, id, 2000);
+    assert_run_ok(id, 0);
+    cJSON *s = fake_wandb_state(fw);
+    const cJSON *run = tc_find_run(s, id);
+    ck_assert_int_eq(cJSON_GetObjectItem(run, "upserts")->valueint, 2);
+    const cJSON *ms = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(run, "config"),
+                                                               "metric_sources"), "value");
+    ck_assert_str_eq(cJSON_GetObjectItem(ms, "compression/pre_perplexity")->valuestring,
+                     "file:a.txt (report split)");
+    cJSON *sum = cJSON_Parse(cJSON_GetObjectItem(run, "summary")->valuestring);
+    ck_assert_str_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(sum, "metric_sources"),
+                                         "compression/pre_perplexity")->valuestring,
+                     "file:a.txt (report split)");
+    cJSON_Delete(sum);
+    cJSON_Delete(s);
+    bn_tracker_close(t);
+}
+END_TEST
+
 START_TEST(online_exactly_once)
 {
     char id[BN_STORE_ID_LEN];
@@ -620,6 +652,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, online_exactly_once);
+    tcase_add_test(tc, metric_sources_in_config_and_summary);
     tcase_add_test(tc, thirty_percent_faults);
     tcase_add_test(tc, store_then_fail);
     tcase_add_test(tc, down_for_the_whole_job);

