@@ -29,7 +29,7 @@ extern const int bn_api_codes[BN_API_N_CODES]; /* last slot counts any other cod
 
 struct bn_api {
     bn_api_config cfg;
-    char *host, *db_path, *state_dir, *output_root;
+    char *host, *db_path, *state_dir, *output_root, *host_id;
     char **model_roots;
     struct MHD_Daemon *mhd;
     int port;

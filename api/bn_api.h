@@ -42,7 +42,9 @@ typedef struct bn_api_config {
     int port;                    /* 0 = any free port (see bn_api_port) */
     int listen_fd;               /* > 0: an already listening socket (systemd socket
                                   * activation); listen_host/port then only describe it */
-    const char *db_path;         /* store database; every API thread opens its own handle */
+    const char *db_path;         /* store spec (SQLite path or postgresql:// URL); every API
+                                  * thread opens its own handle */
+    const char *host_id;         /* this daemon's lease owner prefix ("host:pid"), for /metrics */
     const char *state_dir;       /* work folders are <state_dir>/work/<job id> */
     const char *const *model_roots; /* realpath'd folders models must live in */
     int n_model_roots;

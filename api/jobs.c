@@ -131,6 +131,7 @@ static cJSON *job_json(bn_store *st, const bn_store_job *j, bool full)
     add_str_or_null(o, "detail", j->detail);
     add_str_or_null(o, "error", j->error);
     cJSON_AddNumberToObject(o, "attempts", j->attempts);
+    add_str_or_null(o, "lease_owner", j->lease_owner); /* "host:pid/wN" while running */
     cJSON_AddBoolToObject(o, "cancel_requested", j->cancel_requested);
     add_time(o, "created_at", j->created_at);
     add_time(o, "started_at", j->started_at);

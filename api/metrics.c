@@ -72,6 +72,39 @@ static void jobs_section(buf *b, bn_store *st)
         (long long)counts[BN_JOB_QUEUED]);
 }
 
+/* Per host: jobs each host's workers hold (owner "host:pid/wN" grouped by "host:pid"). */
+typedef struct owners_ctx {
+    buf *b;
+    const char *self;
+    int64_t self_jobs;
+} owners_ctx;
+
+static void add_owner(void *ctx, const char *owner, int64_t jobs, int64_t lease_expires)
+{
+    owners_ctx *o = ctx;
+    const char *slash = strrchr(owner, '/');
+    int len = slash ? (int)(slash - owner) : (int)strlen(owner);
+    out(o->b, "bitnetd_host_running_jobs{host=\"%.*s\",worker=\"%s\"} %lld\n", len, owner,
+        slash ? slash + 1 : "", (long long)jobs);
+    out(o->b, "bitnetd_host_lease_expires_seconds{host=\"%.*s\",worker=\"%s\"} %.3f\n", len,
+        owner, slash ? slash + 1 : "", lease_expires / 1000.0);
+    if (o->self && (int)strlen(o->self) == len && strncmp(owner, o->self, (size_t)len) == 0)
+        o->self_jobs += jobs;
+}
+
+static void hosts_section(buf *b, bn_store *st, const char *self)
+{
+    out(b, "# HELP bitnetd_host_running_jobs Running jobs by the host and worker holding the lease.\n"
+           "# TYPE bitnetd_host_running_jobs gauge\n"
+           "# HELP bitnetd_host_lease_expires_seconds Latest lease expiry (Unix time) per worker.\n"
+           "# TYPE bitnetd_host_lease_expires_seconds gauge\n");
+    owners_ctx o = {.b = b, .self = self};
+    if (bn_store_running_owners(st, add_owner, &o)) return;
+    out(b, "# HELP bitnetd_this_host_running_jobs Running jobs leased by this daemon.\n"
+           "# TYPE bitnetd_this_host_running_jobs gauge\nbitnetd_this_host_running_jobs %lld\n",
+        (long long)o.self_jobs);
+}
+
 static void stage_section(buf *b, bn_store *st)
 {
     hist *h = calloc(1, sizeof *h);
@@ -141,6 +174,7 @@ enum MHD_Result bn_api_prometheus(bn_api_req *r)
     if (!st) return MHD_YES;
     buf b = {0};
     jobs_section(&b, st);
+    hosts_section(&b, st, r->api->cfg.host_id);
     stage_section(&b, st);
     http_section(&b, r->api);
     wandb_section(&b, st);

@@ -136,12 +136,20 @@ static enum MHD_Result ready(bn_api_req *r)
     bn_store *st = bn_api_store(r);
     if (!st) return MHD_YES;
     const char *why = NULL;
-    if (bn_store_ping(st)) why = "store is not writable";
+    char db[700];
+    if (bn_store_ping(st)) {
+        snprintf(db, sizeof db, "store (%s) is not writable: %s", bn_store_backend(st),
+                 bn_store_errmsg(st));
+        why = db;
+    }
     else if (api->cfg.workers_alive && !api->cfg.workers_alive(api->cfg.workers_ctx))
         why = "workers are not running";
     else if (atomic_load(&api->draining)) why = "shutting down";
     if (why) return bn_api_problem(r, 503, NULL, "not ready: %s", why);
-    return bn_api_reply(r, 200, "application/json", "{\"status\":\"ready\"}", 18, false);
+    char body[160];
+    int n = snprintf(body, sizeof body, "{\"status\":\"ready\",\"store\":\"%s\",\"schema\":%d}",
+                     bn_store_backend(st), bn_store_schema_version(st));
+    return bn_api_reply(r, 200, "application/json", body, (size_t)n, true);
 }
 
 static enum MHD_Result dispatch(bn_api_req *r)
@@ -293,6 +301,7 @@ static void api_free(bn_api *api)
 {
     free(api->host);
     free(api->db_path);
+    free(api->host_id);
     free(api->state_dir);
     free(api->output_root);
     for (int i = 0; api->model_roots && i < api->cfg.n_model_roots; i++)
@@ -307,6 +316,7 @@ static void copy_config(bn_api *api, const bn_api_config *cfg)
     api->cfg = *cfg;
     api->host = bn_str_dup(cfg->listen_host ? cfg->listen_host : "127.0.0.1");
     api->db_path = bn_str_dup(cfg->db_path);
+    api->host_id = cfg->host_id ? bn_str_dup(cfg->host_id) : NULL;
     api->state_dir = bn_str_dup(cfg->state_dir);
     api->output_root = bn_str_dup(cfg->output_root);
     api->model_roots = calloc((size_t)cfg->n_model_roots + 1, sizeof *api->model_roots);
@@ -314,6 +324,7 @@ static void copy_config(bn_api *api, const bn_api_config *cfg)
         api->model_roots[i] = bn_str_dup(cfg->model_roots[i]);
     api->cfg.listen_host = api->host;
     api->cfg.db_path = api->db_path;
+    api->cfg.host_id = api->host_id;
     api->cfg.state_dir = api->state_dir;
     api->cfg.output_root = api->output_root;
     api->cfg.model_roots = (const char *const *)api->model_roots;

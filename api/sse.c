@@ -3,12 +3,15 @@
  * A stream must not hold a pool thread while it waits for the next event. So the
  * content callback sends what the store has, and when there is nothing new it suspends
  * its connection and parks it on a list; one waker thread resumes every parked stream
- * four times a second and the callback looks again. Each event is sent as
+ * four times a second (PostgreSQL: also as soon as any host NOTIFYs a new event) and
+ * the callback looks again. Each event is sent as
  * "id: <seq>", "event: job-event", "data: <json>"; a client that reconnects with
  * Last-Event-ID continues after that event. When the job is final and every event has
  * been sent, an "end" event carries the final status and the stream closes.
  */
 #include "api_internal.h"
+
+#include "base/clock.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -138,40 +141,53 @@ static void sse_free(void *cls)
     free(s);
 }
 
-/* Resumes every parked stream (caller must not hold sse_lock). */
-void bn_api_sse_wake_all(bn_api *api)
+/* Resumes every parked stream; the caller holds sse_lock. */
+static void resume_parked(bn_api *api)
 {
-    pthread_mutex_lock(&api->sse_lock);
     sse_stream *s = api->sse_waiting;
     api->sse_waiting = NULL;
     for (; s; s = s->next) {
         s->parked = false;
         MHD_resume_connection(s->conn);
     }
+}
+
+/* Resumes every parked stream (caller must not hold sse_lock). */
+void bn_api_sse_wake_all(bn_api *api)
+{
+    pthread_mutex_lock(&api->sse_lock);
+    resume_parked(api);
     pthread_mutex_unlock(&api->sse_lock);
 }
 
 void *bn_api_sse_waker(void *arg)
 {
     bn_api *api = arg;
+    /* PostgreSQL: events may be written by another host; LISTEN wakes the streams as
+     * soon as one is committed (each stream then catches up from the store). */
+    bn_store *listen = NULL;
+    if (bn_store_spec_is_pg(api->db_path)) {
+        char err[256];
+        if (bn_store_open(api->db_path, &listen, err, sizeof err)) listen = NULL;
+    }
     pthread_mutex_lock(&api->sse_lock);
     while (!atomic_load(&api->stopping)) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += SSE_WAKE_MS * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
+        bool got = false;
+        if (listen) {
+            pthread_mutex_unlock(&api->sse_lock);
+            if (bn_store_wait_event(listen, SSE_WAKE_MS, &got)) {
+                struct timespec pause = {0, SSE_WAKE_MS * 1000000L};
+                nanosleep(&pause, NULL); /* database away: poll until it is back */
+            }
+            pthread_mutex_lock(&api->sse_lock);
+        } else {
+            struct timespec ts = bn_clock_deadline(SSE_WAKE_MS);
+            pthread_cond_timedwait(&api->sse_cond, &api->sse_lock, &ts);
         }
-        pthread_cond_timedwait(&api->sse_cond, &api->sse_lock, &ts);
-        sse_stream *s = api->sse_waiting;
-        api->sse_waiting = NULL;
-        for (; s; s = s->next) {
-            s->parked = false;
-            MHD_resume_connection(s->conn);
-        }
+        resume_parked(api);
     }
     pthread_mutex_unlock(&api->sse_lock);
+    bn_store_close(listen);
     return NULL;
 }
 

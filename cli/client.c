@@ -469,6 +469,31 @@ int bn_cli_submit(int argc, char **argv)
     return o.wait ? watch(&o, id, bn_cli_tty()) : CX_OK;
 }
 
+/* GET path and print the answer: as JSON with --json, else through human(). */
+static int show(const opts *o, const char *path, void (*human)(const cJSON *))
+{
+    cJSON *j;
+    int rc = get_json(o, path, &j);
+    if (rc) return rc;
+    if (o->json) print_json(j);
+    else human(j);
+    cJSON_Delete(j);
+    return CX_OK;
+}
+
+static void print_job(const cJSON *job)
+{
+    printf("id        %s\nstatus    %s\nmodel     %s\noutput    %s\n", jstr(job, "id", ""),
+           jstr(job, "status", ""), jstr(job, "model", ""), jstr(job, "output_dir", ""));
+    printf("stage     %s (%.0f%%), overall %.0f%%\n", jstr(job, "stage", "-"),
+           jnum(job, "stage_progress", 0) * 100, jnum(job, "progress", 0) * 100);
+    const cJSON *eta = cJSON_GetObjectItemCaseSensitive(job, "eta_seconds");
+    if (cJSON_IsNumber(eta)) printf("eta       %.0f s\n", eta->valuedouble);
+    printf("created   %s\n", jstr(job, "created_at", "-"));
+    printf("finished  %s\n", jstr(job, "finished_at", "-"));
+    if (jstr(job, "error", NULL)) printf("error     %s\n", jstr(job, "error", ""));
+}
+
 int bn_cli_status(int argc, char **argv)
 {
     opts o;
@@ -476,23 +501,7 @@ int bn_cli_status(int argc, char **argv)
     if (rc) return rc < 0 ? CX_USAGE : CX_OK;
     char path[256];
     snprintf(path, sizeof path, "/v1/jobs/%s", o.pos[0]);
-    cJSON *job;
-    if ((rc = get_json(&o, path, &job))) return rc;
-    if (o.json) {
-        print_json(job);
-    } else {
-        printf("id        %s\nstatus    %s\nmodel     %s\noutput    %s\n", jstr(job, "id", ""),
-               jstr(job, "status", ""), jstr(job, "model", ""), jstr(job, "output_dir", ""));
-        printf("stage     %s (%.0f%%), overall %.0f%%\n", jstr(job, "stage", "-"),
-               jnum(job, "stage_progress", 0) * 100, jnum(job, "progress", 0) * 100);
-        const cJSON *eta = cJSON_GetObjectItemCaseSensitive(job, "eta_seconds");
-        if (cJSON_IsNumber(eta)) printf("eta       %.0f s\n", eta->valuedouble);
-        printf("created   %s\n", jstr(job, "created_at", "-"));
-        printf("finished  %s\n", jstr(job, "finished_at", "-"));
-        if (jstr(job, "error", NULL)) printf("error     %s\n", jstr(job, "error", ""));
-    }
-    cJSON_Delete(job);
-    return CX_OK;
+    return show(&o, path, print_job);
 }
 
 int bn_cli_watch(int argc, char **argv)
@@ -503,6 +512,16 @@ int bn_cli_watch(int argc, char **argv)
     return watch(&o, o.pos[0], true);
 }
 
+static void print_jobs(const cJSON *j)
+{
+    printf("%-21s %-10s %-10s %5s  %-24s %s\n", "ID", "STATUS", "STAGE", "PROG", "CREATED", "OUTPUT");
+    const cJSON *it;
+    cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(j, "jobs"))
+        printf("%-21s %-10s %-10s %4.0f%%  %-24s %s\n", jstr(it, "id", ""), jstr(it, "status", ""),
+               jstr(it, "stage", "-"), jnum(it, "progress", 0) * 100, jstr(it, "created_at", ""),
+               jstr(it, "output", ""));
+}
+
 int bn_cli_list(int argc, char **argv)
 {
     opts o;
@@ -511,21 +530,7 @@ int bn_cli_list(int argc, char **argv)
     char path[256];
     snprintf(path, sizeof path, "/v1/jobs?limit=%d%s%s", o.limit > 0 ? o.limit : 50,
              o.status ? "&status=" : "", o.status ? o.status : "");
-    cJSON *j;
-    if ((rc = get_json(&o, path, &j))) return rc;
-    if (o.json) {
-        print_json(j);
-    } else {
-        printf("%-21s %-10s %-10s %5s  %-24s %s\n", "ID", "STATUS", "STAGE", "PROG", "CREATED",
-               "OUTPUT");
-        const cJSON *it;
-        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(j, "jobs"))
-            printf("%-21s %-10s %-10s %4.0f%%  %-24s %s\n", jstr(it, "id", ""),
-                   jstr(it, "status", ""), jstr(it, "stage", "-"), jnum(it, "progress", 0) * 100,
-                   jstr(it, "created_at", ""), jstr(it, "output", ""));
-    }
-    cJSON_Delete(j);
-    return CX_OK;
+    return show(&o, path, print_jobs);
 }
 
 int bn_cli_cancel(int argc, char **argv)
@@ -595,6 +600,13 @@ int bn_cli_logs(int argc, char **argv)
     }
 }
 
+static void print_artifacts(const cJSON *j)
+{
+    const cJSON *a;
+    cJSON_ArrayForEach(a, cJSON_GetObjectItemCaseSensitive(j, "artifacts"))
+        printf("%14.0f  %s\n", jnum(a, "size", 0), jstr(a, "path", ""));
+}
+
 int bn_cli_artifacts(int argc, char **argv)
 {
     opts o;
@@ -602,17 +614,7 @@ int bn_cli_artifacts(int argc, char **argv)
     if (rc) return rc < 0 ? CX_USAGE : CX_OK;
     char path[256];
     snprintf(path, sizeof path, "/v1/jobs/%s/artifacts", o.pos[0]);
-    cJSON *j;
-    if ((rc = get_json(&o, path, &j))) return rc;
-    if (o.json) {
-        print_json(j);
-    } else {
-        const cJSON *a;
-        cJSON_ArrayForEach(a, cJSON_GetObjectItemCaseSensitive(j, "artifacts"))
-            printf("%14.0f  %s\n", jnum(a, "size", 0), jstr(a, "path", ""));
-    }
-    cJSON_Delete(j);
-    return CX_OK;
+    return show(&o, path, print_artifacts);
 }
 
 static size_t on_file(char *p, size_t size, size_t n, void *ud)

@@ -17,10 +17,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "bn_engine.h"
 #include "cli.h"
+#include "base/clock.h"
 #include "base/fsutil.h"
 
 static volatile sig_atomic_t interrupted;
@@ -38,17 +38,10 @@ typedef struct {
     int n_src;
 } ui;
 
-static double mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static bool on_update(void *p, bn_stage stage, double f, const char *detail)
 {
     ui *u = p;
-    double t = mono();
+    double t = bn_clock_mono_s();
     bool new_stage = (int)stage != u->last_stage;
     if (u->tty) {
         if (!new_stage && f < 1 && t - u->last_draw < 0.1) return interrupted;
@@ -331,9 +324,9 @@ int bn_cli_compress(int argc, char **argv)
     struct sigaction old_term;
     sigaction(SIGINT, &sa, &old);
     sigaction(SIGTERM, &sa, &old_term);
-    double t0 = mono();
+    double t0 = bn_clock_mono_s();
     rc = bn_pipeline_run(&paths, &opt, &prog, &err);
-    double secs = mono() - t0;
+    double secs = bn_clock_mono_s() - t0;
     sigaction(SIGINT, &old, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     if (u.tty) fputs("\r\033[K", stderr);

@@ -12,10 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "base/blas.h"
 #include "cli.h"
+#include "base/blas.h"
+#include "base/clock.h"
 #include "base/fsutil.h"
 #include "formats/hf.h"
 #include "model/llama.h"
@@ -199,12 +199,10 @@ int bn_cli_eval(int argc, char **argv)
         printf("ternary    %s\n", packed ? "codes and scales from quantized/model.safetensors"
                                          : "quantized now (absmean, per channel, tau 0.5)");
     m->act_quant = a.act_quant;
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double t0 = bn_clock_mono_s();
     bn_llama_eval_result r;
     if (bn_llama_eval_windows(m, ids, n, ctx, a.windows, a.batch, &r, &err)) goto fail;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    print_result(&a, &r, ctx, (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec));
+    print_result(&a, &r, ctx, bn_clock_mono_s() - t0);
     status = 0;
 fail:
     if (status) bn_cli_errorf("%s", err.msg);

@@ -16,9 +16,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cli.h"
+#include "base/clock.h"
+#include "base/vecmath.h"
 #include "formats/hf.h"
 #include "model/llama.h"
 #include "model/tk_llama.h"
@@ -40,24 +41,9 @@ typedef struct gen_opts {
     unsigned long long seed;
 } gen_opts;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int argmax(const float *x, int n)
-{
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[b]) b = i;
-    return b;
-}
-
 static int sample(const float *x, int n, double temp, unsigned long long *state)
 {
-    float mx = x[argmax(x, n)];
+    float mx = x[bn_vargmax(x, n)];
     double sum = 0;
     for (int i = 0; i < n; i++) sum += exp((x[i] - mx) / temp);
     *state = *state * 6364136223846793005ull + 1442695040888963407ull;
@@ -280,7 +266,7 @@ static int run(const gen_opts *o, bn_hf_model *hf, bn_tok *tok)
     cJSON *jl = o->logits && o->json ? cJSON_CreateArray() : NULL;
     const char *weights = "fp32";
     int n_out = 0;
-    double t0 = now_s();
+    double t0 = bn_clock_mono_s();
     int lrc = !e.seq || !logits || !out ? bn_err_set(&err, BN_ENOMEM, "out of memory") : 0;
     if (!lrc && o->ternary) {
         lrc = bn_tk_llama_load(hf, e.cap, o->threads, &e.tk, &err);
@@ -294,7 +280,7 @@ static int run(const gen_opts *o, bn_hf_model *hf, bn_tok *tok)
         bn_cli_errorf("generate: %s: %s", o->dir, err.msg);
         goto done;
     }
-    t0 = now_s();
+    t0 = bn_clock_mono_s();
     if (e.tk) { /* the prompt as one batched pass (GEMM), same logits as token by token */
         memcpy(e.seq, prompt.ids, sizeof(int32_t) * prompt.n);
         e.len = (int)prompt.n;
@@ -309,7 +295,7 @@ static int run(const gen_opts *o, bn_hf_model *hf, bn_tok *tok)
             for (int i = 0; i < V; i++) cJSON_AddItemToArray(row, cJSON_CreateNumber(logits[i]));
             cJSON_AddItemToArray(jl, row);
         }
-        int32_t next = o->greedy ? argmax(logits, V) : sample(logits, V, o->temperature, &st);
+        int32_t next = o->greedy ? bn_vargmax(logits, V) : sample(logits, V, o->temperature, &st);
         out[n_out++] = next;
         if (next == eos && !o->ignore_eos) break;
         if (n_out < o->n) lrc = engine_push(&e, next, logits, V, &err);
@@ -318,7 +304,7 @@ static int run(const gen_opts *o, bn_hf_model *hf, bn_tok *tok)
         bn_cli_errorf("generate: %s", err.msg);
         goto done;
     }
-    print_result(o, tok, &prompt, out, n_out, weights, now_s() - t0, jl);
+    print_result(o, tok, &prompt, out, n_out, weights, bn_clock_mono_s() - t0, jl);
     jl = NULL;
     rc = 0;
 done:

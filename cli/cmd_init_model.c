@@ -12,8 +12,8 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: bitnetctl init-model OUT_DIR [--shape tiny|25m|tinyllama-1.1b] [--dim N] [--hidden N]\n"
                "       [--layers N] [--heads N] [--kv-heads N] [--vocab N] [--ctx N] [--tied]\n"
-               "       [--dtype f32|f16|bf16] [--seed N]\n"
-               "Writes a Llama folder with RANDOM weights (not a trained model) and a byte-level tokenizer.\n");
+               "       [--dtype f32|f16|bf16] [--seed N] [--arch llama|mistral|qwen2|qwen3]\n"
+               "Writes a Llama-family folder (qwen2: q/k/v biases; qwen3: q/k norms) with RANDOM weights (not a trained model) and a byte-level tokenizer.\n");
 }
 
 static int parse_int(const char *opt, const char *s, int *out)
@@ -36,7 +36,7 @@ int bn_cli_init_model(int argc, char **argv)
         { "heads", required_argument, 0, 'h' }, { "kv-heads", required_argument, 0, 'k' },
         { "vocab", required_argument, 0, 'v' }, { "ctx", required_argument, 0, 'c' },
         { "dtype", required_argument, 0, 't' }, { "seed", required_argument, 0, 'r' },
-        { "tied", no_argument, 0, 'T' }, { "help", no_argument, 0, '?' + 256 }, { 0, 0, 0, 0 },
+        { "tied", no_argument, 0, 'T' }, { "arch", required_argument, 0, 'a' }, { "help", no_argument, 0, '?' + 256 }, { 0, 0, 0, 0 },
     };
     bn_init_spec s;
     bn_initmodel_shape("tiny", &s);
@@ -60,6 +60,12 @@ int bn_cli_init_model(int argc, char **argv)
         case 'v': bad |= parse_int("vocab", optarg, &s.vocab); break;
         case 'c': bad |= parse_int("ctx", optarg, &s.ctx); break;
         case 'T': s.tied = true; break;
+        case 'a':
+            if (bn_initmodel_arch(optarg, &s.arch) != 0) {
+                bn_cli_errorf("init-model: --arch must be llama, mistral, qwen2 or qwen3, got '%s'", optarg);
+                bad = -1;
+            }
+            break;
         case 't':
             dtype_set = true;
             if (!strcmp(optarg, "f32")) s.dtype = BN_DTYPE_F32;

@@ -31,6 +31,7 @@ typedef struct key_def {
 static const key_def keys[] = {
     S("listen", listen, "ADDR:PORT to listen on (default 127.0.0.1:8080; port 0 = any)"),
     S("state_dir", state_dir, "database, work folders, bitnetd.url (default ./bitnetd-state)"),
+    S("store", store, "sqlite:PATH (default <state_dir>/bitnetd.db) or postgresql://... (hosts share it)"),
     {"model_root", T_ROOTS, 0, 0, 0, 0, "folder models must live in (repeatable)"},
     S("output_root", output_root, "folder outputs are written under"),
     S("data_dir", data_dir, "calibration datasets folder"),

@@ -19,6 +19,7 @@ typedef struct bn_daemon_config {
     char config_file[4096];
     char listen[256];           /* host:port; port 0 = any free port */
     char state_dir[4096];
+    char store[4096];           /* "" = sqlite:<state_dir>/bitnetd.db; or postgresql://... */
     int n_model_roots;
     char model_roots[BN_DAEMON_MAX_ROOTS][4096];
     char output_root[4096];

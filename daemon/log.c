@@ -8,6 +8,8 @@
  */
 #include "daemon.h"
 
+#include "base/log_sink.h"
+
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,19 +101,17 @@ static void emit(bn_logger *l, int level, const char *msg)
     pthread_mutex_unlock(&l->lock);
 }
 
-void bn_log(bn_logger *l, int level, const char *fmt, ...)
-{
-    char msg[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    emit(l, level, msg);
-}
-
 void bn_log_cb(void *ctx, int level, const char *msg)
 {
     emit(ctx, level, msg);
+}
+
+void bn_log(bn_logger *l, int level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    bn_log_vsend(bn_log_cb, l, level, fmt, ap);
+    va_end(ap);
 }
 
 void bn_logger_destroy(bn_logger *l)

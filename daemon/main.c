@@ -38,7 +38,9 @@
 typedef struct daemon_state {
     bn_daemon_config cfg;
     bn_logger log;
-    char db_path[PATH_MAX + 32];
+    char work_base[PATH_MAX + 16]; /* work folders live in <work_base>/work/<job id> */
+    char host_id[300];          /* lease owner prefix "hostname:pid" */
+    char db_path[PATH_MAX + 32]; /* the store spec: a SQLite path or a PostgreSQL URL */
     char url_path[PATH_MAX + 32];
     char host[256];
     int port;
@@ -168,12 +170,33 @@ static int prepare(daemon_state *d, bn_api_tokens **tokens)
     memcpy(c->state_dir, real, strlen(real) + 1);
     snprintf(work, sizeof work, "%s/work", real);
     bn_fs_mkdir_p(work, NULL);
-    snprintf(d->db_path, sizeof d->db_path, "%s/bitnetd.db", real);
+    if (!c->store[0]) {
+        snprintf(d->db_path, sizeof d->db_path, "%s/bitnetd.db", real);
+    } else if (strncmp(c->store, "sqlite:", 7) == 0 || bn_store_spec_is_pg(c->store)) {
+        snprintf(d->db_path, sizeof d->db_path, "%s", c->store);
+    } else {
+        /* the value may be a connection string with a password: never echo it */
+        bn_log(l, BN_LOG_ERR, "store: expected sqlite:PATH or postgresql://...");
+        return -1;
+    }
     snprintf(d->url_path, sizeof d->url_path, "%s/bitnetd.url", real);
     if (!c->output_root[0]) snprintf(c->output_root, sizeof c->output_root, "%.4000s/outputs", real);
     if (bn_fs_mkdir_p(c->output_root, NULL) || !realpath(c->output_root, d->output_root)) {
         bn_log(l, BN_LOG_ERR, "output_root %s: %s", c->output_root, strerror(errno));
         return -1;
+    }
+    /* Several hosts on one PostgreSQL queue: a job's checkpoints must be where the host
+     * that takes it over can read them, so work folders move under the shared output
+     * root (<output_root>/.bitnetd/work/<job id>). */
+    if (bn_store_spec_is_pg(d->db_path)) {
+        snprintf(d->work_base, sizeof d->work_base, "%.4000s/.bitnetd", d->output_root);
+        snprintf(work, sizeof work, "%.4000s/work", d->work_base);
+        if (bn_fs_mkdir_p(work, NULL)) {
+            bn_log(l, BN_LOG_ERR, "work folder %s: %s", work, strerror(errno));
+            return -1;
+        }
+    } else {
+        snprintf(d->work_base, sizeof d->work_base, "%s", c->state_dir);
     }
     for (int i = 0; i < c->n_model_roots; i++) {
         if (!realpath(c->model_roots[i], real)) {
@@ -258,11 +281,12 @@ static int open_store(daemon_state *d)
 
 static int start_workers(daemon_state *d)
 {
-    char owner[300], hostname[256] = "localhost", err[512];
+    char hostname[256] = "localhost", err[512];
     gethostname(hostname, sizeof hostname - 1);
-    snprintf(owner, sizeof owner, "%s:%d", hostname, (int)getpid());
+    snprintf(d->host_id, sizeof d->host_id, "%s:%d", hostname, (int)getpid());
+    const char *owner = d->host_id;
     bn_workers_config wc = {
-        .db_path = d->db_path, .state_dir = d->cfg.state_dir,
+        .db_path = d->db_path, .state_dir = d->work_base,
         .data_dir = d->cfg.data_dir[0] ? d->cfg.data_dir : NULL, .owner_prefix = owner,
         .n_workers = d->cfg.workers, .threads_per_job = d->cfg.threads,
         .lease_ms = (int64_t)d->cfg.lease_seconds * 1000, .progress_per_s = 4,
@@ -330,8 +354,8 @@ static int start_api(daemon_state *d, bn_api_tokens *tokens)
     bn_daemon_config *c = &d->cfg;
     bn_api_config ac = {
         .listen_host = d->host, .port = d->port, .listen_fd = d->listen_fd,
-        .db_path = d->db_path,
-        .state_dir = c->state_dir, .model_roots = (const char *const *)d->roots,
+        .db_path = d->db_path, .host_id = d->host_id,
+        .state_dir = d->work_base, .model_roots = (const char *const *)d->roots,
         .n_model_roots = c->n_model_roots, .output_root = d->output_root,
         .max_body = (size_t)c->max_body, .threads = c->http_threads,
         .max_connections = c->max_connections, .connection_timeout_s = c->connection_timeout,

@@ -17,6 +17,10 @@ PKGS=(build-essential meson ninja-build pkg-config
 # tokenizer: ICU for NFC/NFKC normalization and White_Space; Oniguruma (the regex engine
 # of HF tokenizers) for the pre-tokenizer patterns. SHA-256 comes from libssl-dev above.
 PKGS+=(libicu-dev libonig-dev)
+# store: libpq for the PostgreSQL backend (--store postgresql://...); the tests start
+# their own PostgreSQL 15 server (initdb + pg_ctl in a temp dir, tests/common/pgtest.sh).
+PKGS+=(libpq-dev)
+[ -n "${BN_DEPS_MINIMAL:-}" ] || PKGS+=(postgresql-15 postgresql-client-15)
 # Node.js + npm run playwright-core for that test. A machine that already has a node and
 # npm (e.g. from another packaging of Node.js) keeps them: Debian's npm would conflict.
 [ -n "${BN_DEPS_MINIMAL:-}" ] || command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)

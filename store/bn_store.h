@@ -104,9 +104,19 @@ void bn_store_metrics_free(bn_store_metric *m, int n);
 
 /* ---- connection ------------------------------------------------------------------ */
 
-/* Opens (creating and migrating if needed) the database at path. On failure returns
- * BN_STORE_ERROR with a message in err. */
-int bn_store_open(const char *path, bn_store **out, char *err, size_t errlen);
+/* Opens (creating and migrating if needed) the store named by spec: "sqlite:PATH", a
+ * plain PATH (SQLite), or a libpq URI "postgresql://..." (several hosts may share it).
+ * A schema newer than this build is refused. On failure returns BN_STORE_ERROR with a
+ * message in err (never the connection string). */
+int bn_store_open(const char *spec, bn_store **out, char *err, size_t errlen);
+/* True when spec names a PostgreSQL database. */
+bool bn_store_spec_is_pg(const char *spec);
+/* "sqlite" or "postgresql". */
+const char *bn_store_backend(const bn_store *st);
+/* Waits up to timeout_ms for an event written by any host (PostgreSQL LISTEN/NOTIFY);
+ * *got tells whether one came (or may have been missed: read to catch up). SQLite:
+ * returns at once with *got false (one host; the caller polls). */
+int bn_store_wait_event(bn_store *st, int timeout_ms, bool *got);
 void bn_store_close(bn_store *st);
 /* True when the last failure recorded on this handle was a full disk. */
 bool bn_store_disk_full(const bn_store *st);
@@ -129,8 +139,9 @@ int bn_store_job_list(bn_store *st, int status, int limit, int64_t cursor,
                       bn_store_job **out, int *n, int64_t *next_cursor);
 /* True when a queued or running job already targets this output name. */
 int bn_store_output_in_use(bn_store *st, const char *output, bool *in_use);
-/* Claims the highest-priority oldest queued job (BEGIN IMMEDIATE). BN_STORE_NOTFOUND if
- * the queue is empty. */
+/* Claims the highest-priority oldest queued job (SQLite: BEGIN IMMEDIATE; PostgreSQL:
+ * FOR UPDATE SKIP LOCKED, and a running job whose lease expired is taken over with one
+ * more attempt). BN_STORE_NOTFOUND if the queue is empty. */
 int bn_store_job_claim(bn_store *st, const char *owner, int64_t lease_ms, bn_store_job *out);
 /* Progress write + lease renewal in one transaction; reports a pending cancel request.
  * stage may be NULL (lease renewal only). BN_STORE_LOST if the lease is gone. */
@@ -152,10 +163,16 @@ int bn_store_job_cancel(bn_store *st, const char *id, bool *now_final);
 /* Deletes a finished job with its events and metrics. BN_STORE_CONFLICT if not final. */
 int bn_store_job_delete(bn_store *st, const char *id);
 /* Start-up recovery: jobs left running go back to queued with attempts+1, or fail when
- * attempts reach max_attempts. */
+ * attempts reach max_attempts. PostgreSQL: only running jobs whose lease expired (other
+ * hosts hold the rest). */
 int bn_store_recover(bn_store *st, int max_attempts, int *requeued, int *failed);
 /* Number of jobs per status (counts[BN_JOB_STATUS_COUNT]). */
 int bn_store_job_counts(bn_store *st, int64_t counts[BN_JOB_STATUS_COUNT]);
+
+/* Calls fn once per worker holding a lease on a running job (owner as given to claim,
+ * e.g. "host:pid/w0"), with the number of jobs it holds and the latest lease expiry. */
+int bn_store_running_owners(bn_store *st, void (*fn)(void *ctx, const char *owner, int64_t jobs,
+                                                     int64_t lease_expires), void *ctx);
 
 /* Calls fn for every recorded stage duration of every job (for histograms). */
 int bn_store_stage_durations(bn_store *st, void (*fn)(void *ctx, const char *stage,

@@ -80,6 +80,10 @@ int bn_store_wandb_delivered(bn_store *st, const char *id, int64_t last_row_id,
 int bn_store_wandb_error(bn_store *st, const char *id, const char *mode, const char *message,
                          bool fatal);
 
+/* Whether this handle holds the delivery role: one tracker across all hosts delivers
+ * (PostgreSQL session advisory lock, taken again after a reconnect); SQLite: always. */
+int bn_store_wandb_leader(bn_store *st, bool *leader);
+
 /* ---- read side for the API --------------------------------------------------------------- */
 
 typedef struct bn_store_wandb_status {

@@ -8,16 +8,15 @@
  */
 #include "bn_store_wandb.h"
 
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "store_internal.h"
 
-static int64_t col_i64(sqlite3_stmt *s, int i)
+static int64_t col_i64(bn_stmt *s, int i)
 {
-    return sqlite3_column_type(s, i) == SQLITE_NULL ? -1 : sqlite3_column_int64(s, i);
+    return bn_db_col_null(s, i) ? -1 : bn_db_col_int64(s, i);
 }
 
 void bn_store_wandb_jobs_free(bn_store_wandb_job *jobs, int n)
@@ -59,7 +58,8 @@ void bn_store_wandb_status_free(bn_store_wandb_status *s)
 
 /* ---- work list ---------------------------------------------------------------------- */
 
-static const char work_sql[] =
+#define SOURCES_AGG "json_group_object(key, source)"
+static const char work_sql_sqlite[] =
     "WITH w(job_id) AS ("
     "  SELECT DISTINCT job_id FROM wandb_outbox WHERE delivered_at IS NULL"
     "  UNION"
@@ -70,18 +70,38 @@ static const char work_sql[] =
     "  r.status, r.run_id, r.entity, r.project, r.run_url, r.last_error,"
     "  COALESCE(r.history_offset, 0),"
     "  (SELECT COUNT(*) FROM wandb_outbox o WHERE o.job_id = j.id AND o.delivered_at IS NULL),"
-    "  (SELECT CASE WHEN COUNT(*) > 0 THEN json_group_object(key, source) END"
+    "  (SELECT CASE WHEN COUNT(*) > 0 THEN " SOURCES_AGG " END"
     "    FROM job_metric_sources m WHERE m.job_id = j.id)"
     " FROM w JOIN jobs j ON j.id = w.job_id LEFT JOIN wandb_runs r ON r.job_id = j.id"
     " WHERE j.wandb_mode IN ('online', 'offline')"
     "  AND COALESCE(r.status, 'pending') IN ('pending', 'active')"
     " ORDER BY j.created_at, j.id LIMIT ?";
+#undef SOURCES_AGG
+#define SOURCES_AGG "json_object_agg(key, source)::text"
+static const char work_sql_pg[] =
+    "WITH w(job_id) AS ("
+    "  SELECT DISTINCT job_id FROM wandb_outbox WHERE delivered_at IS NULL"
+    "  UNION"
+    "  SELECT r.job_id FROM wandb_runs r JOIN jobs j2 ON j2.id = r.job_id"
+    "   WHERE r.status = 'active' AND j2.status = 'running')"
+    " SELECT j.id, j.status, j.wandb_mode, j.tracking, j.config, j.output, j.output_dir,"
+    "  (SELECT MIN(created_at) FROM wandb_outbox o WHERE o.job_id = j.id),"
+    "  r.status, r.run_id, r.entity, r.project, r.run_url, r.last_error,"
+    "  COALESCE(r.history_offset, 0),"
+    "  (SELECT COUNT(*) FROM wandb_outbox o WHERE o.job_id = j.id AND o.delivered_at IS NULL),"
+    "  (SELECT CASE WHEN COUNT(*) > 0 THEN " SOURCES_AGG " END"
+    "    FROM job_metric_sources m WHERE m.job_id = j.id)"
+    " FROM w JOIN jobs j ON j.id = w.job_id LEFT JOIN wandb_runs r ON r.job_id = j.id"
+    " WHERE j.wandb_mode IN ('online', 'offline')"
+    "  AND COALESCE(r.status, 'pending') IN ('pending', 'active')"
+    " ORDER BY j.created_at, j.id LIMIT ?";
+#undef SOURCES_AGG
 
-static void work_row(sqlite3_stmt *s, bn_store_wandb_job *j)
+static void work_row(bn_stmt *s, bn_store_wandb_job *j)
 {
     memset(j, 0, sizeof *j);
-    snprintf(j->id, sizeof j->id, "%s", (const char *)sqlite3_column_text(s, 0));
-    int st = bn_store_status_parse((const char *)sqlite3_column_text(s, 1));
+    snprintf(j->id, sizeof j->id, "%s", (const char *)bn_db_col_text(s, 0));
+    int st = bn_store_status_parse((const char *)bn_db_col_text(s, 1));
     j->status = st < 0 ? BN_JOB_QUEUED : (bn_job_status)st;
     j->mode = bn_store__col_strdup(s, 2);
     j->tracking = bn_store__col_strdup(s, 3);
@@ -95,8 +115,8 @@ static void work_row(sqlite3_stmt *s, bn_store_wandb_job *j)
     j->project = bn_store__col_strdup(s, 11);
     j->run_url = bn_store__col_strdup(s, 12);
     j->last_error = bn_store__col_strdup(s, 13);
-    j->history_offset = sqlite3_column_int64(s, 14);
-    j->pending_rows = sqlite3_column_int64(s, 15);
+    j->history_offset = bn_db_col_int64(s, 14);
+    j->pending_rows = bn_db_col_int64(s, 15);
     j->sources = bn_store__col_strdup(s, 16);
 }
 
@@ -104,19 +124,19 @@ int bn_store_wandb_work(bn_store *st, int limit, bn_store_wandb_job **out, int *
 {
     *out = NULL;
     *n = 0;
-    sqlite3_stmt *s = bn_store__prepare(st, work_sql);
+    bn_stmt *s = bn_store__prepare(st, BN_SQL(st, work_sql_sqlite, work_sql_pg));
     if (!s) return BN_STORE_ERROR;
-    sqlite3_bind_int(s, 1, limit > 0 ? limit : 256);
+    bn_db_bind_int64(s, 1, limit > 0 ? limit : 256);
     bn_store_wandb_job *jobs = NULL;
     int cnt = 0, rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    while ((rc = bn_db_step(s)) == BN_DB_ROW) {
         bn_store_wandb_job *nj = realloc(jobs, (size_t)(cnt + 1) * sizeof *nj);
         if (!nj) break;
         jobs = nj;
         work_row(s, &jobs[cnt++]);
     }
-    sqlite3_finalize(s);
-    if (rc != SQLITE_DONE) {
+    bn_store__release(st, s);
+    if (rc != BN_DB_DONE) {
         bn_store_wandb_jobs_free(jobs, cnt);
         return bn_store__fail(st, "listing W&B work");
     }
@@ -130,29 +150,29 @@ int bn_store_wandb_work(bn_store *st, int limit, bn_store_wandb_job **out, int *
 /* Makes sure the job's wandb_runs row exists (inside a transaction). */
 static int ensure_run(bn_store *st, const char *id, const char *mode)
 {
-    sqlite3_stmt *s = bn_store__prepare(st,
+    bn_stmt *s = bn_store__prepare(st,
         "INSERT INTO wandb_runs (job_id, mode) VALUES (?, ?) ON CONFLICT (job_id) DO NOTHING");
     if (!s) return BN_STORE_ERROR;
     bn_store__bind_text(s, 1, id);
     bn_store__bind_text(s, 2, mode ? mode : "online");
-    int rc = sqlite3_step(s);
-    sqlite3_finalize(s);
-    return rc == SQLITE_DONE ? BN_STORE_OK : bn_store__fail(st, "creating the W&B run row");
+    int rc = bn_db_step(s);
+    bn_store__release(st, s);
+    return rc == BN_DB_DONE ? BN_STORE_OK : bn_store__fail(st, "creating the W&B run row");
 }
 
 /* Recounts delivered/pending rows of a run (inside a transaction). */
 static int recount(bn_store *st, const char *id)
 {
-    sqlite3_stmt *s = bn_store__prepare(st,
+    bn_stmt *s = bn_store__prepare(st,
         "UPDATE wandb_runs SET"
         " delivered_rows = (SELECT COUNT(*) FROM wandb_outbox WHERE job_id = ?1 AND delivered_at IS NOT NULL),"
         " pending_rows = (SELECT COUNT(*) FROM wandb_outbox WHERE job_id = ?1 AND delivered_at IS NULL)"
         " WHERE job_id = ?1");
     if (!s) return BN_STORE_ERROR;
     bn_store__bind_text(s, 1, id);
-    int rc = sqlite3_step(s);
-    sqlite3_finalize(s);
-    return rc == SQLITE_DONE ? BN_STORE_OK : bn_store__fail(st, "counting W&B rows");
+    int rc = bn_db_step(s);
+    bn_store__release(st, s);
+    return rc == BN_DB_DONE ? BN_STORE_OK : bn_store__fail(st, "counting W&B rows");
 }
 
 int bn_store_wandb_run_started(bn_store *st, const char *id, const char *mode, const char *run_id,
@@ -160,7 +180,7 @@ int bn_store_wandb_run_started(bn_store *st, const char *id, const char *mode, c
 {
     if (bn_store__begin(st, true)) return BN_STORE_ERROR;
     if (ensure_run(st, id, mode)) goto fail;
-    sqlite3_stmt *s = bn_store__prepare(st,
+    bn_stmt *s = bn_store__prepare(st,
         "UPDATE wandb_runs SET run_id = ?, entity = ?, project = ?, run_url = ?,"
         " status = 'active', last_error = NULL WHERE job_id = ?");
     if (!s) goto fail;
@@ -169,9 +189,9 @@ int bn_store_wandb_run_started(bn_store *st, const char *id, const char *mode, c
     bn_store__bind_text(s, 3, project);
     bn_store__bind_text(s, 4, run_url);
     bn_store__bind_text(s, 5, id);
-    int rc = sqlite3_step(s);
-    sqlite3_finalize(s);
-    if (rc != SQLITE_DONE) {
+    int rc = bn_db_step(s);
+    bn_store__release(st, s);
+    if (rc != BN_DB_DONE) {
         bn_store__fail(st, "recording the W&B run");
         goto fail;
     }
@@ -193,7 +213,7 @@ static int load_unfrozen(bn_store *st, const char *id, unfrozen **out, int *n)
 {
     *out = NULL;
     *n = 0;
-    sqlite3_stmt *s = bn_store__prepare(st,
+    bn_stmt *s = bn_store__prepare(st,
         "SELECT id, kind, payload, created_at FROM wandb_outbox"
         " WHERE job_id = ? AND delivered_at IS NULL AND \"offset\" IS NULL"
         "  AND kind IN ('history', 'summary') ORDER BY id");
@@ -201,62 +221,62 @@ static int load_unfrozen(bn_store *st, const char *id, unfrozen **out, int *n)
     bn_store__bind_text(s, 1, id);
     int rc, cnt = 0;
     unfrozen *rows = NULL;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    while ((rc = bn_db_step(s)) == BN_DB_ROW) {
         unfrozen *nr = realloc(rows, (size_t)(cnt + 1) * sizeof *nr);
         if (!nr) break;
         rows = nr;
         unfrozen *u = &rows[cnt++];
-        u->id = sqlite3_column_int64(s, 0);
-        snprintf(u->kind, sizeof u->kind, "%s", (const char *)sqlite3_column_text(s, 1));
+        u->id = bn_db_col_int64(s, 0);
+        snprintf(u->kind, sizeof u->kind, "%s", (const char *)bn_db_col_text(s, 1));
         u->payload = bn_store__col_strdup(s, 2);
-        u->created_at = sqlite3_column_int64(s, 3);
+        u->created_at = bn_db_col_int64(s, 3);
     }
-    sqlite3_finalize(s);
+    bn_store__release(st, s);
     *out = rows;
     *n = cnt;
-    return rc == SQLITE_DONE ? BN_STORE_OK : bn_store__fail(st, "reading unfrozen W&B rows");
+    return rc == BN_DB_DONE ? BN_STORE_OK : bn_store__fail(st, "reading unfrozen W&B rows");
 }
 
 static int next_offset(bn_store *st, const char *id, int64_t *off)
 {
-    sqlite3_stmt *s = bn_store__prepare(st, "SELECT history_offset FROM wandb_runs WHERE job_id = ?");
+    bn_stmt *s = bn_store__prepare(st, "SELECT history_offset FROM wandb_runs WHERE job_id = ?");
     if (!s) return BN_STORE_ERROR;
     bn_store__bind_text(s, 1, id);
-    int rc = sqlite3_step(s);
-    *off = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
-    sqlite3_finalize(s);
-    return (rc == SQLITE_ROW || rc == SQLITE_DONE) ? BN_STORE_OK : bn_store__fail(st, "reading the history offset");
+    int rc = bn_db_step(s);
+    *off = rc == BN_DB_ROW ? bn_db_col_int64(s, 0) : 0;
+    bn_store__release(st, s);
+    return (rc == BN_DB_ROW || rc == BN_DB_DONE) ? BN_STORE_OK : bn_store__fail(st, "reading the history offset");
 }
 
 /* Fixes one row: offset + line, or (line == NULL) dropped as delivered. */
 static int freeze_row(bn_store *st, int64_t row_id, int64_t offset, const char *line, int64_t now)
 {
-    sqlite3_stmt *s = line
+    bn_stmt *s = line
         ? bn_store__prepare(st, "UPDATE wandb_outbox SET \"offset\" = ?, payload = ? WHERE id = ?")
         : bn_store__prepare(st, "UPDATE wandb_outbox SET delivered_at = ? WHERE id = ?");
     if (!s) return BN_STORE_ERROR;
     if (line) {
-        sqlite3_bind_int64(s, 1, offset);
+        bn_db_bind_int64(s, 1, offset);
         bn_store__bind_text(s, 2, line);
-        sqlite3_bind_int64(s, 3, row_id);
+        bn_db_bind_int64(s, 3, row_id);
     } else {
-        sqlite3_bind_int64(s, 1, now);
-        sqlite3_bind_int64(s, 2, row_id);
+        bn_db_bind_int64(s, 1, now);
+        bn_db_bind_int64(s, 2, row_id);
     }
-    int rc = sqlite3_step(s);
-    sqlite3_finalize(s);
-    return rc == SQLITE_DONE ? BN_STORE_OK : bn_store__fail(st, "freezing a W&B row");
+    int rc = bn_db_step(s);
+    bn_store__release(st, s);
+    return rc == BN_DB_DONE ? BN_STORE_OK : bn_store__fail(st, "freezing a W&B row");
 }
 
 static int set_offset(bn_store *st, const char *id, int64_t off)
 {
-    sqlite3_stmt *s = bn_store__prepare(st, "UPDATE wandb_runs SET history_offset = ? WHERE job_id = ?");
+    bn_stmt *s = bn_store__prepare(st, "UPDATE wandb_runs SET history_offset = ? WHERE job_id = ?");
     if (!s) return BN_STORE_ERROR;
-    sqlite3_bind_int64(s, 1, off);
+    bn_db_bind_int64(s, 1, off);
     bn_store__bind_text(s, 2, id);
-    int rc = sqlite3_step(s);
-    sqlite3_finalize(s);
-    return rc == SQLITE_DONE ? BN_STORE_OK : bn_store__fail(st, "advancing the history offset");
+    int rc = bn_db_step(s);
+    bn_store__release(st, s);
+    return rc == BN_DB_DONE ? BN_STORE_OK : bn_store__fail(st, "advancing the history offset");
 }
 
 int bn_store_wandb_freeze(bn_store *st, const char *id, const char *mode,
@@ -302,27 +322,27 @@ int bn_store_wandb_pending(bn_store *st, const char *id, int limit, bn_store_out
 {
     *out = NULL;
     *n = 0;
-    sqlite3_stmt *s = bn_store__prepare(st,
+    bn_stmt *s = bn_store__prepare(st,
         "SELECT id, kind, payload, \"offset\", created_at FROM wandb_outbox"
         " WHERE job_id = ? AND delivered_at IS NULL ORDER BY id LIMIT ?");
     if (!s) return BN_STORE_ERROR;
     bn_store__bind_text(s, 1, id);
-    sqlite3_bind_int(s, 2, limit > 0 ? limit : 1000);
+    bn_db_bind_int64(s, 2, limit > 0 ? limit : 1000);
     int rc, cnt = 0;
     bn_store_outbox_row *rows = NULL;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    while ((rc = bn_db_step(s)) == BN_DB_ROW) {
         bn_store_outbox_row *nr = realloc(rows, (size_t)(cnt + 1) * sizeof *nr);
         if (!nr) break;
         rows = nr;
         bn_store_outbox_row *r = &rows[cnt++];
-        r->id = sqlite3_column_int64(s, 0);
-        snprintf(r->kind, sizeof r->kind, "%s", (const char *)sqlite3_column_text(s, 1));
+        r->id = bn_db_col_int64(s, 0);
+        snprintf(r->kind, sizeof r->kind, "%s", (const char *)bn_db_col_text(s, 1));
         r->payload = bn_store__col_strdup(s, 2);
         r->offset = col_i64(s, 3);
-        r->created_at = sqlite3_column_int64(s, 4);
+        r->created_at = bn_db_col_int64(s, 4);
     }
-    sqlite3_finalize(s);
-    if (rc != SQLITE_DONE) {
+    bn_store__release(st, s);
+    if (rc != BN_DB_DONE) {
         bn_store_outbox_rows_free(rows, cnt);
         return bn_store__fail(st, "reading pending W&B rows");
     }
@@ -334,16 +354,16 @@ int bn_store_wandb_pending(bn_store *st, const char *id, int limit, bn_store_out
 int bn_store_wandb_delivered(bn_store *st, const char *id, int64_t last_row_id, const char *new_status)
 {
     if (bn_store__begin(st, true)) return BN_STORE_ERROR;
-    sqlite3_stmt *s = bn_store__prepare(st,
+    bn_stmt *s = bn_store__prepare(st,
         "UPDATE wandb_outbox SET delivered_at = ? WHERE job_id = ? AND id <= ?"
         " AND delivered_at IS NULL AND (\"offset\" IS NOT NULL OR kind = 'complete')");
     if (!s) goto fail;
-    sqlite3_bind_int64(s, 1, bn_store_now_ms());
+    bn_db_bind_int64(s, 1, bn_store_now_ms());
     bn_store__bind_text(s, 2, id);
-    sqlite3_bind_int64(s, 3, last_row_id);
-    int rc = sqlite3_step(s);
-    sqlite3_finalize(s);
-    if (rc != SQLITE_DONE) {
+    bn_db_bind_int64(s, 3, last_row_id);
+    int rc = bn_db_step(s);
+    bn_store__release(st, s);
+    if (rc != BN_DB_DONE) {
         bn_store__fail(st, "acknowledging W&B rows");
         goto fail;
     }
@@ -352,9 +372,9 @@ int bn_store_wandb_delivered(bn_store *st, const char *id, int64_t last_row_id, 
     if (!s) goto fail;
     bn_store__bind_text(s, 1, new_status);
     bn_store__bind_text(s, 2, id);
-    rc = sqlite3_step(s);
-    sqlite3_finalize(s);
-    if (rc != SQLITE_DONE) {
+    rc = bn_db_step(s);
+    bn_store__release(st, s);
+    if (rc != BN_DB_DONE) {
         bn_store__fail(st, "updating the W&B run");
         goto fail;
     }
@@ -370,15 +390,15 @@ int bn_store_wandb_error(bn_store *st, const char *id, const char *mode, const c
 {
     if (bn_store__begin(st, true)) return BN_STORE_ERROR;
     if (ensure_run(st, id, mode)) goto fail;
-    sqlite3_stmt *s = bn_store__prepare(st,
+    bn_stmt *s = bn_store__prepare(st,
         fatal ? "UPDATE wandb_runs SET last_error = ?, status = 'failed' WHERE job_id = ?"
               : "UPDATE wandb_runs SET last_error = ? WHERE job_id = ?");
     if (!s) goto fail;
     bn_store__bind_text(s, 1, message);
     bn_store__bind_text(s, 2, id);
-    int rc = sqlite3_step(s);
-    sqlite3_finalize(s);
-    if (rc != SQLITE_DONE) {
+    int rc = bn_db_step(s);
+    bn_store__release(st, s);
+    if (rc != BN_DB_DONE) {
         bn_store__fail(st, "recording a W&B error");
         goto fail;
     }
@@ -399,17 +419,17 @@ fail:
 int bn_store_wandb_status_get(bn_store *st, const char *id, bn_store_wandb_status *out)
 {
     memset(out, 0, sizeof *out);
-    sqlite3_stmt *s = bn_store__prepare(st,
+    bn_stmt *s = bn_store__prepare(st,
         "SELECT j.wandb_mode, r.status, r.run_id, r.entity, r.project, r.run_url, r.last_error,"
         "  (SELECT COUNT(*) FROM wandb_outbox o WHERE o.job_id = j.id AND o.delivered_at IS NOT NULL),"
         "  (SELECT COUNT(*) FROM wandb_outbox o WHERE o.job_id = j.id AND o.delivered_at IS NULL)"
         " FROM jobs j LEFT JOIN wandb_runs r ON r.job_id = j.id WHERE j.id = ?");
     if (!s) return BN_STORE_ERROR;
     bn_store__bind_text(s, 1, id);
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) {
-        const char *mode = (const char *)sqlite3_column_text(s, 0);
-        const char *status = (const char *)sqlite3_column_text(s, 1);
+    int rc = bn_db_step(s);
+    if (rc == BN_DB_ROW) {
+        const char *mode = (const char *)bn_db_col_text(s, 0);
+        const char *status = (const char *)bn_db_col_text(s, 1);
         snprintf(out->mode, sizeof out->mode, "%s", mode ? mode : "disabled");
         if (!strcmp(out->mode, "disabled")) status = "disabled";
         snprintf(out->status, sizeof out->status, "%s", status ? status : "pending");
@@ -418,18 +438,18 @@ int bn_store_wandb_status_get(bn_store *st, const char *id, bn_store_wandb_statu
         out->project = bn_store__col_strdup(s, 4);
         out->run_url = bn_store__col_strdup(s, 5);
         out->last_error = bn_store__col_strdup(s, 6);
-        out->delivered_rows = sqlite3_column_int64(s, 7);
-        out->pending_rows = sqlite3_column_int64(s, 8);
+        out->delivered_rows = bn_db_col_int64(s, 7);
+        out->pending_rows = bn_db_col_int64(s, 8);
     }
-    sqlite3_finalize(s);
-    if (rc == SQLITE_DONE) return BN_STORE_NOTFOUND;
-    return rc == SQLITE_ROW ? BN_STORE_OK : bn_store__fail(st, "reading the W&B status");
+    bn_store__release(st, s);
+    if (rc == BN_DB_DONE) return BN_STORE_NOTFOUND;
+    return rc == BN_DB_ROW ? BN_STORE_OK : bn_store__fail(st, "reading the W&B status");
 }
 
 int bn_store_wandb_stats_get(bn_store *st, bn_store_wandb_stats *out)
 {
     memset(out, 0, sizeof *out);
-    sqlite3_stmt *s = bn_store__prepare(st,
+    bn_stmt *s = bn_store__prepare(st,
         "SELECT"
         " (SELECT COUNT(*) FROM wandb_outbox o JOIN jobs j ON j.id = o.job_id"
         "   LEFT JOIN wandb_runs r ON r.job_id = o.job_id WHERE o.delivered_at IS NULL"
@@ -441,15 +461,21 @@ int bn_store_wandb_stats_get(bn_store *st, bn_store_wandb_stats *out)
         " (SELECT COUNT(*) FROM wandb_runs WHERE status = 'failed'),"
         " (SELECT COUNT(*) FROM wandb_runs WHERE status = 'offline')");
     if (!s) return BN_STORE_ERROR;
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) {
-        out->backlog_rows = sqlite3_column_int64(s, 0);
-        out->delivered_rows = sqlite3_column_int64(s, 1);
-        out->runs_active = sqlite3_column_int64(s, 2);
-        out->runs_finished = sqlite3_column_int64(s, 3);
-        out->runs_failed = sqlite3_column_int64(s, 4);
-        out->runs_offline = sqlite3_column_int64(s, 5);
+    int rc = bn_db_step(s);
+    if (rc == BN_DB_ROW) {
+        out->backlog_rows = bn_db_col_int64(s, 0);
+        out->delivered_rows = bn_db_col_int64(s, 1);
+        out->runs_active = bn_db_col_int64(s, 2);
+        out->runs_finished = bn_db_col_int64(s, 3);
+        out->runs_failed = bn_db_col_int64(s, 4);
+        out->runs_offline = bn_db_col_int64(s, 5);
     }
-    sqlite3_finalize(s);
-    return rc == SQLITE_ROW ? BN_STORE_OK : bn_store__fail(st, "reading W&B totals");
+    bn_store__release(st, s);
+    return rc == BN_DB_ROW ? BN_STORE_OK : bn_store__fail(st, "reading W&B totals");
+}
+
+int bn_store_wandb_leader(bn_store *st, bool *leader)
+{
+    *leader = true;
+    return st->drv->leader ? st->drv->leader(st, leader) : BN_STORE_OK;
 }

@@ -22,19 +22,31 @@
 int bn_store_event_add(bn_store *st, const char *id, const char *stage, const char *level,
                        const char *message)
 {
-    sqlite3_stmt *s = bn_store__cached(st,
+    /* PostgreSQL: writers on several hosts number a job's events under the write lock,
+     * and the NOTIFY is delivered with the commit. */
+    if (st->pg && bn_store__begin(st, true)) return BN_STORE_ERROR;
+    bn_stmt *s = bn_store__cached(st,
         "INSERT INTO job_events (job_id, seq, ts, stage, level, message)"
         " SELECT ?1, coalesce(max(seq), 0) + 1, ?2, ?3, ?4, ?5 FROM job_events"
         " WHERE job_id = ?1");
-    if (!s) return BN_STORE_ERROR;
+    if (!s) goto fail;
     bn_store__bind_text(s, 1, id);
-    sqlite3_bind_int64(s, 2, bn_store_now_ms());
+    bn_db_bind_int64(s, 2, bn_store_now_ms());
     bn_store__bind_text(s, 3, stage);
     bn_store__bind_text(s, 4, level ? level : "info");
     bn_store__bind_text(s, 5, message ? message : "");
-    int rc = sqlite3_step(s);
+    int rc = bn_db_step(s);
     bn_store__release(st, s);
-    return rc == SQLITE_DONE ? BN_STORE_OK : bn_store__fail(st, "adding event");
+    if (rc != BN_DB_DONE) {
+        bn_store__fail(st, "adding event");
+        goto fail;
+    }
+    if (!st->pg) return BN_STORE_OK;
+    if (st->drv->notify(st, id)) goto fail;
+    return bn_store__commit(st);
+fail:
+    bn_store__rollback(st);
+    return BN_STORE_ERROR;
 }
 
 int bn_store_events_list(bn_store *st, const char *id, int64_t after_seq, int limit,
@@ -43,34 +55,34 @@ int bn_store_events_list(bn_store *st, const char *id, int64_t after_seq, int li
     *out = NULL;
     *n = 0;
     if (limit <= 0) limit = 1000;
-    sqlite3_stmt *s = bn_store__cached(st,
+    bn_stmt *s = bn_store__cached(st,
         "SELECT seq, ts, stage, level, message FROM job_events WHERE job_id = ? AND seq > ?"
         " ORDER BY seq LIMIT ?");
     if (!s) return BN_STORE_ERROR;
     bn_store__bind_text(s, 1, id);
-    sqlite3_bind_int64(s, 2, after_seq);
-    sqlite3_bind_int(s, 3, limit);
+    bn_db_bind_int64(s, 2, after_seq);
+    bn_db_bind_int64(s, 3, limit);
     bn_store_event *ev = NULL;
     int k = 0, cap = 0, rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    while ((rc = bn_db_step(s)) == BN_DB_ROW) {
         if (k == cap) {
             cap = cap ? cap * 2 : 16;
             bn_store_event *grown = realloc(ev, (size_t)cap * sizeof *ev);
             if (!grown) {
-                rc = SQLITE_NOMEM;
+                rc = BN_DB_ERR;
                 break;
             }
             ev = grown;
         }
-        ev[k].seq = sqlite3_column_int64(s, 0);
-        ev[k].ts = sqlite3_column_int64(s, 1);
+        ev[k].seq = bn_db_col_int64(s, 0);
+        ev[k].ts = bn_db_col_int64(s, 1);
         ev[k].stage = bn_store__col_strdup(s, 2);
         ev[k].level = bn_store__col_strdup(s, 3);
         ev[k].message = bn_store__col_strdup(s, 4);
         k++;
     }
     bn_store__release(st, s);
-    if (rc != SQLITE_DONE) {
+    if (rc != BN_DB_DONE) {
         bn_store_events_free(ev, k);
         return bn_store__fail(st, "listing events");
     }
@@ -94,55 +106,60 @@ void bn_store_events_free(bn_store_event *ev, int n)
 int bn_store__wandb_mode(bn_store *st, const char *id, char *mode, size_t len)
 {
     snprintf(mode, len, "disabled");
-    sqlite3_stmt *s = bn_store__cached(st, "SELECT wandb_mode FROM jobs WHERE id = ?");
+    bn_stmt *s = bn_store__cached(st, "SELECT wandb_mode FROM jobs WHERE id = ?");
     if (!s) return BN_STORE_ERROR;
     bn_store__bind_text(s, 1, id);
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW && sqlite3_column_text(s, 0))
-        snprintf(mode, len, "%s", (const char *)sqlite3_column_text(s, 0));
+    int rc = bn_db_step(s);
+    if (rc == BN_DB_ROW && bn_db_col_text(s, 0))
+        snprintf(mode, len, "%s", (const char *)bn_db_col_text(s, 0));
     bn_store__release(st, s);
-    return (rc == SQLITE_ROW || rc == SQLITE_DONE) ? BN_STORE_OK
+    return (rc == BN_DB_ROW || rc == BN_DB_DONE) ? BN_STORE_OK
                                                     : bn_store__fail(st, "reading wandb mode");
 }
 
 int bn_store__outbox_add(bn_store *st, const char *id, const char *kind, const char *payload)
 {
-    sqlite3_stmt *s = bn_store__cached(st,
+    bn_stmt *s = bn_store__cached(st,
         "INSERT INTO wandb_outbox (job_id, kind, payload, created_at) VALUES (?, ?, ?, ?)");
     if (!s) return BN_STORE_ERROR;
     bn_store__bind_text(s, 1, id);
     bn_store__bind_text(s, 2, kind);
     bn_store__bind_text(s, 3, payload);
-    sqlite3_bind_int64(s, 4, bn_store_now_ms());
-    int rc = sqlite3_step(s);
+    bn_db_bind_int64(s, 4, bn_store_now_ms());
+    int rc = bn_db_step(s);
     bn_store__release(st, s);
-    if (rc != SQLITE_DONE) return bn_store__fail(st, "adding outbox row");
+    if (rc != BN_DB_DONE) return bn_store__fail(st, "adding outbox row");
     s = bn_store__cached(st,
         "UPDATE wandb_runs SET pending_rows = pending_rows + 1 WHERE job_id = ?");
     if (!s) return BN_STORE_ERROR;
     bn_store__bind_text(s, 1, id);
-    rc = sqlite3_step(s);
+    rc = bn_db_step(s);
     bn_store__release(st, s);
-    return rc == SQLITE_DONE ? BN_STORE_OK : bn_store__fail(st, "counting outbox row");
+    return rc == BN_DB_DONE ? BN_STORE_OK : bn_store__fail(st, "counting outbox row");
 }
 
 /* Builds the summary payload with SQLite's JSON functions (one statement). */
 static int summary_payload(bn_store *st, const char *id, bn_job_status status, char **out)
 {
     *out = NULL;
-    sqlite3_stmt *s = bn_store__cached(st,
+    bn_stmt *s = bn_store__cached(st, BN_SQL(st,
         "SELECT json_set(coalesce((SELECT json_group_object(key, value) FROM job_metrics"
         "   WHERE job_id = ?1 AND step < 0), '{}'),"
         " '$.\"phase/success\"', ?2, '$.\"phase/quantization_method\"', 'BitNet-1.58',"
         " '$.metric_sources', json(coalesce((SELECT json_group_object(key, source)"
-        "   FROM job_metric_sources WHERE job_id = ?1), '{}')))");
+        "   FROM job_metric_sources WHERE job_id = ?1), '{}')))",
+        "SELECT (coalesce((SELECT jsonb_object_agg(key, value) FROM job_metrics"
+        "   WHERE job_id = ?1 AND step < 0), '{}'::jsonb)"
+        " || jsonb_build_object('phase/success', ?2, 'phase/quantization_method',"
+        " 'BitNet-1.58', 'metric_sources', coalesce((SELECT jsonb_object_agg(key, source)"
+        "   FROM job_metric_sources WHERE job_id = ?1), '{}'::jsonb)))::text"));
     if (!s) return BN_STORE_ERROR;
     bn_store__bind_text(s, 1, id);
-    sqlite3_bind_int(s, 2, status == BN_JOB_SUCCEEDED ? 1 : 0);
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) *out = bn_store__col_strdup(s, 0);
+    bn_db_bind_int64(s, 2, status == BN_JOB_SUCCEEDED ? 1 : 0);
+    int rc = bn_db_step(s);
+    if (rc == BN_DB_ROW) *out = bn_store__col_strdup(s, 0);
     bn_store__release(st, s);
-    if (rc != SQLITE_ROW || !*out) return bn_store__fail(st, "building summary");
+    if (rc != BN_DB_ROW || !*out) return bn_store__fail(st, "building summary");
     return BN_STORE_OK;
 }
 
@@ -165,78 +182,82 @@ int bn_store__enqueue_final(bn_store *st, const char *id, bn_job_status status)
 
 int bn_store_metric_source_set(bn_store *st, const char *id, const char *key, const char *source)
 {
-    sqlite3_stmt *s = bn_store__cached(st,
+    bn_stmt *s = bn_store__cached(st,
         "INSERT INTO job_metric_sources (job_id, key, source) VALUES (?, ?, ?)"
         " ON CONFLICT (job_id, key) DO UPDATE SET source = excluded.source");
     if (!s) return BN_STORE_ERROR;
     bn_store__bind_text(s, 1, id);
     bn_store__bind_text(s, 2, key);
     bn_store__bind_text(s, 3, source);
-    int rc = sqlite3_step(s);
+    int rc = bn_db_step(s);
     bn_store__release(st, s);
-    return rc == SQLITE_DONE ? BN_STORE_OK : bn_store__fail(st, "writing metric source");
+    return rc == BN_DB_DONE ? BN_STORE_OK : bn_store__fail(st, "writing metric source");
 }
 
 int bn_store_metric_sources_json(bn_store *st, const char *id, char **out)
 {
     *out = NULL;
-    sqlite3_stmt *s = bn_store__cached(st,
-        "SELECT coalesce(json_group_object(key, source), '{}') FROM job_metric_sources"
-        " WHERE job_id = ?");
+    bn_stmt *s = bn_store__cached(st,
+        BN_SQL(st, "SELECT coalesce(json_group_object(key, source), '{}') FROM job_metric_sources"
+        " WHERE job_id = ?",
+        "SELECT coalesce(json_object_agg(key, source)::text, '{}') FROM job_metric_sources"
+        " WHERE job_id = ?1"));
     if (!s) return BN_STORE_ERROR;
     bn_store__bind_text(s, 1, id);
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) *out = bn_store__col_strdup(s, 0);
+    int rc = bn_db_step(s);
+    if (rc == BN_DB_ROW) *out = bn_store__col_strdup(s, 0);
     bn_store__release(st, s);
-    if (rc != SQLITE_ROW || !*out) return bn_store__fail(st, "reading metric sources");
+    if (rc != BN_DB_ROW || !*out) return bn_store__fail(st, "reading metric sources");
     return BN_STORE_OK;
 }
 
 static int metric_exists(bn_store *st, const char *id, const char *key, int64_t step,
                          bool *exists)
 {
-    sqlite3_stmt *s = bn_store__cached(st,
+    bn_stmt *s = bn_store__cached(st,
         "SELECT 1 FROM job_metrics WHERE job_id = ? AND key = ? AND step = ?");
     if (!s) return BN_STORE_ERROR;
     bn_store__bind_text(s, 1, id);
     bn_store__bind_text(s, 2, key);
-    sqlite3_bind_int64(s, 3, step);
-    int rc = sqlite3_step(s);
+    bn_db_bind_int64(s, 3, step);
+    int rc = bn_db_step(s);
     bn_store__release(st, s);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return bn_store__fail(st, "reading metric");
-    *exists = rc == SQLITE_ROW;
+    if (rc != BN_DB_ROW && rc != BN_DB_DONE) return bn_store__fail(st, "reading metric");
+    *exists = rc == BN_DB_ROW;
     return BN_STORE_OK;
 }
 
 static int upsert_metric(bn_store *st, const char *id, const char *key, int64_t step,
                          double value)
 {
-    sqlite3_stmt *s = bn_store__cached(st,
+    bn_stmt *s = bn_store__cached(st,
         "INSERT INTO job_metrics (job_id, key, step, value, ts) VALUES (?, ?, ?, ?, ?)"
         " ON CONFLICT (job_id, key, step) DO UPDATE SET value = excluded.value,"
         " ts = excluded.ts");
     if (!s) return BN_STORE_ERROR;
     bn_store__bind_text(s, 1, id);
     bn_store__bind_text(s, 2, key);
-    sqlite3_bind_int64(s, 3, step);
-    sqlite3_bind_double(s, 4, value);
-    sqlite3_bind_int64(s, 5, bn_store_now_ms());
-    int rc = sqlite3_step(s);
+    bn_db_bind_int64(s, 3, step);
+    bn_db_bind_double(s, 4, value);
+    bn_db_bind_int64(s, 5, bn_store_now_ms());
+    int rc = bn_db_step(s);
     bn_store__release(st, s);
-    return rc == SQLITE_DONE ? BN_STORE_OK : bn_store__fail(st, "writing metric");
+    return rc == BN_DB_DONE ? BN_STORE_OK : bn_store__fail(st, "writing metric");
 }
 
 static int history_payload(bn_store *st, const char *key, int64_t step, double value,
                            char **out)
 {
     *out = NULL;
-    sqlite3_stmt *s = bn_store__cached(st, "SELECT json_object(?, ?, '_step', ?)");
+    bn_stmt *s = bn_store__cached(st, BN_SQL(st,
+        "SELECT json_object(?, ?, '_step', ?)",
+        "SELECT json_build_object(?1, ?2, '_step', ?3)::text"));
     if (!s) return BN_STORE_ERROR;
     bn_store__bind_text(s, 1, key);
-    sqlite3_bind_double(s, 2, value);
-    sqlite3_bind_int64(s, 3, step);
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) *out = bn_store__col_strdup(s, 0);
+    bn_db_bind_double(s, 2, value);
+    bn_db_bind_int64(s, 3, step);
+    int rc = bn_db_step(s);
+    if (rc == BN_DB_ROW) *out = bn_store__col_strdup(s, 0);
     bn_store__release(st, s);
     return *out ? BN_STORE_OK : bn_store__fail(st, "building history row");
 }
@@ -272,30 +293,30 @@ int bn_store_metrics_list(bn_store *st, const char *id, bn_store_metric **out, i
 {
     *out = NULL;
     *n = 0;
-    sqlite3_stmt *s = bn_store__cached(st,
+    bn_stmt *s = bn_store__cached(st,
         "SELECT key, step, value, ts FROM job_metrics WHERE job_id = ? ORDER BY key, step");
     if (!s) return BN_STORE_ERROR;
     bn_store__bind_text(s, 1, id);
     bn_store_metric *m = NULL;
     int k = 0, cap = 0, rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    while ((rc = bn_db_step(s)) == BN_DB_ROW) {
         if (k == cap) {
             cap = cap ? cap * 2 : 32;
             bn_store_metric *grown = realloc(m, (size_t)cap * sizeof *m);
             if (!grown) {
-                rc = SQLITE_NOMEM;
+                rc = BN_DB_ERR;
                 break;
             }
             m = grown;
         }
         m[k].key = bn_store__col_strdup(s, 0);
-        m[k].step = sqlite3_column_int64(s, 1);
-        m[k].value = sqlite3_column_double(s, 2);
-        m[k].ts = sqlite3_column_int64(s, 3);
+        m[k].step = bn_db_col_int64(s, 1);
+        m[k].value = bn_db_col_double(s, 2);
+        m[k].ts = bn_db_col_int64(s, 3);
         k++;
     }
     bn_store__release(st, s);
-    if (rc != SQLITE_DONE) {
+    if (rc != BN_DB_DONE) {
         bn_store_metrics_free(m, k);
         return bn_store__fail(st, "listing metrics");
     }
@@ -312,13 +333,13 @@ void bn_store_metrics_free(bn_store_metric *m, int n)
 
 int bn_store_outbox_count(bn_store *st, const char *id, const char *kind, int64_t *n)
 {
-    sqlite3_stmt *s = bn_store__cached(st,
+    bn_stmt *s = bn_store__cached(st,
         "SELECT count(*) FROM wandb_outbox WHERE job_id = ? AND (?2 IS NULL OR kind = ?2)");
     if (!s) return BN_STORE_ERROR;
     bn_store__bind_text(s, 1, id);
     bn_store__bind_text(s, 2, kind);
-    int rc = sqlite3_step(s);
-    *n = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    int rc = bn_db_step(s);
+    *n = rc == BN_DB_ROW ? bn_db_col_int64(s, 0) : 0;
     bn_store__release(st, s);
-    return rc == SQLITE_ROW ? BN_STORE_OK : bn_store__fail(st, "counting outbox");
+    return rc == BN_DB_ROW ? BN_STORE_OK : bn_store__fail(st, "counting outbox");
 }

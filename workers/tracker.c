@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "bn_store_wandb.h"
 #include "wandb.h"
 #include "wandb_spool.h"
@@ -55,9 +56,7 @@ struct bn_tracker {
 
 int64_t bn_tracker_monotonic_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return bn_clock_mono_ms();
 }
 
 /* A line to the owner's log (bn_tracker_config.log). */
@@ -638,6 +637,14 @@ int bn_tracker_step(bn_tracker *t, int64_t now, int64_t *next_ms)
     bn_store_wandb_job *jobs = NULL;
     int n = 0, rc = 0;
     int64_t work0 = atomic_load(&t->c_requests) + atomic_load(&t->c_spooled);
+    /* Several hosts on one PostgreSQL store: only the holder of the delivery role sends,
+     * so each outbox row leaves once; the others take over when its session ends. */
+    bool leader = true;
+    if (bn_store_wandb_leader(t->st, &leader)) {
+        logf_(t, 0, "tracker: %s", bn_store_errmsg(t->st));
+        return -1;
+    }
+    if (!leader) return 0;
     if (bn_store_wandb_work(t->st, 256, &jobs, &n)) {
         logf_(t, 0, "tracker: %s", bn_store_errmsg(t->st));
         return -1;
@@ -676,11 +683,7 @@ static void *tracker_main(void *arg)
         int64_t wait = next - now;
         if (wait > t->cfg.poll_ms) wait = t->cfg.poll_ms;
         if (wait <= 0) continue;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += wait / 1000;
-        ts.tv_nsec += (wait % 1000) * 1000000;
-        if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
+        struct timespec ts = bn_clock_deadline(wait);
         pthread_mutex_lock(&t->mu);
         while (!t->woken && !atomic_load(&t->stop))
             if (pthread_cond_timedwait(&t->cv, &t->mu, &ts) == ETIMEDOUT) break;

@@ -17,6 +17,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/str.h"
+
 #ifndef BN_VERSION
 #define BN_VERSION "0"
 #endif
@@ -574,58 +576,31 @@ cJSON *bn_wandb_parse_ext(const char *text)
     return j;
 }
 
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n)
-{
-    if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *np = realloc(b->p, cap);
-        if (!np) {
-            b->oom = true;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_str(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-
 /* A JSON string literal through cJSON's escaper. */
-static void sb_json_string(sbuf *b, const char *s)
+static void sb_json_string(bn_strbuf *b, const char *s)
 {
     cJSON *t = cJSON_CreateString(s);
     char *txt = t ? cJSON_PrintUnformatted(t) : NULL;
-    if (txt) sb_str(b, txt);
+    if (txt) bn_strbuf_str(b, txt);
     else b->oom = true;
     free(txt);
     cJSON_Delete(t);
 }
 
-static void sb_member(sbuf *b, const cJSON *item, bool *first)
+static void sb_member(bn_strbuf *b, const cJSON *item, bool *first)
 {
     if (cJSON_IsNull(item)) return; /* "left out" */
-    if (!*first) sb_str(b, ",");
+    if (!*first) bn_strbuf_str(b, ",");
     *first = false;
     sb_json_string(b, item->string);
-    sb_str(b, ":");
+    bn_strbuf_str(b, ":");
     if (cJSON_IsNumber(item)) {
         char num[64];
         bn_wandb_format_number(num, sizeof num, item->valuedouble);
-        sb_str(b, num);
+        bn_strbuf_str(b, num);
     } else {
         char *txt = cJSON_PrintUnformatted(item);
-        if (txt) sb_str(b, txt);
+        if (txt) bn_strbuf_str(b, txt);
         else b->oom = true;
         free(txt);
     }
@@ -642,13 +617,13 @@ char *bn_wandb_render_line(const char *payload, const cJSON *extra)
 char *bn_wandb_render_object(const cJSON *p, const cJSON *extra)
 {
     if (!cJSON_IsObject(p)) return NULL;
-    sbuf b = { 0 };
+    bn_strbuf b = { 0 };
     bool first = true;
-    sb_str(&b, "{");
+    bn_strbuf_str(&b, "{");
     for (const cJSON *it = p->child; it; it = it->next) sb_member(&b, it, &first);
     for (const cJSON *it = extra ? extra->child : NULL; it; it = it->next)
         if (!cJSON_GetObjectItemCaseSensitive(p, it->string)) sb_member(&b, it, &first);
-    sb_str(&b, "}");
+    bn_strbuf_str(&b, "}");
     if (b.oom) {
         free(b.p);
         return NULL;

@@ -14,32 +14,16 @@
 #include <unistd.h>
 
 #include "base/fsutil.h"
+#include "base/str.h"
 
 struct bn_wandb_spool {
-    char *buf;
-    size_t len, cap;
-    bool oom;
+    bn_strbuf b; /* the JSON lines so far, each ending in a newline */
 };
 
 static void put(bn_wandb_spool *sp, const char *s)
 {
-    size_t n = strlen(s);
-    if (sp->oom) return;
-    if (sp->len + n + 2 > sp->cap) {
-        size_t cap = sp->cap ? sp->cap : 4096;
-        while (cap < sp->len + n + 2) cap *= 2;
-        char *nb = realloc(sp->buf, cap);
-        if (!nb) {
-            sp->oom = true;
-            return;
-        }
-        sp->buf = nb;
-        sp->cap = cap;
-    }
-    memcpy(sp->buf + sp->len, s, n);
-    sp->len += n;
-    sp->buf[sp->len++] = '\n';
-    sp->buf[sp->len] = '\0';
+    bn_strbuf_str(&sp->b, s);
+    bn_strbuf_put(&sp->b, "\n", 1);
 }
 
 static int put_json(bn_wandb_spool *sp, cJSON *line)
@@ -49,7 +33,7 @@ static int put_json(bn_wandb_spool *sp, cJSON *line)
     if (!txt) return -1;
     put(sp, txt);
     free(txt);
-    return sp->oom ? -1 : 0;
+    return sp->b.oom ? -1 : 0;
 }
 
 void bn_wandb_spool_path(const char *output_dir, char *buf, size_t len)
@@ -103,7 +87,7 @@ int bn_wandb_spool_add(bn_wandb_spool *sp, const char *body)
 void bn_wandb_spool_free(bn_wandb_spool *sp)
 {
     if (!sp) return;
-    free(sp->buf);
+    free(sp->b.p);
     free(sp);
 }
 
@@ -153,11 +137,11 @@ static int write_atomic(const char *path, const char *data, size_t len, char *er
 
 int bn_wandb_spool_write(bn_wandb_spool *sp, const char *path, char *err, size_t errlen)
 {
-    if (sp->oom) {
+    if (sp->b.oom) {
         snprintf(err, errlen, "out of memory building %s", path);
         return -1;
     }
-    return write_atomic(path, sp->buf, sp->len, err, errlen);
+    return write_atomic(path, sp->b.p, sp->b.len, err, errlen);
 }
 
 /* ---- replay -------------------------------------------------------------------------------- */

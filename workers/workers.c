@@ -266,14 +266,7 @@ static void run_job(worker *w, bn_store *st, bn_store_job *job)
 
 static void idle_wait(struct bn_workers *p, int ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    struct timespec ts = bn_clock_deadline(ms);
     pthread_mutex_lock(&p->lock);
     if (!atomic_load(&p->stop)) pthread_cond_timedwait(&p->cond, &p->lock, &ts);
     pthread_mutex_unlock(&p->lock);

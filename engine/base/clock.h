@@ -1,5 +1,5 @@
-/* clock.h - monotonic time for durations and rate limits, and wall time for records.
- * Header-only: each is one clock_gettime call. */
+/* clock.h - monotonic time for durations and rate limits, and the wall-clock deadline that
+ * pthread_cond_timedwait takes. Header-only: each is one clock_gettime call. */
 #ifndef BN_CLOCK_H
 #define BN_CLOCK_H
 
@@ -20,6 +20,21 @@ static inline int64_t bn_clock_mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The CLOCK_REALTIME instant ms milliseconds from now (ms >= 0): the absolute deadline of a
+ * pthread_cond_timedwait on a condition variable with the default clock. */
+static inline struct timespec bn_clock_deadline(int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += (time_t)(ms / 1000);
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
 }
 
 #endif

@@ -169,10 +169,12 @@ int bn_fs_copy_file(const char *src, const char *dst, bn_err *err)
     return rc;
 }
 
-int bn_fs_read_file(const char *path, size_t max, char **out, size_t *len, bn_err *err)
+/* The first max bytes of a regular file; whole: refuse a larger file instead. */
+static int read_regular(const char *path, size_t max, bool whole, char **out, size_t *len,
+                        uint64_t *size, bn_err *err)
 {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return sys_err(err, "open", path);
     struct stat st;
     if (fstat(fd, &st) != 0) {
@@ -182,18 +184,18 @@ int bn_fs_read_file(const char *path, size_t max, char **out, size_t *len, bn_er
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        return bn_err_set(err, BN_EIO, "%s: not a regular file", path);
+        return bn_err_set(err, BN_EINVAL, "%s: not a regular file", path);
     }
-    if ((uint64_t)st.st_size > max) {
+    if (whole && (uint64_t)st.st_size > max) {
         close(fd);
         return bn_err_set(err, BN_EFORMAT, "%s: %lld bytes, more than the %zu allowed", path,
                           (long long)st.st_size, max);
     }
-    size_t n = (size_t)st.st_size, got = 0;
+    size_t n = (uint64_t)st.st_size > max ? max : (size_t)st.st_size, got = 0;
     char *buf = malloc(n + 1);
     if (!buf) {
         close(fd);
-        return bn_err_set(err, BN_ENOMEM, "%s: out of memory", path);
+        return bn_err_set(err, BN_ENOMEM, "%s: out of memory (%zu bytes)", path, n);
     }
     while (got < n) {
         ssize_t r = read(fd, buf + got, n - got);
@@ -209,7 +211,18 @@ int bn_fs_read_file(const char *path, size_t max, char **out, size_t *len, bn_er
     buf[n] = 0;
     *out = buf;
     if (len) *len = n;
+    if (size) *size = (uint64_t)st.st_size;
     return 0;
+}
+
+int bn_fs_read_file(const char *path, size_t max, char **out, size_t *len, bn_err *err)
+{
+    return read_regular(path, max, true, out, len, NULL, err);
+}
+
+int bn_fs_read_head(const char *path, size_t max, char **out, size_t *len, uint64_t *size, bn_err *err)
+{
+    return read_regular(path, max, false, out, len, size, err);
 }
 
 bool bn_fs_exists(const char *path)

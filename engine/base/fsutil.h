@@ -25,8 +25,12 @@ int bn_fs_rename(const char *src, const char *dst, bn_err *err);
 int bn_fs_copy_file(const char *src, const char *dst, bn_err *err);
 /* Writes data to path atomically (path.tmp, fsync, rename, fsync parent). */
 int bn_fs_write_atomic(const char *path, const void *data, size_t len, bn_err *err);
-/* Reads a whole file (at most max bytes) into a NUL-terminated malloc'd buffer. */
+/* Reads a whole regular file (at most max bytes, a larger one is refused with BN_EFORMAT)
+ * into a NUL-terminated malloc'd buffer. Opening never blocks (a FIFO is refused). */
 int bn_fs_read_file(const char *path, size_t max, char **out, size_t *len, bn_err *err);
+/* bn_fs_read_file that reads the first max bytes of a larger file instead of refusing it;
+ * *size (when not NULL) gets the file's whole size. */
+int bn_fs_read_head(const char *path, size_t max, char **out, size_t *len, uint64_t *size, bn_err *err);
 bool bn_fs_exists(const char *path);
 bool bn_fs_is_dir(const char *path);
 /* -1 if the file cannot be stat'ed */

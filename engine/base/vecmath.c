@@ -195,6 +195,14 @@ void bn_vexp(float *x, size_t n)
     bn_vexp_sub_sum(x, n, 0.0f);
 }
 
+int bn_vargmax(const float *x, int n)
+{
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}
+
 float bn_vmax(const float *x, size_t n)
 {
     switch (bn_vecmath_level()) {

@@ -16,6 +16,8 @@
 void bn_vexp(float *x, size_t n);                /* x[i] = exp(x[i]) */
 float bn_vexp_sub_sum(float *x, size_t n, float m); /* x[i] = exp(x[i] - m); returns sum */
 float bn_vmax(const float *x, size_t n);
+/* Index of the largest element, the first one on ties (n >= 1): greedy decoding, agreement. */
+int bn_vargmax(const float *x, int n);
 
 /* The scalar reference (tests). */
 void bn_vexp_ref(float *x, size_t n);

@@ -1,7 +1,7 @@
 /* hf.c - a Hugging Face Llama-family folder (see hf.h).
  *
  * config.json is parsed with cJSON into bn_model_config with the defaults each
- * model_type has in transformers (llama, mistral, qwen2); every present field is type
+ * model_type has in transformers (llama, mistral, qwen2, qwen3); every present field is type
  * checked and errors name the file and key. bn_hf_open then opens the weights (single
  * file or shards), maps each tensor name to a role and checks that every tensor the
  * config implies exists with the shape it implies.
@@ -19,7 +19,7 @@
 
 static const char *const role_names[BN_ROLE_COUNT] = {
     "embed", "attn_norm", "wq", "wk", "wv", "wo", "bq", "bk", "bv",
-    "ffn_norm", "w_gate", "w_up", "w_down", "final_norm", "head", "other",
+    "ffn_norm", "w_gate", "w_up", "w_down", "final_norm", "head", "q_norm", "k_norm", "other",
 };
 
 /* HF name suffix after "model.layers.N." for per-layer roles */
@@ -36,6 +36,8 @@ static const char *const layer_suffix[BN_ROLE_COUNT] = {
     [BN_ROLE_W_GATE] = "mlp.gate_proj.weight",
     [BN_ROLE_W_UP] = "mlp.up_proj.weight",
     [BN_ROLE_W_DOWN] = "mlp.down_proj.weight",
+    [BN_ROLE_Q_NORM] = "self_attn.q_norm.weight",
+    [BN_ROLE_K_NORM] = "self_attn.k_norm.weight",
 };
 
 bool bn_role_is_linear(bn_role r)
@@ -195,10 +197,43 @@ static int rope_num(cfgctx *c, const cJSON *o, const char *block, const char *ke
     return 0;
 }
 
+/* yarn's parameters; attention_factor defaults to get_mscale(factor) [/ with mscale and
+ * mscale_all_dim, their ratio], get_mscale(s, m) = s <= 1 ? 1 : 0.1 m ln(s) + 1. */
+static double yarn_mscale(double s, double m) { return s <= 1 ? 1.0 : 0.1 * m * log(s) + 1.0; }
+
+static int parse_yarn(cfgctx *c, const cJSON *o, const char *block, bn_model_config *cfg)
+{
+    double orig, factor, fast, slow, attn, ms, ms_all;
+    if (rope_num(c, o, block, "original_max_position_embeddings", cfg->max_seq_len, &orig) ||
+        rope_num(c, o, block, "factor", cfg->max_seq_len / orig, &factor) ||
+        rope_num(c, o, block, "beta_fast", 32.0, &fast) || rope_num(c, o, block, "beta_slow", 1.0, &slow) ||
+        rope_num(c, o, block, "mscale", 0, &ms) || rope_num(c, o, block, "mscale_all_dim", 0, &ms_all))
+        return c->rc;
+    double def_attn = ms > 0 && ms_all > 0 ? yarn_mscale(factor, ms) / yarn_mscale(factor, ms_all)
+                                           : yarn_mscale(factor, 1.0);
+    if (rope_num(c, o, block, "attention_factor", def_attn, &attn)) return c->rc;
+    const cJSON *tr = cJSON_GetObjectItemCaseSensitive(o, "truncate");
+    if (tr && !cJSON_IsNull(tr) && !cJSON_IsBool(tr)) {
+        char at[64];
+        snprintf(at, sizeof at, "%s.truncate", block);
+        return c->rc = bn_err_set_at(c->err, BN_EFORMAT, at, "must be true or false: %s", c->file);
+    }
+    cfg->rope_type = BN_ROPE_YARN;
+    cfg->rope_factor = (float)factor;
+    cfg->rope_orig_ctx = (int)orig;
+    cfg->rope_beta_fast = (float)fast;
+    cfg->rope_beta_slow = (float)slow;
+    cfg->rope_attn_factor = (float)attn;
+    cfg->rope_truncate = !cJSON_IsFalse(tr);
+    return 0;
+}
+
 /* rope_theta and the rope type, from either layout transformers writes:
  *   4.x: top-level "rope_theta", "rope_scaling": {"type" | "rope_type", "factor", ...} or null
  *   5.x: "rope_parameters": {"rope_theta", "rope_type", "factor", ...}
- * default, linear and llama3 are computed; every other type is refused by name. */
+ * default, linear, llama3 and yarn are computed (yarn as transformers 5.x: the explicit
+ * factor wins over max_position_embeddings / original_max_position_embeddings); every
+ * other type is refused by name. */
 static int parse_rope(cfgctx *c, const cJSON *root, bn_model_config *cfg)
 {
     const cJSON *params = cJSON_GetObjectItemCaseSensitive(root, "rope_parameters");
@@ -215,6 +250,7 @@ static int parse_rope(cfgctx *c, const cJSON *root, bn_model_config *cfg)
     cfg->rope_theta = (float)theta;
     cfg->rope_type = BN_ROPE_DEFAULT;
     cfg->rope_factor = 1.0f;
+    cfg->rope_attn_factor = 1.0f;
     if (!o) return 0;
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "rope_type");
     if (!t || cJSON_IsNull(t)) t = cJSON_GetObjectItemCaseSensitive(o, "type");
@@ -244,7 +280,8 @@ static int parse_rope(cfgctx *c, const cJSON *root, bn_model_config *cfg)
         cfg->rope_orig_ctx = (int)orig;
         return 0;
     }
-    return refuse(c, at, type, "rope types default, linear and llama3 are computed");
+    if (!strcmp(type, "yarn")) return parse_yarn(c, o, block, cfg);
+    return refuse(c, at, type, "rope types default, linear, llama3 and yarn are computed");
 }
 
 /* Sliding-window attention (mistral "sliding_window"; qwen2 with "use_sliding_window"):
@@ -253,7 +290,7 @@ static int parse_window(cfgctx *c, const cJSON *root, bn_model_config *cfg)
 {
     const cJSON *use = cJSON_GetObjectItemCaseSensitive(root, "use_sliding_window");
     const cJSON *w = cJSON_GetObjectItemCaseSensitive(root, "sliding_window");
-    bool active = cfg->arch == BN_ARCH_QWEN2 ? cJSON_IsTrue(use) : (w && !cJSON_IsNull(w));
+    bool active = cfg->arch == BN_ARCH_QWEN2 || cfg->arch == BN_ARCH_QWEN3 ? cJSON_IsTrue(use) : (w && !cJSON_IsNull(w));
     cfg->sliding_window = 0;
     if (!active || !w || cJSON_IsNull(w)) return 0;
     if (!cJSON_IsNumber(w) || w->valuedouble < 1 || w->valuedouble > INT_MAX || floor(w->valuedouble) != w->valuedouble)
@@ -268,6 +305,7 @@ const char *bn_hf_rope_type_name(bn_rope_type t)
     switch (t) {
     case BN_ROPE_LINEAR: return "linear";
     case BN_ROPE_LLAMA3: return "llama3";
+    case BN_ROPE_YARN: return "yarn";
     default: return "default";
     }
 }
@@ -282,8 +320,9 @@ static int parse_root(cfgctx *c, const cJSON *root, bn_model_config *cfg)
     if (!strcmp(t, "llama")) cfg->arch = BN_ARCH_LLAMA;
     else if (!strcmp(t, "mistral")) cfg->arch = BN_ARCH_MISTRAL;
     else if (!strcmp(t, "qwen2")) cfg->arch = BN_ARCH_QWEN2;
-    else return bn_err_set(c->err, BN_EUNSUPPORTED,
-                           "%s: model_type '%s' is not supported (llama, mistral, qwen2)", c->file, t);
+    else if (!strcmp(t, "qwen3")) cfg->arch = BN_ARCH_QWEN3;
+    else return bn_err_set_at(c->err, BN_EUNSUPPORTED, "model_type",
+                              "\"%s\" is not supported (llama, mistral, qwen2, qwen3): %s", t, c->file);
     snprintf(cfg->model_type, sizeof cfg->model_type, "%s", t);
     bool qwen = cfg->arch == BN_ARCH_QWEN2;
     int ctx_default = cfg->arch == BN_ARCH_LLAMA ? 2048 : 32768;
@@ -294,14 +333,16 @@ static int parse_root(cfgctx *c, const cJSON *root, bn_model_config *cfg)
     get_int(c, root, "vocab_size", 0, true, &cfg->vocab_size);
     if (c->rc) return c->rc;
     get_int(c, root, "num_key_value_heads", cfg->n_heads, false, &cfg->n_kv_heads);
-    get_int(c, root, "head_dim", cfg->dim / cfg->n_heads, false, &cfg->head_dim);
+    bool qwen3 = cfg->arch == BN_ARCH_QWEN3;
+    get_int(c, root, "head_dim", qwen3 ? 128 : cfg->dim / cfg->n_heads, false, &cfg->head_dim);
     get_int(c, root, "max_position_embeddings", ctx_default, false, &cfg->max_seq_len);
     get_float(c, root, "rms_norm_eps", 1e-6f, &cfg->rms_norm_eps);
     get_bool(c, root, "tie_word_embeddings", false, &cfg->tied_embeddings);
     get_bool(c, root, "attention_bias", false, &cfg->attention_bias);
-    if (!c->rc && cfg->attention_bias && !qwen) /* llama/mistral: o_proj gets a bias too */
+    if (!c->rc && cfg->attention_bias && !qwen) /* llama/mistral/qwen3: o_proj gets a bias too */
         return c->rc = refuse(c, "attention_bias", "true", "an o_proj bias is not implemented");
     if (qwen) cfg->attention_bias = true; /* Qwen2 always has q/k/v biases (and no o_proj bias) */
+    cfg->qk_norm = qwen3;
     get_token_id(c, root, "bos_token_id", &cfg->bos_id);
     get_token_id(c, root, "eos_token_id", &cfg->eos_id);
     if (c->rc) return c->rc;
@@ -360,6 +401,7 @@ int bn_hf_expected_shape(const bn_model_config *c, bn_role r, int64_t shape[2])
     case BN_ROLE_WO: shape[0] = D; shape[1] = Q; return 2;
     case BN_ROLE_BQ: shape[0] = Q; return 1;
     case BN_ROLE_BK: case BN_ROLE_BV: shape[0] = KV; return 1;
+    case BN_ROLE_Q_NORM: case BN_ROLE_K_NORM: shape[0] = c->head_dim; return 1;
     case BN_ROLE_W_GATE: case BN_ROLE_W_UP: shape[0] = F; shape[1] = D; return 2;
     case BN_ROLE_W_DOWN: shape[0] = D; shape[1] = F; return 2;
     default: return 0;
@@ -409,6 +451,10 @@ static int check_model(bn_hf_model *m, bn_err *err)
         for (size_t i = 0; !rc && i < sizeof per_layer / sizeof per_layer[0]; i++) rc = check_tensor(m, per_layer[i], l, err);
         if (c->attention_bias)
             for (int r = BN_ROLE_BQ; !rc && r <= BN_ROLE_BV; r++) rc = check_tensor(m, (bn_role)r, l, err);
+        if (c->qk_norm) {
+            if (!rc) rc = check_tensor(m, BN_ROLE_Q_NORM, l, err);
+            if (!rc) rc = check_tensor(m, BN_ROLE_K_NORM, l, err);
+        }
     }
     /* tensors of layers beyond num_hidden_layers mean the config and weights disagree */
     for (size_t i = 0; !rc && i < bn_st_set_count(m->weights); i++) {

@@ -27,11 +27,11 @@ int bn_initmodel_shape(const char *name, bn_init_spec *s)
     s->dtype = BN_DTYPE_F32;
     s->seed = 42;
     if (!strcmp(name, "tiny")) {
-        *s = (bn_init_spec){ 128, 384, 4, 4, 4, 512, 512, false, BN_DTYPE_F32, 42 };
+        *s = (bn_init_spec){ 128, 384, 4, 4, 4, 512, 512, false, BN_DTYPE_F32, 42, BN_ARCH_LLAMA };
     } else if (!strcmp(name, "25m")) {
-        *s = (bn_init_spec){ 512, 1536, 8, 8, 8, 8192, 1024, false, BN_DTYPE_F32, 42 };
+        *s = (bn_init_spec){ 512, 1536, 8, 8, 8, 8192, 1024, false, BN_DTYPE_F32, 42, BN_ARCH_LLAMA };
     } else if (!strcmp(name, "tinyllama-1.1b")) {
-        *s = (bn_init_spec){ 2048, 5632, 22, 32, 4, 32000, 2048, false, BN_DTYPE_F16, 42 };
+        *s = (bn_init_spec){ 2048, 5632, 22, 32, 4, 32000, 2048, false, BN_DTYPE_F16, 42, BN_ARCH_LLAMA };
     } else {
         return -1;
     }
@@ -42,6 +42,8 @@ uint64_t bn_initmodel_params(const bn_init_spec *s)
 {
     uint64_t D = (uint64_t)s->dim, hd = D / (uint64_t)s->heads, F = (uint64_t)s->hidden, V = (uint64_t)s->vocab;
     uint64_t per_layer = 2 * D + D * hd * (uint64_t)s->heads * 2 + 2 * D * hd * (uint64_t)s->kv_heads + 3 * D * F;
+    if (s->arch == BN_ARCH_QWEN2) per_layer += hd * ((uint64_t)s->heads + 2 * (uint64_t)s->kv_heads);
+    if (s->arch == BN_ARCH_QWEN3) per_layer += 2 * hd;
     return V * D * (s->tied ? 1 : 2) + D + per_layer * (uint64_t)s->layers;
 }
 
@@ -137,12 +139,27 @@ static char *tokenizer_json(void)
 
 /* ---- config ---------------------------------------------------------------------- */
 
+static const char *const arch_names[][2] = {
+    [BN_ARCH_LLAMA] = { "llama", "LlamaForCausalLM" }, [BN_ARCH_MISTRAL] = { "mistral", "MistralForCausalLM" },
+    [BN_ARCH_QWEN2] = { "qwen2", "Qwen2ForCausalLM" }, [BN_ARCH_QWEN3] = { "qwen3", "Qwen3ForCausalLM" },
+};
+
+int bn_initmodel_arch(const char *name, bn_arch *out)
+{
+    for (size_t i = 0; i < sizeof arch_names / sizeof arch_names[0]; i++)
+        if (!strcmp(name, arch_names[i][0])) {
+            *out = (bn_arch)i;
+            return 0;
+        }
+    return -1;
+}
+
 static char *config_json(const bn_init_spec *s)
 {
     cJSON *c = cJSON_CreateObject();
     cJSON *arch = cJSON_AddArrayToObject(c, "architectures");
-    cJSON_AddItemToArray(arch, cJSON_CreateString("LlamaForCausalLM"));
-    cJSON_AddStringToObject(c, "model_type", "llama");
+    cJSON_AddItemToArray(arch, cJSON_CreateString(arch_names[s->arch][1]));
+    cJSON_AddStringToObject(c, "model_type", arch_names[s->arch][0]);
     cJSON_AddNumberToObject(c, "hidden_size", s->dim);
     cJSON_AddNumberToObject(c, "intermediate_size", s->hidden);
     cJSON_AddNumberToObject(c, "num_hidden_layers", s->layers);
@@ -154,7 +171,7 @@ static char *config_json(const bn_init_spec *s)
     cJSON_AddNumberToObject(c, "rms_norm_eps", 1e-5);
     cJSON_AddNumberToObject(c, "rope_theta", 10000.0);
     cJSON_AddBoolToObject(c, "tie_word_embeddings", s->tied);
-    cJSON_AddBoolToObject(c, "attention_bias", false);
+    cJSON_AddBoolToObject(c, "attention_bias", s->arch == BN_ARCH_QWEN2);
     cJSON_AddBoolToObject(c, "mlp_bias", false);
     cJSON_AddStringToObject(c, "hidden_act", "silu");
     cJSON_AddNumberToObject(c, "initializer_range", 0.02);
@@ -185,13 +202,19 @@ static void gen_normal(uint64_t seed, uint64_t ti, uint64_t start, size_t n, flo
     }
 }
 
-static int stream_tensor(bn_st_writer *w, const bn_init_spec *s, uint64_t ti, uint64_t numel, bool ones,
+/* A tensor's values: mean + N(0, std^2) (std 0: all mean). */
+typedef struct { char name[128]; int nd; int64_t shape[2]; float mean, std; } tdesc;
+
+static int stream_tensor(bn_st_writer *w, const bn_init_spec *s, uint64_t ti, uint64_t numel, const tdesc *t,
                          float *fbuf, uint16_t *hbuf, size_t chunk, bn_err *err)
 {
     for (uint64_t off = 0; off < numel; off += chunk) {
         size_t n = numel - off < chunk ? (size_t)(numel - off) : chunk;
-        if (ones) for (size_t i = 0; i < n; i++) fbuf[i] = 1.0f;
-        else gen_normal(s->seed, ti, off, n, 0.02f, fbuf);
+        if (t->std == 0) for (size_t i = 0; i < n; i++) fbuf[i] = t->mean;
+        else {
+            gen_normal(s->seed, ti, off, n, t->std, fbuf);
+            for (size_t i = 0; i < n; i++) fbuf[i] += t->mean;
+        }
         int rc;
         if (s->dtype == BN_DTYPE_F32) {
             rc = bn_st_writer_write(w, fbuf, n * 4, err);
@@ -205,14 +228,12 @@ static int stream_tensor(bn_st_writer *w, const bn_init_spec *s, uint64_t ti, ui
     return 0;
 }
 
-typedef struct { char name[128]; int nd; int64_t shape[2]; bool ones; } tdesc;
-
 static int list_tensors(const bn_init_spec *s, tdesc **out, size_t *n)
 {
     bn_model_config c = { 0 };
     c.dim = s->dim; c.hidden_dim = s->hidden; c.n_heads = s->heads; c.n_kv_heads = s->kv_heads;
     c.head_dim = s->dim / s->heads; c.vocab_size = s->vocab;
-    size_t cap = 3 + (size_t)s->layers * 9, k = 0;
+    size_t cap = 3 + (size_t)s->layers * 12, k = 0;
     tdesc *t = calloc(cap, sizeof *t);
     if (!t) return BN_ENOMEM;
     bn_role globals[3] = { BN_ROLE_EMBED, BN_ROLE_FINAL_NORM, BN_ROLE_HEAD };
@@ -222,16 +243,32 @@ static int list_tensors(const bn_init_spec *s, tdesc **out, size_t *n)
         if (globals[g] == BN_ROLE_HEAD && s->tied) continue;
         bn_hf_name(globals[g], -1, t[k].name, sizeof t[k].name);
         t[k].nd = bn_hf_expected_shape(&c, globals[g], t[k].shape);
-        t[k].ones = globals[g] == BN_ROLE_FINAL_NORM;
+        t[k].mean = globals[g] == BN_ROLE_FINAL_NORM ? 1.0f : 0.0f;
+        t[k].std = globals[g] == BN_ROLE_FINAL_NORM ? 0.0f : 0.02f;
         k++;
     }
-    for (int l = 0; l < s->layers; l++)
+    /* qwen2: q/k/v biases; qwen3: q/k norms (not all 1, so that their weights matter) */
+    static const bn_role qwen2_extra[] = { BN_ROLE_BQ, BN_ROLE_BK, BN_ROLE_BV };
+    static const bn_role qwen3_extra[] = { BN_ROLE_Q_NORM, BN_ROLE_K_NORM };
+    const bn_role *extra = s->arch == BN_ARCH_QWEN2 ? qwen2_extra : s->arch == BN_ARCH_QWEN3 ? qwen3_extra : NULL;
+    size_t n_extra = s->arch == BN_ARCH_QWEN2 ? 3 : s->arch == BN_ARCH_QWEN3 ? 2 : 0;
+    for (int l = 0; l < s->layers; l++) {
         for (size_t r = 0; r < sizeof per_layer / sizeof per_layer[0]; r++) {
             bn_hf_name(per_layer[r], l, t[k].name, sizeof t[k].name);
             t[k].nd = bn_hf_expected_shape(&c, per_layer[r], t[k].shape);
-            t[k].ones = per_layer[r] == BN_ROLE_ATTN_NORM || per_layer[r] == BN_ROLE_FFN_NORM;
+            bool norm = per_layer[r] == BN_ROLE_ATTN_NORM || per_layer[r] == BN_ROLE_FFN_NORM;
+            t[k].mean = norm ? 1.0f : 0.0f;
+            t[k].std = norm ? 0.0f : 0.02f;
             k++;
         }
+        for (size_t r = 0; r < n_extra; r++) {
+            bn_hf_name(extra[r], l, t[k].name, sizeof t[k].name);
+            t[k].nd = bn_hf_expected_shape(&c, extra[r], t[k].shape);
+            t[k].mean = s->arch == BN_ARCH_QWEN3 ? 1.0f : 0.0f;
+            t[k].std = s->arch == BN_ARCH_QWEN3 ? 0.1f : 0.5f;
+            k++;
+        }
+    }
     *out = t;
     *n = k;
     return 0;
@@ -253,7 +290,7 @@ static int write_weights(const char *path, const bn_init_spec *s, bn_err *err)
     if (!rc && (!fbuf || !hbuf)) rc = bn_err_set(err, BN_ENOMEM, "out of memory");
     for (size_t i = 0; !rc && i < n; i++) {
         uint64_t numel = (uint64_t)t[i].shape[0] * (uint64_t)(t[i].nd == 2 ? t[i].shape[1] : 1);
-        rc = stream_tensor(w, s, i, numel, t[i].ones, fbuf, hbuf, CHUNK, err);
+        rc = stream_tensor(w, s, i, numel, &t[i], fbuf, hbuf, CHUNK, err);
     }
     free(fbuf);
     free(hbuf);

@@ -14,16 +14,21 @@
 
 #include "base/err.h"
 #include "base/tensor.h"
+#include "formats/hf.h"
 
 typedef struct bn_init_spec {
     int dim, hidden, layers, heads, kv_heads, vocab, ctx;
     bool tied;
     bn_dtype dtype;   /* F32, F16 or BF16 */
     uint64_t seed;
+    bn_arch arch;     /* llama (0, the default), mistral, qwen2 (random q/k/v biases) or
+                       * qwen3 (q/k norm weights 1 + N(0, 0.1)) */
 } bn_init_spec;
 
 /* Named shapes: "tiny" (~1M), "25m" (35.7M), "tinyllama-1.1b". Returns -1 if unknown. */
 int bn_initmodel_shape(const char *name, bn_init_spec *spec);
+/* model_type name ("llama", "mistral", "qwen2", "qwen3") -> arch; -1 if unknown. */
+int bn_initmodel_arch(const char *name, bn_arch *arch);
 /* Number of parameters the spec produces. */
 uint64_t bn_initmodel_params(const bn_init_spec *spec);
 /* Tokens the generated tokenizer.json holds (the vocab must be at least this). */

@@ -63,6 +63,7 @@ typedef struct bn_llama_scratch {
     real *dres;                /* [N, D] gradient of the residual stream */
     real *dln;                 /* [N, D] gradient of a norm output */
     real *dq, *dk, *dv;        /* [N, H*hd], [N, KV*hd] x 2 */
+    real *dq_raw, *dk_raw;     /* [N, H*hd], [N, KV*hd] before the q/k norms (qk_norm only) */
     real *datty;               /* [N, H*hd] */
     real *dgate, *dup, *dffh;  /* [N, F] */
     real *dlnf;                /* [N, D] */
@@ -86,11 +87,11 @@ static dims dims_of(const bn_model_config *c)
     return d;
 }
 
-/* Sizes of the 15 parameter tensors in struct order. */
-static void param_sizes(const bn_model_config *c, size_t sz[15])
+/* Sizes of the 17 parameter tensors in struct order. */
+static void param_sizes(const bn_model_config *c, size_t sz[17])
 {
     dims d = dims_of(c);
-    size_t bias = c->attention_bias ? 1 : 0;
+    size_t bias = c->attention_bias ? 1 : 0, qkn = c->qk_norm ? 1 : 0;
     size_t i = 0;
     sz[i++] = d.V * d.D;               /* tok_emb */
     sz[i++] = d.L * d.D;               /* attn_norm */
@@ -100,6 +101,8 @@ static void param_sizes(const bn_model_config *c, size_t sz[15])
     sz[i++] = bias * d.L * d.QD;       /* bq */
     sz[i++] = bias * d.L * d.KVD;      /* bk */
     sz[i++] = bias * d.L * d.KVD;      /* bv */
+    sz[i++] = qkn * d.L * d.hd;        /* q_norm */
+    sz[i++] = qkn * d.L * d.hd;        /* k_norm */
     sz[i++] = d.L * d.D * d.QD;        /* wo */
     sz[i++] = d.L * d.D;               /* ffn_norm */
     sz[i++] = d.L * d.F * d.D;         /* w_gate */
@@ -111,13 +114,13 @@ static void param_sizes(const bn_model_config *c, size_t sz[15])
 
 static size_t params_point(const bn_model_config *c, real *mem, bn_llama_params *p)
 {
-    size_t sz[15];
+    size_t sz[17];
     param_sizes(c, sz);
-    real **ptr[15] = { &p->tok_emb, &p->attn_norm, &p->wq, &p->wk, &p->wv, &p->bq, &p->bk,
-                        &p->bv, &p->wo, &p->ffn_norm, &p->w_gate, &p->w_up, &p->w_down,
-                        &p->final_norm, &p->head };
+    real **ptr[17] = { &p->tok_emb, &p->attn_norm, &p->wq, &p->wk, &p->wv, &p->bq, &p->bk,
+                        &p->bv, &p->q_norm, &p->k_norm, &p->wo, &p->ffn_norm, &p->w_gate,
+                        &p->w_up, &p->w_down, &p->final_norm, &p->head };
     size_t off = 0;
-    for (int i = 0; i < 15; i++) {
+    for (int i = 0; i < 17; i++) {
         *ptr[i] = (sz[i] && mem) ? mem + off : NULL;
         off += sz[i];
     }
@@ -182,7 +185,7 @@ static const char *role_name(bn_role r)
 {
     static const char *const names[BN_ROLE_COUNT] = {
         "embed", "attn_norm", "wq", "wk", "wv", "wo", "bq", "bk", "bv", "ffn_norm", "w_gate",
-        "w_up", "w_down", "final_norm", "head", "other" };
+        "w_up", "w_down", "final_norm", "head", "q_norm", "k_norm", "other" };
     return (unsigned)r < BN_ROLE_COUNT ? names[r] : "?";
 }
 
@@ -206,6 +209,8 @@ real *bn_llama_tensor(const bn_llama *m, const bn_llama_params *p, bn_role role,
     case BN_ROLE_BQ: base = p->bq; r = d.QD; break;
     case BN_ROLE_BK: base = p->bk; r = d.KVD; break;
     case BN_ROLE_BV: base = p->bv; r = d.KVD; break;
+    case BN_ROLE_Q_NORM: base = p->q_norm; r = d.hd; break;
+    case BN_ROLE_K_NORM: base = p->k_norm; r = d.hd; break;
     case BN_ROLE_W_GATE: base = p->w_gate; r = d.F; c = d.D; break;
     case BN_ROLE_W_UP: base = p->w_up; r = d.F; c = d.D; break;
     case BN_ROLE_W_DOWN: base = p->w_down; r = d.D; c = d.F; break;
@@ -274,6 +279,8 @@ int bn_llama_new(const bn_model_config *cfg, uint64_t seed, bn_llama **out, bn_e
     dims d = dims_of(cfg);
     for (size_t i = 0; i < d.L * d.D; i++) m->params.attn_norm[i] = m->params.ffn_norm[i] = 1;
     for (size_t i = 0; i < d.D; i++) m->params.final_norm[i] = 1;
+    if (cfg->qk_norm)
+        for (size_t i = 0; i < d.L * d.hd; i++) m->params.q_norm[i] = m->params.k_norm[i] = 1;
     *out = m;
     return 0;
 }
@@ -285,16 +292,17 @@ static size_t acts_point(const bn_model_config *c, size_t B, size_t T, bool grad
                          real *mem, bn_llama_acts *a)
 {
     dims d = dims_of(c);
-    size_t N = B * T, att_layers = grads ? d.L : 1;
+    size_t N = B * T, att_layers = grads ? d.L : 1, qkn = c->qk_norm ? 1 : 0;
     size_t sz[] = { N * d.D, d.L * N * d.D, d.L * N, d.L * N * d.QD, d.L * N * d.KVD,
                     d.L * N * d.KVD, att_layers * B * d.H * T * T, d.L * N * d.QD,
                     d.L * N * d.D, d.L * N * d.D, d.L * N, d.L * N * d.F, d.L * N * d.F,
                     d.L * N * d.F, d.L * N * d.D, N * d.D, N, N * d.V, grads ? N * d.V : 0,
-                    N };
+                    N, qkn * d.L * N * d.QD, qkn * d.L * N * d.KVD, qkn * d.L * N * d.H,
+                    qkn * d.L * N * d.KV };
     real **ptr[] = { &a->encoded, &a->ln1, &a->ln1_rstd, &a->q, &a->k, &a->v, &a->att,
                       &a->atty, &a->res_att, &a->ln2, &a->ln2_rstd, &a->gate, &a->up,
                       &a->ffh, &a->res_ffn, &a->lnf, &a->lnf_rstd, &a->logits, &a->dlogits,
-                      &a->losses };
+                      &a->losses, &a->q_raw, &a->k_raw, &a->q_rstd, &a->k_rstd };
     size_t off = 0;
     for (size_t i = 0; i < sizeof sz / sizeof sz[0]; i++) {
         *ptr[i] = (mem && sz[i]) ? mem + off : NULL;
@@ -309,14 +317,14 @@ static size_t scratch_point(const bn_model_config *c, size_t B, size_t T, bool g
     dims d = dims_of(c);
     size_t N = B * T, wide = d.D > d.F ? d.D : d.F;
     if (d.QD > wide) wide = d.QD;
-    size_t g = grads ? 1 : 0;
+    size_t g = grads ? 1 : 0, gq = grads && c->qk_norm ? 1 : 0;
     size_t sz[] = { T * d.hd / 2, T * d.hd / 2, N * wide, g * N * d.D, g * N * d.D,
                     g * N * d.QD, g * N * d.KVD, g * N * d.KVD, g * N * d.QD, g * N * d.F,
                     g * N * d.F, g * N * d.F, g * N * d.D, g * (size_t)threads * T * T,
-                    (size_t)threads * d.V };
+                    (size_t)threads * d.V, gq * N * d.QD, gq * N * d.KVD };
     real **ptr[] = { &s->rope_cos, &s->rope_sin, &s->qbuf, &s->dres, &s->dln, &s->dq, &s->dk,
                      &s->dv, &s->datty, &s->dgate, &s->dup, &s->dffh, &s->dlnf, &s->datt,
-                     &s->cetmp };
+                     &s->cetmp, &s->dq_raw, &s->dk_raw };
     size_t off = 0;
     for (size_t i = 0; i < sizeof sz / sizeof sz[0]; i++) {
         *ptr[i] = (mem && sz[i]) ? mem + off : NULL;
@@ -326,16 +334,18 @@ static size_t scratch_point(const bn_model_config *c, size_t B, size_t T, bool g
     return off;
 }
 
-/* HF rotary tables: angle = pos * inv_freq(i), i < hd/2 (model/rope.h), in double. */
+/* HF rotary tables: angle = pos * inv_freq(i), i < hd/2, times the attention factor
+ * (model/rope.h), in double. */
 static void rope_tables(const bn_model_config *c, int T, real *cosb, real *sinb)
 {
     int half = c->head_dim / 2;
+    double mscale = bn_rope_attention_factor(c);
     for (int i = 0; i < half; i++) {
         double inv = bn_rope_inv_freq(c, i);
         for (int p = 0; p < T; p++) {
             double a = p * inv;
-            cosb[(size_t)p * half + i] = (real)cos(a);
-            sinb[(size_t)p * half + i] = (real)sin(a);
+            cosb[(size_t)p * half + i] = (real)(mscale * cos(a));
+            sinb[(size_t)p * half + i] = (real)(mscale * sin(a));
         }
     }
 }
@@ -849,14 +859,21 @@ static void forward_layers(bn_llama *m, const int32_t *tokens, int B, int T)
         real *k = a->k + l * N * d.KVD, *v = a->v + l * N * d.KVD;
         rmsnorm_forward(ln1, a->ln1_rstd + l * N, x, p->attn_norm + l * d.D, N, d.D, eps);
         const real *in = linear_input(m, ln1, N, d.D, BN_ROLE_WQ, (int)l);
+        /* qwen3: the projections land in q_raw/k_raw, each head RMS-normed into q/k */
+        real *qp = p->q_norm ? a->q_raw + l * N * d.QD : q;
+        real *kp = p->k_norm ? a->k_raw + l * N * d.KVD : k;
         mm_ctx qkv = { .x = in, .N = N, .C = d.D, .n = 3 };
         qkv.l[0] = (lin){ .W = p->wq + l * d.QD * d.D, .b = p->bq ? p->bq + l * d.QD : NULL,
-                          .out = q, .O = d.QD };
+                          .out = qp, .O = d.QD };
         qkv.l[1] = (lin){ .W = p->wk + l * d.KVD * d.D, .b = p->bk ? p->bk + l * d.KVD : NULL,
-                          .out = k, .O = d.KVD };
+                          .out = kp, .O = d.KVD };
         qkv.l[2] = (lin){ .W = p->wv + l * d.KVD * d.D, .b = p->bv ? p->bv + l * d.KVD : NULL,
                           .out = v, .O = d.KVD };
         matmul_forward(m->threads, &qkv);
+        if (p->q_norm) {
+            rmsnorm_forward(q, a->q_rstd + l * N * d.H, qp, p->q_norm + l * d.hd, N * d.H, d.hd, eps);
+            rmsnorm_forward(k, a->k_rstd + l * N * d.KV, kp, p->k_norm + l * d.hd, N * d.KV, d.hd, eps);
+        }
         rope_apply(q, s->rope_cos, s->rope_sin, B, T, d.H, d.hd, 1.0f);
         rope_apply(k, s->rope_cos, s->rope_sin, B, T, d.KV, d.hd, 1.0f);
         att_ctx ac = att_setup(m, l, B, T);
@@ -1019,12 +1036,23 @@ static void backward_layers(bn_llama *m)
         bn_parallel_for(th, (int)(B * d.KV), attention_backward_task, &ac);
         rope_apply(s->dq, s->rope_cos, s->rope_sin, B, T, d.H, d.hd, -1.0f);
         rope_apply(s->dk, s->rope_cos, s->rope_sin, B, T, d.KV, d.hd, -1.0f);
+        real *dqp = s->dq, *dkp = s->dk;
+        if (p->q_norm) { /* through the per-head q/k norms */
+            dqp = s->dq_raw;
+            dkp = s->dk_raw;
+            memset(dqp, 0, N * d.QD * sizeof(real));
+            memset(dkp, 0, N * d.KVD * sizeof(real));
+            rmsnorm_backward(dqp, g->q_norm + l * d.hd, s->dq, a->q_raw + l * N * d.QD,
+                             p->q_norm + l * d.hd, a->q_rstd + l * N * d.H, N * d.H, d.hd);
+            rmsnorm_backward(dkp, g->k_norm + l * d.hd, s->dk, a->k_raw + l * N * d.KVD,
+                             p->k_norm + l * d.hd, a->k_rstd + l * N * d.KV, N * d.KV, d.hd);
+        }
         mm_ctx qkv = { .x = a->ln1 + l * N * d.D, .dx = s->dln, .beta_dx = 0.0f, .N = N,
                        .C = d.D, .n = 3 };
-        qkv.l[0] = (lin){ .W = p->wq + l * d.QD * d.D, .dout = s->dq,
+        qkv.l[0] = (lin){ .W = p->wq + l * d.QD * d.D, .dout = dqp,
                           .dW = g->wq + l * d.QD * d.D, .db = g->bq ? g->bq + l * d.QD : NULL,
                           .O = d.QD };
-        qkv.l[1] = (lin){ .W = p->wk + l * d.KVD * d.D, .dout = s->dk,
+        qkv.l[1] = (lin){ .W = p->wk + l * d.KVD * d.D, .dout = dkp,
                           .dW = g->wk + l * d.KVD * d.D,
                           .db = g->bk ? g->bk + l * d.KVD : NULL, .O = d.KVD };
         qkv.l[2] = (lin){ .W = p->wv + l * d.KVD * d.D, .dout = s->dv,

@@ -9,6 +9,7 @@
  *
  * Conventions (HF LlamaForCausalLM, also mistral/qwen2):
  *   h = emb[tok];  per layer: h += Wo attn(rope(Wq n1 + bq), rope(Wk n1 + bk), Wv n1 + bv)
+ *   (qwen3: rope(qn(Wq n1)), rope(kn(Wk n1)), qn/kn an RMSNorm over each head's hd values)
  *   with n1 = rmsnorm(h) * attn_norm;  h += Wdown (silu(Wg n2) * (Wu n2)), n2 = rmsnorm(h)
  *   * ffn_norm;  logits = head rmsnorm(h) * final_norm.  RoPE is HF's rotate_half: head
  *   dims (i, i + hd/2) form a pair rotated by angle pos * theta^(-2i/hd). GQA: query head
@@ -44,7 +45,8 @@ typedef float bn_llama_float;
 #endif
 
 /* Named views into one flat FP32 buffer. L layers, D dim, H heads, KV kv heads, hd head
- * dim, F hidden (intermediate) dim, V vocab. Biases are NULL unless cfg.attention_bias.
+ * dim, F hidden (intermediate) dim, V vocab. Biases are NULL unless cfg.attention_bias,
+ * q/k norms unless cfg.qk_norm.
  * head == tok_emb when cfg.tied_embeddings (one tensor; its gradient is the sum). */
 typedef struct bn_llama_params {
     bn_llama_float *tok_emb;    /* [V, D] */
@@ -55,6 +57,8 @@ typedef struct bn_llama_params {
     bn_llama_float *bq;         /* [L, H*hd] or NULL */
     bn_llama_float *bk;         /* [L, KV*hd] or NULL */
     bn_llama_float *bv;         /* [L, KV*hd] or NULL */
+    bn_llama_float *q_norm;     /* [L, hd] or NULL (cfg.qk_norm) */
+    bn_llama_float *k_norm;     /* [L, hd] or NULL */
     bn_llama_float *wo;         /* [L, D, H*hd] */
     bn_llama_float *ffn_norm;   /* [L, D] */
     bn_llama_float *w_gate;     /* [L, F, D] */
@@ -73,6 +77,10 @@ typedef struct bn_llama_acts {
     bn_llama_float *q;         /* [L, N, H*hd] after bias and RoPE */
     bn_llama_float *k;         /* [L, N, KV*hd] after bias and RoPE */
     bn_llama_float *v;         /* [L, N, KV*hd] */
+    bn_llama_float *q_raw;     /* [L, N, H*hd] before the q norm (NULL without cfg.qk_norm) */
+    bn_llama_float *k_raw;     /* [L, N, KV*hd] before the k norm */
+    bn_llama_float *q_rstd;    /* [L, N*H] */
+    bn_llama_float *k_rstd;    /* [L, N*KV] */
     bn_llama_float *att;       /* [L, B, H, T, T] softmax probabilities; only j <= t
                                 * (and zeros to the end of t's 64-block) are valid */
     bn_llama_float *atty;      /* [L, N, H*hd] attention output (input of wo) */

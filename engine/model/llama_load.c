@@ -28,7 +28,7 @@ int bn_llama_load(const bn_hf_model *hf, bn_llama **out, bn_err *err)
     if (rc) return rc;
     static const bn_role roles[] = { BN_ROLE_EMBED, BN_ROLE_ATTN_NORM, BN_ROLE_WQ, BN_ROLE_WK,
                                      BN_ROLE_WV, BN_ROLE_BQ, BN_ROLE_BK, BN_ROLE_BV,
-                                     BN_ROLE_WO, BN_ROLE_FFN_NORM, BN_ROLE_W_GATE,
+                                     BN_ROLE_Q_NORM, BN_ROLE_K_NORM, BN_ROLE_WO, BN_ROLE_FFN_NORM, BN_ROLE_W_GATE,
                                      BN_ROLE_W_UP, BN_ROLE_W_DOWN, BN_ROLE_FINAL_NORM,
                                      BN_ROLE_HEAD };
     for (size_t i = 0; i < sizeof roles / sizeof roles[0]; i++) {

@@ -44,6 +44,7 @@ struct bn_tk_llama {
     float *kc, *vc;              /* [L, max_ctx, KV*hd] */
     /* per token of a chunk [batch, .]: x, n, o [D], qkv [QD+2KVD], att [QD], gu [2F], h [F] */
     float *x, *n, *qkv, *att, *o, *gu, *h, *scores, *inv_freq;
+    float rope_mscale; /* cos and sin times this (yarn's attention factor, else 1) */
     bn_tk_act a_dim, a_qd, a_ff; /* quantized inputs of width D, H*hd, F, batch tokens */
     bn_tk_pool *pool;            /* threads - 1 helpers for the projections, kept for
                                     the model's lifetime (one GEMV is too short to
@@ -164,6 +165,7 @@ int bn_tk_llama_load(const bn_hf_model *hf, int max_ctx, int threads, bn_tk_llam
         rc = bn_err_set(err, BN_ENOMEM, "ternary model: out of memory (context %d)", max_ctx);
     for (int i = 0; !rc && i < hd / 2; i++)
         m->inv_freq[i] = (float)bn_rope_inv_freq(c, i);
+    m->rope_mscale = (float)bn_rope_attention_factor(c);
     for (int p = 0; !rc && p < G_COUNT; p++) {
         m->w[p] = calloc((size_t)c->n_layers, sizeof(bn_tk_matrix));
         if (!m->w[p]) rc = bn_err_set(err, BN_ENOMEM, "ternary model: out of memory");
@@ -210,13 +212,14 @@ static void rmsnorm(float *out, const float *x, const float *w, int n, float eps
     for (int i = 0; i < n; i++) out[i] = x[i] * r * w[i];
 }
 
-/* HF rotate_half: (v_i, v_{i+hd/2}) rotated by pos * inv_freq[i], for each head */
-static void rope(float *v, int n_heads, int hd, int pos, const float *inv_freq)
+/* HF rotate_half: (v_i, v_{i+hd/2}) rotated by pos * inv_freq[i] and scaled by mscale,
+ * for each head */
+static void rope(float *v, int n_heads, int hd, int pos, const float *inv_freq, float mscale)
 {
     for (int h = 0; h < n_heads; h++) {
         float *vh = v + h * hd;
         for (int i = 0; i < hd / 2; i++) {
-            float a = (float)pos * inv_freq[i], cs = cosf(a), sn = sinf(a);
+            float a = (float)pos * inv_freq[i], cs = mscale * cosf(a), sn = mscale * sinf(a);
             float x0 = vh[i], x1 = vh[i + hd / 2];
             vh[i] = x0 * cs - x1 * sn;
             vh[i + hd / 2] = x1 * cs + x0 * sn;
@@ -300,8 +303,12 @@ static void forward(bn_tk_llama *m, const int32_t *tokens, int n, int pos0, floa
             add_bias(q, P->bq ? P->bq + (size_t)l * QD : NULL, QD);
             add_bias(k, P->bk ? P->bk + (size_t)l * KVD : NULL, KVD);
             add_bias(v, P->bv ? P->bv + (size_t)l * KVD : NULL, KVD);
-            rope(q, c->n_heads, hd, pos, m->inv_freq);
-            rope(k, c->n_kv_heads, hd, pos, m->inv_freq);
+            for (int h = 0; P->q_norm && h < c->n_heads; h++) /* qwen3: RMSNorm per q/k head */
+                rmsnorm(q + h * hd, q + h * hd, P->q_norm + (size_t)l * hd, hd, c->rms_norm_eps);
+            for (int h = 0; P->k_norm && h < c->n_kv_heads; h++)
+                rmsnorm(k + h * hd, k + h * hd, P->k_norm + (size_t)l * hd, hd, c->rms_norm_eps);
+            rope(q, c->n_heads, hd, pos, m->inv_freq, m->rope_mscale);
+            rope(k, c->n_kv_heads, hd, pos, m->inv_freq, m->rope_mscale);
             size_t at = ((size_t)l * m->max_ctx + pos) * KVD;
             memcpy(m->kc + at, k, sizeof(float) * KVD);
             memcpy(m->vc + at, v, sizeof(float) * KVD);

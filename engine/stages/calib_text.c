@@ -7,6 +7,9 @@
  */
 #include "stages/calib_text.h"
 
+#include "base/fsutil.h"
+#include "base/rng.h"
+
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
@@ -156,39 +159,18 @@ static bool ends_with(const char *s, const char *suf)
 
 int bn_calib_read_file(bn_calib_docs *d, const char *path, bn_err *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) return bn_err_set(err, bn_err_from_errno(errno), "%s: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return bn_err_set(err, BN_EINVAL, "%s: not a regular file", path);
-    }
-    size_t len = (size_t)st.st_size;
-    if (len > BN_CALIB_MAX_BYTES) len = BN_CALIB_MAX_BYTES; /* bounded read */
-    char *buf = malloc(len + 1);
-    if (!buf) {
-        close(fd);
-        return bn_err_set(err, BN_ENOMEM, "%s: out of memory (%zu bytes)", path, len);
-    }
-    size_t got = 0;
-    while (got < len) {
-        ssize_t r = read(fd, buf + got, len - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        got += (size_t)r;
-    }
-    close(fd);
-    if (got < (size_t)st.st_size && got < len) {
-        free(buf);
-        return bn_err_set(err, BN_EIO, "%s: short read", path);
-    }
+    char *buf;
+    size_t got;
+    uint64_t size;
+    int rc = bn_fs_read_head(path, BN_CALIB_MAX_BYTES, &buf, &got, &size, err); /* bounded read */
+    if (rc) return rc;
     /* a bounded read may cut a UTF-8 sequence or a line: trim to the last newline */
-    if ((size_t)st.st_size > len) {
+    if (size > got) {
         while (got && buf[got - 1] != '\n') got--;
     }
     buf[got] = 0;
-    int rc = ends_with(path, ".jsonl") ? bn_calib_parse_jsonl(d, buf, got, path, err)
-                                       : bn_calib_parse_text(d, buf, got, path, err);
+    rc = ends_with(path, ".jsonl") ? bn_calib_parse_jsonl(d, buf, got, path, err)
+                                   : bn_calib_parse_text(d, buf, got, path, err);
     free(buf);
     return rc;
 }
@@ -208,14 +190,6 @@ int bn_calib_synthetic(bn_calib_docs *d, int n, bn_err *err)
         if (rc) return rc;
     }
     return BN_OK;
-}
-
-static uint64_t splitmix(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
 }
 
 static int cmp_int(const void *a, const void *b)
@@ -256,11 +230,7 @@ int bn_calib_split(int n, double eval_fraction, double select_fraction, uint64_t
         return bn_err_set(err, BN_ENOMEM, "calibration split: out of memory");
     }
     for (int i = 0; i < n; i++) perm[i] = i;
-    uint64_t s = seed ^ 0x63616c6962ull;
-    for (int i = n - 1; i > 0; i--) {
-        int j = (int)(splitmix(&s) % (uint64_t)(i + 1));
-        int t = perm[i]; perm[i] = perm[j]; perm[j] = t;
-    }
+    bn_rng_shuffle(perm, n, seed ^ 0x63616c6962ull);
     memcpy(ev, perm, (size_t)ne * sizeof *ev);
     memcpy(sl, perm + ne, (size_t)ns * sizeof *sl);
     memcpy(tr, perm + ne + ns, (size_t)nt * sizeof *tr);

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "stages/job_models.h"
+#include "base/vecmath.h"
 #include "stages/kernel_speedup.h"
 
 #define EVAL_MAX_ACCURACY_DROP 0.10
@@ -27,14 +28,6 @@ typedef struct agree_result {
     uint64_t positions, agree;
     double max_diff;
 } agree_result;
-
-static int argmax(const float *v, int n)
-{
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (v[i] > v[b]) b = i;
-    return b;
-}
 
 /* Top-1 agreement of models a and b over the eval windows. */
 static int agreement(bn_job_ctx *ctx, bn_llama *a, bn_llama *b, const bn_eval_tokens *t, int T,
@@ -58,7 +51,7 @@ static int agreement(bn_job_ctx *ctx, bn_llama *a, bn_llama *b, const bn_eval_to
         const float *lb = bn_llama_logits(b);
         for (int p = 0; p < T; p++) {
             const float *x = la + (size_t)p * V, *y = lb + (size_t)p * V;
-            r->agree += argmax(x, V) == argmax(y, V);
+            r->agree += bn_vargmax(x, V) == bn_vargmax(y, V);
             r->positions++;
             for (int j = 0; j < V; j++) {
                 double d = fabs((double)x[j] - y[j]);
@@ -103,6 +96,7 @@ static int gradient_flow(bn_job_ctx *ctx, bn_llama *m, const bn_eval_tokens *t, 
     const bn_model_config *c = &m->cfg;
     static const bn_role layer_roles[] = {BN_ROLE_ATTN_NORM, BN_ROLE_WQ, BN_ROLE_WK, BN_ROLE_WV,
                                           BN_ROLE_WO, BN_ROLE_BQ, BN_ROLE_BK, BN_ROLE_BV,
+                                          BN_ROLE_Q_NORM, BN_ROLE_K_NORM,
                                           BN_ROLE_FFN_NORM, BN_ROLE_W_GATE, BN_ROLE_W_UP,
                                           BN_ROLE_W_DOWN};
     int checked = 0;

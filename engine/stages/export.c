@@ -107,15 +107,24 @@ static bool cancelled_at(bn_job_ctx *ctx, double frac, const char *name, bn_err 
     return true;
 }
 
+/* A safetensors writer for path with the metadata every model file of ours carries
+ * ("format": "pt") and one entry (key: value) saying what the file holds. */
+static int model_writer(const char *path, const char *key, const char *value, bn_st_writer **w, bn_err *err)
+{
+    int rc = bn_st_writer_new(path, w, err);
+    if (rc) return rc;
+    bn_st_writer_metadata(*w, "format", "pt");
+    bn_st_writer_metadata(*w, key, value);
+    return BN_OK;
+}
+
 static int write_fp16_model(bn_job_ctx *ctx, const char *path, char sha[65], bn_err *err)
 {
     const bn_st_set *set = ctx->model->weights;
     size_t n = bn_st_set_count(set);
     bn_st_writer *w;
-    int rc = bn_st_writer_new(path, &w, err);
+    int rc = model_writer(path, "bitnetd", "dequantized BitNet b1.58 (FP16 scale x ternary code)", &w, err);
     if (rc) return rc;
-    bn_st_writer_metadata(w, "format", "pt");
-    bn_st_writer_metadata(w, "bitnetd", "dequantized BitNet b1.58 (FP16 scale x ternary code)");
     for (size_t i = 0; !rc && i < n; i++) {
         const bn_st_tensor *t = bn_st_set_at(set, i);
         rc = bn_st_writer_declare(w, t->name, bn_dtype_is_float(t->dtype) ? BN_DTYPE_F16 : t->dtype, t->ndim, t->shape, err);
@@ -147,11 +156,10 @@ static int write_quantized_model(bn_job_ctx *ctx, const char *path, char sha[65]
     const bn_st_set *set = ctx->model->weights;
     size_t n = bn_st_set_count(set);
     bn_st_writer *w;
-    int rc = bn_st_writer_new(path, &w, err);
+    int rc = model_writer(path, "bitnetd.packing",
+                          "hf-bitnet-2bit: uint8 [ceil(out/4), in], bits 2i..2i+1 of [r, c] = "
+                          "code(W[i*ceil(out/4) + r, c]) + 1", &w, err);
     if (rc) return rc;
-    bn_st_writer_metadata(w, "format", "pt");
-    bn_st_writer_metadata(w, "bitnetd.packing", "hf-bitnet-2bit: uint8 [ceil(out/4), in], bits 2i..2i+1 of [r, c] = "
-                                                "code(W[i*ceil(out/4) + r, c]) + 1");
     char sname[512];
     for (size_t i = 0; !rc && i < n; i++) {
         const bn_st_tensor *t = bn_st_set_at(set, i);
@@ -224,6 +232,10 @@ static int write_config(bn_job_ctx *ctx, const char *dst, bool quantized, bn_err
     }
     cJSON_DeleteItemFromObjectCaseSensitive(c, "torch_dtype");
     cJSON_AddStringToObject(c, "torch_dtype", "float16");
+    if (cJSON_GetObjectItemCaseSensitive(c, "dtype")) { /* transformers 5.x's name for it */
+        cJSON_DeleteItemFromObjectCaseSensitive(c, "dtype");
+        cJSON_AddStringToObject(c, "dtype", "float16");
+    }
     cJSON_DeleteItemFromObjectCaseSensitive(c, "quantization_config");
     if (quantized) {
         cJSON *q = cJSON_AddObjectToObject(c, "quantization_config");

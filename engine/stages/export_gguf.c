@@ -30,9 +30,15 @@ int bn_stage_export_gguf(bn_job_ctx *ctx, const char *out_dir, bn_err *err)
     if (o->export.gguf_tq2_0) types[n++] = BN_GGUF_TQ2_0;
     if (o->export.gguf_tq1_0) types[n++] = BN_GGUF_TQ1_0;
     const bn_model_config *c = &ctx->model->cfg;
-    if (n > 0 && c->rope_type == BN_ROPE_LLAMA3 && c->arch == BN_ARCH_QWEN2) {
-        bn_job_event(ctx, "warn", "gguf: not written: llama.cpp's qwen2 architecture has no rope_freqs for llama3 "
-                                  "rope scaling, so it would run a different model");
+    if (n > 0 && c->rope_type == BN_ROPE_LLAMA3 && (c->arch == BN_ARCH_QWEN2 || c->arch == BN_ARCH_QWEN3)) {
+        bn_job_event(ctx, "warn", "gguf: not written: llama.cpp's qwen2/qwen3 architectures have no rope_freqs for "
+                                  "llama3 rope scaling, so they would run a different model");
+        return BN_OK;
+    }
+    if (n > 0 && c->rope_type == BN_ROPE_YARN && !bn_gguf_yarn_default(c)) {
+        bn_job_event(ctx, "warn", "gguf: not written: llama.cpp runs yarn with transformers' default beta_fast, "
+                                  "beta_slow, attention_factor and truncate only; this model sets others, so it "
+                                  "would run a different model");
         return BN_OK;
     }
     if (n > 0 && !o->export.gguf_explicit && !any_ternary_fits(ctx)) {

@@ -15,10 +15,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "stages/job_models.h"
+#include "base/clock.h"
 #include "base/fsutil.h"
+#include "base/rng.h"
 #include "model/optim.h"
 #include "quant/quant.h"
 
@@ -77,34 +78,15 @@ typedef struct ft_run {
     int64_t steps_this_run;
 } ft_run;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static double elapsed(const ft_run *r) { return r->elapsed + (now_s() - r->t0); }
-
-static uint64_t splitmix(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
+static double elapsed(const ft_run *r) { return r->elapsed + (bn_clock_mono_s() - r->t0); }
 
 static uint64_t ft_seed(const ft_run *r) { return r->o->fine_tune.seed ? r->o->fine_tune.seed : r->o->seed; }
 
 /* The epoch's order of sequences: a permutation seeded by (seed, epoch). */
 static void make_perm(ft_run *r, int epoch)
 {
-    uint64_t s = ft_seed(r) * 0x2545F4914F6CDD1Dull + (uint64_t)epoch;
     for (int i = 0; i < r->n_chunks; i++) r->perm[i] = i;
-    for (int i = r->n_chunks - 1; i > 0; i--) {
-        int j = (int)(splitmix(&s) % (uint64_t)(i + 1));
-        int x = r->perm[i]; r->perm[i] = r->perm[j]; r->perm[j] = x;
-    }
+    bn_rng_shuffle(r->perm, r->n_chunks, ft_seed(r) * 0x2545F4914F6CDD1Dull + (uint64_t)epoch);
     r->perm_epoch = epoch;
 }
 
@@ -144,7 +126,8 @@ static int collect_tensors(ft_run *r, bn_err *err)
 {
     const bn_model_config *c = &r->m->cfg;
     static const bn_role lr[] = {BN_ROLE_ATTN_NORM, BN_ROLE_WQ, BN_ROLE_WK, BN_ROLE_WV,
-                                 BN_ROLE_BQ, BN_ROLE_BK, BN_ROLE_BV, BN_ROLE_WO,
+                                 BN_ROLE_BQ, BN_ROLE_BK, BN_ROLE_BV, BN_ROLE_Q_NORM,
+                                 BN_ROLE_K_NORM, BN_ROLE_WO,
                                  BN_ROLE_FFN_NORM, BN_ROLE_W_GATE, BN_ROLE_W_UP, BN_ROLE_W_DOWN};
     int nl = (int)(sizeof lr / sizeof lr[0]);
     r->t = calloc((size_t)(3 + nl * c->n_layers), sizeof *r->t);
@@ -747,7 +730,7 @@ static void fit_total_to_time(ft_run *r)
     bool regular = r->by_budget && n > 40 && n % 25 == 0;
     if (budget <= 0 || !(pow2 || regular)) return;
     if (r->step >= r->step_limit) return;
-    double per = (now_s() - r->t0) / (double)n;
+    double per = (bn_clock_mono_s() - r->t0) / (double)n;
     double left = budget - elapsed(r);
     /* keep room for the evaluations still to come (one per epoch and a final one) */
     int64_t want = r->step + (int64_t)(left * 0.95 / per);
@@ -925,7 +908,7 @@ int bn_stage_finetune(bn_job_ctx *ctx, bn_err *err)
     if (!rc) rc = build_optimizer(&r, err);
     bool resumed = false;
     if (!rc) rc = load_checkpoint(&r, &resumed, err);
-    r.t0 = now_s();
+    r.t0 = bn_clock_mono_s();
     if (!rc && resumed) {
         bn_job_event(ctx, "info", "fine-tune resumed from its checkpoint at step %lld (epoch %d)",
                      (long long)r.step, r.epoch);

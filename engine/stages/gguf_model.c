@@ -9,6 +9,7 @@
 #include "stages/gguf_model.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,7 @@ const char *bn_gguf_tensor_name(bn_role role, int layer, char *buf, size_t len)
         [BN_ROLE_BK] = "attn_k.bias",             [BN_ROLE_BV] = "attn_v.bias",
         [BN_ROLE_FFN_NORM] = "ffn_norm.weight",   [BN_ROLE_W_GATE] = "ffn_gate.weight",
         [BN_ROLE_W_UP] = "ffn_up.weight",         [BN_ROLE_W_DOWN] = "ffn_down.weight",
+        [BN_ROLE_Q_NORM] = "attn_q_norm.weight",  [BN_ROLE_K_NORM] = "attn_k_norm.weight",
     };
     switch (role) {
     case BN_ROLE_EMBED: snprintf(buf, len, "token_embd.weight"); return buf;
@@ -43,6 +45,12 @@ const char *bn_gguf_tensor_name(bn_role role, int layer, char *buf, size_t len)
         snprintf(buf, len, "blk.%d.%s", layer, blk[role]);
         return buf;
     }
+}
+
+bool bn_gguf_yarn_default(const bn_model_config *c)
+{
+    return c->rope_factor > 1 && c->rope_truncate && c->rope_beta_fast == 32 && c->rope_beta_slow == 1 &&
+           fabs(c->rope_attn_factor - (0.1 * log(c->rope_factor) + 1.0)) < 1e-6;
 }
 
 int64_t bn_gguf_qk_source_row(int64_t r, int head_dim)
@@ -108,7 +116,8 @@ static const bn_ptensor *find_p(const bn_ptensor *pt, size_t n, const char *hf_n
 static int choose_type(exporter *x, plan *p, bn_err *err)
 {
     char why[160];
-    if (p->rows == 1 || p->role == BN_ROLE_BQ || p->role == BN_ROLE_BK || p->role == BN_ROLE_BV) {
+    if (p->rows == 1 || p->role == BN_ROLE_BQ || p->role == BN_ROLE_BK || p->role == BN_ROLE_BV ||
+        p->role == BN_ROLE_Q_NORM || p->role == BN_ROLE_K_NORM) {
         p->type = BN_GGUF_F32; /* norms and biases */
         return BN_OK;
     }
@@ -209,6 +218,14 @@ static int write_hparams(bn_gguf_writer *w, const exporter *x, const char *arch)
     if (c->rope_type == BN_ROPE_LINEAR) {
         rc |= bn_gguf_kv_str(w, KEY("rope.scaling.type"), "linear");
         rc |= bn_gguf_kv_f32(w, KEY("rope.scaling.factor"), c->rope_factor);
+    }
+    if (c->rope_type == BN_ROPE_YARN) {
+        /* llama.cpp computes yarn's ramp itself (floor/ceil of the correction range, as
+         * truncate: true, betas 32/1) and multiplies cos/sin by 1 + 0.1 ln(factor):
+         * transformers' defaults, the only yarn written (bn_gguf_yarn_default) */
+        rc |= bn_gguf_kv_str(w, KEY("rope.scaling.type"), "yarn");
+        rc |= bn_gguf_kv_f32(w, KEY("rope.scaling.factor"), c->rope_factor);
+        rc |= bn_gguf_kv_u32(w, KEY("rope.scaling.original_context_length"), (uint32_t)c->rope_orig_ctx);
     }
     rc |= bn_gguf_kv_u32(w, KEY("vocab_size"), (uint32_t)c->vocab_size);
 #undef KEY
@@ -340,11 +357,18 @@ int bn_gguf_export(const bn_hf_model *m, const bn_qtensor *qt, size_t n_qt, cons
         return bn_err_set(err, BN_EINVAL, "gguf export: type must be tq2_0 or tq1_0");
     if (embedding_dtype && strcmp(embedding_dtype, "f16") != 0 && strcmp(embedding_dtype, "q8_0") != 0)
         return bn_err_set(err, BN_EINVAL, "config.export.embedding_dtype: \"%s\" is not f16 or q8_0", embedding_dtype);
-    const char *arch = m->cfg.arch == BN_ARCH_QWEN2 ? "qwen2" : "llama";
-    if (m->cfg.rope_type == BN_ROPE_LLAMA3 && m->cfg.arch == BN_ARCH_QWEN2)
-        return bn_err_set(err, BN_EUNSUPPORTED, "gguf export: llama.cpp's qwen2 reads no rope_freqs for llama3 "
-                                                "rope scaling");
-    exporter x = {.m = m, .llama_arch = m->cfg.arch != BN_ARCH_QWEN2, .type = type,
+    /* llama.cpp's names; mistral runs as llama. qwen2/qwen3 rotate halves (NEOX) as HF
+     * does, llama rotates pairs, hence its Q/K rows are permuted. */
+    const char *arch = m->cfg.arch == BN_ARCH_QWEN2 ? "qwen2" : m->cfg.arch == BN_ARCH_QWEN3 ? "qwen3" : "llama";
+    bool llama_arch = m->cfg.arch == BN_ARCH_LLAMA || m->cfg.arch == BN_ARCH_MISTRAL;
+    if (m->cfg.rope_type == BN_ROPE_LLAMA3 && !llama_arch)
+        return bn_err_set(err, BN_EUNSUPPORTED, "gguf export: llama.cpp's %s reads no rope_freqs for llama3 "
+                                                "rope scaling", arch);
+    if (m->cfg.rope_type == BN_ROPE_YARN && !bn_gguf_yarn_default(&m->cfg))
+        return bn_err_set(err, BN_EUNSUPPORTED, "gguf export: yarn with other than transformers' default "
+                                                "beta_fast/beta_slow/attention_factor/truncate is not written "
+                                                "(llama.cpp computed a different model from those keys)");
+    exporter x = {.m = m, .llama_arch = llama_arch, .type = type,
                   .emb_q8 = embedding_dtype && strcmp(embedding_dtype, "q8_0") == 0};
     x.rep.type = type;
     bn_gguf_writer *w = NULL;

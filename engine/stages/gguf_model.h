@@ -63,6 +63,10 @@ struct cJSON *bn_gguf_report_json(const bn_gguf_report *r, const char *file);
 /* HF role/layer -> GGUF tensor name ("blk.3.attn_q.weight"); NULL for roles GGUF has
  * no name for. */
 const char *bn_gguf_tensor_name(bn_role role, int layer, char *buf, size_t len);
+/* True when a yarn config uses transformers' defaults for everything but factor and
+ * original context (beta_fast 32, beta_slow 1, attention factor 0.1 ln(factor) + 1,
+ * truncate): the yarn llama.cpp computes from a GGUF. Other yarn models get no GGUF. */
+bool bn_gguf_yarn_default(const bn_model_config *c);
 /* Row r of the llama.cpp layout of Q/K takes HF row bn_gguf_qk_source_row(r, ...). */
 int64_t bn_gguf_qk_source_row(int64_t r, int head_dim);
 

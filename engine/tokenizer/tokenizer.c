@@ -377,6 +377,7 @@ typedef struct loader {
     bn_tok *tok;
     const char *name;
     bn_err *err;
+    int32_t post_bos, post_eos; /* what the post-processor's template adds (-1: nothing) */
 } loader;
 
 static int lerr(loader *L, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -740,26 +741,42 @@ static int parse_pattern(loader *L, const cJSON *pat, const char *where, OnigReg
     return lerr(L, BN_EFORMAT, "%s.pattern: expected {\"String\": ...} or {\"Regex\": ...}", where);
 }
 
-static int add_norm(loader *L, const cJSON *n, const char *where)
+/* The "type" of the component n (normalizer, pre-tokenizer, decoder, post-processor) at
+ * where: *ty stays NULL for an absent (null) component. */
+static int component_type(loader *L, const cJSON *n, const char *where, const char **ty)
 {
-    bn_tok *t = L->tok;
+    *ty = NULL;
     if (!n || cJSON_IsNull(n)) return 0;
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(n, "type");
     if (!cJSON_IsObject(n) || !cJSON_IsString(type))
         return lerr(L, BN_EFORMAT, "%s: expected an object with a \"type\"", where);
-    const char *ty = type->valuestring;
-    if (strcmp(ty, "Sequence") == 0) {
-        const cJSON *list = cJSON_GetObjectItemCaseSensitive(n, "normalizers");
-        if (!cJSON_IsArray(list)) return lerr(L, BN_EFORMAT, "%s.normalizers: expected an array", where);
-        size_t k = 0;
-        for (const cJSON *e = list->child; e; e = e->next, k++) {
-            char w[160];
-            snprintf(w, sizeof w, "%s.normalizers[%zu]", where, k);
-            int rc = add_norm(L, e, w);
-            if (rc) return rc;
-        }
-        return 0;
+    *ty = type->valuestring;
+    return 0;
+}
+
+/* A "Sequence" component: add() on each element of its array n[key], named where.key[k]. */
+static int each_in_sequence(loader *L, const cJSON *n, const char *key, const char *where,
+                            int (*add)(loader *, const cJSON *, const char *))
+{
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(n, key);
+    if (!cJSON_IsArray(list)) return lerr(L, BN_EFORMAT, "%s.%s: expected an array", where, key);
+    size_t k = 0;
+    for (const cJSON *e = list->child; e; e = e->next, k++) {
+        char w[160];
+        snprintf(w, sizeof w, "%s.%s[%zu]", where, key, k);
+        int rc = add(L, e, w);
+        if (rc) return rc;
     }
+    return 0;
+}
+
+static int add_norm(loader *L, const cJSON *n, const char *where)
+{
+    bn_tok *t = L->tok;
+    const char *ty;
+    int rc0 = component_type(L, n, where, &ty);
+    if (rc0 || !ty) return rc0;
+    if (strcmp(ty, "Sequence") == 0) return each_in_sequence(L, n, "normalizers", where, add_norm);
     norm_step *ns = realloc(t->norm, (t->n_norm + 1) * sizeof *ns);
     if (!ns) return lerr(L, BN_ENOMEM, "out of memory");
     t->norm = ns;
@@ -806,23 +823,10 @@ static const char QWEN2_PATTERN[] =
 static int add_pre(loader *L, const cJSON *n, const char *where)
 {
     bn_tok *t = L->tok;
-    if (!n || cJSON_IsNull(n)) return 0;
-    const cJSON *type = cJSON_GetObjectItemCaseSensitive(n, "type");
-    if (!cJSON_IsObject(n) || !cJSON_IsString(type))
-        return lerr(L, BN_EFORMAT, "%s: expected an object with a \"type\"", where);
-    const char *ty = type->valuestring;
-    if (strcmp(ty, "Sequence") == 0) {
-        const cJSON *list = cJSON_GetObjectItemCaseSensitive(n, "pretokenizers");
-        if (!cJSON_IsArray(list)) return lerr(L, BN_EFORMAT, "%s.pretokenizers: expected an array", where);
-        size_t k = 0;
-        for (const cJSON *e = list->child; e; e = e->next, k++) {
-            char w[160];
-            snprintf(w, sizeof w, "%s.pretokenizers[%zu]", where, k);
-            int rc = add_pre(L, e, w);
-            if (rc) return rc;
-        }
-        return 0;
-    }
+    const char *ty;
+    int rc0 = component_type(L, n, where, &ty);
+    if (rc0 || !ty) return rc0;
+    if (strcmp(ty, "Sequence") == 0) return each_in_sequence(L, n, "pretokenizers", where, add_pre);
     if (t->n_pre && t->pre[t->n_pre - 1].type == PRE_BYTELEVEL)
         return lerr(L, BN_EUNSUPPORTED, "%s: a pre-tokenizer after ByteLevel is not supported", where);
     pre_step *ps = realloc(t->pre, (t->n_pre + 1) * sizeof *ps);
@@ -889,24 +893,11 @@ static int add_pre(loader *L, const cJSON *n, const char *where)
 static int add_dec(loader *L, const cJSON *n, const char *where)
 {
     bn_tok *t = L->tok;
-    if (!n || cJSON_IsNull(n)) return 0;
-    const cJSON *type = cJSON_GetObjectItemCaseSensitive(n, "type");
-    if (!cJSON_IsObject(n) || !cJSON_IsString(type))
-        return lerr(L, BN_EFORMAT, "%s: expected an object with a \"type\"", where);
-    const char *ty = type->valuestring;
+    const char *ty;
+    int rc0 = component_type(L, n, where, &ty);
+    if (rc0 || !ty) return rc0;
     t->has_decoder = 1;
-    if (strcmp(ty, "Sequence") == 0) {
-        const cJSON *list = cJSON_GetObjectItemCaseSensitive(n, "decoders");
-        if (!cJSON_IsArray(list)) return lerr(L, BN_EFORMAT, "%s.decoders: expected an array", where);
-        size_t k = 0;
-        for (const cJSON *e = list->child; e; e = e->next, k++) {
-            char w[160];
-            snprintf(w, sizeof w, "%s.decoders[%zu]", where, k);
-            int rc = add_dec(L, e, w);
-            if (rc) return rc;
-        }
-        return 0;
-    }
+    if (strcmp(ty, "Sequence") == 0) return each_in_sequence(L, n, "decoders", where, add_dec);
     dec_step *ds = realloc(t->dec, (t->n_dec + 1) * sizeof *ds);
     if (!ds) return lerr(L, BN_ENOMEM, "out of memory");
     t->dec = ds;
@@ -960,25 +951,12 @@ static int add_dec(loader *L, const cJSON *n, const char *where)
 
 /* Finds the special token ids that the TemplateProcessing "single" template puts
  * before and after the sequence. */
-static int load_post(loader *L, const cJSON *p, const char *where, int32_t *bos, int32_t *eos)
+static int load_post(loader *L, const cJSON *p, const char *where)
 {
-    if (!p || cJSON_IsNull(p)) return 0;
-    const cJSON *type = cJSON_GetObjectItemCaseSensitive(p, "type");
-    if (!cJSON_IsObject(p) || !cJSON_IsString(type))
-        return lerr(L, BN_EFORMAT, "%s: expected an object with a \"type\"", where);
-    const char *ty = type->valuestring;
-    if (strcmp(ty, "Sequence") == 0) {
-        const cJSON *list = cJSON_GetObjectItemCaseSensitive(p, "processors");
-        if (!cJSON_IsArray(list)) return lerr(L, BN_EFORMAT, "%s.processors: expected an array", where);
-        size_t k = 0;
-        for (const cJSON *e = list->child; e; e = e->next, k++) {
-            char w[160];
-            snprintf(w, sizeof w, "%s.processors[%zu]", where, k);
-            int rc = load_post(L, e, w, bos, eos);
-            if (rc) return rc;
-        }
-        return 0;
-    }
+    const char *ty;
+    int rc0 = component_type(L, p, where, &ty);
+    if (rc0 || !ty) return rc0;
+    if (strcmp(ty, "Sequence") == 0) return each_in_sequence(L, p, "processors", where, load_post);
     if (strcmp(ty, "ByteLevel") == 0) return 0; /* offsets only */
     if (strcmp(ty, "TemplateProcessing") != 0)
         return lerr(L, BN_EUNSUPPORTED, "%s.type: post-processor \"%s\" is not supported "
@@ -1003,8 +981,8 @@ static int load_post(loader *L, const cJSON *p, const char *where, int32_t *bos,
             tid = sm_get(&L->tok->all_map, id->valuestring, strlen(id->valuestring));
         if (tid < 0 || (size_t)tid >= L->tok->n_ids)
             return lerr(L, BN_EFORMAT, "%s.single[%zu]: special token \"%s\" has no id", where, k, id->valuestring);
-        if (!seen_seq) { if (*bos < 0) *bos = tid; }
-        else if (*eos < 0) *eos = tid;
+        if (!seen_seq) { if (L->post_bos < 0) L->post_bos = tid; }
+        else if (L->post_eos < 0) L->post_eos = tid;
     }
     return 0;
 }
@@ -1147,9 +1125,10 @@ static int load_doc(loader *L, const cJSON *doc, const cJSON *cfg)
         t->unk_id = sm_get(&t->all_map, unk, strlen(unk));
         if (t->unk_id < 0) return lerr(L, BN_EFORMAT, "model.unk_token \"%s\" is not in the vocab", unk);
     }
-    int32_t tb = -1, te = -1;
-    if ((rc = load_post(L, cJSON_GetObjectItemCaseSensitive(doc, "post_processor"), "post_processor", &tb, &te)))
+    L->post_bos = L->post_eos = -1;
+    if ((rc = load_post(L, cJSON_GetObjectItemCaseSensitive(doc, "post_processor"), "post_processor")))
         return rc;
+    int32_t tb = L->post_bos, te = L->post_eos;
     t->bos_id = tb;
     t->eos_id = te;
     t->add_bos = tb >= 0;
@@ -1229,7 +1208,7 @@ int bn_tok_load_mem(const char *json, size_t json_len, const char *config_json,
         cJSON_Delete(cfg);
         return bn_err_set(err, BN_ENOMEM, "%s: out of memory", name);
     }
-    loader L = { t, name, err };
+    loader L = { .tok = t, .name = name, .err = err, .post_bos = -1, .post_eos = -1 };
     int rc = load_doc(&L, doc, cfg);
     cJSON_Delete(doc);
     cJSON_Delete(cfg);

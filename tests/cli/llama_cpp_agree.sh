@@ -8,7 +8,8 @@
 # Test models (`bitnetctl init-model`, 2 layers, 4 heads, 2 KV heads, vocab 512, seed 7;
 # every row length a multiple of 256), compressed by `bitnetctl compress` (TQ2_0 and
 # TQ1_0), each checked on both files; A and B are the llama baseline, and A is repeated as
-# mistral and with linear and llama3 rope scaling (see the end of the file):
+# mistral, with linear and llama3 rope scaling, and as qwen2 (random q/k/v biases) and
+# qwen3 (q/k norms) (see the end of the file):
 #
 #  A. dim 256, hidden 256: every projection input is ONE 256-block, so llama.cpp's Q8_K
 #     activation blocks and bitnetd's per-token scales coincide. Only float rounding is
@@ -52,10 +53,10 @@ if [ ! -f "$js/node_modules/.bn_stamp" ] || [ "$(cat "$js/node_modules/.bn_stamp
 fi
 
 status=0
-check_model() { # name hidden tolerance [config.json changes as JSON]
-  local name=$1 hidden=$2 tol=$3 patch=${4:-} m=$work/$1
+check_model() { # name hidden tolerance [config.json changes as JSON] [init-model --arch]
+  local name=$1 hidden=$2 tol=$3 patch=${4:-} arch=${5:-llama} m=$work/$1
   "$ctl" init-model "$m" --dim 256 --hidden "$hidden" --layers 2 --heads 4 --kv-heads 2 \
-    --vocab 512 --ctx 256 --dtype f32 --seed 7 > /dev/null
+    --vocab 512 --ctx 256 --dtype f32 --seed 7 --arch "$arch" > /dev/null
   if [ -n "$patch" ]; then # another model_type or rope variant of the same weights
     python3 -c 'import json,sys; p=sys.argv[1]; c=json.load(open(p)); c.update(json.loads(sys.argv[2])); json.dump(c, open(p, "w"), indent=2)' \
       "$m/config.json" "$patch"
@@ -83,4 +84,19 @@ check_model B 512 0.1
 check_model mistral 256 0.01 '{"model_type": "mistral", "sliding_window": 4096}'
 check_model linear 256 0.01 '{"rope_scaling": {"rope_type": "linear", "factor": 4.0}}'
 check_model llama3 256 0.01 '{"rope_parameters": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16, "rope_theta": 10000.0}}'
+# qwen2 (q/k/v biases) and qwen3 (q/k norms): llama.cpp's qwen2 and qwen3 architectures,
+# rotate-half rope without the Q/K permutation.
+# The biases (std 0.5) and the q/k norms make q and k O(1) instead of O(0.02 x sqrt(D)),
+# so attention is sharp and amplifies the engines' float rounding: measured 0.014 sigma
+# (qwen2) and 0.038 sigma (qwen3), 40/40 tokens equal; tolerance 0.1 sigma. Leaving the
+# biases or the norms out on bitnetd's side (model_type llama) is 5.4 and 1.6 sigma off.
+check_model qwen2 256 0.1 '' qwen2
+check_model qwen3 256 0.1 '' qwen3
+# yarn (rope.scaling.type yarn, factor, original_context_length) with transformers'
+# default betas and attention factor, which llama.cpp computes itself: on llama (measured
+# 0.0009 sigma) and on qwen3, whose sharp attention sees the rope (0.043 sigma; with
+# beta_fast 16 / beta_slow 2 or attention_factor 1.3 written as yarn_beta_* /
+# yarn_attn_factor keys llama.cpp was 1.1 / 0.35 sigma off, so such models get no GGUF).
+check_model yarn 256 0.01 '{"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16, "rope_theta": 10000.0}}'
+check_model qwen3_yarn 256 0.1 '{"rope_parameters": {"rope_type": "yarn", "factor": 8.0, "original_max_position_embeddings": 16, "rope_theta": 10000.0}}' qwen3
 exit $status

@@ -2,6 +2,7 @@
  * every key whose value would change the math in a way the engine does not compute is
  * refused with its name and value (and its JSON field), never ignored. */
 #include <check.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -47,12 +48,33 @@ START_TEST(rope_types_read)
     ck_assert_float_eq(c.rope_factor, 32.0f);
     ck_assert_int_eq(c.rope_orig_ctx, 8192);
     ck_assert_float_eq(c.rope_theta, 500000.0f);
+    /* yarn: transformers 5.x's defaults (beta 32/1, attention factor 0.1 ln(factor) + 1,
+     * original context = max_position_embeddings, factor given wins over the ratio) */
+    ck_assert_msg(parse("qwen2", "\"max_position_embeddings\": 32768, \"rope_scaling\": {\"type\": \"yarn\","
+                                 " \"factor\": 4}", &c, &e) == 0, "%s", e.msg);
+    ck_assert_int_eq(c.rope_type, BN_ROPE_YARN);
+    ck_assert_float_eq(c.rope_factor, 4.0f);
+    ck_assert_int_eq(c.rope_orig_ctx, 32768);
+    ck_assert_float_eq(c.rope_beta_fast, 32.0f);
+    ck_assert_float_eq(c.rope_beta_slow, 1.0f);
+    ck_assert_float_eq_tol(c.rope_attn_factor, 0.1 * log(4.0) + 1.0, 1e-6);
+    ck_assert(c.rope_truncate);
+    ck_assert_msg(parse("llama", "\"max_position_embeddings\": 4096, \"rope_parameters\": {\"rope_type\": \"yarn\","
+                                 " \"original_max_position_embeddings\": 1024, \"mscale\": 2, \"mscale_all_dim\": 1,"
+                                 " \"truncate\": false}", &c, &e) == 0, "%s", e.msg);
+    ck_assert_float_eq(c.rope_factor, 4.0f);
+    ck_assert_float_eq_tol(c.rope_attn_factor, (0.2 * log(4.0) + 1.0) / (0.1 * log(4.0) + 1.0), 1e-6);
+    ck_assert(!c.rope_truncate);
 }
 END_TEST
 
 /* key JSON, the field named in err.field, and a part of the message */
 static const struct { const char *type, *extra, *field, *msg; } refused[] = {
-    { "llama", "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4}", "/rope_scaling/rope_type", "yarn" },
+    { "llama", "\"rope_scaling\": {\"rope_type\": \"su\", \"factor\": 4}", "/rope_scaling/rope_type", "su" },
+    { "llama", "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4, \"truncate\": 1}", "/rope_scaling/truncate",
+      "true or false" },
+    { "llama", "\"rope_parameters\": {\"rope_type\": \"yarn\", \"beta_fast\": -1}", "/rope_parameters/beta_fast",
+      "positive" },
     { "llama", "\"rope_parameters\": {\"rope_type\": \"dynamic\", \"factor\": 2}", "/rope_parameters/rope_type", "dynamic" },
     { "qwen2", "\"rope_scaling\": {\"type\": \"longrope\"}", "/rope_scaling/rope_type", "longrope" },
     { "llama", "\"hidden_act\": \"gelu\"", "/hidden_act", "\"gelu\"" },
@@ -80,9 +102,18 @@ START_TEST(unknown_model_type_refused)
 {
     bn_model_config c;
     bn_err e;
-    ck_assert_int_ne(parse("qwen3", "", &c, &e), 0);
-    ck_assert_ptr_nonnull(strstr(e.msg, "qwen3"));
+    ck_assert_int_ne(parse("gemma2", "", &c, &e), 0);
+    ck_assert_msg(strstr(e.msg, "model_type") && strstr(e.msg, "\"gemma2\""), "%s", e.msg);
+    ck_assert_str_eq(e.field, "/model_type");
     ck_assert_int_eq(e.code, BN_EUNSUPPORTED);
+    /* qwen3: q/k norms, head_dim 128 unless given, an attention_bias would bias o_proj too */
+    ck_assert_msg(parse("qwen3", "", &c, &e) == 0, "%s", e.msg);
+    ck_assert(c.qk_norm);
+    ck_assert(!c.attention_bias);
+    ck_assert_int_eq(c.head_dim, 128);
+    ck_assert_int_eq(c.arch, BN_ARCH_QWEN3);
+    ck_assert_int_ne(parse("qwen3", "\"attention_bias\": true", &c, &e), 0);
+    ck_assert_str_eq(e.field, "/attention_bias");
 }
 END_TEST
 

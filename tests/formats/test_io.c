@@ -555,7 +555,7 @@ START_TEST(hf_config)
     ck_assert(c.attention_bias);
     ck_assert_int_eq(c.arch, BN_ARCH_QWEN2);
     struct { const char *json, *expect; int code; } bad[] = {
-        { "{\"model_type\":\"gpt2\"}", "model_type 'gpt2' is not supported", BN_EUNSUPPORTED },
+        { "{\"model_type\":\"gpt2\"}", "model_type: \"gpt2\" is not supported", BN_EUNSUPPORTED },
         { "{\"hidden_size\":1}", "missing 'model_type'", BN_EFORMAT },
         { "{\"model_type\":\"llama\",\"intermediate_size\":1,\"num_hidden_layers\":1,\"num_attention_heads\":1,"
           "\"vocab_size\":1}", "missing 'hidden_size'", BN_EFORMAT },

@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """check_layout.py - the dependency rules of docs/ARCHITECTURE.md, checked on the sources.
 
-Two rules:
+Three rules:
 1. No circle between source files of engine/ or api/. A file depends on another when it
    calls (or takes the address of) a function that the other defines, declared in a
    header it includes (directly or through other headers). A circle means
    files that call into each other.
 2. engine/'s folders only reach down: a file may include headers of its own folder and of
    the folders listed for it in FLOORS.
+3. No #include circle between files of engine/ or api/ (a header that includes, through
+   others, a header that includes it).
 
 Usage: check_layout.py SOURCE_ROOT. Prints every violation; exit 1 if there is one.
 """
@@ -55,6 +57,39 @@ def resolve(root, src, inc):
     return None
 
 
+def circles(graph):
+    """The strongly connected components of more than one node (Tarjan), each sorted."""
+    index, low, stack, on, sccs, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                sccs.append(sorted(comp))
+
+    sys.setrecursionlimit(10000)
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sccs
+
+
 def main(root):
     bad = []
     files = sorted(set(sources(root, "engine")) | set(sources(root, "api")))
@@ -96,35 +131,12 @@ def main(root):
             d |= defined_in.get(name, set())
         d.discard(f)
         deps[f] = d
-    # Tarjan's strongly connected components
-    index, low, stack, on, sccs, counter = {}, {}, [], set(), [], [0]
-    def visit(v):
-        index[v] = low[v] = counter[0]
-        counter[0] += 1
-        stack.append(v)
-        on.add(v)
-        for w in deps.get(v, ()):
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            comp = []
-            while True:
-                w = stack.pop()
-                on.discard(w)
-                comp.append(w)
-                if w == v:
-                    break
-            if len(comp) > 1:
-                sccs.append(sorted(comp))
-    sys.setrecursionlimit(10000)
-    for v in sorted(deps):
-        if v not in index:
-            visit(v)
-    for comp in sccs:
+    for comp in circles(deps):
         bad.append("circle: " + " <-> ".join(comp))
+
+    # rule 3: no #include circle between files
+    for comp in circles({f: set(includes[f]) - {f} for f in files}):
+        bad.append("include circle: " + " <-> ".join(comp))
 
     for b in bad:
         print(b)

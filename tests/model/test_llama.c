@@ -127,9 +127,14 @@ START_TEST(vexp_matches_reference)
             float mx = bn_vmax(x, (size_t)n), mr = -INFINITY;
             for (int i = 0; i < n; i++) mr = fmaxf(mr, x[i]);
             ck_assert_float_eq(mx, mr);
+            int am = bn_vargmax(x, n);
+            ck_assert_float_eq(x[am], mr);
+            for (int i = 0; i < am; i++) ck_assert(x[i] < mr); /* the first of ties */
         }
     }
     bn_vecmath_force(level);
+    const float tie[4] = { 1.0f, 3.0f, -2.0f, 3.0f };
+    ck_assert_int_eq(bn_vargmax(tie, 4), 1);
 }
 END_TEST
 

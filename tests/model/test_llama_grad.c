@@ -88,6 +88,11 @@ static void scale_params(bn_llama *m, float f)
         m->params.attn_norm[i] = 0.8f + 0.4f * (float)(s >> 8) / 16777216.0f;
         m->params.ffn_norm[i] = 1.2f - 0.4f * (float)(s >> 8) / 16777216.0f;
     }
+    for (int i = 0; m->params.q_norm && i < L * m->cfg.head_dim; i++) {
+        s = s * 1664525u + 1013904223u;
+        m->params.q_norm[i] = 0.7f + 0.6f * (float)(s >> 8) / 16777216.0f;
+        m->params.k_norm[i] = 1.3f - 0.6f * (float)(s >> 8) / 16777216.0f;
+    }
 }
 
 static void check_model_T(bn_model_config cfg, int threads, int T, int per_tensor)
@@ -111,7 +116,7 @@ static void check_model_T(bn_model_config cfg, int threads, int T, int per_tenso
 
     static const bn_role roles[] = { BN_ROLE_EMBED, BN_ROLE_ATTN_NORM, BN_ROLE_WQ, BN_ROLE_WK,
                                      BN_ROLE_WV, BN_ROLE_BQ, BN_ROLE_BK, BN_ROLE_BV,
-                                     BN_ROLE_WO, BN_ROLE_FFN_NORM, BN_ROLE_W_GATE,
+                                     BN_ROLE_Q_NORM, BN_ROLE_K_NORM, BN_ROLE_WO, BN_ROLE_FFN_NORM, BN_ROLE_W_GATE,
                                      BN_ROLE_W_UP, BN_ROLE_W_DOWN, BN_ROLE_FINAL_NORM,
                                      BN_ROLE_HEAD };
     uint32_t s = 4242;
@@ -167,6 +172,23 @@ END_TEST
 START_TEST(grad_tied_mha_threads) { check_model(tiny_config(true, false, 4), 2); }
 END_TEST
 START_TEST(grad_mqa) { check_model(tiny_config(false, false, 1), 2); }
+END_TEST
+/* qwen3: RMSNorm on every q and k head (their weights get gradients too), with yarn's
+ * scaled cos/sin in the rotary embedding. */
+START_TEST(grad_qk_norm_yarn)
+{
+    bn_model_config c = tiny_config(false, false, 2);
+    c.arch = BN_ARCH_QWEN3;
+    c.qk_norm = true;
+    c.rope_type = BN_ROPE_YARN;
+    c.rope_factor = 4;
+    c.rope_orig_ctx = 8;
+    c.rope_beta_fast = 32;
+    c.rope_beta_slow = 1;
+    c.rope_attn_factor = 1.3f;
+    c.rope_truncate = true;
+    check_model(c, 2);
+}
 END_TEST
 /* T = 137 crosses the 64-row causal blocks of the attention kernels. */
 START_TEST(grad_long_blocks)
@@ -232,6 +254,7 @@ int main(void)
     tcase_add_test(tc, grad_untied_bias_gqa);
     tcase_add_test(tc, grad_tied_mha_threads);
     tcase_add_test(tc, grad_mqa);
+    tcase_add_test(tc, grad_qk_norm_yarn);
     tcase_add_test(tc, grad_long_blocks);
     tcase_add_test(tc, grad_accumulates);
     tcase_add_test(tc, mask_excludes);

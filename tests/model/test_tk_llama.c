@@ -29,7 +29,9 @@ START_TEST(recover)
 }
 END_TEST
 
-START_TEST(matches_fp32_actquant)
+/* The decoder against the FP32 engine for one architecture (qwen2: biases, qwen3: q/k
+ * norms) and, with yarn, yarn's rotary frequencies and scaled cos/sin. */
+static void matches_fp32(bn_arch arch, bool yarn)
 {
     bn_err err;
     char *tmp = bn_test_tmpdir("tk_llama"), dir[512];
@@ -39,9 +41,15 @@ START_TEST(matches_fp32_actquant)
     s.dim = 96, s.hidden = 160, s.heads = 6, s.kv_heads = 2, s.layers = 2; /* GQA, odd block tails */
     s.vocab = bn_initmodel_tokenizer_size();
     s.dtype = BN_DTYPE_F32;
+    s.arch = arch;
     ck_assert_msg(bn_initmodel_write(dir, &s, &err) == 0, "%s", err.msg);
     bn_hf_model *hf;
     ck_assert_int_eq(bn_hf_open(dir, &hf, &err), 0);
+    if (yarn) {
+        hf->cfg.rope_type = BN_ROPE_YARN;
+        hf->cfg.rope_factor = 4, hf->cfg.rope_orig_ctx = 8, hf->cfg.rope_truncate = true;
+        hf->cfg.rope_beta_fast = 32, hf->cfg.rope_beta_slow = 1, hf->cfg.rope_attn_factor = 1.25f;
+    }
     bn_tk_llama *tk;
     ck_assert_msg(bn_tk_llama_load(hf, 16, 2, &tk, &err) == 0, "%s", err.msg);
     ck_assert(!bn_tk_llama_exact(tk)); /* random weights: ternarized on load */
@@ -98,6 +106,12 @@ START_TEST(matches_fp32_actquant)
     bn_test_rmtree(tmp);
     free(tmp);
 }
+
+START_TEST(matches_fp32_actquant) { matches_fp32(BN_ARCH_LLAMA, false); }
+END_TEST
+START_TEST(qwen2_biases) { matches_fp32(BN_ARCH_QWEN2, false); }
+END_TEST
+START_TEST(qwen3_qk_norm_yarn) { matches_fp32(BN_ARCH_QWEN3, true); }
 END_TEST
 
 /* A prompt through bn_tk_llama_prefill (GEMM over chunks of tokens, split again inside
@@ -146,6 +160,8 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, recover);
     tcase_add_test(tc, matches_fp32_actquant);
+    tcase_add_test(tc, qwen2_biases);
+    tcase_add_test(tc, qwen3_qk_norm_yarn);
     tcase_add_test(tc, prefill_equals_steps);
     suite_add_tcase(su, tc);
     return bn_test_run(su);

@@ -8,7 +8,7 @@ as saved, go to logits.f32 (float32 little-endian, [T, vocab]) beside tokens.jso
 test tests/parity/test_parity.c checks bitnetd's forward against every folder.
 
 Run where transformers 5.x and PyTorch are installed (the GPU machine has both):
-    python3 tests/parity/make_fixtures.py OUT_DIR
+    python3 tests/parity/make_fixtures.py OUT_DIR [ROW_NAME...]   (no names: every row)
 then copy OUT_DIR/* to tests/parity/fixtures/. Keep the models tiny: the fixtures are
 committed and must stay well under 1 MB in all.
 """
@@ -18,7 +18,7 @@ import sys
 
 import torch
 import transformers
-from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config
+from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
 
 T = 48
 VOCAB = 128
@@ -39,6 +39,15 @@ ROWS = [
                                                  head_dim=16), torch.float32, False),
     ("qwen2_bias_tied", Qwen2Config, dict(num_key_value_heads=2, tie_word_embeddings=True),
      torch.float32, False),
+    ("qwen3_qk_norm_f16", Qwen3Config, dict(num_key_value_heads=2, head_dim=16), torch.float16, False),
+    ("llama_yarn_f32", LlamaConfig, dict(num_key_value_heads=2, rope_scaling=dict(
+        rope_type="yarn", factor=4.0, original_max_position_embeddings=64)), torch.float32, False),
+    ("qwen2_yarn_untied_bf16", Qwen2Config, dict(num_key_value_heads=2, rope_scaling=dict(
+        rope_type="yarn", factor=2.0, beta_fast=16.0, beta_slow=2.0, attention_factor=1.2,
+        original_max_position_embeddings=128)), torch.bfloat16, False),
+    ("qwen3_yarn_tied_bf16", Qwen3Config, dict(num_key_value_heads=1, tie_word_embeddings=True,
+        rope_scaling=dict(rope_type="yarn", factor=8.0, original_max_position_embeddings=32)),
+     torch.bfloat16, False),
 ]
 
 
@@ -53,13 +62,19 @@ def randomize(model, seed):
                 p.copy_(0.15 * torch.randn(p.shape, generator=g))
 
 
-def main(out):
+EXTRA = {"llama_yarn_f32", "qwen3_yarn_tied_bf16"}
+
+
+def main(out, only):
     os.makedirs(out, exist_ok=True)
     g = torch.Generator().manual_seed(7)
     tokens = torch.randint(0, VOCAB, (T,), generator=g)
     table = []
     for i, (name, cls, over, dtype, shard) in enumerate(ROWS):
+        if (only and name not in only) or (not only and name in EXTRA):
+            continue
         cfg = cls(**{**BASE, **over})
+        print(name, "rope:", getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None))
         model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
         randomize(model, 100 + i)
         model.to(dtype)
@@ -85,4 +100,4 @@ def main(out):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "fixtures")
+    main(sys.argv[1] if len(sys.argv) > 1 else "fixtures", set(sys.argv[2:]))

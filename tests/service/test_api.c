@@ -170,12 +170,12 @@ START_TEST(test_errors)
     svc_resp_free(&r);
     /* a config.json the engine would compute differently from transformers: refused now,
      * naming the key and its value */
-    svc_model(&S, "yarn", "{\"model_type\": \"llama\", \"hidden_size\": 64, \"intermediate_size\": 128, "
-                          "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"vocab_size\": 100, "
-                          "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4}}");
-    post("/v1/jobs", "{\"model\": \"yarn\"}", &r);
+    svc_model(&S, "longrope", "{\"model_type\": \"llama\", \"hidden_size\": 64, \"intermediate_size\": 128, "
+                              "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"vocab_size\": 100, "
+                              "\"rope_scaling\": {\"rope_type\": \"longrope\", \"factor\": 4}}");
+    post("/v1/jobs", "{\"model\": \"longrope\"}", &r);
     expect_problem(&r, 400, "/model");
-    ck_assert_msg(strstr(r.body, "rope_scaling.rope_type") && strstr(r.body, "yarn"), "%s", r.body);
+    ck_assert_msg(strstr(r.body, "rope_scaling.rope_type") && strstr(r.body, "longrope"), "%s", r.body);
     svc_resp_free(&r);
     /* 413: body over the configured 4 KiB */
     char *big = malloc(8192);

@@ -30,7 +30,7 @@ typedef struct fixture {
 
 /* A random model folder and random ternary codes for its projections; every 5th
  * tensor uses one per-tensor scale. */
-static void setup_model(fixture *f, int dim, int hidden, int heads, int kv_heads)
+static void setup_model_arch(fixture *f, int dim, int hidden, int heads, int kv_heads, bn_arch arch)
 {
     bn_err err;
     memset(f, 0, sizeof *f);
@@ -41,6 +41,7 @@ static void setup_model(fixture *f, int dim, int hidden, int heads, int kv_heads
     s.dim = dim, s.hidden = hidden, s.heads = heads, s.kv_heads = kv_heads, s.layers = 2;
     s.vocab = bn_initmodel_tokenizer_size() + 3; /* 3 ids without a token: [PAD] entries */
     s.dtype = BN_DTYPE_F32;
+    s.arch = arch;
     ck_assert_msg(bn_initmodel_write(f->model, &s, &err) == 0, "%s", err.msg);
     ck_assert_msg(bn_hf_open(f->model, &f->hf, &err) == 0, "%s", err.msg);
     static const bn_role roles[] = {BN_ROLE_WQ, BN_ROLE_WK, BN_ROLE_WV, BN_ROLE_WO,
@@ -59,6 +60,11 @@ static void setup_model(fixture *f, int dim, int hidden, int heads, int kv_heads
             q->scales = malloc(sizeof(float) * (size_t)q->n_scales);
             for (int64_t r = 0; r < q->n_scales; r++) q->scales[r] = 0.001f + (float)(next() % 1000) * 1e-5f;
         }
+}
+
+static void setup_model(fixture *f, int dim, int hidden, int heads, int kv_heads)
+{
+    setup_model_arch(f, dim, hidden, heads, kv_heads, BN_ARCH_LLAMA);
 }
 
 static void teardown_model(fixture *f)
@@ -117,6 +123,43 @@ static void check_ternary(const fixture *f, const bn_gguf_file *g, bn_gguf_type 
         free(codes), free(d);
     }
 }
+
+/* qwen3: llama.cpp's qwen3 architecture with its q/k norm tensors in F32 and no Q/K
+ * permutation; yarn with transformers' defaults as rope.scaling keys, other yarn refused. */
+START_TEST(qwen3_yarn_metadata)
+{
+    fixture f;
+    setup_model_arch(&f, 256, 256, 4, 2, BN_ARCH_QWEN3);
+    bn_err err;
+    bn_model_config *c = &f.hf->cfg;
+    c->rope_type = BN_ROPE_YARN, c->rope_factor = 4, c->rope_orig_ctx = 64, c->rope_truncate = true;
+    c->rope_beta_fast = 32, c->rope_beta_slow = 1, c->rope_attn_factor = (float)(0.1 * log(4.0) + 1.0);
+    char path[600];
+    snprintf(path, sizeof path, "%s/q3.gguf", f.tmp);
+    ck_assert_msg(bn_gguf_export(f.hf, f.qt, f.n_qt, NULL, 0, path, BN_GGUF_TQ2_0, "f16", NULL, &err) == 0, "%s",
+                  err.msg);
+    bn_gguf_file *g;
+    ck_assert_msg(bn_gguf_open(path, &g, &err) == 0, "%s", err.msg);
+    ck_assert_str_eq(bn_gguf_find_kv(g, "general.architecture")->str, "qwen3");
+    ck_assert_str_eq(bn_gguf_find_kv(g, "qwen3.rope.scaling.type")->str, "yarn");
+    ck_assert_double_eq_tol(bn_gguf_find_kv(g, "qwen3.rope.scaling.factor")->v.f, 4.0, 1e-6);
+    ck_assert_uint_eq(kv_u32(g, "qwen3.rope.scaling.original_context_length"), 64);
+    for (int l = 0; l < 2; l++) {
+        char name[64];
+        snprintf(name, sizeof name, "blk.%d.attn_k_norm.weight", l);
+        const bn_gguf_tensor *t = bn_gguf_find_tensor(g, name);
+        ck_assert_msg(t != NULL, "%s missing", name);
+        ck_assert_int_eq(t->type, BN_GGUF_F32);
+        ck_assert_uint_eq(t->ne[0], 64);
+    }
+    bn_gguf_close(g);
+    c->rope_beta_fast = 16; /* llama.cpp would not compute this one */
+    ck_assert_int_eq(bn_gguf_export(f.hf, f.qt, f.n_qt, NULL, 0, path, BN_GGUF_TQ2_0, "f16", NULL, &err),
+                     BN_EUNSUPPORTED);
+    ck_assert_msg(strstr(err.msg, "yarn") && strstr(err.msg, "beta_fast"), "%s", err.msg);
+    teardown_model(&f);
+}
+END_TEST
 
 START_TEST(export_roundtrip)
 {
@@ -246,6 +289,7 @@ int main(void)
     tcase_add_test(tc, qk_permutation);
     tcase_add_test(tc, export_roundtrip);
     tcase_add_test(tc, export_fallbacks);
+    tcase_add_test(tc, qwen3_yarn_metadata);
     suite_add_tcase(s, tc);
     return bn_test_run(s);
 }

@@ -73,7 +73,7 @@ static void write_trained_weights(bn_hf_model *hf, bn_llama *m)
     ck_assert_int_eq(bn_st_writer_finish(w, &e), 0);
 }
 
-static void make_fixture(void)
+static void make_fixture_arch(bn_arch arch)
 {
     root = bn_test_tmpdir("stages");
     ck_assert_ptr_nonnull(root);
@@ -81,7 +81,7 @@ static void make_fixture(void)
     snprintf(text_path, sizeof text_path, "%s/train.txt", root);
     bn_init_spec spec = {.dim = 32, .hidden = 64, .layers = 2, .heads = 4, .kv_heads = 2,
                          .vocab = bn_initmodel_tokenizer_size(), .ctx = 64, .tied = false,
-                         .dtype = BN_DTYPE_F32, .seed = 7};
+                         .dtype = BN_DTYPE_F32, .seed = 7, .arch = arch};
     bn_err e = {0};
     ck_assert_msg(bn_initmodel_write(model_dir, &spec, &e) == 0, "%s", e.msg);
     char *corpus = make_corpus(40);
@@ -131,6 +131,8 @@ static void make_fixture(void)
     bn_llama_free(m);
     bn_hf_close(hf);
 }
+
+static void make_fixture(void) { make_fixture_arch(BN_ARCH_LLAMA); }
 
 /* ---- a recording progress sink ---------------------------------------------------------- */
 
@@ -591,6 +593,57 @@ START_TEST(synthetic_text_is_never_trained_on_by_default)
 }
 END_TEST
 
+/* qwen2 (q/k/v biases) and qwen3 (q/k norms) through every stage: calibration, evaluation,
+ * fine-tuning (the biases and norms are trained), both exported folders, which open again
+ * as models of the same architecture with the input's config.json keys. */
+static void arch_runs_every_stage(bn_arch arch, const char *type, bn_role extra)
+{
+    char *saved = root;
+    make_fixture_arch(arch);
+    rec r;
+    rec_init(&r);
+    bn_err e = {0};
+    ck_assert_msg(run(type, 0.05, NULL, &r, &e) == 0, "%s\n%s", e.msg, r.events);
+    double pre = metric(&r, "compression/pre_perplexity"), post = metric(&r, "compression/post_perplexity");
+    double ft = metric(&r, "compression/post_finetune_perplexity");
+    printf("%s tiny model: pre %.3f, post %.3f, post-finetune %.3f\n", type, pre, post, ft);
+    ck_assert(pre > 1.0 && post > pre);
+    ck_assert(metric(&r, "compression/gradient_flow_test_passed") == 1.0);
+    ck_assert_msg(ft < post, "fine-tuning should recover: %g vs %g", ft, post);
+    char out[4400], in_cfg[4700];
+    snprintf(out, sizeof out, "%s/out-%s", root, type);
+    snprintf(in_cfg, sizeof in_cfg, "%s/config.json", model_dir);
+    bn_model_config want;
+    ck_assert_int_eq(bn_hf_config_load(in_cfg, &want, &e), 0);
+    for (int q = 0; q < 2; q++) {
+        char dir[4500];
+        snprintf(dir, sizeof dir, "%s%s", out, q ? "/quantized" : "");
+        bn_model_config got;
+        snprintf(in_cfg, sizeof in_cfg, "%s/config.json", dir);
+        ck_assert_msg(bn_hf_config_load(in_cfg, &got, &e) == 0, "%s", e.msg);
+        ck_assert_str_eq(got.model_type, type);
+        ck_assert_int_eq(got.arch, want.arch);
+        ck_assert_int_eq(got.attention_bias, want.attention_bias);
+        ck_assert_int_eq(got.qk_norm, want.qk_norm);
+        ck_assert_int_eq(got.head_dim, want.head_dim);
+        if (q) continue; /* the packed folder holds codes, not an HF float model */
+        bn_hf_model *hf;
+        ck_assert_msg(bn_hf_open(dir, &hf, &e) == 0, "%s", e.msg);
+        ck_assert_ptr_nonnull(bn_hf_tensor(hf, extra, 1));
+        bn_hf_close(hf);
+    }
+    bn_test_rmtree(root);
+    free(root);
+    root = saved;
+    cJSON_Delete(r.metrics);
+    cJSON_Delete(r.sources);
+}
+
+START_TEST(qwen2_every_stage) { arch_runs_every_stage(BN_ARCH_QWEN2, "qwen2", BN_ROLE_BK); }
+END_TEST
+START_TEST(qwen3_every_stage) { arch_runs_every_stage(BN_ARCH_QWEN3, "qwen3", BN_ROLE_K_NORM); }
+END_TEST
+
 int main(void)
 {
     /* the tests share the fixture and the reference run: one process, in order */
@@ -608,6 +661,8 @@ int main(void)
     tcase_add_test(tc, budget_rule_trains_until_the_time_is_spent);
     tcase_add_test(tc, patience_stops_and_tau_is_honoured);
     tcase_add_test(tc, synthetic_text_is_never_trained_on_by_default);
+    tcase_add_test(tc, qwen2_every_stage);
+    tcase_add_test(tc, qwen3_every_stage);
     suite_add_tcase(s, tc);
     int rc = bn_test_run(s);
     cJSON_Delete(full.metrics);

@@ -17,6 +17,7 @@
 #include "bn_store_wandb.h"
 #include "bn_test.h"
 #include "fake_wandb.h"
+#include "bn_pgtest.h"
 #include "tracker.h"
 #include "tracker_check.h"
 #include "wandb.h"
@@ -29,13 +30,38 @@ static char *dir;
 static char db[4096];
 static bn_store *st;
 
+/* BN_TEST_STORE=postgresql (test 'tracker-pg'): the same tests on a real PostgreSQL
+ * server started once per program, emptied before each test. */
+static char *pgdir;
+static char pgurl[1024];
+
+static void pg_up(void)
+{
+    if (!bn_pgtest_wanted()) return;
+    pgdir = bn_test_tmpdir("tracker-pg");
+    if (!pgdir || bn_pgtest_start(pgdir, pgurl, sizeof pgurl)) exit(1);
+}
+
+static void pg_down(void)
+{
+    if (!pgdir) return;
+    bn_pgtest_cmd(pgdir, "stop");
+    bn_test_rmtree(pgdir);
+    free(pgdir);
+}
+
 static void setup(void)
 {
     fw = fake_wandb_start(0, KEY);
     ck_assert_ptr_nonnull(fw);
     dir = bn_test_tmpdir("tracker");
     ck_assert_ptr_nonnull(dir);
-    snprintf(db, sizeof db, "%s/bitnetd.db", dir);
+    if (pgdir) {
+        ck_assert_int_eq(bn_pgtest_cmd(pgdir, "reset"), 0);
+        snprintf(db, sizeof db, "%s", pgurl);
+    } else {
+        snprintf(db, sizeof db, "%s/bitnetd.db", dir);
+    }
     char err[256];
     ck_assert_int_eq(bn_store_open(db, &st, err, sizeof err), BN_STORE_OK);
 }
@@ -649,6 +675,7 @@ int main(void)
 {
     Suite *s = suite_create("tracker");
     TCase *tc = tcase_create("tracker");
+    tcase_add_unchecked_fixture(tc, pg_up, pg_down);
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, online_exactly_once);
