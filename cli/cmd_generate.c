@@ -281,7 +281,12 @@ static int run(const gen_opts *o, bn_hf_model *hf, bn_tok *tok)
         goto done;
     }
     t0 = bn_clock_mono_s();
-    for (size_t i = 0; i < prompt.n && !lrc; i++) lrc = engine_push(&e, prompt.ids[i], logits, V, &err);
+    if (e.tk) { /* the prompt as one batched pass (GEMM), same logits as token by token */
+        memcpy(e.seq, prompt.ids, sizeof(int32_t) * prompt.n);
+        e.len = (int)prompt.n;
+        lrc = bn_tk_llama_prefill(e.tk, e.seq, e.len, 0, logits, &err);
+    }
+    for (size_t i = 0; !e.tk && i < prompt.n && !lrc; i++) lrc = engine_push(&e, prompt.ids[i], logits, V, &err);
     unsigned long long st = o->seed;
     int32_t eos = bn_tok_eos_id(tok);
     while (!lrc && n_out < o->n) {

@@ -4,7 +4,8 @@
  * the three input widths D, H*hd and F, the KV cache [L, max_ctx, KV*hd]); a step
  * allocates nothing. Attention over the cache runs on the calling thread (one token:
  * O(pos * H * hd), small beside the projections), the projections on the model's
- * bn_tk_pool helper threads and the LM head on OpenBLAS.
+ * bn_tk_pool helper threads, and the LM head, kept in F16 (half the bytes a token reads
+ * beside FP32), on the same pool.
  */
 #include "model/tk_llama.h"
 
@@ -15,25 +16,36 @@
 #include <string.h>
 
 #include "base/blas.h"
+#include "base/tensor.h"
 #include "model/llama.h"
 #include "model/rope.h"
 #include "quant/quant.h"
 #include "quant/tkernels.h"
 
-enum { P_WQ, P_WK, P_WV, P_WO, P_GATE, P_UP, P_DOWN, P_COUNT };
-static const bn_role proj_role[P_COUNT] = {BN_ROLE_WQ, BN_ROLE_WK, BN_ROLE_WV, BN_ROLE_WO,
-                                           BN_ROLE_W_GATE, BN_ROLE_W_UP, BN_ROLE_W_DOWN};
+/* Projections sharing an input run as one product: their rows are stacked in one packed
+ * matrix (q|k|v, gate|up), so a step makes 4 pool rounds per layer instead of 7. */
+/* Prompt tokens per forward pass: enough to reuse each weight load many times, few
+ * enough that a chunk's activations stay in cache (64 x 5632 int8 = 360 KB). */
+#define TK_BATCH 64
+
+enum { G_QKV, G_O, G_GU, G_DOWN, G_COUNT };
+static const bn_role group_roles[G_COUNT][3] = {
+    {BN_ROLE_WQ, BN_ROLE_WK, BN_ROLE_WV}, {BN_ROLE_WO, 0, 0}, {BN_ROLE_W_GATE, BN_ROLE_W_UP, 0}, {BN_ROLE_W_DOWN, 0, 0}};
+static const int group_len[G_COUNT] = {3, 1, 2, 1};
 
 struct bn_tk_llama {
     bn_llama *fp;                /* embeddings, norms, biases, head (FP32) */
     bn_model_config cfg;
     int threads, max_ctx;
+    int batch;                   /* tokens one forward pass takes (prompt chunks) */
     bool exact;
-    bn_tk_matrix *w[P_COUNT];    /* [L] each */
+    bn_tk_matrix *w[G_COUNT];    /* [L] each */
+    uint16_t *head16;            /* [vocab, D] the LM head in F16 (half FP32's bytes) */
     float *kc, *vc;              /* [L, max_ctx, KV*hd] */
-    float *x, *n, *q, *k, *v, *att, *o, *g, *u, *h, *scores, *inv_freq;
+    /* per token of a chunk [batch, .]: x, n, o [D], qkv [QD+2KVD], att [QD], gu [2F], h [F] */
+    float *x, *n, *qkv, *att, *o, *gu, *h, *scores, *inv_freq;
     float rope_mscale; /* cos and sin times this (yarn's attention factor, else 1) */
-    bn_tk_act a_dim, a_qd, a_ff; /* quantized inputs of width D, H*hd, F */
+    bn_tk_act a_dim, a_qd, a_ff; /* quantized inputs of width D, H*hd, F, batch tokens */
     bn_tk_pool *pool;            /* threads - 1 helpers for the projections, kept for
                                     the model's lifetime (one GEMV is too short to
                                     start threads for) */
@@ -71,22 +83,32 @@ static int ternarize(const char *name, const float *w, int rows, int cols, int t
     return bn_quant_tensor(name, w, BN_DTYPE_F32, rows, cols, &qp, codes, scale, NULL, err);
 }
 
-static int build_proj(bn_tk_llama *m, int p, int layer, bn_err *err)
+static int build_group(bn_tk_llama *m, int g, int layer, bn_err *err)
 {
-    int rows, cols;
-    bn_llama_float *w = bn_llama_tensor(m->fp, &m->fp->params, proj_role[p], layer, &rows, &cols);
+    bn_llama_float *w[3];
+    int rows[3], cols = 0, total = 0;
     char name[160];
-    bn_hf_name(proj_role[p], layer, name, sizeof name);
-    if (!w) return bn_err_set(err, BN_EFORMAT, "ternary model: missing %s", name);
-    int8_t *codes = malloc((size_t)rows * cols);
-    float *scale = malloc((size_t)rows * sizeof(float));
+    for (int i = 0; i < group_len[g]; i++) {
+        int c;
+        w[i] = bn_llama_tensor(m->fp, &m->fp->params, group_roles[g][i], layer, &rows[i], &c);
+        bn_hf_name(group_roles[g][i], layer, name, sizeof name);
+        if (!w[i]) return bn_err_set(err, BN_EFORMAT, "ternary model: missing %s", name);
+        if (i && c != cols) return bn_err_set(err, BN_EFORMAT, "ternary model: %s has %d columns, not %d", name, c, cols);
+        cols = c, total += rows[i];
+    }
+    int8_t *codes = malloc((size_t)total * cols);
+    float *scale = malloc((size_t)total * sizeof(float));
     int rc = BN_OK;
     if (!codes || !scale) rc = bn_err_set(err, BN_ENOMEM, "ternary model: out of memory for %s", name);
-    if (!rc && !bn_tk_recover_ternary(w, rows, cols, codes, scale)) {
-        m->exact = false;
-        rc = ternarize(name, w, rows, cols, m->threads, codes, scale, err);
+    for (int i = 0, r0 = 0; !rc && i < group_len[g]; r0 += rows[i], i++) {
+        bn_hf_name(group_roles[g][i], layer, name, sizeof name);
+        int8_t *ci = codes + (size_t)r0 * cols;
+        if (!bn_tk_recover_ternary(w[i], rows[i], cols, ci, scale + r0)) {
+            m->exact = false;
+            rc = ternarize(name, w[i], rows[i], cols, m->threads, ci, scale + r0, err);
+        }
     }
-    if (!rc) rc = bn_tk_matrix_pack(&m->w[p][layer], codes, scale, rows, cols, name, err);
+    if (!rc) rc = bn_tk_matrix_pack(&m->w[g][layer], codes, scale, total, cols, name, err);
     free(codes), free(scale);
     return rc;
 }
@@ -94,16 +116,16 @@ static int build_proj(bn_tk_llama *m, int p, int layer, bn_err *err)
 void bn_tk_llama_free(bn_tk_llama *m)
 {
     if (!m) return;
-    for (int p = 0; p < P_COUNT; p++) {
+    for (int p = 0; p < G_COUNT; p++) {
         if (m->w[p])
             for (int l = 0; l < m->cfg.n_layers; l++) bn_tk_matrix_free(&m->w[p][l]);
         free(m->w[p]);
     }
-    float *bufs[] = {m->kc, m->vc, m->x, m->n, m->q, m->k, m->v, m->att, m->o, m->g, m->u, m->h,
-                     m->scores, m->inv_freq};
+    float *bufs[] = {m->kc, m->vc, m->x, m->n, m->qkv, m->att, m->o, m->gu, m->h, m->scores, m->inv_freq};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     bn_tk_act_free(&m->a_dim), bn_tk_act_free(&m->a_qd), bn_tk_act_free(&m->a_ff);
     bn_tk_pool_free(m->pool);
+    free(m->head16);
     bn_llama_free(m->fp);
     free(m);
 }
@@ -129,24 +151,27 @@ int bn_tk_llama_load(const bn_hf_model *hf, int max_ctx, int threads, bn_tk_llam
     size_t cache = (size_t)c->n_layers * max_ctx * KVD;
     m->kc = malloc(cache * sizeof(float));
     m->vc = malloc(cache * sizeof(float));
-    m->x = malloc(sizeof(float) * D), m->n = malloc(sizeof(float) * D), m->o = malloc(sizeof(float) * D);
-    m->q = malloc(sizeof(float) * QD), m->att = malloc(sizeof(float) * QD);
-    m->k = malloc(sizeof(float) * KVD), m->v = malloc(sizeof(float) * KVD);
-    m->g = malloc(sizeof(float) * F), m->u = malloc(sizeof(float) * F), m->h = malloc(sizeof(float) * F);
+    size_t B = (size_t)(m->batch = max_ctx < TK_BATCH ? max_ctx : TK_BATCH);
+    m->x = malloc(sizeof(float) * D * B), m->n = malloc(sizeof(float) * D * B), m->o = malloc(sizeof(float) * D * B);
+    m->qkv = malloc(sizeof(float) * (QD + 2 * KVD) * B), m->att = malloc(sizeof(float) * QD * B);
+    m->gu = malloc(sizeof(float) * 2 * F * B), m->h = malloc(sizeof(float) * F * B);
+    m->head16 = malloc(sizeof(uint16_t) * (size_t)c->vocab_size * D);
     m->scores = malloc(sizeof(float) * max_ctx);
     m->inv_freq = malloc(sizeof(float) * (hd / 2 + 1));
-    if (!m->kc || !m->vc || !m->x || !m->n || !m->o || !m->q || !m->att || !m->k || !m->v || !m->g || !m->u ||
-        !m->h || !m->scores || !m->inv_freq || bn_tk_act_init(&m->a_dim, 1, D) || bn_tk_act_init(&m->a_qd, 1, QD) ||
-        bn_tk_act_init(&m->a_ff, 1, F) || bn_tk_pool_new(m->threads, &m->pool))
+    if (!m->kc || !m->vc || !m->x || !m->n || !m->o || !m->qkv || !m->att || !m->gu || !m->h || !m->head16 ||
+        !m->scores || !m->inv_freq || bn_tk_act_init(&m->a_dim, m->batch, D) ||
+        bn_tk_act_init(&m->a_qd, m->batch, QD) || bn_tk_act_init(&m->a_ff, m->batch, F) ||
+        bn_tk_pool_new(m->threads, &m->pool))
         rc = bn_err_set(err, BN_ENOMEM, "ternary model: out of memory (context %d)", max_ctx);
     for (int i = 0; !rc && i < hd / 2; i++)
         m->inv_freq[i] = (float)bn_rope_inv_freq(c, i);
     m->rope_mscale = (float)bn_rope_attention_factor(c);
-    for (int p = 0; !rc && p < P_COUNT; p++) {
+    for (int p = 0; !rc && p < G_COUNT; p++) {
         m->w[p] = calloc((size_t)c->n_layers, sizeof(bn_tk_matrix));
         if (!m->w[p]) rc = bn_err_set(err, BN_ENOMEM, "ternary model: out of memory");
-        for (int l = 0; !rc && l < c->n_layers; l++) rc = build_proj(m, p, l, err);
+        for (int l = 0; !rc && l < c->n_layers; l++) rc = build_group(m, p, l, err);
     }
+    for (size_t i = 0; !rc && i < (size_t)c->vocab_size * D; i++) m->head16[i] = bn_f32_to_f16(m->fp->params.head[i]);
     if (rc) {
         bn_tk_llama_free(m);
         return rc;
@@ -156,6 +181,27 @@ int bn_tk_llama_load(const bn_hf_model *hf, int max_ctx, int threads, bn_tk_llam
 }
 
 bool bn_tk_llama_exact(const bn_tk_llama *m) { return m->exact; }
+
+int bn_tk_llama_set_threads(bn_tk_llama *m, int threads)
+{
+    m->threads = threads < 1 ? 1 : threads;
+    bn_tk_pool_free(m->pool);
+    int rc = bn_tk_pool_new(m->threads, &m->pool);
+    if (rc) m->threads = 1;
+    return rc;
+}
+
+size_t bn_tk_llama_bytes_per_token(const bn_tk_llama *m)
+{
+    const bn_model_config *c = &m->cfg;
+    size_t n = (size_t)c->dim * (sizeof(float) + sizeof(uint16_t) * (size_t)c->vocab_size); /* embedding row, head */
+    for (int p = 0; p < G_COUNT; p++)
+        for (int l = 0; l < c->n_layers; l++) {
+            const bn_tk_matrix *w = &m->w[p][l];
+            n += (size_t)w->rows * ((size_t)w->nb * sizeof(bn_tk_block) + sizeof(float));
+        }
+    return n;
+}
 
 /* out = x / rms(x) * w, sums in double */
 static void rmsnorm(float *out, const float *x, const float *w, int n, float eps)
@@ -187,14 +233,15 @@ static void add_bias(float *y, const float *b, int n)
         for (int i = 0; i < n; i++) y[i] += b[i];
 }
 
-static void attention(bn_tk_llama *m, int layer, int pos)
+/* out [QD] = attention of q [QD] (one token at pos) over the cache rows 0..pos */
+static void attention(bn_tk_llama *m, int layer, int pos, const float *q, float *out)
 {
     const bn_model_config *c = &m->cfg;
     int hd = c->head_dim, KVD = c->n_kv_heads * hd, grp = c->n_heads / c->n_kv_heads;
     const float *kc = m->kc + (size_t)layer * m->max_ctx * KVD, *vc = m->vc + (size_t)layer * m->max_ctx * KVD;
     float inv = 1.0f / sqrtf((float)hd);
     for (int h = 0; h < c->n_heads; h++) {
-        const float *qh = m->q + h * hd;
+        const float *qh = q + h * hd;
         int kvh = h / grp;
         float mx = -INFINITY;
         for (int j = 0; j <= pos; j++) {
@@ -206,7 +253,7 @@ static void attention(bn_tk_llama *m, int layer, int pos)
         }
         float sum = 0;
         for (int j = 0; j <= pos; j++) sum += (m->scores[j] = expf(m->scores[j] - mx));
-        float *oh = m->att + h * hd;
+        float *oh = out + h * hd;
         memset(oh, 0, sizeof(float) * hd);
         for (int j = 0; j <= pos; j++) {
             const float *vj = vc + (size_t)j * KVD + kvh * hd;
@@ -216,56 +263,101 @@ static void attention(bn_tk_llama *m, int layer, int pos)
     }
 }
 
-static void gemv(bn_tk_llama *m, int p, int layer, bn_tk_act *a, float *y)
+static void gemm(bn_tk_llama *m, int p, int layer, bn_tk_act *a, float *y)
 {
-    bn_tk_gemm_pool(&m->w[p][layer], a, y, m->pool, BN_ISA_AUTO); /* a holds one token */
+    bn_tk_gemm_pool(&m->w[p][layer], a, y, m->pool, BN_ISA_AUTO);
 }
 
-int bn_tk_llama_step(bn_tk_llama *m, int32_t token, int pos, float *logits, bn_err *err)
+typedef struct head_job {
+    const uint16_t *w;
+    int cols;
+    const float *x;
+    float *y;
+} head_job;
+
+static void head_rows(void *arg, int r0, int r1)
+{
+    const head_job *j = arg;
+    bn_tk_f16_gemv_rows(j->w, j->cols, j->x, j->y, r0, r1, BN_ISA_AUTO);
+}
+
+/* Tokens [n] at positions pos0.. (n <= m->batch): every projection is one GEMM over the n
+ * tokens (weights read once for all), the rest runs per token in order. A token's
+ * activations are quantized on their own, and the kernels' GEMM equals their GEMV bit for
+ * bit, so any split of a prompt into chunks gives the same numbers as steps. */
+static void forward(bn_tk_llama *m, const int32_t *tokens, int n, int pos0, float *logits)
 {
     const bn_model_config *c = &m->cfg;
     const bn_llama_params *P = &m->fp->params;
     int D = c->dim, F = c->hidden_dim, hd = c->head_dim, QD = c->n_heads * hd, KVD = c->n_kv_heads * hd;
-    if (token < 0 || token >= c->vocab_size)
-        return bn_err_set(err, BN_EINVAL, "ternary model: token id %d outside the vocabulary (%d)", token, c->vocab_size);
-    if (pos < 0 || pos >= m->max_ctx)
-        return bn_err_set(err, BN_EINVAL, "ternary model: position %d beyond the context (%d)", pos, m->max_ctx);
-    memcpy(m->x, P->tok_emb + (size_t)token * D, sizeof(float) * D);
+    int QKV = QD + 2 * KVD;
+    for (int t = 0; t < n; t++) memcpy(m->x + (size_t)t * D, P->tok_emb + (size_t)tokens[t] * D, sizeof(float) * D);
     for (int l = 0; l < c->n_layers; l++) {
-        rmsnorm(m->n, m->x, P->attn_norm + (size_t)l * D, D, c->rms_norm_eps);
-        bn_tk_act_quantize(&m->a_dim, m->n, 1);
-        gemv(m, P_WQ, l, &m->a_dim, m->q);
-        gemv(m, P_WK, l, &m->a_dim, m->k);
-        gemv(m, P_WV, l, &m->a_dim, m->v);
-        add_bias(m->q, P->bq ? P->bq + (size_t)l * QD : NULL, QD);
-        add_bias(m->k, P->bk ? P->bk + (size_t)l * KVD : NULL, KVD);
-        add_bias(m->v, P->bv ? P->bv + (size_t)l * KVD : NULL, KVD);
-        for (int h = 0; P->q_norm && h < c->n_heads; h++) /* qwen3: RMSNorm per q/k head */
-            rmsnorm(m->q + h * hd, m->q + h * hd, P->q_norm + (size_t)l * hd, hd, c->rms_norm_eps);
-        for (int h = 0; P->k_norm && h < c->n_kv_heads; h++)
-            rmsnorm(m->k + h * hd, m->k + h * hd, P->k_norm + (size_t)l * hd, hd, c->rms_norm_eps);
-        rope(m->q, c->n_heads, hd, pos, m->inv_freq, m->rope_mscale);
-        rope(m->k, c->n_kv_heads, hd, pos, m->inv_freq, m->rope_mscale);
-        size_t at = ((size_t)l * m->max_ctx + pos) * KVD;
-        memcpy(m->kc + at, m->k, sizeof(float) * KVD);
-        memcpy(m->vc + at, m->v, sizeof(float) * KVD);
-        attention(m, l, pos);
-        bn_tk_act_quantize(&m->a_qd, m->att, 1);
-        gemv(m, P_WO, l, &m->a_qd, m->o);
-        for (int i = 0; i < D; i++) m->x[i] += m->o[i];
+        for (int t = 0; t < n; t++)
+            rmsnorm(m->n + (size_t)t * D, m->x + (size_t)t * D, P->attn_norm + (size_t)l * D, D, c->rms_norm_eps);
+        bn_tk_act_quantize(&m->a_dim, m->n, n);
+        gemm(m, G_QKV, l, &m->a_dim, m->qkv);
+        for (int t = 0; t < n; t++) {
+            float *q = m->qkv + (size_t)t * QKV, *k = q + QD, *v = k + KVD;
+            int pos = pos0 + t;
+            add_bias(q, P->bq ? P->bq + (size_t)l * QD : NULL, QD);
+            add_bias(k, P->bk ? P->bk + (size_t)l * KVD : NULL, KVD);
+            add_bias(v, P->bv ? P->bv + (size_t)l * KVD : NULL, KVD);
+            for (int h = 0; P->q_norm && h < c->n_heads; h++) /* qwen3: RMSNorm per q/k head */
+                rmsnorm(q + h * hd, q + h * hd, P->q_norm + (size_t)l * hd, hd, c->rms_norm_eps);
+            for (int h = 0; P->k_norm && h < c->n_kv_heads; h++)
+                rmsnorm(k + h * hd, k + h * hd, P->k_norm + (size_t)l * hd, hd, c->rms_norm_eps);
+            rope(q, c->n_heads, hd, pos, m->inv_freq, m->rope_mscale);
+            rope(k, c->n_kv_heads, hd, pos, m->inv_freq, m->rope_mscale);
+            size_t at = ((size_t)l * m->max_ctx + pos) * KVD;
+            memcpy(m->kc + at, k, sizeof(float) * KVD);
+            memcpy(m->vc + at, v, sizeof(float) * KVD);
+        }
+        for (int t = 0; t < n; t++) attention(m, l, pos0 + t, m->qkv + (size_t)t * QKV, m->att + (size_t)t * QD);
+        bn_tk_act_quantize(&m->a_qd, m->att, n);
+        gemm(m, G_O, l, &m->a_qd, m->o);
+        for (size_t i = 0; i < (size_t)n * D; i++) m->x[i] += m->o[i];
 
-        rmsnorm(m->n, m->x, P->ffn_norm + (size_t)l * D, D, c->rms_norm_eps);
-        bn_tk_act_quantize(&m->a_dim, m->n, 1);
-        gemv(m, P_GATE, l, &m->a_dim, m->g);
-        gemv(m, P_UP, l, &m->a_dim, m->u);
-        for (int i = 0; i < F; i++) m->h[i] = m->g[i] / (1.0f + expf(-m->g[i])) * m->u[i];
-        bn_tk_act_quantize(&m->a_ff, m->h, 1);
-        gemv(m, P_DOWN, l, &m->a_ff, m->o);
-        for (int i = 0; i < D; i++) m->x[i] += m->o[i];
+        for (int t = 0; t < n; t++)
+            rmsnorm(m->n + (size_t)t * D, m->x + (size_t)t * D, P->ffn_norm + (size_t)l * D, D, c->rms_norm_eps);
+        bn_tk_act_quantize(&m->a_dim, m->n, n);
+        gemm(m, G_GU, l, &m->a_dim, m->gu);
+        for (int t = 0; t < n; t++) {
+            const float *g = m->gu + (size_t)t * 2 * F, *u = g + F;
+            float *h = m->h + (size_t)t * F;
+            for (int i = 0; i < F; i++) h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+        }
+        bn_tk_act_quantize(&m->a_ff, m->h, n);
+        gemm(m, G_DOWN, l, &m->a_ff, m->o);
+        for (size_t i = 0; i < (size_t)n * D; i++) m->x[i] += m->o[i];
     }
     if (logits) {
-        rmsnorm(m->n, m->x, P->final_norm, D, c->rms_norm_eps);
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, c->vocab_size, D, 1.0f, P->head, D, m->n, 1, 0.0f, logits, 1);
+        rmsnorm(m->n, m->x + (size_t)(n - 1) * D, P->final_norm, D, c->rms_norm_eps);
+        head_job hj = {m->head16, D, m->n, logits};
+        bn_tk_pool_rows(m->pool, c->vocab_size, head_rows, &hj);
+    }
+}
+
+int bn_tk_llama_prefill(bn_tk_llama *m, const int32_t *tokens, int n, int pos0, float *logits, bn_err *err)
+{
+    const bn_model_config *c = &m->cfg;
+    if (n < 1 || pos0 < 0 || pos0 > m->max_ctx - n)
+        return bn_err_set(err, BN_EINVAL, "ternary model: positions %d..%d beyond the context (%d)", pos0, pos0 + n - 1,
+                          m->max_ctx);
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
+            return bn_err_set(err, BN_EINVAL, "ternary model: token id %d outside the vocabulary (%d)", tokens[i],
+                              c->vocab_size);
+    for (int i = 0; i < n; i += m->batch) {
+        int k = n - i < m->batch ? n - i : m->batch;
+        forward(m, tokens + i, k, pos0 + i, i + k == n ? logits : NULL);
     }
     return BN_OK;
+}
+
+int bn_tk_llama_step(bn_tk_llama *m, int32_t token, int pos, float *logits, bn_err *err)
+{
+    if (pos < 0 || pos >= m->max_ctx)
+        return bn_err_set(err, BN_EINVAL, "ternary model: position %d beyond the context (%d)", pos, m->max_ctx);
+    return bn_tk_llama_prefill(m, &token, 1, pos, logits, err);
 }

@@ -15,6 +15,7 @@
 #define BN_TK_LLAMA_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "base/err.h"
@@ -25,11 +26,22 @@ typedef struct bn_tk_llama bn_tk_llama;
 /* max_ctx: KV cache length (tokens); threads: kernel and OpenBLAS threads. */
 int bn_tk_llama_load(const bn_hf_model *hf, int max_ctx, int threads, bn_tk_llama **out, bn_err *err);
 void bn_tk_llama_free(bn_tk_llama *m);
+/* Changes the number of threads (caller included) of the helper pool; BN_ENOMEM leaves
+ * the model running on the caller's thread alone. */
+int bn_tk_llama_set_threads(bn_tk_llama *m, int threads);
 /* true when all projections were already ternary (codes recovered exactly). */
 bool bn_tk_llama_exact(const bn_tk_llama *m);
 /* Feeds `token` at position pos (0, 1, 2, ... in order; pos < max_ctx) and writes the
  * next-token logits [vocab] to logits (may be NULL to skip the head). */
 int bn_tk_llama_step(bn_tk_llama *m, int32_t token, int pos, float *logits, bn_err *err);
+
+/* Feeds n tokens at positions pos0 .. pos0+n-1 (pos0 + n <= max_ctx) and writes the
+ * logits after the last one (logits may be NULL). Same results as n steps. */
+int bn_tk_llama_prefill(bn_tk_llama *m, const int32_t *tokens, int n, int pos0, float *logits, bn_err *err);
+
+/* Bytes of weights one step reads: the packed projections with their row scales, the
+ * embedding row and the LM head (the KV cache not counted). */
+size_t bn_tk_llama_bytes_per_token(const bn_tk_llama *m);
 
 /* Recovers ternary codes from a float row-major matrix whose rows each take values in
  * {-s, 0, +s}: codes[rows*cols], scale[rows]. Returns false (outputs undefined) if any

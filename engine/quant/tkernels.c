@@ -8,6 +8,9 @@
  */
 #include "quant/tkernels.h"
 
+#include "base/cpu.h"
+#include "base/tensor.h"
+
 #include <float.h>
 #include <immintrin.h>
 #include <math.h>
@@ -187,6 +190,8 @@ typedef struct tk_job {
     float *y;
     int r0, r1;
     bn_isa isa;
+    bn_tk_rows_fn fn; /* set: a caller's product, fn(arg, r0, r1) instead of the above */
+    void *arg;
 } tk_job;
 
 static inline float finish(int32_t usum, const bn_tk_matrix *w, const bn_tk_act *x, int r, int t)
@@ -421,6 +426,10 @@ TK_VNNI static void tile_vnni(const tk_job *jb)
 
 static void run_job(const tk_job *jb)
 {
+    if (jb->fn) {
+        if (jb->r1 > jb->r0) jb->fn(jb->arg, jb->r0, jb->r1);
+        return;
+    }
     switch (jb->isa) {
     case BN_ISA_AVX512: tile_vnni(jb); break;
     case BN_ISA_AVX2: tile_avx2(jb); break;
@@ -455,7 +464,7 @@ static int split_jobs(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int t
         int r0 = i * per, r1 = r0 + per;
         if (r1 > w->rows || i == threads - 1) r1 = w->rows;
         if (r0 > r1) r0 = r1;
-        jobs[i] = (tk_job){w, x, y, r0, r1, isa};
+        jobs[i] = (tk_job){w, x, y, r0, r1, isa, NULL, NULL};
     }
     return threads;
 }
@@ -478,18 +487,42 @@ void bn_tk_gemm(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads
 
 typedef struct pool_helper { bn_tk_pool *pool; int index; } pool_helper;
 
+/* Jobs are claimed, not assigned: whoever comes first (the caller included) takes the
+ * next unclaimed job of the round, so a helper the OS has not scheduled yet costs the
+ * caller nothing but doing that job itself: on busy cores the pool degrades to one
+ * thread instead of waiting for a helper. The claim counter carries the round's number,
+ * so a helper waking late can never claim a job of a later round by mistake. */
 struct bn_tk_pool {
     int threads;                    /* the caller plus the helpers that started */
     pthread_t tid[TK_MAX_THREADS];
     pool_helper helper[TK_MAX_THREADS];
     tk_job jobs[TK_MAX_THREADS];    /* this round's; written before round is published */
-    int n_jobs;
     unsigned round;                 /* atomic: bumped to publish a round */
-    int pending;                    /* atomic: helpers that have not finished this round */
+    uint64_t ticket;                /* atomic: round << 32 | n_jobs << 16 | next unclaimed job */
+    int done;                       /* atomic: jobs of this round finished */
     int stop;                       /* atomic */
     pthread_mutex_t mu;             /* guards sleeping on cv */
     pthread_cond_t cv;
 };
+
+/* The index of an unclaimed job of round gen, or -1. */
+static int claim(bn_tk_pool *p, unsigned gen)
+{
+    uint64_t t = __atomic_load_n(&p->ticket, __ATOMIC_ACQUIRE);
+    for (;;) {
+        int n = (int)((t >> 16) & 0xffff), i = (int)(t & 0xffff);
+        if ((unsigned)(t >> 32) != gen || i >= n) return -1;
+        if (__atomic_compare_exchange_n(&p->ticket, &t, t + 1, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) return i;
+    }
+}
+
+static void run_claims(bn_tk_pool *p, unsigned gen)
+{
+    for (int i; (i = claim(p, gen)) >= 0;) {
+        run_job(&p->jobs[i]);
+        __atomic_fetch_add(&p->done, 1, __ATOMIC_RELEASE);
+    }
+}
 
 static unsigned wait_round(bn_tk_pool *p, unsigned seen)
 {
@@ -513,19 +546,33 @@ static void *pool_thread(void *arg)
     for (;;) {
         seen = wait_round(p, seen);
         if (__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE)) return NULL;
-        if (h->index < p->n_jobs) run_job(&p->jobs[h->index]);
-        __atomic_fetch_sub(&p->pending, 1, __ATOMIC_ACQ_REL);
+        run_claims(p, seen);
     }
 }
 
-/* Publishes a round (jobs already written) and wakes sleeping helpers. */
-static void start_round(bn_tk_pool *p)
+/* Publishes a round of n jobs (already written) and wakes sleeping helpers; returns its
+ * number. */
+static unsigned start_round(bn_tk_pool *p, int n)
 {
-    __atomic_store_n(&p->pending, p->threads - 1, __ATOMIC_RELAXED);
+    unsigned gen = __atomic_load_n(&p->round, __ATOMIC_RELAXED) + 1;
+    __atomic_store_n(&p->done, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&p->ticket, (uint64_t)gen << 32 | (uint64_t)n << 16, __ATOMIC_RELEASE);
     pthread_mutex_lock(&p->mu);
-    __atomic_fetch_add(&p->round, 1, __ATOMIC_ACQ_REL);
+    __atomic_store_n(&p->round, gen, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
+    return gen;
+}
+
+/* The caller's part of a round: claims jobs until none is left, then waits for the ones
+ * helpers are running. */
+static void finish_round(bn_tk_pool *p, unsigned gen, int n)
+{
+    run_claims(p, gen);
+    for (int i = 0; __atomic_load_n(&p->done, __ATOMIC_ACQUIRE) < n; i++) {
+        if (i < TK_SPIN) _mm_pause();
+        else sched_yield();
+    }
 }
 
 int bn_tk_pool_new(int threads, bn_tk_pool **out)
@@ -551,7 +598,7 @@ void bn_tk_pool_free(bn_tk_pool *p)
 {
     if (!p) return;
     __atomic_store_n(&p->stop, 1, __ATOMIC_RELEASE);
-    start_round(p);
+    start_round(p, 0);
     for (int i = 1; i < p->threads; i++) pthread_join(p->tid[i], NULL);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
@@ -566,18 +613,13 @@ void bn_tk_gemm_pool(const bn_tk_matrix *w, const bn_tk_act *x, float *y, bn_tk_
     tk_job alone;
     int threads = bn_tk_pool_threads(p);
     tk_job *jobs = threads > 1 ? p->jobs : &alone;
-    int n = split_jobs(w, x, y, threads, isa, jobs);
+    /* twice as many jobs as threads: a helper that starts late still takes a share */
+    int n = split_jobs(w, x, y, threads > 1 ? 2 * threads : 1, isa, jobs);
     if (n == 1) { /* no helpers, or too small to share: the helpers keep waiting */
         run_job(&jobs[0]);
         return;
     }
-    p->n_jobs = n;
-    start_round(p);
-    run_job(&p->jobs[0]);
-    for (int i = 0; __atomic_load_n(&p->pending, __ATOMIC_ACQUIRE) > 0; i++) {
-        if (i < TK_SPIN) _mm_pause();
-        else sched_yield();
-    }
+    finish_round(p, start_round(p, n), n);
 }
 
 void bn_tk_gemv(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads, bn_isa isa)
@@ -597,4 +639,93 @@ int bn_tk_linear(const bn_tk_matrix *w, bn_tk_act *a, const float *x, int n, flo
     bn_tk_act_quantize(a, x, n);
     bn_tk_gemm(w, a, y, threads, BN_ISA_AUTO);
     return BN_OK;
+}
+
+void bn_tk_pool_rows(bn_tk_pool *p, int rows, bn_tk_rows_fn fn, void *arg)
+{
+    int threads = bn_tk_pool_threads(p);
+    if (threads == 1 || rows < 32) {
+        fn(arg, 0, rows);
+        return;
+    }
+    int per = (rows / 16 + threads - 1) / threads * 16;
+    for (int i = 0; i < threads; i++) {
+        int r0 = i * per, r1 = r0 + per;
+        if (r1 > rows || i == threads - 1) r1 = rows;
+        if (r0 > r1) r0 = r1;
+        p->jobs[i] = (tk_job){NULL, NULL, NULL, r0, r1, BN_ISA_AUTO, fn, arg};
+    }
+    finish_round(p, start_round(p, threads), threads);
+}
+
+/* ---- F16 x FP32 GEMV (LM head) ------------------------------------------------------ */
+
+static void f16_rows_scalar(const uint16_t *w, int cols, const float *x, float *y, int r0, int r1)
+{
+    for (int r = r0; r < r1; r++) {
+        const uint16_t *wr = w + (size_t)r * cols;
+        double s = 0;
+        for (int k = 0; k < cols; k++) s += (double)bn_f16_to_f32(wr[k]) * x[k];
+        y[r] = (float)s;
+    }
+}
+
+__attribute__((target("avx2,f16c,fma"))) static void f16_rows_avx2(const uint16_t *w, int cols, const float *x,
+                                                                   float *y, int r0, int r1)
+{
+    for (int r = r0; r < r1; r++) {
+        const uint16_t *wr = w + (size_t)r * cols;
+        __m256 a = _mm256_setzero_ps(), b = a;
+        int k = 0;
+        for (; k + 16 <= cols; k += 16) {
+            a = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wr + k))), _mm256_loadu_ps(x + k), a);
+            b = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wr + k + 8))),
+                                _mm256_loadu_ps(x + k + 8), b);
+        }
+        a = _mm256_add_ps(a, b);
+        __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+        h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_add_ss(h, _mm_movehdup_ps(h));
+        float s = _mm_cvtss_f32(h);
+        for (; k < cols; k++) s += bn_f16_to_f32(wr[k]) * x[k];
+        y[r] = s;
+    }
+}
+
+/* Two rows at a time so each x load feeds two FMAs. */
+__attribute__((target("avx512f"))) static void f16_rows_avx512(const uint16_t *w, int cols, const float *x,
+                                                               float *y, int r0, int r1)
+{
+    int r = r0;
+    for (; r + 2 <= r1; r += 2) {
+        const uint16_t *w0 = w + (size_t)r * cols, *w1 = w0 + cols;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+        int k = 0;
+        for (; k + 16 <= cols; k += 16) {
+            __m512 xv = _mm512_loadu_ps(x + k);
+            _mm_prefetch((const char *)(w0 + k + 512), _MM_HINT_T0);
+            _mm_prefetch((const char *)(w1 + k + 512), _MM_HINT_T0);
+            a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w0 + k))), xv, a0);
+            a1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w1 + k))), xv, a1);
+        }
+        float s0 = _mm512_reduce_add_ps(a0), s1 = _mm512_reduce_add_ps(a1);
+        for (; k < cols; k++) s0 += bn_f16_to_f32(w0[k]) * x[k], s1 += bn_f16_to_f32(w1[k]) * x[k];
+        y[r] = s0, y[r + 1] = s1;
+    }
+    if (r < r1) f16_rows_avx2(w, cols, x, y, r, r1);
+}
+
+void bn_tk_f16_gemv_rows(const uint16_t *w, int cols, const float *x, float *y, int r0, int r1, bn_isa isa)
+{
+    if (isa == BN_ISA_AUTO || !bn_tk_isa_supported(isa)) isa = bn_tk_isa_best();
+    switch (isa) {
+    case BN_ISA_AVX512: f16_rows_avx512(w, cols, x, y, r0, r1); break;
+    case BN_ISA_AVX2:
+        if (bn_cpu_has_f16c() && __builtin_cpu_supports("fma")) {
+            f16_rows_avx2(w, cols, x, y, r0, r1);
+            break;
+        }
+        /* fall through */
+    default: f16_rows_scalar(w, cols, x, y, r0, r1); break;
+    }
 }

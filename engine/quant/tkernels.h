@@ -98,6 +98,17 @@ void bn_tk_pool_free(bn_tk_pool *p);
 int bn_tk_pool_threads(const bn_tk_pool *p);
 void bn_tk_gemm_pool(const bn_tk_matrix *w, const bn_tk_act *x, float *y, bn_tk_pool *pool, bn_isa isa);
 
+/* A caller-defined row-parallel product run on the pool: fn(arg, r0, r1) for disjoint row
+ * ranges covering [0, rows), each a multiple of 16 rows but the last. */
+typedef void (*bn_tk_rows_fn)(void *arg, int r0, int r1);
+void bn_tk_pool_rows(bn_tk_pool *pool, int rows, bn_tk_rows_fn fn, void *arg);
+
+/* F16 matrix x FP32 vector, rows [r0, r1): y[r] = sum_k f32(w[r*cols + k]) * x[k]
+ * (w row-major [rows, cols] IEEE half). For an LM head: half the bytes of FP32 per token.
+ * The scalar reference accumulates in double; the AVX2 (F16C+FMA) and AVX-512 paths in
+ * FP32 lanes, so they agree with it to float rounding (|err| <~ 1e-6 * sum|w*x|). */
+void bn_tk_f16_gemv_rows(const uint16_t *w, int cols, const float *x, float *y, int r0, int r1, bn_isa isa);
+
 /* Convenience: quantize x [n, cols] into scratch a (grown as needed), then gemm. */
 int bn_tk_linear(const bn_tk_matrix *w, bn_tk_act *a, const float *x, int n, float *y,
                  int threads);

@@ -114,6 +114,45 @@ END_TEST
 START_TEST(qwen3_qk_norm_yarn) { matches_fp32(BN_ARCH_QWEN3, true); }
 END_TEST
 
+/* A prompt through bn_tk_llama_prefill (GEMM over chunks of tokens, split again inside
+ * beyond its batch of 64) gives bit for bit the logits of feeding it token by token. */
+START_TEST(prefill_equals_steps)
+{
+    bn_err err;
+    char *tmp = bn_test_tmpdir("tk_prefill"), dir[512];
+    snprintf(dir, sizeof dir, "%s/m", tmp);
+    bn_init_spec s;
+    bn_initmodel_shape("tiny", &s);
+    s.dim = 96, s.hidden = 160, s.heads = 6, s.kv_heads = 2, s.layers = 2;
+    s.vocab = bn_initmodel_tokenizer_size();
+    s.dtype = BN_DTYPE_F32;
+    ck_assert_msg(bn_initmodel_write(dir, &s, &err) == 0, "%s", err.msg);
+    bn_hf_model *hf;
+    ck_assert_int_eq(bn_hf_open(dir, &hf, &err), 0);
+    enum { T = 80 };
+    bn_tk_llama *a, *b;
+    ck_assert_msg(bn_tk_llama_load(hf, T, 2, &a, &err) == 0, "%s", err.msg);
+    ck_assert_msg(bn_tk_llama_load(hf, T, 1, &b, &err) == 0, "%s", err.msg);
+    int32_t toks[T];
+    for (int t = 0; t < T; t++) toks[t] = (t * 53 + 11) % s.vocab;
+    float *la = malloc(sizeof(float) * s.vocab), *lb = malloc(sizeof(float) * s.vocab);
+    for (int t = 0; t < T; t++) ck_assert_int_eq(bn_tk_llama_step(a, toks[t], t, t == T - 1 ? la : NULL, &err), 0);
+    ck_assert_int_eq(bn_tk_llama_prefill(b, toks, 9, 0, NULL, &err), 0);
+    ck_assert_int_eq(bn_tk_llama_prefill(b, toks + 9, T - 9, 9, lb, &err), 0);
+    ck_assert(memcmp(la, lb, sizeof(float) * s.vocab) == 0);
+    ck_assert_int_eq(bn_tk_llama_prefill(b, toks, 2, T - 1, lb, &err), BN_EINVAL); /* past the cache */
+    int32_t bad[2] = {1, s.vocab};
+    ck_assert_int_eq(bn_tk_llama_prefill(b, bad, 2, 0, lb, &err), BN_EINVAL);
+    ck_assert_int_eq(bn_tk_llama_prefill(b, toks, 0, 0, lb, &err), BN_EINVAL);
+    free(la), free(lb);
+    bn_tk_llama_free(a);
+    bn_tk_llama_free(b);
+    bn_hf_close(hf);
+    bn_test_rmtree(tmp);
+    free(tmp);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("tk_llama");
@@ -123,6 +162,7 @@ int main(void)
     tcase_add_test(tc, matches_fp32_actquant);
     tcase_add_test(tc, qwen2_biases);
     tcase_add_test(tc, qwen3_qk_norm_yarn);
+    tcase_add_test(tc, prefill_equals_steps);
     suite_add_tcase(su, tc);
     return bn_test_run(su);
 }

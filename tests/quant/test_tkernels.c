@@ -8,6 +8,7 @@
 
 #include "bn_test.h"
 #include "formats/hf.h"
+#include "base/tensor.h"
 #include "quant/tkernels.h"
 
 static uint64_t rng = 88172645463325252ull;
@@ -244,6 +245,54 @@ START_TEST(pool_equals_scalar)
 }
 END_TEST
 
+/* F16 GEMV: every ISA path equals the double-accumulating scalar reference to float
+ * rounding, on odd shapes (row tails, an odd last row); the pool's row split covers every
+ * row exactly once (rows it skipped would keep the NaN fill). */
+static void f16_rows_job(void *arg, int r0, int r1)
+{
+    void **a = arg;
+    bn_tk_f16_gemv_rows(a[0], *(int *)a[1], a[2], a[3], r0, r1, BN_ISA_AUTO);
+}
+
+START_TEST(f16_gemv_agrees)
+{
+    static const int shapes[][2] = {{1, 16}, {7, 33}, {1001, 2048}, {64, 5}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int rows = shapes[s][0], cols = shapes[s][1];
+        uint16_t *w = malloc(sizeof(uint16_t) * (size_t)rows * cols);
+        float *x = malloc(sizeof(float) * cols), *ref = malloc(sizeof(float) * rows), *got = malloc(sizeof(float) * rows);
+        double *mag = calloc((size_t)rows, sizeof(double));
+        for (int i = 0; i < cols; i++) x[i] = unit() * 3;
+        for (size_t i = 0; i < (size_t)rows * cols; i++) w[i] = bn_f32_to_f16(unit() * 0.1f);
+        for (int r = 0; r < rows; r++)
+            for (int k = 0; k < cols; k++) mag[r] += fabs(bn_f16_to_f32(w[(size_t)r * cols + k]) * x[k]);
+        bn_tk_f16_gemv_rows(w, cols, x, ref, 0, rows, BN_ISA_SCALAR);
+        for (int r = 0; r < rows; r++) {
+            double d = 0;
+            for (int k = 0; k < cols; k++) d += (double)bn_f16_to_f32(w[(size_t)r * cols + k]) * x[k];
+            ck_assert_float_eq_tol(ref[r], d, 1e-6 * mag[r] + 1e-30);
+        }
+        bn_isa isas[] = {BN_ISA_AVX2, BN_ISA_AVX512};
+        for (int i = 0; i < 2; i++) {
+            if (!bn_tk_isa_supported(isas[i])) continue;
+            memset(got, 0xff, sizeof(float) * rows);
+            bn_tk_f16_gemv_rows(w, cols, x, got, 0, rows, isas[i]);
+            for (int r = 0; r < rows; r++)
+                ck_assert_msg(fabs(got[r] - ref[r]) <= 1e-5 * mag[r] + 1e-30, "%s row %d: %g vs %g",
+                              bn_isa_name(isas[i]), r, got[r], ref[r]);
+        }
+        bn_tk_pool *pool;
+        ck_assert_int_eq(bn_tk_pool_new(2, &pool), 0);
+        memset(got, 0xff, sizeof(float) * rows);
+        void *args[] = {w, &cols, x, got};
+        bn_tk_pool_rows(pool, rows, f16_rows_job, args);
+        bn_tk_pool_free(pool);
+        for (int r = 0; r < rows; r++) ck_assert_msg(fabs(got[r] - ref[r]) <= 1e-5 * mag[r] + 1e-30, "pool row %d", r);
+        free(w), free(x), free(ref), free(got), free(mag);
+    }
+}
+END_TEST
+
 /* The kernel equals dequant(W) . dequant(x) computed in double, to float rounding. */
 START_TEST(matches_float_reference)
 {
@@ -342,6 +391,7 @@ int main(void)
     tcase_add_test(tc, act_quantize_tiny_rows_match_training);
     tcase_add_test(tc, simd_equals_scalar);
     tcase_add_test(tc, pool_equals_scalar);
+    tcase_add_test(tc, f16_gemv_agrees);
     tcase_add_test(tc, matches_float_reference);
     tcase_add_test(tc, linear_grows_scratch);
     tcase_add_test(tc, speedup_runs);
