@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backend/device.h"
 #include "base/parallel.h"
 #include "base/tensor.h"
 #include "hub/hub.h"
@@ -95,6 +96,9 @@ static void hub_event(void *p, const char *level, const char *message)
 int bn_stage_load(bn_job_ctx *ctx, bn_err *err)
 {
     int rc;
+    if (ctx->opt->device != BN_DEVICE_CPU) /* accepted and validated, not yet used by the stages */
+        bn_job_event(ctx, "warn", "config.device \"%s\": this version computes every stage on the CPU; the CUDA "
+                                  "backend is tested on its own (docs/GPU.md)", bn_device_name(ctx->opt->device));
     if (!ctx->source) ctx->source = ctx->paths.model_dir;
     if (bn_hub_is_source(ctx->source)) { /* fetch into the Hub cache, then load the snapshot */
         bn_hub_progress hp = { ctx, hub_update, hub_event };
