@@ -161,11 +161,11 @@ if [ -z "$model" ]; then
   echo "NOTE: this demo model has RANDOM weights. Its metrics show that the pipeline works;"
   echo "      they say nothing about a real model. Pass a Hugging Face folder to compress one:"
   echo "      bash deploy/quickstart.sh ../shared/data/stories260K-hf"
-  # A short budget: a small calibration set and a few fine-tuning steps. Threshold 0
-  # fine-tunes whenever quantization degrades perplexity at all (it does for this demo
-  # model), so the dashboard has a loss curve to show; its text is the synthetic templates,
+  # A short budget: a small calibration set and a few fine-tuning steps. A negative
+  # threshold fine-tunes even when ternarization does not make this random demo model
+  # worse, so the dashboard has a loss curve to show; its text is the synthetic templates,
   # which a job trains on only when it says so (allow_synthetic: a demo, not a result).
-  [ -n "$config" ] || config='{"calibration":{"samples":16,"sequence_length":32},"fine_tune":{"threshold":0,"max_steps":24,"checkpoint_every":8,"allow_synthetic":true}}'
+  [ -n "$config" ] || config='{"calibration":{"samples":16,"sequence_length":32},"fine_tune":{"threshold":-1,"max_steps":24,"checkpoint_every":8,"allow_synthetic":true}}'
 else
   say "4/6 model: $model"
 fi

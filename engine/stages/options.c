@@ -139,7 +139,7 @@ static const field calib_fields[] = {
 };
 static const field ft_fields[] = {
     { "enabled", F_BOOL, OFF(fine_tune.enabled), 0, 0, false },
-    { "threshold", F_DOUBLE, OFF(fine_tune.threshold), 0, 100, false },
+    { "threshold", F_DOUBLE, OFF(fine_tune.threshold), -1, 100, false }, /* < 0: even when not worse */
     { "epochs", F_INT, OFF(fine_tune.epochs), 0, 1000000, false },
     { "max_steps", F_INT, OFF(fine_tune.max_steps), 0, 100000000, false },
     { "max_minutes", F_DOUBLE, OFF(fine_tune.max_minutes), 0, 100000, true },

@@ -47,8 +47,8 @@ if [ -z "$model" ]; then
   model=$tmp/models/tiny
   "$build/cli/bitnetctl" init-model "$model" --shape tiny >/dev/null
 fi
-config=${BN_BROWSER_CONFIG:-'{"calibration":{"samples":16,"sequence_length":32},"fine_tune":{"threshold":0,"max_steps":12,"checkpoint_every":4,"allow_synthetic":true}}'}
-long_config=${BN_BROWSER_LONG_CONFIG:-'{"calibration":{"samples":16,"sequence_length":32},"fine_tune":{"threshold":0,"max_steps":100000,"max_minutes":5,"allow_synthetic":true}}'}
+config=${BN_BROWSER_CONFIG:-'{"calibration":{"samples":16,"sequence_length":32},"fine_tune":{"threshold":-1,"max_steps":12,"checkpoint_every":4,"allow_synthetic":true}}'}
+long_config=${BN_BROWSER_LONG_CONFIG:-'{"calibration":{"samples":16,"sequence_length":32},"fine_tune":{"threshold":-1,"max_steps":100000,"max_minutes":5,"allow_synthetic":true}}'}
 node "$nodedir/dashboard.mjs" --url "$BN_URL" --model "$model" --config "$config" \
   --long-config "$long_config" --expect-metrics "${BN_BROWSER_EXPECT_METRICS:-19}" \
   --read-token "$read_tok" --submit-token "$submit_tok" --out "$shots" || rc=$?
