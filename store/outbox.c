@@ -58,44 +58,27 @@ void bn_store_wandb_status_free(bn_store_wandb_status *s)
 
 /* ---- work list ---------------------------------------------------------------------- */
 
-#define SOURCES_AGG "json_group_object(key, source)"
-static const char work_sql_sqlite[] =
-    "WITH w(job_id) AS ("
-    "  SELECT DISTINCT job_id FROM wandb_outbox WHERE delivered_at IS NULL"
-    "  UNION"
-    "  SELECT r.job_id FROM wandb_runs r JOIN jobs j2 ON j2.id = r.job_id"
-    "   WHERE r.status = 'active' AND j2.status = 'running')"
-    " SELECT j.id, j.status, j.wandb_mode, j.tracking, j.config, j.output, j.output_dir,"
-    "  (SELECT MIN(created_at) FROM wandb_outbox o WHERE o.job_id = j.id),"
-    "  r.status, r.run_id, r.entity, r.project, r.run_url, r.last_error,"
-    "  COALESCE(r.history_offset, 0),"
-    "  (SELECT COUNT(*) FROM wandb_outbox o WHERE o.job_id = j.id AND o.delivered_at IS NULL),"
-    "  (SELECT CASE WHEN COUNT(*) > 0 THEN " SOURCES_AGG " END"
-    "    FROM job_metric_sources m WHERE m.job_id = j.id)"
-    " FROM w JOIN jobs j ON j.id = w.job_id LEFT JOIN wandb_runs r ON r.job_id = j.id"
-    " WHERE j.wandb_mode IN ('online', 'offline')"
-    "  AND COALESCE(r.status, 'pending') IN ('pending', 'active')"
-    " ORDER BY j.created_at, j.id LIMIT ?";
-#undef SOURCES_AGG
-#define SOURCES_AGG "json_object_agg(key, source)::text"
-static const char work_sql_pg[] =
-    "WITH w(job_id) AS ("
-    "  SELECT DISTINCT job_id FROM wandb_outbox WHERE delivered_at IS NULL"
-    "  UNION"
-    "  SELECT r.job_id FROM wandb_runs r JOIN jobs j2 ON j2.id = r.job_id"
-    "   WHERE r.status = 'active' AND j2.status = 'running')"
-    " SELECT j.id, j.status, j.wandb_mode, j.tracking, j.config, j.output, j.output_dir,"
-    "  (SELECT MIN(created_at) FROM wandb_outbox o WHERE o.job_id = j.id),"
-    "  r.status, r.run_id, r.entity, r.project, r.run_url, r.last_error,"
-    "  COALESCE(r.history_offset, 0),"
-    "  (SELECT COUNT(*) FROM wandb_outbox o WHERE o.job_id = j.id AND o.delivered_at IS NULL),"
-    "  (SELECT CASE WHEN COUNT(*) > 0 THEN " SOURCES_AGG " END"
-    "    FROM job_metric_sources m WHERE m.job_id = j.id)"
-    " FROM w JOIN jobs j ON j.id = w.job_id LEFT JOIN wandb_runs r ON r.job_id = j.id"
-    " WHERE j.wandb_mode IN ('online', 'offline')"
-    "  AND COALESCE(r.status, 'pending') IN ('pending', 'active')"
-    " ORDER BY j.created_at, j.id LIMIT ?";
-#undef SOURCES_AGG
+/* The work list in either dialect: only the JSON aggregate of the metric sources differs. */
+#define WORK_SQL(sources_agg)                                                                     \
+    "WITH w(job_id) AS ("                                                                         \
+    "  SELECT DISTINCT job_id FROM wandb_outbox WHERE delivered_at IS NULL"                       \
+    "  UNION"                                                                                     \
+    "  SELECT r.job_id FROM wandb_runs r JOIN jobs j2 ON j2.id = r.job_id"                        \
+    "   WHERE r.status = 'active' AND j2.status = 'running')"                                     \
+    " SELECT j.id, j.status, j.wandb_mode, j.tracking, j.config, j.output, j.output_dir,"         \
+    "  (SELECT MIN(created_at) FROM wandb_outbox o WHERE o.job_id = j.id),"                       \
+    "  r.status, r.run_id, r.entity, r.project, r.run_url, r.last_error,"                         \
+    "  COALESCE(r.history_offset, 0),"                                                            \
+    "  (SELECT COUNT(*) FROM wandb_outbox o WHERE o.job_id = j.id AND o.delivered_at IS NULL),"   \
+    "  (SELECT CASE WHEN COUNT(*) > 0 THEN " sources_agg " END"                                   \
+    "    FROM job_metric_sources m WHERE m.job_id = j.id)"                                        \
+    " FROM w JOIN jobs j ON j.id = w.job_id LEFT JOIN wandb_runs r ON r.job_id = j.id"            \
+    " WHERE j.wandb_mode IN ('online', 'offline')"                                                \
+    "  AND COALESCE(r.status, 'pending') IN ('pending', 'active')"                                \
+    " ORDER BY j.created_at, j.id LIMIT ?"
+static const char work_sql_sqlite[] = WORK_SQL("json_group_object(key, source)");
+static const char work_sql_pg[] = WORK_SQL("json_object_agg(key, source)::text");
+#undef WORK_SQL
 
 static void work_row(bn_stmt *s, bn_store_wandb_job *j)
 {
