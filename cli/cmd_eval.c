@@ -7,6 +7,9 @@
  * result is comparable across tools (llama2.c / HF style, not llama-perplexity's).
  * --ternary scores the ternary model: every linear projection replaced by its absmean
  * ternarization (scale x code), as the compressor produces it.
+ * --decoder scores it with the ternary token decoder instead (model/tk_llama.h: packed
+ * ternary kernels, int8 activations, KV cache, int8 LM head), token by token: what
+ * `generate --ternary` computes.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -19,20 +22,21 @@
 #include "base/fsutil.h"
 #include "formats/hf.h"
 #include "model/llama.h"
+#include "model/tk_llama.h"
 #include "base/parallel.h"
 #include "tokenizer/tokenizer.h"
 
 typedef struct eval_args {
     const char *model, *text, *tokens;
     int ctx, windows, threads, batch;
-    bool ternary, json, act_quant;
+    bool ternary, json, act_quant, decoder;
 } eval_args;
 
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: bitnetctl eval MODEL_DIR (--text FILE | --tokens FILE.u16) [--ctx N]\n"
-            "       [--windows N] [--ternary] [--act-quant] [--threads N] [--batch N] [--json]\n"
+            "       [--windows N] [--ternary] [--act-quant] [--decoder] [--threads N] [--batch N] [--json]\n"
             "Mean NLL (nats/token) and perplexity over N windows of ctx tokens (default: ctx\n"
             "512 or the model's context if smaller; every full window).\n");
 }
@@ -56,7 +60,7 @@ static int parse_args(int argc, char **argv, eval_args *a)
         { "ctx", required_argument, 0, 'c' },     { "windows", required_argument, 0, 'w' },
         { "threads", required_argument, 0, 't' }, { "batch", required_argument, 0, 'b' },
         { "ternary", no_argument, 0, 'q' },       { "act-quant", no_argument, 0, 'a' },
-        { "json", no_argument, 0, 'j' },          { "help", no_argument, 0, 'h' },
+        { "decoder", no_argument, 0, 'd' },      { "json", no_argument, 0, 'j' },          { "help", no_argument, 0, 'h' },
         { 0, 0, 0, 0 },
     };
     int c, bad = 0;
@@ -71,6 +75,7 @@ static int parse_args(int argc, char **argv, eval_args *a)
         case 'b': bad |= parse_pos("batch", optarg, &a->batch); break;
         case 'q': a->ternary = true; break;
         case 'a': a->act_quant = true; break;
+        case 'd': a->decoder = true; break;
         case 'j': a->json = true; break;
         case 'h': usage(stdout); return 1;
         default: usage(stderr); return 2;
@@ -174,39 +179,59 @@ int bn_cli_eval(int argc, char **argv)
     bn_err err = { 0 };
     bn_hf_model *hf = NULL;
     bn_llama *m = NULL;
+    bn_tk_llama *tk = NULL;
     int32_t *ids = NULL;
     size_t n = 0;
     int status = 1;
     char dir[4096];
     if (bn_cli_model_dir("eval", a.model, dir, sizeof dir)) return 1;
     a.model = dir;
-    if (bn_hf_open(a.model, &hf, &err)) goto fail;
+    if (bn_hf_open(a.model, &hf, &err)) goto done;
     int ctx = a.ctx ? a.ctx : (hf->cfg.max_seq_len > 0 && hf->cfg.max_seq_len < 512
                                    ? hf->cfg.max_seq_len : 512);
     if (hf->cfg.max_seq_len > 0 && ctx > hf->cfg.max_seq_len) {
         bn_err_set(&err, BN_EINVAL, "eval: --ctx %d exceeds the model's context %d", ctx,
                    hf->cfg.max_seq_len);
-        goto fail;
+        goto done;
     }
     if (a.tokens ? read_tokens(a.tokens, hf->cfg.vocab_size, &ids, &n, &err)
                  : text_tokens(a.text, hf, &ids, &n, &err))
-        goto fail;
-    if (bn_llama_load(hf, &m, &err)) goto fail;
+        goto done;
+    if (a.decoder) {
+        if (a.act_quant || a.batch) {
+            bn_err_set(&err, BN_EINVAL, "eval: --decoder takes neither --act-quant (its activations are int8 "
+                       "already) nor --batch");
+            goto done;
+        }
+        if (bn_tk_llama_load(hf, ctx, a.threads ? a.threads : bn_cpu_count(), &tk, &err)) goto done;
+        if (!a.json)
+            printf("decoder    ternary kernels, %s\n", bn_tk_llama_exact(tk) ? "exact codes and scales from the folder"
+                                                                            : "quantized now (absmean, per channel, tau 0.5)");
+        a.ternary = true;
+        double t0 = bn_clock_mono_s();
+        bn_llama_eval_result r;
+        if (bn_tk_llama_eval_windows(tk, ids, n, ctx, a.windows, &r, &err)) goto done;
+        print_result(&a, &r, ctx, bn_clock_mono_s() - t0);
+        status = 0;
+        goto done;
+    }
+    if (bn_llama_load(hf, &m, &err)) goto done;
     bn_llama_set_threads(m, a.threads ? a.threads : bn_cpu_count());
     bool packed = false;
-    if (a.ternary && bn_llama_ternarize(m, a.model, &packed, &err)) goto fail;
+    if (a.ternary && bn_llama_ternarize(m, a.model, &packed, &err)) goto done;
     if (a.ternary && !a.json)
         printf("ternary    %s\n", packed ? "codes and scales from quantized/model.safetensors"
                                          : "quantized now (absmean, per channel, tau 0.5)");
     m->act_quant = a.act_quant;
     double t0 = bn_clock_mono_s();
     bn_llama_eval_result r;
-    if (bn_llama_eval_windows(m, ids, n, ctx, a.windows, a.batch, &r, &err)) goto fail;
+    if (bn_llama_eval_windows(m, ids, n, ctx, a.windows, a.batch, &r, &err)) goto done;
     print_result(&a, &r, ctx, bn_clock_mono_s() - t0);
     status = 0;
-fail:
+done:
     if (status) bn_cli_errorf("%s", err.msg);
     free(ids);
+    bn_tk_llama_free(tk);
     bn_llama_free(m);
     bn_hf_close(hf);
     return status;

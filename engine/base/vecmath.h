@@ -7,6 +7,9 @@
  * reference and AVX2 / AVX-512 versions of the same algorithm, picked at run time;
  * tests check they agree.
  * bn_vmax returns the largest element (n >= 1).
+ * bn_vdot / bn_vaxpy: FP32 dot product and y += a*x for the decoder's attention over its
+ * KV cache; the SIMD paths sum in 16 (8) lanes with FMA, so they agree with the scalar
+ * reference to float rounding, not bit for bit.
  */
 #ifndef BN_VECMATH_H
 #define BN_VECMATH_H
@@ -18,6 +21,9 @@ float bn_vexp_sub_sum(float *x, size_t n, float m); /* x[i] = exp(x[i] - m); ret
 float bn_vmax(const float *x, size_t n);
 /* Index of the largest element, the first one on ties (n >= 1): greedy decoding, agreement. */
 int bn_vargmax(const float *x, int n);
+
+float bn_vdot(const float *a, const float *b, size_t n);  /* sum a[i]*b[i] */
+void bn_vaxpy(float *y, float a, const float *x, size_t n); /* y[i] += a*x[i] */
 
 /* The scalar reference (tests). */
 void bn_vexp_ref(float *x, size_t n);

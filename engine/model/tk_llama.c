@@ -17,6 +17,7 @@
 
 #include "base/blas.h"
 #include "base/tensor.h"
+#include "base/vecmath.h"
 #include "model/llama.h"
 #include "model/rope.h"
 #include "quant/quant.h"
@@ -40,7 +41,8 @@ struct bn_tk_llama {
     int batch;                   /* tokens one forward pass takes (prompt chunks) */
     bool exact;
     bn_tk_matrix *w[G_COUNT];    /* [L] each */
-    uint16_t *head16;            /* [vocab, D] the LM head in F16 (half FP32's bytes) */
+    bn_tk_q8_matrix head;        /* [vocab, D] the LM head in int8 blocks (34 bytes per 32
+                                    weights: 0.27x FP32, 0.53x F16) */
     float *kc, *vc;              /* [L, max_ctx, KV*hd] */
     /* per token of a chunk [batch, .]: x, n, o [D], qkv [QD+2KVD], att [QD], gu [2F], h [F] */
     float *x, *n, *qkv, *att, *o, *gu, *h, *scores, *inv_freq;
@@ -125,7 +127,7 @@ void bn_tk_llama_free(bn_tk_llama *m)
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     bn_tk_act_free(&m->a_dim), bn_tk_act_free(&m->a_qd), bn_tk_act_free(&m->a_ff);
     bn_tk_pool_free(m->pool);
-    free(m->head16);
+    bn_tk_q8_free(&m->head);
     bn_llama_free(m->fp);
     free(m);
 }
@@ -155,10 +157,9 @@ int bn_tk_llama_load(const bn_hf_model *hf, int max_ctx, int threads, bn_tk_llam
     m->x = malloc(sizeof(float) * D * B), m->n = malloc(sizeof(float) * D * B), m->o = malloc(sizeof(float) * D * B);
     m->qkv = malloc(sizeof(float) * (QD + 2 * KVD) * B), m->att = malloc(sizeof(float) * QD * B);
     m->gu = malloc(sizeof(float) * 2 * F * B), m->h = malloc(sizeof(float) * F * B);
-    m->head16 = malloc(sizeof(uint16_t) * (size_t)c->vocab_size * D);
     m->scores = malloc(sizeof(float) * max_ctx);
     m->inv_freq = malloc(sizeof(float) * (hd / 2 + 1));
-    if (!m->kc || !m->vc || !m->x || !m->n || !m->o || !m->qkv || !m->att || !m->gu || !m->h || !m->head16 ||
+    if (!m->kc || !m->vc || !m->x || !m->n || !m->o || !m->qkv || !m->att || !m->gu || !m->h ||
         !m->scores || !m->inv_freq || bn_tk_act_init(&m->a_dim, m->batch, D) ||
         bn_tk_act_init(&m->a_qd, m->batch, QD) || bn_tk_act_init(&m->a_ff, m->batch, F) ||
         bn_tk_pool_new(m->threads, &m->pool))
@@ -171,7 +172,7 @@ int bn_tk_llama_load(const bn_hf_model *hf, int max_ctx, int threads, bn_tk_llam
         if (!m->w[p]) rc = bn_err_set(err, BN_ENOMEM, "ternary model: out of memory");
         for (int l = 0; !rc && l < c->n_layers; l++) rc = build_group(m, p, l, err);
     }
-    for (size_t i = 0; !rc && i < (size_t)c->vocab_size * D; i++) m->head16[i] = bn_f32_to_f16(m->fp->params.head[i]);
+    if (!rc) rc = bn_tk_q8_pack(&m->head, m->fp->params.head, c->vocab_size, D, "lm_head.weight", err);
     if (rc) {
         bn_tk_llama_free(m);
         return rc;
@@ -194,7 +195,7 @@ int bn_tk_llama_set_threads(bn_tk_llama *m, int threads)
 size_t bn_tk_llama_bytes_per_token(const bn_tk_llama *m)
 {
     const bn_model_config *c = &m->cfg;
-    size_t n = (size_t)c->dim * (sizeof(float) + sizeof(uint16_t) * (size_t)c->vocab_size); /* embedding row, head */
+    size_t n = (size_t)c->dim * sizeof(float) + (size_t)m->head.rows * m->head.nb * sizeof(bn_tk_q8_block); /* embedding row, head */
     for (int p = 0; p < G_COUNT; p++)
         for (int l = 0; l < c->n_layers; l++) {
             const bn_tk_matrix *w = &m->w[p][l];
@@ -243,23 +244,12 @@ static void attention(bn_tk_llama *m, int layer, int pos, const float *q, float 
     for (int h = 0; h < c->n_heads; h++) {
         const float *qh = q + h * hd;
         int kvh = h / grp;
-        float mx = -INFINITY;
-        for (int j = 0; j <= pos; j++) {
-            const float *kj = kc + (size_t)j * KVD + kvh * hd;
-            float s = 0;
-            for (int i = 0; i < hd; i++) s += qh[i] * kj[i];
-            m->scores[j] = s * inv;
-            mx = m->scores[j] > mx ? m->scores[j] : mx;
-        }
-        float sum = 0;
-        for (int j = 0; j <= pos; j++) sum += (m->scores[j] = expf(m->scores[j] - mx));
+        for (int j = 0; j <= pos; j++) m->scores[j] = bn_vdot(qh, kc + (size_t)j * KVD + kvh * hd, (size_t)hd) * inv;
+        float mx = bn_vmax(m->scores, (size_t)pos + 1);
+        float sum = bn_vexp_sub_sum(m->scores, (size_t)pos + 1, mx);
         float *oh = out + h * hd;
         memset(oh, 0, sizeof(float) * hd);
-        for (int j = 0; j <= pos; j++) {
-            const float *vj = vc + (size_t)j * KVD + kvh * hd;
-            float p = m->scores[j] / sum;
-            for (int i = 0; i < hd; i++) oh[i] += p * vj[i];
-        }
+        for (int j = 0; j <= pos; j++) bn_vaxpy(oh, m->scores[j] / sum, vc + (size_t)j * KVD + kvh * hd, (size_t)hd);
     }
 }
 
@@ -269,8 +259,7 @@ static void gemm(bn_tk_llama *m, int p, int layer, bn_tk_act *a, float *y)
 }
 
 typedef struct head_job {
-    const uint16_t *w;
-    int cols;
+    const bn_tk_q8_matrix *w;
     const float *x;
     float *y;
 } head_job;
@@ -278,7 +267,7 @@ typedef struct head_job {
 static void head_rows(void *arg, int r0, int r1)
 {
     const head_job *j = arg;
-    bn_tk_f16_gemv_rows(j->w, j->cols, j->x, j->y, r0, r1, BN_ISA_AUTO);
+    bn_tk_q8_gemv_rows(j->w, j->x, j->y, r0, r1, BN_ISA_AUTO);
 }
 
 /* Tokens [n] at positions pos0.. (n <= m->batch): every projection is one GEMM over the n
@@ -325,7 +314,9 @@ static void forward(bn_tk_llama *m, const int32_t *tokens, int n, int pos0, floa
         for (int t = 0; t < n; t++) {
             const float *g = m->gu + (size_t)t * 2 * F, *u = g + F;
             float *h = m->h + (size_t)t * F;
-            for (int i = 0; i < F; i++) h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+            for (int i = 0; i < F; i++) h[i] = -g[i];
+            bn_vexp(h, (size_t)F);
+            for (int i = 0; i < F; i++) h[i] = g[i] / (1.0f + h[i]) * u[i];
         }
         bn_tk_act_quantize(&m->a_ff, m->h, n);
         gemm(m, G_DOWN, l, &m->a_ff, m->o);
@@ -333,7 +324,7 @@ static void forward(bn_tk_llama *m, const int32_t *tokens, int n, int pos0, floa
     }
     if (logits) {
         rmsnorm(m->n, m->x + (size_t)(n - 1) * D, P->final_norm, D, c->rms_norm_eps);
-        head_job hj = {m->head16, D, m->n, logits};
+        head_job hj = {&m->head, m->n, logits};
         bn_tk_pool_rows(m->pool, c->vocab_size, head_rows, &hj);
     }
 }
@@ -360,4 +351,40 @@ int bn_tk_llama_step(bn_tk_llama *m, int32_t token, int pos, float *logits, bn_e
     if (pos < 0 || pos >= m->max_ctx)
         return bn_err_set(err, BN_EINVAL, "ternary model: position %d beyond the context (%d)", pos, m->max_ctx);
     return bn_tk_llama_prefill(m, &token, 1, pos, logits, err);
+}
+
+int bn_tk_llama_eval_windows(bn_tk_llama *m, const int32_t *ids, size_t n_ids, int ctx, int windows,
+                             bn_llama_eval_result *out, bn_err *err)
+{
+    if (ctx <= 0 || ctx > m->max_ctx)
+        return bn_err_set(err, BN_EINVAL, "eval: ctx %d outside 1..%d", ctx, m->max_ctx);
+    size_t avail = n_ids > 0 ? (n_ids - 1) / (size_t)ctx : 0;
+    if (windows <= 0) windows = (int)(avail > 1000000 ? 1000000 : avail);
+    if (windows <= 0 || (size_t)windows > avail)
+        return bn_err_set(err, BN_EINVAL, "eval: %d windows of %d tokens need %zu tokens, have %zu", windows, ctx,
+                          (size_t)windows * ctx + 1, n_ids);
+    int V = m->cfg.vocab_size;
+    float *logits = malloc(sizeof(float) * (size_t)V);
+    if (!logits) return bn_err_set(err, BN_ENOMEM, "eval: out of memory");
+    double total = 0;
+    int rc = BN_OK;
+    for (int w = 0; !rc && w < windows; w++)
+        for (int t = 0; !rc && t < ctx; t++) {
+            const int32_t *in = ids + (size_t)w * ctx + t;
+            rc = bn_tk_llama_step(m, in[0], t, logits, err);
+            if (rc) break;
+            float mx = bn_vmax(logits, (size_t)V);
+            double se = 0;
+            for (int i = 0; i < V; i++) se += exp((double)logits[i] - mx);
+            total += log(se) + mx - logits[in[1]];
+            if (!isfinite(total))
+                rc = bn_err_set(err, BN_ENUMERIC, "eval: non-finite logits in window %d of %d", w + 1, windows);
+        }
+    free(logits);
+    if (rc) return rc;
+    out->tokens = (uint64_t)windows * ctx;
+    out->windows = windows;
+    out->mean_nll = total / (double)out->tokens;
+    out->perplexity = exp(out->mean_nll);
+    return BN_OK;
 }

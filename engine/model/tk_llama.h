@@ -20,6 +20,7 @@
 
 #include "base/err.h"
 #include "formats/hf.h"
+#include "model/llama.h"
 
 typedef struct bn_tk_llama bn_tk_llama;
 
@@ -38,6 +39,13 @@ int bn_tk_llama_step(bn_tk_llama *m, int32_t token, int pos, float *logits, bn_e
 /* Feeds n tokens at positions pos0 .. pos0+n-1 (pos0 + n <= max_ctx) and writes the
  * logits after the last one (logits may be NULL). Same results as n steps. */
 int bn_tk_llama_prefill(bn_tk_llama *m, const int32_t *tokens, int n, int pos0, float *logits, bn_err *err);
+
+/* Mean NLL of ids as bn_llama_eval_windows scores it (windows of ctx tokens from position
+ * 0, each predicting its next ctx tokens; windows <= 0: every full window), computed by
+ * this decoder token by token: the numbers `generate --ternary` produces. ctx <= the
+ * model's max_ctx. */
+int bn_tk_llama_eval_windows(bn_tk_llama *m, const int32_t *ids, size_t n_ids, int ctx, int windows,
+                             bn_llama_eval_result *out, bn_err *err);
 
 /* Bytes of weights one step reads: the packed projections with their row scales, the
  * embedding row and the LM head (the KV cache not counted). */

@@ -109,6 +109,35 @@ void bn_tk_pool_rows(bn_tk_pool *pool, int rows, bn_tk_rows_fn fn, void *arg);
  * FP32 lanes, so they agree with it to float rounding (|err| <~ 1e-6 * sum|w*x|). */
 void bn_tk_f16_gemv_rows(const uint16_t *w, int cols, const float *x, float *y, int r0, int r1, bn_isa isa);
 
+/* ---- int8 weights x FP32 vector (LM head) --------------------------------------- */
+
+/* 32 weights of one row: w = d * qs[i], d = max|w| / 127 rounded to F16, qs in
+ * [-127, 127] (the layout of ggml's Q8_0). An LM head in these blocks reads 34 bytes per
+ * 32 weights (F16: 64); the activations stay FP32, so the only error is the weights'
+ * rounding (|err| <= d/2 per weight). */
+#define BN_TK_Q8_BLOCK 32
+typedef struct bn_tk_q8_block {
+    uint16_t d;   /* F16 scale */
+    int8_t qs[BN_TK_Q8_BLOCK];
+} bn_tk_q8_block;
+_Static_assert(sizeof(bn_tk_q8_block) == 2 + BN_TK_Q8_BLOCK, "bn_tk_q8_block: no padding");
+
+/* W [rows, cols] as rows of nb = ceil(cols / 32) blocks (the last block of a row
+ * zero-padded). */
+typedef struct bn_tk_q8_matrix {
+    int rows, cols, nb;
+    bn_tk_q8_block *blocks; /* [rows * nb] */
+} bn_tk_q8_matrix;
+
+/* Quantizes w [rows, cols] (FP32, row-major). BN_EINVAL naming `label` on a bad shape or
+ * a non-finite weight, BN_ENOMEM. */
+int bn_tk_q8_pack(bn_tk_q8_matrix *q, const float *w, int rows, int cols, const char *label, bn_err *err);
+void bn_tk_q8_free(bn_tk_q8_matrix *q);
+/* y[r] = sum_b d_b * sum_i qs_b[i] * x[32b + i] for rows [r0, r1); x [cols]. The scalar
+ * reference sums each block then the blocks in order in float; the AVX2 and AVX-512
+ * paths sum in lanes, so they agree with it to float rounding. */
+void bn_tk_q8_gemv_rows(const bn_tk_q8_matrix *q, const float *x, float *y, int r0, int r1, bn_isa isa);
+
 /* Convenience: quantize x [n, cols] into scratch a (grown as needed), then gemm. */
 int bn_tk_linear(const bn_tk_matrix *w, bn_tk_act *a, const float *x, int n, float *y,
                  int threads);

@@ -98,6 +98,33 @@ START_TEST(golden_nll_window)
 }
 END_TEST
 
+/* bn_vdot / bn_vaxpy: every level agrees with a double reference to float rounding, for
+ * every tail length (the decoder's attention over its KV cache uses them). */
+START_TEST(vdot_vaxpy_match_reference)
+{
+    enum { N = 200 };
+    float a[N], b[N], y[N];
+    for (int i = 0; i < N; i++) a[i] = sinf((float)i * 0.37f) * 3, b[i] = cosf((float)i * 0.11f) - 0.2f;
+    int level = bn_vecmath_level();
+    for (int l = 0; l <= level; l++) {
+        bn_vecmath_force(l);
+        for (int n = 0; n <= N; n += 7) {
+            double d = 0, mag = 0;
+            for (int i = 0; i < n; i++) d += (double)a[i] * b[i], mag += fabs((double)a[i] * b[i]);
+            float got = bn_vdot(a, b, (size_t)n);
+            ck_assert_msg(fabs(got - d) <= 1e-6 * mag + 1e-30, "level %d n %d: %g vs %g", l, n, got, d);
+            for (int i = 0; i < N; i++) y[i] = (float)i;
+            bn_vaxpy(y, -0.75f, a, (size_t)n);
+            for (int i = 0; i < N; i++) {
+                double want = i < n ? (double)i - 0.75 * a[i] : (double)i; /* nothing past n is written */
+                ck_assert_msg(fabs(y[i] - want) <= 1e-6 * (fabs(want) + 1), "level %d n %d i %d", l, n, i);
+            }
+        }
+    }
+    bn_vecmath_force(level);
+}
+END_TEST
+
 START_TEST(vexp_matches_reference)
 {
     enum { N = 1000 };
@@ -546,6 +573,7 @@ int main(void)
     tcase_add_test(tc, golden_logits);
     tcase_add_test(tc, golden_nll_window);
     tcase_add_test(tc, vexp_matches_reference);
+    tcase_add_test(tc, vdot_vaxpy_match_reference);
     tcase_add_test(tc, stats_hook_and_act_quant);
     tcase_add_test(tc, linear_codes);
     tcase_add_test(tc, ternarize_packed_and_on_the_fly);

@@ -13,6 +13,8 @@
 #include "model/llama.h"
 #include "quant/quant.h"
 #include "model/tk_llama.h"
+#include "base/tensor.h"
+#include "quant/tkernels.h"
 
 START_TEST(recover)
 {
@@ -75,16 +77,22 @@ static void matches_fp32(bn_arch arch, bool yarn)
     int32_t toks[T];
     for (int t = 0; t < T; t++) toks[t] = (t * 37 + 5) % s.vocab;
     ck_assert_int_eq(bn_llama_forward(ref, toks, 1, T, &err), 0);
+    bn_tk_q8_matrix head;
+    ck_assert_int_eq(bn_tk_q8_pack(&head, ref->params.head, s.vocab, s.dim, "head", &err), 0);
     float *lg = malloc(sizeof(float) * s.vocab), *want = malloc(sizeof(float) * s.vocab);
     for (int t = 0; t < T; t++) {
         ck_assert_int_eq(bn_tk_llama_step(tk, toks[t], t, lg, &err), 0);
         /* the FP32 engine also 8-bit-quantizes the LM head's input; bitnetd's decoder
-         * (like llama.cpp) keeps the head in float: recompute the head from its final
-         * norm output */
-        const float *lnf = ref->acts.lnf + (size_t)t * s.dim, *head = ref->params.head;
+         * keeps that input in float and its head in int8 blocks (bn_tk_q8_matrix, whose
+         * own rounding tests/quant checks): recompute the head from the reference's final
+         * norm output with those blocks dequantized */
+        const float *lnf = ref->acts.lnf + (size_t)t * s.dim;
         for (int v = 0; v < s.vocab; v++) {
             double acc = 0;
-            for (int k = 0; k < s.dim; k++) acc += (double)head[(size_t)v * s.dim + k] * lnf[k];
+            for (int k = 0; k < s.dim; k++) {
+                const bn_tk_q8_block *b = &head.blocks[(size_t)v * head.nb + k / BN_TK_Q8_BLOCK];
+                acc += (double)bn_f16_to_f32(b->d) * b->qs[k % BN_TK_Q8_BLOCK] * lnf[k];
+            }
             want[v] = (float)acc;
         }
         double sd = 0, mean = 0, worst = 0;
@@ -100,6 +108,7 @@ static void matches_fp32(bn_arch arch, bool yarn)
     ck_assert_int_eq(bn_tk_llama_step(tk, 1, 16, lg, &err), BN_EINVAL); /* beyond the cache */
     ck_assert_int_eq(bn_tk_llama_step(tk, -1, 0, lg, &err), BN_EINVAL);
     free(lg), free(want);
+    bn_tk_q8_free(&head);
     bn_llama_free(ref);
     bn_tk_llama_free(tk);
     bn_hf_close(hf);

@@ -293,6 +293,72 @@ START_TEST(f16_gemv_agrees)
 }
 END_TEST
 
+
+/* Q8 (int8 blocks of 32) LM head: each SIMD path agrees with the scalar reference to
+ * float rounding; the scalar reference is the dequantized product; and the result stays
+ * within the weights' rounding (d/2 per weight) of the exact FP32 product and of the F16
+ * head it replaces. */
+START_TEST(q8_gemv_agrees)
+{
+    static const int shapes[][2] = {{1, 16}, {7, 33}, {1001, 2048}, {64, 5}, {3, 64}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int rows = shapes[s][0], cols = shapes[s][1];
+        float *w = malloc(sizeof(float) * (size_t)rows * cols), *x = malloc(sizeof(float) * cols);
+        float *ref = malloc(sizeof(float) * rows), *got = malloc(sizeof(float) * rows), *h = malloc(sizeof(float) * rows);
+        uint16_t *w16 = malloc(sizeof(uint16_t) * (size_t)rows * cols);
+        for (int i = 0; i < cols; i++) x[i] = unit() * 3;
+        for (size_t i = 0; i < (size_t)rows * cols; i++) { /* magnitudes vary per block; one block all zero */
+            size_t blk = i / 32;
+            w[i] = blk == 1 ? 0.0f : unit() * 0.1f * (float)(1 + blk % 5);
+            w16[i] = bn_f32_to_f16(w[i]);
+        }
+        bn_tk_q8_matrix q;
+        bn_err err;
+        ck_assert_int_eq(bn_tk_q8_pack(&q, w, rows, cols, "head", &err), 0);
+        ck_assert_int_eq(q.nb, (cols + 31) / 32);
+        bn_tk_q8_gemv_rows(&q, x, ref, 0, rows, BN_ISA_SCALAR);
+        bn_tk_f16_gemv_rows(w16, cols, x, h, 0, rows, BN_ISA_SCALAR);
+        for (int r = 0; r < rows; r++) {
+            double deq = 0, exact = 0, mag = 0, bound = 0;
+            for (int k = 0; k < cols; k++) {
+                const bn_tk_q8_block *b = &q.blocks[(size_t)r * q.nb + k / 32];
+                float d = bn_f16_to_f32(b->d);
+                deq += (double)d * b->qs[k % 32] * x[k];
+                exact += (double)w[(size_t)r * cols + k] * x[k];
+                mag += fabs((double)d * b->qs[k % 32] * x[k]);
+                bound += fabs(x[k]) * (0.5 * d + 1e-3 * 127 * d); /* rounding, and clamping against the F16 scale */
+            }
+            ck_assert_msg(fabs(ref[r] - deq) <= 1e-6 * mag + 1e-30, "scalar row %d: %g vs %g", r, ref[r], deq);
+            ck_assert_msg(fabs(ref[r] - exact) <= bound + 1e-6 * mag + 1e-30, "row %d: q8 %g vs exact %g", r, ref[r], exact);
+            ck_assert_msg(fabs(ref[r] - h[r]) <= bound + 1e-3 * mag + 1e-30, "row %d: q8 %g vs f16 %g", r, ref[r], h[r]);
+        }
+        bn_isa isas[] = {BN_ISA_AVX2, BN_ISA_AVX512};
+        for (int i = 0; i < 2; i++) {
+            if (!bn_tk_isa_supported(isas[i])) continue;
+            memset(got, 0xff, sizeof(float) * rows);
+            bn_tk_q8_gemv_rows(&q, x, got, 0, rows, isas[i]);
+            for (int r = 0; r < rows; r++) {
+                double mag = 0;
+                for (int k = 0; k < cols; k++)
+                    mag += fabs(bn_f16_to_f32(q.blocks[(size_t)r * q.nb + k / 32].d) * q.blocks[(size_t)r * q.nb + k / 32].qs[k % 32] * x[k]);
+                ck_assert_msg(fabs(got[r] - ref[r]) <= 1e-5 * mag + 1e-30, "%s row %d: %g vs %g", bn_isa_name(isas[i]), r,
+                              got[r], ref[r]);
+            }
+        }
+        bn_tk_q8_free(&q);
+        free(w), free(x), free(ref), free(got), free(h), free(w16);
+    }
+    /* a non-finite weight is refused with its place */
+    float bad[40] = {0};
+    bad[37] = NAN;
+    bn_tk_q8_matrix q;
+    bn_err err;
+    ck_assert_int_eq(bn_tk_q8_pack(&q, bad, 1, 40, "lm_head.weight", &err), BN_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.msg, "[0, 37]"));
+    ck_assert_ptr_null(q.blocks);
+}
+END_TEST
+
 /* The kernel equals dequant(W) . dequant(x) computed in double, to float rounding. */
 START_TEST(matches_float_reference)
 {
@@ -392,6 +458,7 @@ int main(void)
     tcase_add_test(tc, simd_equals_scalar);
     tcase_add_test(tc, pool_equals_scalar);
     tcase_add_test(tc, f16_gemv_agrees);
+    tcase_add_test(tc, q8_gemv_agrees);
     tcase_add_test(tc, matches_float_reference);
     tcase_add_test(tc, linear_grows_scratch);
     tcase_add_test(tc, speedup_runs);
