@@ -4,8 +4,11 @@
  * the three input widths D, H*hd and F, the KV cache [L, max_ctx, KV*hd]); a step
  * allocates nothing. Attention over the cache runs on the calling thread (one token:
  * O(pos * H * hd), small beside the projections), the projections on the model's
- * bn_tk_pool helper threads, and the LM head, kept in F16 (half the bytes a token reads
- * beside FP32), on the same pool.
+ * bn_tk_pool helper threads, and the LM head on the same pool, kept in int8 blocks of 32
+ * with an FP32 scale each (bn_tk_q8_matrix: 0.56x the bytes of F16, 0.28x FP32) against
+ * an int16 copy of its input. Weights of 2 MB and more lie on transparent huge pages
+ * (bn_alloc_big): a token streams all of them, and 4 KB pages cost a TLB miss (a
+ * two-level page walk in a VM) every 4 KB.
  */
 #include "model/tk_llama.h"
 
@@ -40,9 +43,11 @@ struct bn_tk_llama {
     int threads, max_ctx;
     int batch;                   /* tokens one forward pass takes (prompt chunks) */
     bool exact;
-    bn_tk_matrix *w[G_COUNT];    /* [L] each */
-    bn_tk_q8_matrix head;        /* [vocab, D] the LM head in int8 blocks (34 bytes per 32
-                                    weights: 0.27x FP32, 0.53x F16) */
+    bn_tk_matrix *w[G_COUNT];    /* [L] each, their blocks in `packed` */
+    bn_tk_block *packed;         /* every projection's blocks, one buffer (huge pages) */
+    bn_tk_q8_matrix head;        /* [vocab, D] the LM head in int8 blocks (36 bytes per 32
+                                    weights: 0.28x FP32, 0.56x F16) */
+    bn_tk_act16 a_head;          /* its input (the final norm's output) in int16 */
     float *kc, *vc;              /* [L, max_ctx, KV*hd] */
     /* per token of a chunk [batch, .]: x, n, o [D], qkv [QD+2KVD], att [QD], gu [2F], h [F] */
     float *x, *n, *qkv, *att, *o, *gu, *h, *scores, *inv_freq;
@@ -85,7 +90,9 @@ static int ternarize(const char *name, const float *w, int rows, int cols, int t
     return bn_quant_tensor(name, w, BN_DTYPE_F32, rows, cols, &qp, codes, scale, NULL, err);
 }
 
-static int build_group(bn_tk_llama *m, int g, int layer, bn_err *err)
+/* Packs group g of a layer into storage, sized for [want_rows, want_cols] (the config's
+ * shape; a tensor of another shape is refused, never written past the storage). */
+static int build_group(bn_tk_llama *m, int g, int layer, bn_tk_block *storage, int want_rows, int want_cols, bn_err *err)
 {
     bn_llama_float *w[3];
     int rows[3], cols = 0, total = 0;
@@ -98,6 +105,9 @@ static int build_group(bn_tk_llama *m, int g, int layer, bn_err *err)
         if (i && c != cols) return bn_err_set(err, BN_EFORMAT, "ternary model: %s has %d columns, not %d", name, c, cols);
         cols = c, total += rows[i];
     }
+    if (total != want_rows || cols != want_cols)
+        return bn_err_set(err, BN_EFORMAT, "ternary model: %s and its group are [%d, %d], the config says [%d, %d]", name,
+                          total, cols, want_rows, want_cols);
     int8_t *codes = malloc((size_t)total * cols);
     float *scale = malloc((size_t)total * sizeof(float));
     int rc = BN_OK;
@@ -110,7 +120,7 @@ static int build_group(bn_tk_llama *m, int g, int layer, bn_err *err)
             rc = ternarize(name, w[i], rows[i], cols, m->threads, ci, scale + r0, err);
         }
     }
-    if (!rc) rc = bn_tk_matrix_pack(&m->w[g][layer], codes, scale, total, cols, name, err);
+    if (!rc) rc = bn_tk_matrix_pack_into(&m->w[g][layer], storage, codes, scale, total, cols, name, err);
     free(codes), free(scale);
     return rc;
 }
@@ -123,11 +133,13 @@ void bn_tk_llama_free(bn_tk_llama *m)
             for (int l = 0; l < m->cfg.n_layers; l++) bn_tk_matrix_free(&m->w[p][l]);
         free(m->w[p]);
     }
+    free(m->packed);
     float *bufs[] = {m->kc, m->vc, m->x, m->n, m->qkv, m->att, m->o, m->gu, m->h, m->scores, m->inv_freq};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     bn_tk_act_free(&m->a_dim), bn_tk_act_free(&m->a_qd), bn_tk_act_free(&m->a_ff);
     bn_tk_pool_free(m->pool);
     bn_tk_q8_free(&m->head);
+    bn_tk_act16_free(&m->a_head);
     bn_llama_free(m->fp);
     free(m);
 }
@@ -161,16 +173,24 @@ int bn_tk_llama_load(const bn_hf_model *hf, int max_ctx, int threads, bn_tk_llam
     m->inv_freq = malloc(sizeof(float) * (hd / 2 + 1));
     if (!m->kc || !m->vc || !m->x || !m->n || !m->o || !m->qkv || !m->att || !m->gu || !m->h ||
         !m->scores || !m->inv_freq || bn_tk_act_init(&m->a_dim, m->batch, D) ||
-        bn_tk_act_init(&m->a_qd, m->batch, QD) || bn_tk_act_init(&m->a_ff, m->batch, F) ||
+        bn_tk_act_init(&m->a_qd, m->batch, QD) || bn_tk_act_init(&m->a_ff, m->batch, F) || bn_tk_act16_init(&m->a_head, D) ||
         bn_tk_pool_new(m->threads, &m->pool))
         rc = bn_err_set(err, BN_ENOMEM, "ternary model: out of memory (context %d)", max_ctx);
     for (int i = 0; !rc && i < hd / 2; i++)
         m->inv_freq[i] = (float)bn_rope_inv_freq(c, i);
     m->rope_mscale = (float)bn_rope_attention_factor(c);
+    /* [rows, cols] of each group: q|k|v, o, gate|up, down */
+    const int shape[G_COUNT][2] = {{QD + 2 * KVD, D}, {D, QD}, {2 * F, D}, {D, F}};
+    size_t nblocks = 0;
+    for (int p = 0; p < G_COUNT; p++) nblocks += bn_tk_matrix_blocks(shape[p][0], shape[p][1]) * (size_t)c->n_layers;
+    if (!rc && !(m->packed = bn_alloc_big(nblocks * sizeof(bn_tk_block))))
+        rc = bn_err_set(err, BN_ENOMEM, "ternary model: out of memory for %zu packed blocks", nblocks);
+    bn_tk_block *at = m->packed;
     for (int p = 0; !rc && p < G_COUNT; p++) {
         m->w[p] = calloc((size_t)c->n_layers, sizeof(bn_tk_matrix));
         if (!m->w[p]) rc = bn_err_set(err, BN_ENOMEM, "ternary model: out of memory");
-        for (int l = 0; !rc && l < c->n_layers; l++) rc = build_group(m, p, l, err);
+        for (int l = 0; !rc && l < c->n_layers; l++, at += bn_tk_matrix_blocks(shape[p][0], shape[p][1]))
+            rc = build_group(m, p, l, at, shape[p][0], shape[p][1], err);
     }
     if (!rc) rc = bn_tk_q8_pack(&m->head, m->fp->params.head, c->vocab_size, D, "lm_head.weight", err);
     if (rc) {
@@ -260,7 +280,7 @@ static void gemm(bn_tk_llama *m, int p, int layer, bn_tk_act *a, float *y)
 
 typedef struct head_job {
     const bn_tk_q8_matrix *w;
-    const float *x;
+    const bn_tk_act16 *x;
     float *y;
 } head_job;
 
@@ -324,7 +344,8 @@ static void forward(bn_tk_llama *m, const int32_t *tokens, int n, int pos0, floa
     }
     if (logits) {
         rmsnorm(m->n, m->x + (size_t)(n - 1) * D, P->final_norm, D, c->rms_norm_eps);
-        head_job hj = {&m->head, m->n, logits};
+        bn_tk_act16_quantize(&m->a_head, m->n);
+        head_job hj = {&m->head, &m->a_head, logits};
         bn_tk_pool_rows(m->pool, c->vocab_size, head_rows, &hj);
     }
 }

@@ -30,7 +30,7 @@
 static void *tk_alloc(size_t n)
 {
     void *p = NULL;
-    if (n >= ((size_t)1 << 20)) return bn_alloc_big(n);
+    if (n >= ((size_t)2 << 20)) return bn_alloc_big(n); /* 2 MB aligned, on huge pages */
     if (n == 0) n = TK_ALIGN;
     if (posix_memalign(&p, TK_ALIGN, (n + TK_ALIGN - 1) / TK_ALIGN * TK_ALIGN) != 0) return NULL;
     return p;
@@ -61,14 +61,26 @@ bn_isa bn_tk_isa_best(void)
 
 /* ---- packing -------------------------------------------------------------------- */
 
+size_t bn_tk_matrix_blocks(int rows, int cols)
+{
+    return rows > 0 && cols > 0 ? (size_t)rows * (size_t)((cols + BN_TK_BLOCK - 1) / BN_TK_BLOCK) : 0;
+}
+
 int bn_tk_matrix_pack(bn_tk_matrix *w, const int8_t *codes, const float *scale, int rows,
                       int cols, const char *label, bn_err *err)
+{
+    return bn_tk_matrix_pack_into(w, NULL, codes, scale, rows, cols, label, err);
+}
+
+int bn_tk_matrix_pack_into(bn_tk_matrix *w, bn_tk_block *storage, const int8_t *codes, const float *scale, int rows,
+                           int cols, const char *label, bn_err *err)
 {
     memset(w, 0, sizeof *w);
     if (rows <= 0 || cols <= 0)
         return bn_err_set(err, BN_EINVAL, "%s: bad shape [%d, %d]", label, rows, cols);
     int nb = (cols + BN_TK_BLOCK - 1) / BN_TK_BLOCK;
-    w->blocks = tk_alloc((size_t)rows * nb * sizeof(bn_tk_block));
+    w->borrowed = storage != NULL;
+    w->blocks = storage ? storage : tk_alloc((size_t)rows * nb * sizeof(bn_tk_block));
     w->scale = malloc((size_t)rows * sizeof(float));
     if (!w->blocks || !w->scale) {
         bn_tk_matrix_free(w);
@@ -97,7 +109,7 @@ int bn_tk_matrix_pack(bn_tk_matrix *w, const int8_t *codes, const float *scale, 
 
 void bn_tk_matrix_free(bn_tk_matrix *w)
 {
-    free(w->blocks);
+    if (!w->borrowed) free(w->blocks);
     free(w->scale);
     memset(w, 0, sizeof *w);
 }
@@ -743,7 +755,47 @@ void bn_tk_f16_gemv_rows(const uint16_t *w, int cols, const float *x, float *y, 
     }
 }
 
-/* ---- int8 (Q8, blocks of 32) x FP32 GEMV (LM head) -------------------------------------- */
+/* ---- int8 (Q8, blocks of 32) x int16 GEMV (LM head) ------------------------------------ */
+
+int bn_tk_act16_init(bn_tk_act16 *a, int cols)
+{
+    memset(a, 0, sizeof *a);
+    if (cols <= 0) return BN_EINVAL;
+    size_t n = (size_t)(cols + BN_TK_Q8_BLOCK - 1) / BN_TK_Q8_BLOCK * BN_TK_Q8_BLOCK;
+    a->q = tk_alloc(n * sizeof(int16_t));
+    if (!a->q) return BN_ENOMEM;
+    memset(a->q, 0, n * sizeof(int16_t));
+    a->cols = cols;
+    return BN_OK;
+}
+
+void bn_tk_act16_free(bn_tk_act16 *a)
+{
+    free(a->q);
+    memset(a, 0, sizeof *a);
+}
+
+void bn_tk_act16_quantize(bn_tk_act16 *a, const float *x)
+{
+    float amax = 0;
+    int finite = 1;
+    for (int k = 0; k < a->cols; k++) {
+        float v = fabsf(x[k]);
+        amax = v > amax ? v : amax;
+        finite &= v <= FLT_MAX;
+    }
+    if (!finite || amax == 0) {
+        memset(a->q, 0, sizeof(int16_t) * (size_t)a->cols);
+        a->scale = finite ? 0.0f : NAN;
+        return;
+    }
+    float inv = 32767.0f / amax;
+    for (int k = 0; k < a->cols; k++) {
+        float v = x[k] * inv;
+        a->q[k] = (int16_t)round_even(v > 32767.0f ? 32767.0f : v < -32767.0f ? -32767.0f : v);
+    }
+    a->scale = amax / 32767.0f;
+}
 
 int bn_tk_q8_pack(bn_tk_q8_matrix *q, const float *w, int rows, int cols, const char *label, bn_err *err)
 {
@@ -768,9 +820,8 @@ int bn_tk_q8_pack(bn_tk_q8_matrix *q, const float *w, int rows, int cols, const 
                 }
                 amax = v > amax ? v : amax;
             }
-            /* the scale as stored (F16), and codes against exactly that scale */
-            blk->d = bn_f32_to_f16(amax / 127.0f);
-            float d = bn_f16_to_f32(blk->d), inv = d > 0 ? 1.0f / d : 0.0f;
+            blk->d = amax / 127.0f;
+            float inv = amax > 0 ? 127.0f / amax : 0.0f;
             memset(blk->qs, 0, sizeof blk->qs);
             for (int i = 0; i < n; i++) {
                 float v = src[i] * inv;
@@ -786,99 +837,70 @@ void bn_tk_q8_free(bn_tk_q8_matrix *q)
     memset(q, 0, sizeof *q);
 }
 
-/* the part of block b that lies inside the row */
-static inline int q8_len(const bn_tk_q8_matrix *q, int b)
-{
-    int n = q->cols - b * BN_TK_Q8_BLOCK;
-    return n < BN_TK_Q8_BLOCK ? n : BN_TK_Q8_BLOCK;
-}
-
-static void q8_rows_scalar(const bn_tk_q8_matrix *q, const float *x, float *y, int r0, int r1)
+static void q8_rows_scalar(const bn_tk_q8_matrix *q, const bn_tk_act16 *x, float *y, int r0, int r1)
 {
     for (int r = r0; r < r1; r++) {
         const bn_tk_q8_block *b = q->blocks + (size_t)r * q->nb;
         float s = 0;
         for (int j = 0; j < q->nb; j++) {
-            const float *xb = x + (size_t)j * BN_TK_Q8_BLOCK;
-            float t = 0;
-            for (int i = 0, n = q8_len(q, j); i < n; i++) t += (float)b[j].qs[i] * xb[i];
-            s += bn_f16_to_f32(b[j].d) * t;
+            const int16_t *xb = x->q + (size_t)j * BN_TK_Q8_BLOCK;
+            int32_t t = 0;
+            for (int i = 0; i < BN_TK_Q8_BLOCK; i++) t += b[j].qs[i] * xb[i];
+            s += b[j].d * (float)t;
         }
-        y[r] = s;
+        y[r] = s * x->scale;
     }
 }
 
-/* Full blocks only; the caller finishes a partial last block (nb_full = cols / 32). */
-__attribute__((target("avx2,f16c,fma"))) static void q8_rows_avx2(const bn_tk_q8_matrix *q, const float *x, float *y,
-                                                                  int r0, int r1)
+__attribute__((target("avx2,fma"))) static void q8_rows_avx2(const bn_tk_q8_matrix *q, const bn_tk_act16 *x, float *y,
+                                                             int r0, int r1)
 {
-    int full = q->cols / BN_TK_Q8_BLOCK;
     for (int r = r0; r < r1; r++) {
         const bn_tk_q8_block *b = q->blocks + (size_t)r * q->nb;
         __m256 acc = _mm256_setzero_ps();
-        for (int j = 0; j < full; j++) {
-            const float *xb = x + (size_t)j * BN_TK_Q8_BLOCK;
-            __m256 t = _mm256_setzero_ps();
-            TK_UNROLL
-            for (int k = 0; k < 4; k++) {
-                __m128i w8 = _mm_loadl_epi64((const __m128i *)(b[j].qs + 8 * k));
-                t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(w8)), _mm256_loadu_ps(xb + 8 * k), t);
-            }
-            acc = _mm256_fmadd_ps(t, _mm256_set1_ps(_cvtsh_ss(b[j].d)), acc);
+        for (int j = 0; j < q->nb; j++) {
+            const int16_t *xb = x->q + (size_t)j * BN_TK_Q8_BLOCK;
+            __m256i p0 = _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b[j].qs)),
+                                           _mm256_load_si256((const __m256i *)xb));
+            __m256i p1 = _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b[j].qs + 16))),
+                                           _mm256_load_si256((const __m256i *)(xb + 16)));
+            /* |lane| <= 4 * 127 * 32767 < 2^24: exact in int32 and as a float */
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(p0, p1)), _mm256_broadcast_ss(&b[j].d), acc);
         }
         __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
         h = _mm_add_ps(h, _mm_movehl_ps(h, h));
         h = _mm_add_ss(h, _mm_movehdup_ps(h));
-        float s = _mm_cvtss_f32(h);
-        for (int j = full; j < q->nb; j++) {
-            float t = 0;
-            for (int i = 0, n = q8_len(q, j); i < n; i++) t += (float)b[j].qs[i] * x[(size_t)j * BN_TK_Q8_BLOCK + i];
-            s += _cvtsh_ss(b[j].d) * t;
-        }
-        y[r] = s;
+        y[r] = _mm_cvtss_f32(h) * x->scale;
     }
 }
 
-/* Two rows at a time so each x load feeds both; two blocks per step. */
-__attribute__((target("avx512f,avx512bw,f16c"))) static void q8_rows_avx512(const bn_tk_q8_matrix *q, const float *x,
-                                                                            float *y, int r0, int r1)
+/* Two rows at a time so each activation load feeds both. */
+__attribute__((target("avx512f,avx512bw"))) static void q8_rows_avx512(const bn_tk_q8_matrix *q, const bn_tk_act16 *x,
+                                                                      float *y, int r0, int r1)
 {
-    int full = q->cols / BN_TK_Q8_BLOCK;
     int r = r0;
     for (; r + 2 <= r1; r += 2) {
         const bn_tk_q8_block *b0 = q->blocks + (size_t)r * q->nb, *b1 = b0 + q->nb;
         __m512 a0 = _mm512_setzero_ps(), a1 = a0;
-        for (int j = 0; j < full; j++) {
-            const float *xb = x + (size_t)j * BN_TK_Q8_BLOCK;
-            __m512 x0 = _mm512_loadu_ps(xb), x1 = _mm512_loadu_ps(xb + 16);
-            _mm_prefetch((const char *)(b0 + j + 24), _MM_HINT_T0);
-            _mm_prefetch((const char *)(b1 + j + 24), _MM_HINT_T0);
-            __m512 t0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b0[j].qs))), x0);
-            __m512 t1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b1[j].qs))), x0);
-            t0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b0[j].qs + 16)))), x1, t0);
-            t1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b1[j].qs + 16)))), x1, t1);
-            a0 = _mm512_fmadd_ps(t0, _mm512_set1_ps(_cvtsh_ss(b0[j].d)), a0);
-            a1 = _mm512_fmadd_ps(t1, _mm512_set1_ps(_cvtsh_ss(b1[j].d)), a1);
+        for (int j = 0; j < q->nb; j++) {
+            __m512i xv = _mm512_load_si512((const void *)(x->q + (size_t)j * BN_TK_Q8_BLOCK));
+            _mm_prefetch((const char *)(b0 + j + 32), _MM_HINT_T0);
+            _mm_prefetch((const char *)(b1 + j + 32), _MM_HINT_T0);
+            __m512i p0 = _mm512_madd_epi16(_mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)b0[j].qs)), xv);
+            __m512i p1 = _mm512_madd_epi16(_mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)b1[j].qs)), xv);
+            a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p0), _mm512_set1_ps(b0[j].d), a0);
+            a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p1), _mm512_set1_ps(b1[j].d), a1);
         }
-        float s0 = _mm512_reduce_add_ps(a0), s1 = _mm512_reduce_add_ps(a1);
-        for (int j = full; j < q->nb; j++) {
-            float t0 = 0, t1 = 0;
-            for (int i = 0, n = q8_len(q, j); i < n; i++) {
-                float xv = x[(size_t)j * BN_TK_Q8_BLOCK + i];
-                t0 += (float)b0[j].qs[i] * xv, t1 += (float)b1[j].qs[i] * xv;
-            }
-            s0 += _cvtsh_ss(b0[j].d) * t0, s1 += _cvtsh_ss(b1[j].d) * t1;
-        }
-        y[r] = s0, y[r + 1] = s1;
+        y[r] = _mm512_reduce_add_ps(a0) * x->scale;
+        y[r + 1] = _mm512_reduce_add_ps(a1) * x->scale;
     }
     if (r < r1) q8_rows_scalar(q, x, y, r, r1);
 }
 
-void bn_tk_q8_gemv_rows(const bn_tk_q8_matrix *q, const float *x, float *y, int r0, int r1, bn_isa isa)
+void bn_tk_q8_gemv_rows(const bn_tk_q8_matrix *q, const bn_tk_act16 *x, float *y, int r0, int r1, bn_isa isa)
 {
     if (isa == BN_ISA_AUTO || !bn_tk_isa_supported(isa)) isa = bn_tk_isa_best();
-    int f16c = bn_cpu_has_f16c() && __builtin_cpu_supports("fma");
-    if (isa == BN_ISA_AVX512 && f16c) q8_rows_avx512(q, x, y, r0, r1);
-    else if (isa != BN_ISA_SCALAR && f16c) q8_rows_avx2(q, x, y, r0, r1);
+    if (isa == BN_ISA_AVX512) q8_rows_avx512(q, x, y, r0, r1);
+    else if (isa == BN_ISA_AVX2 && __builtin_cpu_supports("fma")) q8_rows_avx2(q, x, y, r0, r1);
     else q8_rows_scalar(q, x, y, r0, r1);
 }

@@ -44,6 +44,7 @@ typedef struct bn_tk_matrix {
     int nb;               /* blocks per row = ceil(cols / 256) */
     bn_tk_block *blocks;  /* [rows * nb], 64-byte aligned */
     float *scale;         /* [rows] */
+    int borrowed;         /* blocks belong to the caller (bn_tk_matrix_pack_into) */
 } bn_tk_matrix;
 
 /* Quantized activations X [n, cols]: int8 rows padded to nb*256. */
@@ -69,6 +70,12 @@ int bn_tk_isa_supported(bn_isa isa);
  * naming `label` on a code outside {-1,0,1}. */
 int bn_tk_matrix_pack(bn_tk_matrix *w, const int8_t *codes, const float *scale, int rows,
                       int cols, const char *label, bn_err *err);
+/* The same into caller-owned storage of bn_tk_matrix_blocks(rows, cols) blocks, 64-byte
+ * aligned (a model packs all its matrices into one buffer on huge pages); freeing w
+ * leaves the storage alone. */
+size_t bn_tk_matrix_blocks(int rows, int cols);
+int bn_tk_matrix_pack_into(bn_tk_matrix *w, bn_tk_block *storage, const int8_t *codes, const float *scale, int rows,
+                           int cols, const char *label, bn_err *err);
 void bn_tk_matrix_free(bn_tk_matrix *w);
 /* The ternary code of W[r, c] (-1, 0, +1). */
 int bn_tk_matrix_code(const bn_tk_matrix *w, int r, int c);
@@ -109,18 +116,17 @@ void bn_tk_pool_rows(bn_tk_pool *pool, int rows, bn_tk_rows_fn fn, void *arg);
  * FP32 lanes, so they agree with it to float rounding (|err| <~ 1e-6 * sum|w*x|). */
 void bn_tk_f16_gemv_rows(const uint16_t *w, int cols, const float *x, float *y, int r0, int r1, bn_isa isa);
 
-/* ---- int8 weights x FP32 vector (LM head) --------------------------------------- */
+/* ---- int8 weights x int16 activations (LM head) ------------------------------------ */
 
-/* 32 weights of one row: w = d * qs[i], d = max|w| / 127 rounded to F16, qs in
- * [-127, 127] (the layout of ggml's Q8_0). An LM head in these blocks reads 34 bytes per
- * 32 weights (F16: 64); the activations stay FP32, so the only error is the weights'
- * rounding (|err| <= d/2 per weight). */
+/* 32 weights of one row: w = d * qs[i], d = max|w| / 127, qs in [-127, 127] (ggml's Q8_0
+ * with an FP32 scale: 36 bytes per 32 weights against F16's 64; the FP32 scale is read
+ * by a broadcast load, where an F16 one would cost conversions in the inner loop). */
 #define BN_TK_Q8_BLOCK 32
 typedef struct bn_tk_q8_block {
-    uint16_t d;   /* F16 scale */
+    float d;
     int8_t qs[BN_TK_Q8_BLOCK];
 } bn_tk_q8_block;
-_Static_assert(sizeof(bn_tk_q8_block) == 2 + BN_TK_Q8_BLOCK, "bn_tk_q8_block: no padding");
+_Static_assert(sizeof(bn_tk_q8_block) == 4 + BN_TK_Q8_BLOCK, "bn_tk_q8_block: no padding");
 
 /* W [rows, cols] as rows of nb = ceil(cols / 32) blocks (the last block of a row
  * zero-padded). */
@@ -129,14 +135,29 @@ typedef struct bn_tk_q8_matrix {
     bn_tk_q8_block *blocks; /* [rows * nb] */
 } bn_tk_q8_matrix;
 
+/* One FP32 vector x [cols] as int16: q = round_even(x * 32767 / m), m = max|x| (scale =
+ * m / 32767; an all-zero x gets scale 0), zero-padded to a multiple of 32. The head's
+ * input keeps ~15 bits, far below the weights' 8-bit rounding. A non-finite x gives
+ * scale NaN and codes 0 (every output NaN). */
+typedef struct bn_tk_act16 {
+    int cols;
+    int16_t *q;   /* [ceil(cols / 32) * 32], 64-byte aligned */
+    float scale;
+} bn_tk_act16;
+
+int bn_tk_act16_init(bn_tk_act16 *a, int cols); /* BN_EINVAL, BN_ENOMEM */
+void bn_tk_act16_free(bn_tk_act16 *a);
+void bn_tk_act16_quantize(bn_tk_act16 *a, const float *x);
+
 /* Quantizes w [rows, cols] (FP32, row-major). BN_EINVAL naming `label` on a bad shape or
  * a non-finite weight, BN_ENOMEM. */
 int bn_tk_q8_pack(bn_tk_q8_matrix *q, const float *w, int rows, int cols, const char *label, bn_err *err);
 void bn_tk_q8_free(bn_tk_q8_matrix *q);
-/* y[r] = sum_b d_b * sum_i qs_b[i] * x[32b + i] for rows [r0, r1); x [cols]. The scalar
- * reference sums each block then the blocks in order in float; the AVX2 and AVX-512
- * paths sum in lanes, so they agree with it to float rounding. */
-void bn_tk_q8_gemv_rows(const bn_tk_q8_matrix *q, const float *x, float *y, int r0, int r1, bn_isa isa);
+/* y[r] = x.scale * sum_b d_b * (sum_i qs_b[i] * x.q[32b + i]) for rows [r0, r1) (x.cols
+ * == q->cols). The scalar reference sums each block exactly in int32; the AVX2 and
+ * AVX-512 paths (madd: pairs of int16 products, exact in int32 and in float) sum the
+ * lanes in float, so they agree with it to float rounding. */
+void bn_tk_q8_gemv_rows(const bn_tk_q8_matrix *q, const bn_tk_act16 *x, float *y, int r0, int r1, bn_isa isa);
 
 /* Convenience: quantize x [n, cols] into scratch a (grown as needed), then gemm. */
 int bn_tk_linear(const bn_tk_matrix *w, bn_tk_act *a, const float *x, int n, float *y,

@@ -13,7 +13,6 @@
 #include "model/llama.h"
 #include "quant/quant.h"
 #include "model/tk_llama.h"
-#include "base/tensor.h"
 #include "quant/tkernels.h"
 
 START_TEST(recover)
@@ -79,21 +78,23 @@ static void matches_fp32(bn_arch arch, bool yarn)
     ck_assert_int_eq(bn_llama_forward(ref, toks, 1, T, &err), 0);
     bn_tk_q8_matrix head;
     ck_assert_int_eq(bn_tk_q8_pack(&head, ref->params.head, s.vocab, s.dim, "head", &err), 0);
+    bn_tk_act16 a16;
+    ck_assert_int_eq(bn_tk_act16_init(&a16, s.dim), 0);
     float *lg = malloc(sizeof(float) * s.vocab), *want = malloc(sizeof(float) * s.vocab);
     for (int t = 0; t < T; t++) {
         ck_assert_int_eq(bn_tk_llama_step(tk, toks[t], t, lg, &err), 0);
         /* the FP32 engine also 8-bit-quantizes the LM head's input; bitnetd's decoder
-         * keeps that input in float and its head in int8 blocks (bn_tk_q8_matrix, whose
-         * own rounding tests/quant checks): recompute the head from the reference's final
-         * norm output with those blocks dequantized */
-        const float *lnf = ref->acts.lnf + (size_t)t * s.dim;
+         * keeps the head in int8 blocks against an int16 copy of that input
+         * (bn_tk_q8_matrix, bn_tk_act16; tests/quant checks their rounding): recompute
+         * the head from the reference's final norm output the same way, in double */
+        bn_tk_act16_quantize(&a16, ref->acts.lnf + (size_t)t * s.dim);
         for (int v = 0; v < s.vocab; v++) {
             double acc = 0;
             for (int k = 0; k < s.dim; k++) {
                 const bn_tk_q8_block *b = &head.blocks[(size_t)v * head.nb + k / BN_TK_Q8_BLOCK];
-                acc += (double)bn_f16_to_f32(b->d) * b->qs[k % BN_TK_Q8_BLOCK] * lnf[k];
+                acc += (double)b->d * b->qs[k % BN_TK_Q8_BLOCK] * a16.q[k];
             }
-            want[v] = (float)acc;
+            want[v] = (float)(acc * a16.scale);
         }
         double sd = 0, mean = 0, worst = 0;
         for (int v = 0; v < s.vocab; v++) mean += want[v];
@@ -109,6 +110,7 @@ static void matches_fp32(bn_arch arch, bool yarn)
     ck_assert_int_eq(bn_tk_llama_step(tk, -1, 0, lg, &err), BN_EINVAL);
     free(lg), free(want);
     bn_tk_q8_free(&head);
+    bn_tk_act16_free(&a16);
     bn_llama_free(ref);
     bn_tk_llama_free(tk);
     bn_hf_close(hf);
