@@ -471,34 +471,40 @@ static void job_task(void *ctx, int task, int thread)
 
 #define TK_MAX_THREADS 64
 #define TK_MIN_THREAD_WORK (4.0 * 1024 * 1024)
+/* A pool job claims work with one atomic operation instead of starting a thread: it
+ * pays from 256K products (~10 us), so a 2048x2048 GEMV splits 8 ways, not 1. */
+#define TK_MIN_POOL_WORK (256.0 * 1024)
+/* Jobs per pool thread: small ones even out a helper that starts late or gets preempted
+ * (a claim costs ~100 ns) */
+#define TK_POOL_JOBS 4
 
-/* Splits the rows of one product into at most `threads` jobs (fewer when the product is
- * small: at least 16 rows and TK_MIN_THREAD_WORK products per job, on multiples of 4
- * rows). Returns the number of jobs. */
-static int split_jobs(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads, bn_isa isa,
-                      tk_job *jobs)
+/* Splits the rows of one product into at most `jobs` jobs (fewer when the product is
+ * small: at least 16 rows and min_work products per job, on multiples of 4 rows).
+ * Returns the number of jobs. */
+static int split_jobs(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int jobs, double min_work, bn_isa isa,
+                      tk_job *out)
 {
-    if (threads < 1) threads = 1;
-    if (threads > TK_MAX_THREADS) threads = TK_MAX_THREADS;
+    if (jobs < 1) jobs = 1;
+    if (jobs > TK_MAX_THREADS) jobs = TK_MAX_THREADS;
     int max_t = w->rows / 16;
     double work = (double)w->rows * w->nb * BN_TK_BLOCK * (x->n > 0 ? x->n : 1);
-    if (work / TK_MIN_THREAD_WORK < max_t) max_t = (int)(work / TK_MIN_THREAD_WORK);
-    if (threads > max_t) threads = max_t > 0 ? max_t : 1;
-    int per = (w->rows / 4 + threads - 1) / threads * 4;
-    for (int i = 0; i < threads; i++) {
+    if (work / min_work < max_t) max_t = (int)(work / min_work);
+    if (jobs > max_t) jobs = max_t > 0 ? max_t : 1;
+    int per = (w->rows / 4 + jobs - 1) / jobs * 4;
+    for (int i = 0; i < jobs; i++) {
         int r0 = i * per, r1 = r0 + per;
-        if (r1 > w->rows || i == threads - 1) r1 = w->rows;
+        if (r1 > w->rows || i == jobs - 1) r1 = w->rows;
         if (r0 > r1) r0 = r1;
-        jobs[i] = (tk_job){w, x, y, r0, r1, isa, NULL, NULL};
+        out[i] = (tk_job){w, x, y, r0, r1, isa, NULL, NULL};
     }
-    return threads;
+    return jobs;
 }
 
 void bn_tk_gemm(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads, bn_isa isa)
 {
     if (isa == BN_ISA_AUTO || !bn_tk_isa_supported(isa)) isa = bn_tk_isa_best();
     tk_job jobs[TK_MAX_THREADS];
-    int n = split_jobs(w, x, y, threads, isa, jobs);
+    int n = split_jobs(w, x, y, threads, TK_MIN_THREAD_WORK, isa, jobs);
     bn_parallel_for(n, n, job_task, jobs);
 }
 
@@ -638,8 +644,9 @@ void bn_tk_gemm_pool(const bn_tk_matrix *w, const bn_tk_act *x, float *y, bn_tk_
     tk_job alone;
     int threads = bn_tk_pool_threads(p);
     tk_job *jobs = threads > 1 ? p->jobs : &alone;
-    /* twice as many jobs as threads: a helper that starts late still takes a share */
-    int n = split_jobs(w, x, y, threads > 1 ? 2 * threads : 1, isa, jobs);
+    /* more jobs than threads: a helper that starts late still takes a share, and the
+     * last job to finish is short */
+    int n = split_jobs(w, x, y, threads > 1 ? TK_POOL_JOBS * threads : 1, TK_MIN_POOL_WORK, isa, jobs);
     if (n == 1) { /* no helpers, or too small to share: the helpers keep waiting */
         run_job(&jobs[0]);
         return;
@@ -673,14 +680,16 @@ void bn_tk_pool_rows(bn_tk_pool *p, int rows, bn_tk_rows_fn fn, void *arg)
         fn(arg, 0, rows);
         return;
     }
-    int per = (rows / 16 + threads - 1) / threads * 16;
-    for (int i = 0; i < threads; i++) {
+    int n = TK_POOL_JOBS * threads < TK_MAX_THREADS ? TK_POOL_JOBS * threads : TK_MAX_THREADS;
+    if (n > rows / 16) n = rows / 16;
+    int per = (rows / 16 + n - 1) / n * 16;
+    for (int i = 0; i < n; i++) {
         int r0 = i * per, r1 = r0 + per;
-        if (r1 > rows || i == threads - 1) r1 = rows;
+        if (r1 > rows || i == n - 1) r1 = rows;
         if (r0 > r1) r0 = r1;
         p->jobs[i] = (tk_job){NULL, NULL, NULL, r0, r1, BN_ISA_AUTO, fn, arg};
     }
-    finish_round(p, start_round(p, threads), threads);
+    finish_round(p, start_round(p, n), n);
 }
 
 /* ---- F16 x FP32 GEMV (LM head) ------------------------------------------------------ */
