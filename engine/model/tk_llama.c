@@ -51,6 +51,7 @@ struct bn_tk_llama {
     float *kc, *vc;              /* [L, max_ctx, KV*hd] */
     /* per token of a chunk [batch, .]: x, n, o [D], qkv [QD+2KVD], att [QD], gu [2F], h [F] */
     float *x, *n, *qkv, *att, *o, *gu, *h, *scores, *inv_freq;
+    float *rot;        /* [batch, hd]: per token, mscale*cos (i < hd/2) and mscale*sin of its angles */
     float rope_mscale; /* cos and sin times this (yarn's attention factor, else 1) */
     bn_tk_act a_dim, a_qd, a_ff; /* quantized inputs of width D, H*hd, F, batch tokens */
     bn_tk_pool *pool;            /* threads - 1 helpers for the projections, kept for
@@ -134,7 +135,7 @@ void bn_tk_llama_free(bn_tk_llama *m)
         free(m->w[p]);
     }
     free(m->packed);
-    float *bufs[] = {m->kc, m->vc, m->x, m->n, m->qkv, m->att, m->o, m->gu, m->h, m->scores, m->inv_freq};
+    float *bufs[] = {m->kc, m->vc, m->x, m->n, m->qkv, m->att, m->o, m->gu, m->h, m->scores, m->inv_freq, m->rot};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     bn_tk_act_free(&m->a_dim), bn_tk_act_free(&m->a_qd), bn_tk_act_free(&m->a_ff);
     bn_tk_pool_free(m->pool);
@@ -171,8 +172,9 @@ int bn_tk_llama_load(const bn_hf_model *hf, int max_ctx, int threads, bn_tk_llam
     m->gu = malloc(sizeof(float) * 2 * F * B), m->h = malloc(sizeof(float) * F * B);
     m->scores = malloc(sizeof(float) * max_ctx);
     m->inv_freq = malloc(sizeof(float) * (hd / 2 + 1));
+    m->rot = malloc(sizeof(float) * (hd + 1) * B);
     if (!m->kc || !m->vc || !m->x || !m->n || !m->o || !m->qkv || !m->att || !m->gu || !m->h ||
-        !m->scores || !m->inv_freq || bn_tk_act_init(&m->a_dim, m->batch, D) ||
+        !m->scores || !m->inv_freq || !m->rot || bn_tk_act_init(&m->a_dim, m->batch, D) ||
         bn_tk_act_init(&m->a_qd, m->batch, QD) || bn_tk_act_init(&m->a_ff, m->batch, F) || bn_tk_act16_init(&m->a_head, D) ||
         bn_tk_pool_new(m->threads, &m->pool))
         rc = bn_err_set(err, BN_ENOMEM, "ternary model: out of memory (context %d)", max_ctx);
@@ -233,17 +235,27 @@ static void rmsnorm(float *out, const float *x, const float *w, int n, float eps
     for (int i = 0; i < n; i++) out[i] = x[i] * r * w[i];
 }
 
-/* HF rotate_half: (v_i, v_{i+hd/2}) rotated by pos * inv_freq[i] and scaled by mscale,
- * for each head */
-static void rope(float *v, int n_heads, int hd, int pos, const float *inv_freq, float mscale)
+/* cos and sin (times mscale) of pos * inv_freq[i], i < hd/2, into rot [hd]: once per
+ * token, for every head of every layer */
+static void rope_angles(float *rot, int hd, int pos, const float *inv_freq, float mscale)
 {
+    for (int i = 0; i < hd / 2; i++) {
+        float a = (float)pos * inv_freq[i];
+        rot[i] = mscale * cosf(a);
+        rot[hd / 2 + i] = mscale * sinf(a);
+    }
+}
+
+/* HF rotate_half: (v_i, v_{i+hd/2}) rotated by the angles of rot, for each head */
+static void rope(float *v, int n_heads, int hd, const float *rot)
+{
+    const float *cs = rot, *sn = rot + hd / 2;
     for (int h = 0; h < n_heads; h++) {
         float *vh = v + h * hd;
         for (int i = 0; i < hd / 2; i++) {
-            float a = (float)pos * inv_freq[i], cs = mscale * cosf(a), sn = mscale * sinf(a);
             float x0 = vh[i], x1 = vh[i + hd / 2];
-            vh[i] = x0 * cs - x1 * sn;
-            vh[i + hd / 2] = x1 * cs + x0 * sn;
+            vh[i] = x0 * cs[i] - x1 * sn[i];
+            vh[i + hd / 2] = x1 * cs[i] + x0 * sn[i];
         }
     }
 }
@@ -300,7 +312,10 @@ static void forward(bn_tk_llama *m, const int32_t *tokens, int n, int pos0, floa
     const bn_llama_params *P = &m->fp->params;
     int D = c->dim, F = c->hidden_dim, hd = c->head_dim, QD = c->n_heads * hd, KVD = c->n_kv_heads * hd;
     int QKV = QD + 2 * KVD;
-    for (int t = 0; t < n; t++) memcpy(m->x + (size_t)t * D, P->tok_emb + (size_t)tokens[t] * D, sizeof(float) * D);
+    for (int t = 0; t < n; t++) {
+        memcpy(m->x + (size_t)t * D, P->tok_emb + (size_t)tokens[t] * D, sizeof(float) * D);
+        rope_angles(m->rot + (size_t)t * hd, hd, pos0 + t, m->inv_freq, m->rope_mscale);
+    }
     for (int l = 0; l < c->n_layers; l++) {
         for (int t = 0; t < n; t++)
             rmsnorm(m->n + (size_t)t * D, m->x + (size_t)t * D, P->attn_norm + (size_t)l * D, D, c->rms_norm_eps);
@@ -316,8 +331,8 @@ static void forward(bn_tk_llama *m, const int32_t *tokens, int n, int pos0, floa
                 rmsnorm(q + h * hd, q + h * hd, P->q_norm + (size_t)l * hd, hd, c->rms_norm_eps);
             for (int h = 0; P->k_norm && h < c->n_kv_heads; h++)
                 rmsnorm(k + h * hd, k + h * hd, P->k_norm + (size_t)l * hd, hd, c->rms_norm_eps);
-            rope(q, c->n_heads, hd, pos, m->inv_freq, m->rope_mscale);
-            rope(k, c->n_kv_heads, hd, pos, m->inv_freq, m->rope_mscale);
+            rope(q, c->n_heads, hd, m->rot + (size_t)t * hd);
+            rope(k, c->n_kv_heads, hd, m->rot + (size_t)t * hd);
             size_t at = ((size_t)l * m->max_ctx + pos) * KVD;
             memcpy(m->kc + at, k, sizeof(float) * KVD);
             memcpy(m->vc + at, v, sizeof(float) * KVD);

@@ -157,19 +157,80 @@ static inline float round_even(float v)
     return (v + b) - b;
 }
 
-void bn_tk_act_quantize(bn_tk_act *a, const float *x, int n)
+/* max |x| over a row and whether every element is finite */
+static float row_amax(const float *xr, int cols, int *finite)
 {
+    float amax = 0.0f;
+    int fin = 1;
+    for (int k = 0; k < cols; k++) {
+        float v = fabsf(xr[k]); /* plain compares: fmaxf is a libm call at -O2 */
+        amax = v > amax ? v : amax;
+        fin &= v <= FLT_MAX; /* false for NaN and Inf */
+    }
+    *finite = fin;
+    return amax;
+}
+
+static int32_t row_codes(const float *xr, int cols, float inv, int8_t *q)
+{
+    int32_t s = 0;
+    for (int k = 0; k < cols; k++) {
+        float v = xr[k] * inv;
+        v = round_even(v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v);
+        q[k] = (int8_t)v;
+        s += q[k];
+    }
+    return s;
+}
+
+/* The same operations 16 lanes at a time (IEEE multiply, min/max, round to nearest
+ * even): the same codes, bit for bit. */
+__attribute__((target("avx512f,avx512bw"))) static float row_amax_avx512(const float *xr, int cols, int *finite)
+{
+    __m512 m = _mm512_setzero_ps();
+    __mmask16 bad = 0;
+    const __m512 big = _mm512_set1_ps(FLT_MAX);
+    int k = 0;
+    for (; k + 16 <= cols; k += 16) {
+        __m512 v = _mm512_abs_ps(_mm512_loadu_ps(xr + k));
+        bad |= _mm512_cmp_ps_mask(v, big, _CMP_NLE_UQ); /* NaN or Inf */
+        m = _mm512_max_ps(m, v);
+    }
+    if (k < cols) {
+        __mmask16 t = (__mmask16)((1u << (cols - k)) - 1);
+        __m512 v = _mm512_abs_ps(_mm512_maskz_loadu_ps(t, xr + k));
+        bad |= _mm512_cmp_ps_mask(v, big, _CMP_NLE_UQ);
+        m = _mm512_max_ps(m, v);
+    }
+    *finite = bad == 0;
+    return _mm512_reduce_max_ps(m);
+}
+
+__attribute__((target("avx512f,avx512bw"))) static int32_t row_codes_avx512(const float *xr, int cols, float inv, int8_t *q)
+{
+    const __m512 vi = _mm512_set1_ps(inv), hi = _mm512_set1_ps(127.0f), lo = _mm512_set1_ps(-127.0f);
+    __m512i s = _mm512_setzero_si512();
+    for (int k = 0; k < cols; k += 16) {
+        __mmask16 t = cols - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (cols - k)) - 1);
+        __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(t, xr + k), vi);
+        v = _mm512_roundscale_ps(_mm512_max_ps(_mm512_min_ps(v, hi), lo), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m512i c = _mm512_cvtps_epi32(v);
+        s = _mm512_add_epi32(s, c);
+        _mm512_mask_cvtepi32_storeu_epi8(q + k, t, c);
+    }
+    return _mm512_reduce_add_epi32(s);
+}
+
+void bn_tk_act_quantize_isa(bn_tk_act *a, const float *x, int n, bn_isa isa)
+{
+    if (isa == BN_ISA_AUTO || !bn_tk_isa_supported(isa)) isa = bn_tk_isa_best();
+    int simd = isa == BN_ISA_AVX512;
     size_t stride = (size_t)a->nb * BN_TK_BLOCK;
     for (int t = 0; t < n; t++) {
         const float *xr = x + (size_t)t * a->cols;
         int8_t *q = a->q + (size_t)t * stride;
-        float amax = 0.0f;
-        int finite = 1;
-        for (int k = 0; k < a->cols; k++) {
-            float v = fabsf(xr[k]); /* plain compares: fmaxf is a libm call at -O2 */
-            amax = v > amax ? v : amax;
-            finite &= v <= FLT_MAX; /* false for NaN and Inf */
-        }
+        int finite;
+        float amax = simd ? row_amax_avx512(xr, a->cols, &finite) : row_amax(xr, a->cols, &finite);
         if (!finite) { /* NaN/Inf never becomes a code: the row's outputs are NaN */
             memset(q, 0, stride);
             a->scale[t] = NAN;
@@ -180,18 +241,16 @@ void bn_tk_act_quantize(bn_tk_act *a, const float *x, int n)
          * BN_TK_ACT_FLOOR quantize against the floor, not their own maximum */
         if (amax < BN_TK_ACT_FLOOR) amax = BN_TK_ACT_FLOOR;
         float inv = 127.0f / amax;
-        int32_t s = 0;
-        for (int k = 0; k < a->cols; k++) {
-            float v = xr[k] * inv;
-            v = round_even(v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v);
-            q[k] = (int8_t)v;
-            s += q[k];
-        }
+        a->sum[t] = simd ? row_codes_avx512(xr, a->cols, inv, q) : row_codes(xr, a->cols, inv, q);
         memset(q + a->cols, 0, stride - (size_t)a->cols);
         a->scale[t] = amax / 127.0f;
-        a->sum[t] = s;
     }
     a->n = n;
+}
+
+void bn_tk_act_quantize(bn_tk_act *a, const float *x, int n)
+{
+    bn_tk_act_quantize_isa(a, x, n, BN_ISA_AUTO);
 }
 
 /* ---- the per-ISA tile kernels ----------------------------------------------------- */

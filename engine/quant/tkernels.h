@@ -86,6 +86,9 @@ void bn_tk_act_free(bn_tk_act *a);
  * m = max(max|x|, BN_TK_ACT_FLOOR). A non-finite input makes the row's outputs NaN
  * (never a code: casting NaN to int8 is undefined). */
 void bn_tk_act_quantize(bn_tk_act *a, const float *x, int n);
+/* The same with a given ISA (the AVX-512 path gives the scalar reference's codes, scales
+ * and sums bit for bit; tests). */
+void bn_tk_act_quantize_isa(bn_tk_act *a, const float *x, int n, bn_isa isa);
 
 /* y [n, rows] = X W^T: y[t*rows + r] = dot(x_t, w_r) * wscale[r] * xscale[t].
  * gemv is gemm with n = 1. threads <= 0 means 1. */

@@ -136,6 +136,39 @@ START_TEST(act_quantize_non_finite_rows)
 }
 END_TEST
 
+/* The AVX-512 activation quantizer gives the scalar reference's codes, scales and sums
+ * bit for bit: rows of every tail length, ties (x = k + 0.5 with scale 1), a row below
+ * the floor, a NaN row and an Inf row. */
+START_TEST(act_quantize_simd_equals_scalar)
+{
+    if (!bn_tk_isa_supported(BN_ISA_AVX512)) return;
+    static const int cols[] = {1, 15, 16, 17, 31, 300, 2048, 5632};
+    for (size_t c = 0; c < sizeof cols / sizeof cols[0]; c++) {
+        enum { N = 5 };
+        int C = cols[c];
+        float *x = malloc(sizeof(float) * N * C);
+        for (int k = 0; k < N * C; k++) x[k] = unit() * (float)(1 + k % 11);
+        for (int k = 0; k < C; k++) x[k] = (float)(k % 254 - 127) + (k % 3 ? 0.5f : 0.0f); /* ties */
+        x[0] = 127.0f;                                      /* max|x| = 127: scale 1 */
+        for (int k = 0; k < C; k++) x[C + k] *= 1e-7f;      /* below the floor */
+        x[2 * C + C / 2] = NAN;
+        x[3 * C + C - 1] = INFINITY;
+        bn_tk_act a, b;
+        ck_assert_int_eq(bn_tk_act_init(&a, N, C), 0);
+        ck_assert_int_eq(bn_tk_act_init(&b, N, C), 0);
+        memset(b.q, 0x5a, (size_t)N * b.nb * BN_TK_BLOCK); /* padding must be written too */
+        bn_tk_act_quantize_isa(&a, x, N, BN_ISA_SCALAR);
+        bn_tk_act_quantize_isa(&b, x, N, BN_ISA_AVX512);
+        ck_assert_int_eq(memcmp(a.q, b.q, (size_t)N * a.nb * BN_TK_BLOCK), 0);
+        ck_assert_int_eq(memcmp(a.scale, b.scale, sizeof(float) * N), 0);
+        ck_assert_int_eq(memcmp(a.sum, b.sum, sizeof(int32_t) * N), 0);
+        ck_assert(isnan(b.scale[2]) && isnan(b.scale[3]));
+        bn_tk_act_free(&a), bn_tk_act_free(&b);
+        free(x);
+    }
+}
+END_TEST
+
 /* Rows with max|x| below 1e-5 are quantized as the training path does (model/llama.c,
  * actquant_forward: the max is floored at 1e-5): dequantized values equal
  * nearbyint(x * 127 / 1e-5) * 1e-5 / 127, not a full-resolution int8 copy of the row. */
@@ -477,6 +510,7 @@ int main(void)
     tcase_add_test(tc, act_quantize);
     tcase_add_test(tc, act_quantize_ties_to_even);
     tcase_add_test(tc, act_quantize_non_finite_rows);
+    tcase_add_test(tc, act_quantize_simd_equals_scalar);
     tcase_add_test(tc, act_quantize_tiny_rows_match_training);
     tcase_add_test(tc, simd_equals_scalar);
     tcase_add_test(tc, pool_equals_scalar);
