@@ -8,7 +8,7 @@
 #
 # The model: `bitnetctl init-model --shape tinyllama-1.1b --dtype f16 --seed 1` compressed
 # without calibration or fine-tuning, in $BENCH_DIR (default /tmp/bn-decode-bench), made once.
-# llama-bench: node-llama-cpp (tests/kernels/js, pinned) ships libllama/libggml but no
+# llama-bench: node-llama-cpp (tests/cli/js, pinned) ships libllama/libggml but no
 # llama-bench, so its one source file is compiled from the package's llama.cpp bundle
 # against the shipped libraries (once, into $BENCH_DIR); it runs in their folder, where
 # ggml picks the best CPU backend build for this machine.
@@ -38,11 +38,11 @@ if [ ! -f "$out/model-tq2_0.gguf" ]; then
     --config '{"export":{"gguf":["tq2_0"]},"fine_tune":{"enabled":false},"calibration":{"enabled":false}}'
 fi
 
-# llama.cpp from node-llama-cpp (same install as tests/kernels/llama_cpp_agree.sh)
-js=${LLAMA_JS:-$build/tests/kernels/js}
+# llama.cpp from node-llama-cpp (same install as tests/cli/llama_cpp_agree.sh)
+js=${LLAMA_JS:-$build/tests/cli/js}
 if [ ! -d "$js/node_modules/node-llama-cpp" ]; then
   mkdir -p "$js"
-  cp "$src"/tests/kernels/js/package.json "$src"/tests/kernels/js/package-lock.json "$js"/
+  cp "$src"/tests/cli/js/package.json "$src"/tests/cli/js/package-lock.json "$js"/
   (cd "$js" && npm ci --omit=optional --ignore-scripts --no-audit --no-fund --loglevel=error)
 fi
 bins=$js/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64

@@ -1,7 +1,9 @@
 /* tk_llama.h - W1.58A8 token-by-token decoding with the ternary kernels and a KV cache.
  *
- * The FP32 model (engine/model/llama.h) provides embeddings, norms, biases and the LM head;
- * every linear projection (q, k, v, o, gate, up, down) runs as int8 activations (per
+ * The FP32 model (engine/model/llama.h) provides embeddings, norms and biases, and the LM
+ * head's weights, which are quantized at load to int8 blocks of 32 with an FP32 scale each
+ * (bn_tk_q8_matrix; its input goes in as int16: the head's logits differ from FP32 by the
+ * weights' 8-bit rounding only); every linear projection (q, k, v, o, gate, up, down) runs as int8 activations (per
  * token absmax) x packed ternary weights (engine/quant/tkernels.h). Weights come from the HF
  * folder: when every row of a projection holds only {-s, 0, +s} (a bitnetd output folder,
  * dequantized) the codes and the row scale s are recovered exactly; otherwise the
