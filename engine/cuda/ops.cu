@@ -294,3 +294,163 @@ void bn_cu_ternarize(float *out, const float *w, int rows, int cols, float tau, 
 {
     ternarize_kernel<<<rows, BLOCK, 0, s>>>(out, w, cols, tau);
 }
+
+/* ---- fine-tune trainer: quantizer, MuGrokfast, distillation ---- */
+
+/* One block per row (per tensor: one block over rows*cols with xsq[j % cols]); mirrors
+ * quant/quant.c bn_quant_refine (with xsq) and bn_quant_tensor (without). */
+__global__ void quant_materialize_kernel(float *out, const float *w, const float *xsq, size_t len,
+                                         int cols, bn_cu_taus taus, int n_taus, float lam)
+{
+    const float *wr = w + (size_t)blockIdx.x * len;
+    float *o = out + (size_t)blockIdx.x * len;
+    double a = 0;
+    for (size_t i = threadIdx.x; i < len; i += blockDim.x) a += fabs((double)wr[i]);
+    a = block_sum(a);
+    float s0 = (float)(a / (double)len);
+    if (!(s0 >= 1e-8f)) s0 = 1e-8f;
+    float tau = taus.v[0], alpha = s0;
+    if (xsq) {
+        double A = 0, Bk[8], Ck[8];
+        float thr[8];
+        for (int k = 0; k < 8; k++) { Bk[k] = 0; Ck[k] = 0; thr[k] = taus.v[k] * s0; }
+        for (size_t i = threadIdx.x; i < len; i += blockDim.x) {
+            double x = xsq[i % (size_t)cols], wv = wr[i], aw = fabs(wv);
+            A += x * wv * wv;
+            for (int k = 0; k < n_taus; k++)
+                if ((float)aw >= thr[k] && aw > 0) { Bk[k] += x * aw; Ck[k] += x; }
+        }
+        A = block_sum(A);
+        int best = 0;
+        double best_err = INFINITY, bB = 0, bC = 0;
+        for (int k = 0; k < n_taus; k++) {
+            double B = block_sum(Bk[k]), C = block_sum(Ck[k]);
+            double e = C > 0 ? A - B * B / C : A;
+            if (e < best_err) { best_err = e; best = k; bB = B; bC = C; }
+        }
+        tau = taus.v[best];
+        if (bC > 0 && bB > 0) {
+            alpha = (float)(bB / bC);
+            if (!(alpha >= 1e-8f)) alpha = 1e-8f;
+        }
+    }
+    float thr = tau * s0;
+    for (size_t i = threadIdx.x; i < len; i += blockDim.x) {
+        float x = wr[i];
+        int c = fabsf(x) >= thr ? (x > 0) - (x < 0) : 0;
+        float q = alpha * (float)c;
+        o[i] = lam >= 1.0f ? q : x + lam * (q - x);
+    }
+}
+
+void bn_cu_quant_materialize(float *out, const float *w, const float *xsq, int rows, int cols,
+                             int per_tensor, bn_cu_taus taus, int n_taus, float lam, cudaStream_t s)
+{
+    size_t len = per_tensor ? (size_t)rows * cols : (size_t)cols;
+    quant_materialize_kernel<<<per_tensor ? 1 : rows, per_tensor ? 1024 : BLOCK, 0, s>>>(
+        out, w, xsq, len, cols, taus, n_taus, lam);
+}
+
+/* g <- g * k; Grokfast (on): if first ema <- g; ema <- alpha ema + (1 - alpha) g; g += lambda ema */
+__global__ void grokfast_kernel(float *g, float *ema, size_t n, float k, float alpha, float lambda,
+                                int on, int first)
+{
+    size_t j = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= n) return;
+    float gj = g[j];
+    if (k != 1.0f) gj *= k;
+    if (on) {
+        float e = first ? gj : ema[j];
+        e = alpha * e + (1.0f - alpha) * gj;
+        ema[j] = e;
+        gj += lambda * e;
+    }
+    g[j] = gj;
+}
+
+void bn_cu_grokfast(float *g, float *ema, size_t n, float k, float alpha, float lambda, int on,
+                    int first, cudaStream_t s)
+{
+    grokfast_kernel<<<grid_for(n), BLOCK, 0, s>>>(g, ema, n, k, alpha, lambda, on, first);
+}
+
+/* buf <- mu buf + g; g <- g + mu buf (Nesterov) */
+__global__ void muon_momentum_kernel(float *g, float *buf, size_t n, float mu)
+{
+    size_t j = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= n) return;
+    float b = mu * buf[j] + g[j];
+    buf[j] = b;
+    g[j] = g[j] + mu * b;
+}
+
+void bn_cu_muon_momentum(float *g, float *buf, size_t n, float mu, cudaStream_t s)
+{
+    muon_momentum_kernel<<<grid_for(n), BLOCK, 0, s>>>(g, buf, n, mu);
+}
+
+/* w <- w decay - step u */
+__global__ void muon_apply_kernel(float *w, const float *u, size_t n, float decay, float step)
+{
+    size_t j = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= n) return;
+    w[j] = w[j] * decay - step * u[j];
+}
+
+void bn_cu_muon_apply(float *w, const float *u, size_t n, float decay, float step, cudaStream_t s)
+{
+    muon_apply_kernel<<<grid_for(n), BLOCK, 0, s>>>(w, u, n, decay, step);
+}
+
+__global__ void scale_kernel(float *x, size_t n, float a)
+{
+    size_t j = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j < n) x[j] *= a;
+}
+
+void bn_cu_scale(float *x, size_t n, float a, cudaStream_t s)
+{
+    scale_kernel<<<grid_for(n), BLOCK, 0, s>>>(x, n, a);
+}
+
+/* b <- c b + bb a (Newton-Schulz polynomial) */
+__global__ void ns_poly_kernel(float *b, const float *a, size_t n, float c, float bb)
+{
+    size_t j = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j < n) b[j] = c * b[j] + bb * a[j];
+}
+
+void bn_cu_ns_poly(float *b, const float *a, size_t n, float c, float bb, cudaStream_t s)
+{
+    ns_poly_kernel<<<grid_for(n), BLOCK, 0, s>>>(b, a, n, c, bb);
+}
+
+/* One block per row: kl[n] = KL(p_t || p_s) of row n; t row <- w (p_s - p_t) (w = distill / N) */
+__global__ void distill_kernel(float *t, float *kl, const float *s, int V, float w)
+{
+    size_t n = blockIdx.x;
+    const float *sr = s + n * V;
+    float *tr = t + n * V;
+    float ms = -INFINITY, mt = -INFINITY;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) { ms = fmaxf(ms, sr[i]); mt = fmaxf(mt, tr[i]); }
+    ms = block_max(ms);
+    mt = block_max(mt);
+    double zs = 0, zt = 0;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) { zs += exp((double)(sr[i] - ms)); zt += exp((double)(tr[i] - mt)); }
+    zs = block_sum(zs);
+    zt = block_sum(zt);
+    double lzs = log(zs), lzt = log(zt), k = 0;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+        double lps = sr[i] - ms - lzs, lpt = tr[i] - mt - lzt, pt = exp(lpt);
+        k += pt * (lpt - lps);
+        tr[i] = (float)(w * (exp(lps) - pt));
+    }
+    k = block_sum(k);
+    if (threadIdx.x == 0) kl[n] = (float)k;
+}
+
+void bn_cu_distill(float *teacher_logits, float *kl, const float *student_logits, int N, int V,
+                   float w, cudaStream_t s)
+{
+    distill_kernel<<<N, 1024, 0, s>>>(teacher_logits, kl, student_logits, V, w);
+}
