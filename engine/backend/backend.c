@@ -314,10 +314,12 @@ int bn_backend_get(bn_backend *b, bn_bk_buf which, float *out, bn_err *err)
 {
     size_t n = b->host->n_params;
 #ifdef BN_HAVE_CUDA
-    if (ON_CUDA(b)) return bn_cu_get(b->cu, (bn_cu_buf)which, out, n, err);
+    if (ON_CUDA(b))
+        return bn_cu_get(b->cu, which == BN_BK_COMPUTE ? BN_CU_COMPUTE : (bn_cu_buf)which, out, n, err);
 #endif
     const float *src = NULL;
     switch (which) {
+    case BN_BK_COMPUTE: src = b->host->params_mem; break;
     case BN_BK_PARAMS: src = b->shadow ? b->shadow : b->host->params_mem; break;
     case BN_BK_GRADS: src = b->host->grads_mem; break;
     case BN_BK_ADAM_M: src = cpu_state(b, ".m"); break;
@@ -337,6 +339,7 @@ int bn_backend_get(bn_backend *b, bn_bk_buf which, float *out, bn_err *err)
 int bn_backend_set(bn_backend *b, bn_bk_buf which, const float *in, bn_err *err)
 {
     size_t n = b->host->n_params;
+    if (which == BN_BK_COMPUTE) return bn_err_set(err, BN_EINVAL, "backend: the compute weights are derived, not set");
 #ifdef BN_HAVE_CUDA
     if (ON_CUDA(b)) return bn_cu_set(b->cu, (bn_cu_buf)which, in, n, err);
 #endif
@@ -348,6 +351,7 @@ int bn_backend_set(bn_backend *b, bn_bk_buf which, const float *in, bn_err *err)
     case BN_BK_GRADS: dst = b->host->grads_mem; break;
     case BN_BK_ADAM_M: dst = cpu_state(b, ".m"); break;
     case BN_BK_ADAM_V: dst = cpu_state(b, ".v"); break;
+    case BN_BK_COMPUTE: break;
     }
     if (!dst) return bn_err_set(err, BN_EINVAL, "backend: buffer %d absent", (int)which);
     memcpy(dst, in, n * sizeof(float));

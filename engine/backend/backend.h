@@ -76,7 +76,8 @@ int bn_backend_adamw_step(bn_backend *b, const bn_backend_adamw *c, int64_t t,
                           double *grad_norm, bn_err *err);
 
 /* Master parameters / gradients / AdamW moments in the CPU flat layout (n_params floats). */
-typedef enum { BN_BK_PARAMS = 0, BN_BK_GRADS, BN_BK_ADAM_M, BN_BK_ADAM_V } bn_bk_buf;
+typedef enum { BN_BK_PARAMS = 0, BN_BK_GRADS, BN_BK_ADAM_M, BN_BK_ADAM_V,
+               BN_BK_COMPUTE /* the weights the forward uses (get only) */ } bn_bk_buf;
 int bn_backend_get(bn_backend *b, bn_bk_buf which, float *out, bn_err *err);
 int bn_backend_set(bn_backend *b, bn_bk_buf which, const float *in, bn_err *err);
 size_t bn_backend_n_params(const bn_backend *b);

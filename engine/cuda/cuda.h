@@ -64,7 +64,8 @@ typedef struct bn_cu_train {
 
 /* What bn_cu_get / bn_cu_set move; each is n_params floats except LOGITS ([B*T, V] of
  * the last forward, before bn_cu_loss turns them into d(loss)/d(logits)). */
-typedef enum { BN_CU_PARAMS = 0, BN_CU_GRADS, BN_CU_ADAM_M, BN_CU_ADAM_V, BN_CU_LOGITS } bn_cu_buf;
+typedef enum { BN_CU_PARAMS = 0, BN_CU_GRADS, BN_CU_ADAM_M, BN_CU_ADAM_V, BN_CU_LOGITS,
+               BN_CU_COMPUTE /* compute weights (n_params) */ } bn_cu_buf;
 
 /* Number of usable GPUs (0 with the reason in why: no driver, no device). */
 int bn_cu_device_count(char *why, size_t why_len);

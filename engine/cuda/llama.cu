@@ -603,6 +603,7 @@ static int buffer(bn_cu_model *m, bn_cu_buf which, size_t n, float **out, bn_err
     case BN_CU_ADAM_M: b = m->mmem; break;
     case BN_CU_ADAM_V: b = m->vmem; break;
     case BN_CU_LOGITS: b = m->a.logits; want = (size_t)m->B * m->T * m->cfg.vocab_size; break;
+    case BN_CU_COMPUTE: b = m->wmem; break;
     }
     if (!b) return bn_err_set(err, BN_EINVAL, "cuda: buffer %d absent (model made without train)", (int)which);
     if (n != want) return bn_err_set(err, BN_EINVAL, "cuda: buffer %d holds %zu floats, %zu asked", (int)which, want, n);
