@@ -15,7 +15,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 # only what this script runs: the whole tree is CI's job (and the GPU image's gcc warns on
 # code the Debian one accepts)
 ninja -C "$build" tests/gpu/test_gpu tests/model/test_backend bench/bench_gpu cli/bitnetctl
-BN_DATA_DIR=$data meson test -C "$build" --no-rebuild --print-errorlogs --verbose gpu backend
+tests=0
+BN_DATA_DIR=$data meson test -C "$build" --no-rebuild --print-errorlogs --verbose gpu backend || tests=$?
 
 echo "== acceptance: bitnetctl compress stories260K-hf --device cuda --fine-tune --max-minutes 2 =="
 work=$(mktemp -d)
@@ -24,6 +25,8 @@ start=$(date +%s)
   --calibration "$data/corpora/tinystories_train.txt" --fine-tune --max-minutes 2 \
   --config '{"evaluate":{"windows":64}}' --work-dir "$work/work"
 echo "compress took $(( $(date +%s) - start )) s"
+# BN_GPU_OUT: keep the run's metadata and training history there
+[ -z "${BN_GPU_OUT:-}" ] || cp "$work/out/compression_metadata.json" "$work/out/training_history.json" "$BN_GPU_OUT/" || true
 python3 - "$work/out/compression_metadata.json" <<'PY'
 import json, sys
 m = json.load(open(sys.argv[1]))
@@ -45,3 +48,4 @@ if [ "${BN_GPU_BENCH:-1}" != 0 ]; then
   echo "== benchmark =="
   bash bench/gpu/run.sh "$build" "${BN_BENCH_JSON:-$build/bench_gpu.json}"
 fi
+[ "$tests" = 0 ] || { echo "gpu-test: the GPU test suite failed (above)"; exit 1; }
