@@ -62,6 +62,8 @@ typedef struct bn_options {
     uint64_t seed;               /* default 42 */
     int threads;                 /* 0 = all cores */
     int device;                  /* bn_device (backend/device.h): "cpu" (default) | "cuda" | "auto" */
+    int gpu;                     /* CUDA device ordinal of a cuda job (not a config key: the
+                                    daemon's worker sets it from --gpus; bitnetctl uses 0) */
 
     struct {
         bn_calib_dataset dataset; /* default: synthetic only if nothing else; see calibrate */

@@ -13,6 +13,14 @@
  * job's cancel_requested flag into the worker, so a pipeline that computes for a long
  * time between callbacks keeps its lease and still learns about a cancel.
  *
+ * Devices: the pool has n_workers CPU slots and one slot per GPU of cfg.gpus, and as many
+ * threads as slots. A thread claims any job, then takes a slot: a "cuda" job one of the
+ * GPUs (waiting while all are busy), an "auto" job a GPU when one is free at that moment
+ * and else the CPU, every other job a CPU slot (waiting while all are busy). So at most
+ * one job runs per GPU and at most n_workers CPU jobs, whatever the queue's order; a
+ * waiting job keeps its lease and says why it waits in an event. A "cuda" job on a daemon
+ * without GPUs fails with that reason (the API already refuses it on a host without a GPU).
+ *
  * Outcomes: success -> succeeded, work folder removed; user cancel -> cancelled, work
  * folder and any <output>.partial removed; shutdown -> back to queued with the work
  * folder kept (the engine resumes from its checkpoints); engine error -> failed with the
@@ -34,6 +42,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backend/device.h"
 #include "base/clock.h"
 #include "base/fsutil.h"
 #include "base/str.h"
@@ -63,7 +72,11 @@ typedef struct worker {
 struct bn_workers {
     bn_workers_config cfg;
     char *db_path, *state_dir, *data_dir, *owner_prefix;
-    int n;
+    int n;              /* threads: n_cpu + n_gpus */
+    int n_cpu, cpu_busy;
+    int n_gpus;
+    int *gpus;          /* [n_gpus] ordinals */
+    bool *gpu_busy;     /* [n_gpus], guarded by lock */
     worker *w;
     atomic_bool stop;
     pthread_mutex_t lock;
@@ -195,6 +208,68 @@ static void remove_partial(const bn_store_job *job)
     bn_fs_rm_rf(partial, NULL);
 }
 
+/* Takes the job's device slot (see the top of the file): the GPU index in p->gpus, -1 for
+ * a CPU slot, -2 when the worker must stop (shutdown, cancel, lease lost) while waiting. */
+static int acquire_slot(worker *w, bn_store *st, const bn_store_job *job, bn_options *opt)
+{
+    struct bn_workers *p = w->pool;
+    pthread_mutex_lock(&p->lock);
+    if (opt->device == BN_DEVICE_AUTO) {
+        bool free_gpu = false;
+        for (int i = 0; i < p->n_gpus; i++) free_gpu |= !p->gpu_busy[i];
+        opt->device = free_gpu ? BN_DEVICE_CUDA : BN_DEVICE_CPU;
+    }
+    bool gpu = opt->device == BN_DEVICE_CUDA, told = false;
+    for (;;) {
+        if (atomic_load(&p->stop) || atomic_load(&w->cancel_user) || atomic_load(&w->lease_lost)) {
+            pthread_mutex_unlock(&p->lock);
+            return -2;
+        }
+        if (gpu) {
+            for (int i = 0; i < p->n_gpus; i++)
+                if (!p->gpu_busy[i]) {
+                    p->gpu_busy[i] = true;
+                    opt->gpu = p->gpus[i];
+                    pthread_mutex_unlock(&p->lock);
+                    return i;
+                }
+        } else if (p->cpu_busy < p->n_cpu) {
+            p->cpu_busy++;
+            pthread_mutex_unlock(&p->lock);
+            return -1;
+        }
+        if (!told) {
+            told = true;
+            char msg[160];
+            if (gpu)
+                snprintf(msg, sizeof msg, "waiting for a free GPU (all %d of this daemon's --gpus are busy)", p->n_gpus);
+            else
+                snprintf(msg, sizeof msg, "waiting for a free CPU worker (all %d are busy)", p->n_cpu);
+            pthread_mutex_unlock(&p->lock);
+            bn_store_event_add(st, job->id, NULL, "info", msg);
+            pthread_mutex_lock(&p->lock);
+            continue;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 500 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&p->cond, &p->lock, &ts);
+    }
+}
+
+static void release_slot(struct bn_workers *p, int slot)
+{
+    pthread_mutex_lock(&p->lock);
+    if (slot >= 0) p->gpu_busy[slot] = false;
+    else if (slot == -1) p->cpu_busy--;
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+}
+
 static void run_job(worker *w, bn_store *st, bn_store_job *job)
 {
     struct bn_workers *p = w->pool;
@@ -209,18 +284,28 @@ static void run_job(worker *w, bn_store *st, bn_store_job *job)
         finish(&r, BN_JOB_FAILED, err.msg);
         return;
     }
+    if (opt.device == BN_DEVICE_CUDA && p->n_gpus == 0) {
+        bn_err_set(&err, BN_EUNSUPPORTED, "device \"cuda\": this daemon runs no GPU jobs (started "
+                   "with --gpus none, or it sees no GPU); use \"cpu\" or \"auto\"");
+        bn_store_event_add(st, job->id, NULL, "error", err.msg);
+        finish(&r, BN_JOB_FAILED, err.msg);
+        bn_options_free(&opt);
+        return;
+    }
     int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    opt.threads = bn_workers_threads_for(cores, p->n, p->cfg.threads_per_job, opt.threads);
+    opt.threads = bn_workers_threads_for(cores, p->n_cpu, p->cfg.threads_per_job, opt.threads);
     if (bn_fs_mkdir_p(wd, NULL)) {
         bn_err_set(&err, BN_EIO, "cannot create work folder %.900s: %s", wd, strerror(errno));
         finish(&r, BN_JOB_FAILED, err.msg);
         bn_options_free(&opt);
         return;
     }
+    int slot = acquire_slot(w, st, job, &opt);
     bn_stage resume = bn_pipeline_resume_stage(wd);
-    char msg[256];
-    snprintf(msg, sizeof msg, "started on %s (attempt %d, %d threads)%s%s", w->owner,
-             job->attempts + 1, opt.threads, resume > 0 ? "; resuming at " : "",
+    char msg[256], on_gpu[32] = "";
+    if (slot >= 0) snprintf(on_gpu, sizeof on_gpu, ", GPU %d", opt.gpu);
+    snprintf(msg, sizeof msg, "started on %s (attempt %d, %d threads%s)%s%s", w->owner,
+             job->attempts + 1, opt.threads, on_gpu, resume > 0 ? "; resuming at " : "",
              resume > 0 && resume < BN_STAGE_COUNT ? bn_stage_name(resume) : "");
     bn_store_event_add(st, job->id, NULL, "info", msg);
     wlog(p, 6, "job %s: %s", job->id, msg);
@@ -228,7 +313,9 @@ static void run_job(worker *w, bn_store *st, bn_store_job *job)
                         .source = on_source};
     bn_pipeline_paths paths = {.model_dir = job->model, .output_dir = job->output_dir,
                                .work_dir = wd, .data_dir = p->data_dir, .hub = p->cfg.hub};
-    int rc = bn_pipeline_run(&paths, &opt, &prog, &err);
+    int rc = slot == -2 ? bn_err_set(&err, BN_ECANCELLED, "stopped while waiting for a device slot")
+                        : bn_pipeline_run(&paths, &opt, &prog, &err);
+    release_slot(p, slot);
     bn_options_free(&opt);
     close_stage(&r);
     double secs = (double)(bn_clock_mono_ms() - t0) / 1000.0;
@@ -372,6 +459,8 @@ static void pool_free(struct bn_workers *p)
     free(p->data_dir);
     free(p->owner_prefix);
     free(p->w);
+    free(p->gpus);
+    free(p->gpu_busy);
     pthread_mutex_destroy(&p->lock);
     pthread_cond_destroy(&p->cond);
     free(p);
@@ -392,11 +481,17 @@ int bn_workers_start(const bn_workers_config *cfg, bn_workers **out, char *err, 
     p->owner_prefix = bn_str_dup(cfg->owner_prefix ? cfg->owner_prefix : "bitnetd");
     if (p->cfg.lease_ms <= 0) p->cfg.lease_ms = 60000;
     if (p->cfg.poll_ms <= 0) p->cfg.poll_ms = 500;
-    p->n = cfg->n_workers > 0 ? cfg->n_workers : 0;
+    p->n_cpu = cfg->n_workers > 0 ? cfg->n_workers : 0;
+    p->n_gpus = p->n_cpu > 0 && cfg->n_gpus > 0 ? cfg->n_gpus : 0; /* API-only: no jobs at all */
+    p->n = p->n_cpu + p->n_gpus;
     p->w = calloc((size_t)p->n + 1, sizeof *p->w);
+    p->gpus = calloc((size_t)p->n_gpus + 1, sizeof *p->gpus);
+    p->gpu_busy = calloc((size_t)p->n_gpus + 1, sizeof *p->gpu_busy);
+    for (int i = 0; p->gpus && i < p->n_gpus; i++) p->gpus[i] = cfg->gpus[i];
+    p->cfg.gpus = NULL; /* copied */
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->cond, NULL);
-    if (!p->w) {
+    if (!p->w || !p->gpus || !p->gpu_busy) {
         pool_free(p);
         snprintf(err, errlen, "workers: out of memory");
         return -1;

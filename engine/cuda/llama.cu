@@ -121,6 +121,15 @@ static size_t acts_point(const bn_model_config *c, size_t B, size_t T, bool trai
     return off;
 }
 
+/* Trainable tensors contiguous in the flat layout with one optimizer group (and, for
+ * Muon, one shape: the same projection of consecutive layers): one launch per elementwise
+ * op, Newton-Schulz batched over the run's matrices. */
+struct opt_run {
+    size_t off, n;   /* floats */
+    int rows, cols, count; /* Muon: count matrices [rows, cols] */
+    bool muon;
+};
+
 struct bn_cu_model {
     bn_model_config cfg;
     bn_cu_opts o;
@@ -132,7 +141,7 @@ struct bn_cu_model {
     acts a;
     int32_t *tokens, *targets; /* [N] */
     uint8_t *mask;             /* [N] */
-    double *normsq;            /* [1] */
+    double *normsq;            /* [8]: [0] gradient norm^2 */
     void *base;                /* the one allocation */
     size_t bytes;
     void *workspace;
@@ -142,11 +151,13 @@ struct bn_cu_model {
     /* fine-tune trainer (o.trainer): MuGrokfast state beside mmem (Muon momentum | AdamW m)
      * and vmem (AdamW v), all in the flat layout */
     float *ema;                /* [n_params] Grokfast EMA */
-    float *ns;                 /* [ns_cap] Newton-Schulz scratch: Y2 [m*n], A, B [m*m] */
+    float *ns;                 /* [ns_cap] Newton-Schulz scratch: Y2, Y3 [m*n], A, B [m*m] */
     float *xsqmem;             /* [xsq_cap] the tensors' calibration statistics */
     size_t ns_cap, xsq_cap;
     bn_cu_tensor *tt;          /* [n_tt], xsq pointing into xsqmem */
     int n_tt;
+    struct opt_run *runs;      /* trainable tensors merged into contiguous runs */
+    int n_runs;
     bn_cu_train tc;
     int64_t t, applied;        /* steps (schedule), applied steps (bias correction, EMA) */
 };
@@ -199,7 +210,12 @@ int bn_cu_check_config(const bn_model_config *c, bn_err *err)
     return 0;
 }
 
-/* Trainer scratch: Newton-Schulz for the largest hidden matrix (Y2 [m*n] + A, B [m*m],
+/* Newton-Schulz scratch per matrix [m, n] (m <= n): Y2, Y3 [m*n], A, B [m*m], two double
+ * sums and eight float factors; a batch takes up to NS_BATCH_FLOATS (or one matrix). */
+#define NS_BATCH_FLOATS ((size_t)64 << 20)
+static size_t ns_per_matrix(size_t m, size_t n) { return 2 * m * n + 2 * m * m + 4 + 8; }
+
+/* Trainer scratch: Newton-Schulz for the largest hidden matrix (Y2, Y3 [m*n] + A, B [m*m],
  * m = the smaller side) and room for every linear's calibration statistics. */
 static void trainer_sizes(const bn_model_config *c, size_t *ns, size_t *xsq)
 {
@@ -208,9 +224,12 @@ static void trainer_sizes(const bn_model_config *c, size_t *ns, size_t *xsq)
     *ns = 0;
     for (int i = 0; i < 5; i++) {
         size_t m = sh[i][0] < sh[i][1] ? sh[i][0] : sh[i][1], n = sh[i][0] + sh[i][1] - m;
-        size_t f = m * n + 2 * m * m;
-        if (f > *ns) *ns = f;
+        size_t pm = ns_per_matrix(m, n), batch = NS_BATCH_FLOATS / pm;
+        if (batch < 1) batch = 1;
+        if (batch > d.L) batch = d.L;
+        if (batch * pm > *ns) *ns = batch * pm;
     }
+    *ns += 8; /* alignment of the sums */
     *xsq = d.L * (5 * d.D + d.QD + d.F) + 64;
 }
 
@@ -345,6 +364,7 @@ void bn_cu_free(bn_cu_model *m)
     cudaFree(m->workspace);
     if (m->s) cudaStreamDestroy(m->s);
     free(m->tt);
+    free(m->runs);
     free(m);
 }
 
@@ -653,7 +673,7 @@ int bn_cu_train_setup(bn_cu_model *m, const bn_cu_train *tc, bn_err *err)
             return bn_err_set(err, BN_EINVAL, "cuda: trainer tensor %d outside the parameters", i);
         if (t.muon) {
             size_t a = t.rows < t.cols ? t.rows : t.cols, b = (size_t)t.rows + t.cols - a;
-            if (a * b + 2 * a * a > m->ns_cap)
+            if (ns_per_matrix(a, b) > m->ns_cap)
                 return bn_err_set(err, BN_EINVAL, "cuda: Muon tensor %d x %d beyond the Newton-Schulz scratch", t.rows, t.cols);
         }
         if (t.xsq) {
@@ -665,6 +685,35 @@ int bn_cu_train_setup(bn_cu_model *m, const bn_cu_train *tc, bn_err *err)
         }
         m->tt[i] = t;
     }
+    /* runs: trainable tensors by offset, merged while contiguous with one group/shape */
+    free(m->runs);
+    m->runs = (opt_run *)calloc((size_t)tc->n_t, sizeof *m->runs);
+    int *idx = (int *)malloc((size_t)tc->n_t * sizeof(int));
+    if (!m->runs || !idx) {
+        free(idx);
+        return bn_err_set(err, BN_ENOMEM, "cuda: trainer runs");
+    }
+    int ni = 0;
+    for (int i = 0; i < tc->n_t; i++)
+        if (m->tt[i].trainable) idx[ni++] = i;
+    for (int i = 1; i < ni; i++) /* insertion sort by offset (a few hundred tensors) */
+        for (int j = i; j > 0 && m->tt[idx[j]].off < m->tt[idx[j - 1]].off; j--) {
+            int t = idx[j]; idx[j] = idx[j - 1]; idx[j - 1] = t;
+        }
+    m->n_runs = 0;
+    for (int k = 0; k < ni; k++) {
+        const bn_cu_tensor *t = &m->tt[idx[k]];
+        size_t n = (size_t)t->rows * t->cols;
+        opt_run *r = m->n_runs ? &m->runs[m->n_runs - 1] : NULL;
+        if (r && r->muon == t->muon && r->off + r->n == t->off &&
+            (!t->muon || (r->rows == t->rows && r->cols == t->cols))) {
+            r->n += n;
+            r->count++;
+            continue;
+        }
+        m->runs[m->n_runs++] = (opt_run){ t->off, n, t->rows, t->cols, 1, t->muon };
+    }
+    free(idx);
     m->t = m->applied = 0;
     CU(cudaStreamSynchronize(m->s), "upload xsq");
     return 0;
@@ -733,59 +782,62 @@ int bn_cu_loss_distill(bn_cu_model *m, bn_cu_model *teacher, const int32_t *targ
 #define NS_B (-4.7750f)
 #define NS_C 2.0315f
 
-static int sync_sumsq(bn_cu_model *m, const float *x, size_t n, double *out, bn_err *err)
-{
-    CU(cudaMemsetAsync(m->normsq + 1, 0, sizeof(double), m->s), "memset");
-    bn_cu_sumsq(m->normsq + 1, x, n, m->s);
-    CU(cudaMemcpyAsync(out, m->normsq + 1, sizeof(double), cudaMemcpyDeviceToHost, m->s), "sumsq");
-    CU(cudaStreamSynchronize(m->s), "sumsq");
-    return 0;
-}
-
-static int newton_schulz(bn_cu_model *m, float *x, int rows, int cols, int steps, bn_err *err)
+/* x: count matrices [rows, cols] back to back. Per matrix of the batch the scratch holds
+ * Y2, Y3 [m*n] (ping-pong; x stays the input until the end), A, B [m*m], then the batch's
+ * sums (2 doubles each) and factors (8 floats each). */
+static int newton_schulz(bn_cu_model *m, float *x, int rows, int cols, int count, int steps, bn_err *err)
 {
     bool wide = rows <= cols;
     int mm_ = wide ? rows : cols, nn = wide ? cols : rows;
     size_t mn = (size_t)mm_ * nn, m2 = (size_t)mm_ * mm_;
-    float *y = x, *y2 = m->ns, *a = y2 + mn, *b = a + m2;
+    int cap = (int)(m->ns_cap / ns_per_matrix((size_t)mm_, (size_t)nn));
+    if (cap < 1) return bn_err_set(err, BN_EINVAL, "cuda: Muon tensor %d x %d beyond the scratch", rows, cols);
     float one = 1.0f, zero = 0.0f, na = NS_A;
     cudaStream_t s = m->s;
-    double fro2;
-    if (sync_sumsq(m, y, mn, &fro2, err)) return err ? err->code : BN_EIO;
-    double fro = sqrt(fro2);
-    if (!(fro > 1e-30) || !isfinite(fro)) return 0;
-    bn_cu_scale(y, mn, (float)(1.0 / fro), s);
-/* A [m, m] = Y Y^T */
-#define GRAM(Y) (wide ? cublasSgemm(m->blas, CUBLAS_OP_T, CUBLAS_OP_N, mm_, mm_, nn, &one, Y, nn, Y, nn, &zero, a, mm_) \
-                      : cublasSgemm(m->blas, CUBLAS_OP_N, CUBLAS_OP_T, mm_, mm_, nn, &one, Y, mm_, Y, mm_, &zero, a, mm_))
-    BL(GRAM(y), "ns gram");
-    BL(cublasSgemm(m->blas, CUBLAS_OP_N, CUBLAS_OP_N, mm_, mm_, mm_, &one, a, mm_, a, mm_, &zero, b, mm_), "ns A^2");
-    BL(cublasSgemm(m->blas, CUBLAS_OP_N, CUBLAS_OP_N, mm_, mm_, mm_, &one, b, mm_, b, mm_, &zero, y2, mm_), "ns A^4");
-    double f4;
-    if (sync_sumsq(m, y2, m2, &f4, err)) return err ? err->code : BN_EIO;
-    double sig = pow(f4, 1.0 / 16.0); /* ||A^4||_F^(1/8) >= s_max */
-    if (!(sig > 1e-30)) return 0;
-    float sc = (float)(1.0 / sig), sc2 = sc * sc;
-    bn_cu_scale(y, mn, sc, s);
-    bn_cu_scale(a, m2, sc2, s);
-    bn_cu_scale(b, m2, sc2 * sc2, s);
-    float *cur = y, *nxt = y2;
-    for (int k = 0; k < steps; k++) {
-        if (k > 0) {
-            BL(GRAM(cur), "ns gram");
-            BL(cublasSgemm(m->blas, CUBLAS_OP_N, CUBLAS_OP_N, mm_, mm_, mm_, &one, a, mm_, a, mm_, &zero, b, mm_), "ns A^2");
+    for (int c0 = 0; c0 < count; c0 += cap) {
+        int c = count - c0 < cap ? count - c0 : cap;
+        float *xc = x + (size_t)c0 * mn;
+        float *y = m->ns, *y3 = y + c * mn, *a = y3 + c * mn, *b = a + c * m2;
+        double *acc = (double *)(((uintptr_t)(b + c * m2) + 7) & ~(uintptr_t)7);
+        float *f = (float *)(acc + 2 * c);
+        long long smn = (long long)mn, sm2 = (long long)m2;
+        CU(cudaMemsetAsync(acc, 0, 2 * (size_t)c * sizeof(double), s), "memset");
+        bn_cu_sumsq_batched(acc, 0, xc, mn, c, s);
+        bn_cu_ns_scalars(acc, f, c, 0, s);
+        bn_cu_scale_dev(y, xc, mn, c, f, 0, s); /* y = x / fro */
+/* A [m, m] = Y Y^T per matrix */
+#define GRAM(Y) (wide ? cublasSgemmStridedBatched(m->blas, CUBLAS_OP_T, CUBLAS_OP_N, mm_, mm_, nn, &one, Y, nn, smn, Y, nn, smn, &zero, a, mm_, sm2, c) \
+                      : cublasSgemmStridedBatched(m->blas, CUBLAS_OP_N, CUBLAS_OP_T, mm_, mm_, nn, &one, Y, mm_, smn, Y, mm_, smn, &zero, a, mm_, sm2, c))
+#define SQUARE(OUT, IN) cublasSgemmStridedBatched(m->blas, CUBLAS_OP_N, CUBLAS_OP_N, mm_, mm_, mm_, &one, IN, mm_, sm2, IN, mm_, sm2, &zero, OUT, mm_, sm2, c)
+        BL(GRAM(y), "ns gram");
+        BL(SQUARE(b, a), "ns A^2");
+        BL(SQUARE(y3, b), "ns A^4"); /* [m*m] per matrix at stride m*m inside Y3 */
+        bn_cu_sumsq_batched(acc, 1, y3, m2, c, s);
+        bn_cu_ns_scalars(acc, f, c, 1, s); /* sc = 1 / ||A^4||_F^(1/8) >= 1 / s_max */
+        bn_cu_scale_dev(y, y, mn, c, f, 1, s);
+        bn_cu_scale_dev(a, a, m2, c, f, 2, s);
+        bn_cu_scale_dev(b, b, m2, c, f, 3, s);
+        float *cur = y, *nxt = y3;
+        for (int k = 0; k < steps; k++) {
+            if (k > 0) {
+                BL(GRAM(cur), "ns gram");
+                BL(SQUARE(b, a), "ns A^2");
+            }
+            bn_cu_ns_poly(b, a, (size_t)c * m2, NS_C, NS_B, s); /* b = B a + C a a */
+            /* nxt = NS_A cur + b cur */
+            CU(cudaMemcpyAsync(nxt, cur, (size_t)c * mn * sizeof(float), cudaMemcpyDeviceToDevice, s), "ns copy");
+            if (wide)
+                BL(cublasSgemmStridedBatched(m->blas, CUBLAS_OP_N, CUBLAS_OP_N, nn, mm_, mm_, &one, cur, nn, smn,
+                                             b, mm_, sm2, &na, nxt, nn, smn, c), "ns update");
+            else
+                BL(cublasSgemmStridedBatched(m->blas, CUBLAS_OP_N, CUBLAS_OP_N, mm_, nn, mm_, &one, b, mm_, sm2,
+                                             cur, mm_, smn, &na, nxt, mm_, smn, c), "ns update");
+            float *t = cur; cur = nxt; nxt = t;
         }
-        bn_cu_ns_poly(b, a, m2, NS_C, NS_B, s); /* b = B a + C a a */
-        /* nxt = NS_A cur + b cur */
-        CU(cudaMemcpyAsync(nxt, cur, mn * sizeof(float), cudaMemcpyDeviceToDevice, s), "ns copy");
-        if (wide)
-            BL(cublasSgemm(m->blas, CUBLAS_OP_N, CUBLAS_OP_N, nn, mm_, mm_, &one, cur, nn, b, mm_, &na, nxt, nn), "ns update");
-        else
-            BL(cublasSgemm(m->blas, CUBLAS_OP_N, CUBLAS_OP_N, mm_, nn, mm_, &one, b, mm_, cur, mm_, &na, nxt, mm_), "ns update");
-        float *t = cur; cur = nxt; nxt = t;
-    }
 #undef GRAM
-    if (cur != x) CU(cudaMemcpyAsync(x, cur, mn * sizeof(float), cudaMemcpyDeviceToDevice, s), "ns copy");
+#undef SQUARE
+        bn_cu_ns_finish(xc, cur, mn, c, f, s);
+    }
     return 0;
 }
 
@@ -797,9 +849,7 @@ int bn_cu_optim_step(bn_cu_model *m, bn_optim_stats *st, bn_err *err)
     cudaStream_t s = m->s;
     double ss = 0;
     CU(cudaMemsetAsync(m->normsq, 0, sizeof(double), s), "memset");
-    for (int i = 0; i < m->n_tt; i++)
-        if (m->tt[i].trainable)
-            bn_cu_sumsq(m->normsq, m->gmem + m->tt[i].off, (size_t)m->tt[i].rows * m->tt[i].cols, s);
+    for (int i = 0; i < m->n_runs; i++) bn_cu_sumsq(m->normsq, m->gmem + m->runs[i].off, m->runs[i].n, s);
     CU(cudaMemcpyAsync(&ss, m->normsq, sizeof(double), cudaMemcpyDeviceToHost, s), "grad norm");
     CU(cudaStreamSynchronize(s), "grad norm");
     double norm = sqrt(ss);
@@ -821,16 +871,15 @@ int bn_cu_optim_step(bn_cu_model *m, bn_optim_stats *st, bn_err *err)
     float b1 = (float)c->beta1, b2 = (float)c->beta2, eps = (float)c->eps;
     float bc1 = (float)(1.0 - pow(c->beta1, tt)), bc2 = (float)(1.0 - pow(c->beta2, tt));
     int on = c->grokfast_lambda != 0.0, first = m->applied == 0;
-    for (int i = 0; i < m->n_tt; i++) {
-        const bn_cu_tensor *t = &m->tt[i];
-        if (!t->trainable) continue;
-        size_t n = (size_t)t->rows * t->cols;
+    for (int i = 0; i < m->n_runs; i++) {
+        const opt_run *t = &m->runs[i];
+        size_t n = t->n;
         float *g = m->gmem + t->off, *w = m->pmem + t->off;
         bn_cu_grokfast(g, m->ema + t->off, n, k, (float)c->grokfast_alpha, (float)c->grokfast_lambda,
                        on, first, s);
         if (t->muon) {
             bn_cu_muon_momentum(g, m->mmem + t->off, n, (float)c->momentum, s);
-            if (newton_schulz(m, g, t->rows, t->cols, c->ns_steps, err)) return err ? err->code : BN_EIO;
+            if (newton_schulz(m, g, t->rows, t->cols, t->count, c->ns_steps, err)) return err ? err->code : BN_EIO;
             double ratio = (double)t->rows / (double)t->cols;
             float scale = (float)sqrt(ratio > 1.0 ? ratio : 1.0);
             bn_cu_muon_apply(w, g, n, 1.0f - mlr * (float)c->muon_weight_decay, mlr * scale, s);

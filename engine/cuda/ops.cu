@@ -454,3 +454,85 @@ void bn_cu_distill(float *teacher_logits, float *kl, const float *student_logits
 {
     distill_kernel<<<N, 1024, 0, s>>>(teacher_logits, kl, student_logits, V, w);
 }
+
+/* ---- Newton-Schulz on a batch of `count` matrices of n_each floats each (scalars per
+ * matrix on the device, no host round trip; model/optim.c ns_core's arithmetic) ---- */
+
+/* acc[2 i + k] += sum x_i^2 for matrix i (grid y = matrix) */
+__global__ void sumsq_batched_kernel(double *acc, const float *x, size_t n_each, int k)
+{
+    const float *xi = x + (size_t)blockIdx.y * n_each;
+    double v = 0;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n_each;
+         i += (size_t)gridDim.x * blockDim.x)
+        v += (double)xi[i] * xi[i];
+    v = block_sum(v);
+    if (threadIdx.x == 0) atomicAdd(&acc[2 * blockIdx.y + k], v);
+}
+
+void bn_cu_sumsq_batched(double *acc, int k, const float *x, size_t n_each, int count, cudaStream_t s)
+{
+    unsigned g = grid_for(n_each);
+    if (g > 128) g = 128;
+    if (g == 0 || count == 0) return;
+    sumsq_batched_kernel<<<dim3(g, (unsigned)count), BLOCK, 0, s>>>(acc, x, n_each, k);
+}
+
+/* per matrix i: acc[2i] = sum y^2, acc[2i+1] = ||A^4||_F^2; f[8i + ...]: 0 (float)(1/fro),
+ * 1 sc, 2 sc^2, 3 sc^2 sc^2 (sc = (float)(1 / ||A^4||_F^(1/8))), 4 fro valid, 5 sig valid.
+ * stage 0 sets 0 and 4, stage 1 the rest. */
+__global__ void ns_scalars_kernel(const double *acc, float *f, int count, int stage)
+{
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= count) return;
+    float *fi = f + 8 * i;
+    if (stage == 0) {
+        double fro = sqrt(acc[2 * i]);
+        bool ok = fro > 1e-30 && isfinite(fro);
+        fi[0] = ok ? (float)(1.0 / fro) : 1.0f;
+        fi[4] = ok ? 1.0f : 0.0f;
+    } else {
+        double sig = pow(acc[2 * i + 1], 1.0 / 16.0);
+        bool ok = sig > 1e-30;
+        float sc = ok ? (float)(1.0 / sig) : 1.0f, sc2 = sc * sc;
+        fi[1] = sc;
+        fi[2] = sc2;
+        fi[3] = sc2 * sc2;
+        fi[5] = ok ? 1.0f : 0.0f;
+    }
+}
+
+void bn_cu_ns_scalars(const double *acc, float *f, int count, int stage, cudaStream_t s)
+{
+    ns_scalars_kernel<<<(count + 63) / 64, 64, 0, s>>>(acc, f, count, stage);
+}
+
+/* out[j] = in[j] * f[8 (j / n_each) + k] */
+__global__ void scale_dev_kernel(float *out, const float *in, size_t n_each, size_t n, const float *f, int k)
+{
+    size_t j = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j < n) out[j] = in[j] * f[8 * (j / n_each) + k];
+}
+
+void bn_cu_scale_dev(float *out, const float *in, size_t n_each, int count, const float *f, int k,
+                     cudaStream_t s)
+{
+    size_t n = n_each * (size_t)count;
+    scale_dev_kernel<<<grid_for(n), BLOCK, 0, s>>>(out, in, n_each, n, f, k);
+}
+
+/* per matrix: x unchanged when fro was invalid, x / fro when the spectral bound was, else y */
+__global__ void ns_finish_kernel(float *x, const float *y, size_t n_each, size_t n, const float *f)
+{
+    size_t j = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= n) return;
+    const float *fi = f + 8 * (j / n_each);
+    if (fi[4] == 0.0f) return;
+    x[j] = fi[5] == 0.0f ? x[j] * fi[0] : y[j];
+}
+
+void bn_cu_ns_finish(float *x, const float *y, size_t n_each, int count, const float *f, cudaStream_t s)
+{
+    size_t n = n_each * (size_t)count;
+    ns_finish_kernel<<<grid_for(n), BLOCK, 0, s>>>(x, y, n_each, n, f);
+}

@@ -66,6 +66,17 @@ void bn_cu_muon_apply(float *w, const float *u, size_t n, float decay, float ste
 void bn_cu_scale(float *x, size_t n, float a, cudaStream_t s);
 /* b = c b + bb a  [n] (Newton-Schulz polynomial) */
 void bn_cu_ns_poly(float *b, const float *a, size_t n, float c, float bb, cudaStream_t s);
+/* Newton-Schulz on `count` matrices of n_each floats (per-matrix scalars on the device):
+ * acc[2 i + k] += sum x_i^2 */
+void bn_cu_sumsq_batched(double *acc, int k, const float *x, size_t n_each, int count, cudaStream_t s);
+/* f[8 i ..] from acc[2 i ..]: stage 0 f0 = 1/fro, f4 = valid; stage 1 f1..3 = sc, sc^2, sc^4
+ * (sc = 1 / ||A^4||_F^(1/8)), f5 = valid */
+void bn_cu_ns_scalars(const double *acc, float *f, int count, int stage, cudaStream_t s);
+/* out = in * f[8 i + k] per matrix i */
+void bn_cu_scale_dev(float *out, const float *in, size_t n_each, int count, const float *f, int k,
+                     cudaStream_t s);
+/* x_i <- y_i, or x_i unchanged (f4 == 0), or x_i * f0 (f5 == 0) */
+void bn_cu_ns_finish(float *x, const float *y, size_t n_each, int count, const float *f, cudaStream_t s);
 /* Per row of logits [N, V]: kl[n] = KL(softmax(teacher) || softmax(student)); the teacher's
  * row becomes w * (softmax(student) - softmax(teacher)). */
 void bn_cu_distill(float *teacher_logits, float *kl, const float *student_logits, int N, int V,

@@ -152,14 +152,14 @@ int bn_stage_evaluate(bn_job_ctx *ctx, bn_err *err)
                         "implemented on the GPU; use device \"cpu\" or turn it off");
     if (!rc && t.n_eval >= 2) {
         /* both models on the job's device (4 windows per forward for the perplexity) */
-        bn_backend_opts bo = { .device = dev, .gpu = ctx->gpu, .max_B = 4, .max_T = T, .bf16 = true };
+        bn_backend_opts bo = { .device = dev, .gpu = ctx->opt->gpu, .max_B = 4, .max_T = T, .bf16 = true };
         if (dev == BN_DEVICE_CUDA) {
             size_t need = 2 * bn_backend_mem_need(&tern->cfg, &bo), fr = 0, tot = 0;
-            rc = bn_backend_gpu_mem(ctx->gpu, &fr, &tot, err);
+            rc = bn_backend_gpu_mem(ctx->opt->gpu, &fr, &tot, err);
             if (!rc && need > fr)
                 rc = bn_err_set(err, BN_ENOMEM, "evaluate on GPU %d: needs %.2f GiB of GPU memory "
                                 "(two models, 4 x %d tokens), the GPU has %.2f GiB free of %.2f GiB",
-                                ctx->gpu, need / 1073741824.0, T, fr / 1073741824.0, tot / 1073741824.0);
+                                ctx->opt->gpu, need / 1073741824.0, T, fr / 1073741824.0, tot / 1073741824.0);
         }
         tern->act_quant = o->evaluate.act_quant;
         if (!rc) rc = bn_backend_new(tern, &bo, &btern, err);

@@ -208,22 +208,22 @@ static int setup(ft_run *r, bn_err *err)
     /* the model and, with distillation, its FP teacher on the job's device; the GPU also
      * evaluates (4 windows of ctx_eval per forward), so its capacity covers both */
     bool gpu = r->dev == BN_DEVICE_CUDA;
-    bn_backend_opts bo = { .device = r->dev, .gpu = ctx->gpu, .max_B = r->B, .max_T = r->T,
+    bn_backend_opts bo = { .device = r->dev, .gpu = ctx->opt->gpu, .max_B = r->B, .max_T = r->T,
                            .train = true, .bf16 = true, .trainer = true };
     if (gpu && bo.max_B < 4) bo.max_B = 4;
     if (gpu && bo.max_T < r->ctx_eval) bo.max_T = r->ctx_eval;
-    bn_backend_opts to = { .device = r->dev, .gpu = ctx->gpu, .max_B = r->B, .max_T = r->T,
+    bn_backend_opts to = { .device = r->dev, .gpu = ctx->opt->gpu, .max_B = r->B, .max_T = r->T,
                            .bf16 = true };
     if (gpu) {
         size_t need = bn_backend_mem_need(&r->m->cfg, &bo), fr = 0, tot = 0;
         if (o->fine_tune.distill > 0) need += bn_backend_mem_need(&r->m->cfg, &to);
-        rc = bn_backend_gpu_mem(ctx->gpu, &fr, &tot, err);
+        rc = bn_backend_gpu_mem(ctx->opt->gpu, &fr, &tot, err);
         if (rc) return rc;
         if (need > fr)
             return bn_err_set(err, BN_ENOMEM, "fine-tune on GPU %d: needs %.2f GiB of GPU memory "
                               "(batch %d x %d%s), the GPU has %.2f GiB free of %.2f GiB; lower "
                               "fine_tune.batch_size or sequence_length, or use device \"cpu\"",
-                              ctx->gpu, need / 1073741824.0, bo.max_B, bo.max_T,
+                              ctx->opt->gpu, need / 1073741824.0, bo.max_B, bo.max_T,
                               o->fine_tune.distill > 0 ? ", with the distillation teacher" : "",
                               fr / 1073741824.0, tot / 1073741824.0);
     }

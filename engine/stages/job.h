@@ -51,7 +51,6 @@ typedef struct bn_job_ctx {
     float tau;                    /* effective threshold (options or the auto table) */
     const char *size_category;    /* "tiny" | "small" | "medium" | "large" */
     int threads;                  /* effective thread count (>= 1) */
-    int gpu;                      /* CUDA device ordinal of a cuda job (the daemon's --gpus) */
 
     bn_qtensor *qt;               /* quantized tensors, in model order */
     size_t n_qt;

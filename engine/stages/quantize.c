@@ -101,7 +101,7 @@ int bn_stage_load(bn_job_ctx *ctx, bn_err *err)
         if (d == BN_DEVICE_CUDA)
             bn_job_event(ctx, "info", "config.device \"%s\": evaluate and fine-tune run on GPU %d; load, "
                          "calibrate, quantize and export on the CPU (docs/GPU.md)",
-                         bn_device_name(ctx->opt->device), ctx->gpu);
+                         bn_device_name(ctx->opt->device), ctx->opt->gpu);
         else
             bn_job_event(ctx, "info", "config.device \"auto\": no usable GPU here, every stage runs on the CPU");
     }
