@@ -3,8 +3,9 @@
 # -Dcuda=enabled, run the GPU test suite (tests/gpu: CUDA backend and fine-tune trainer
 # against the CPU engine) and the seam's unit tests, the issue-16 acceptance compress
 # (stories260K fine-tuned on the GPU for 2 minutes: ternary report-split perplexity <= 8.0
-# over 64 x 512 windows), then the GPU benchmark (bench/gpu/run.sh; BN_GPU_BENCH=0 skips
-# it). docs/GPU.md.
+# over 64 x 512 windows), optionally a random 1.1B fine-tuned through the daemon
+# (BN_GPU_DAEMON_MINUTES, deploy/gpu-daemon-job.sh), then the GPU benchmark
+# (bench/gpu/run.sh; BN_GPU_BENCH=0 skips it). docs/GPU.md.
 #   deploy/gpu-test.sh [BUILD_DIR]     (BN_DATA_DIR: the shared test data)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 [ -d "$build" ] || meson setup "$build" -Dwerror=true -Dcuda=enabled -Ddata_dir="$data"
 # only what this script runs: the whole tree is CI's job (and the GPU image's gcc warns on
 # code the Debian one accepts)
-ninja -C "$build" tests/gpu/test_gpu tests/model/test_backend bench/bench_gpu cli/bitnetctl
+ninja -C "$build" tests/gpu/test_gpu tests/model/test_backend bench/bench_gpu cli/bitnetctl daemon/bitnetd
 tests=0
 BN_DATA_DIR=$data meson test -C "$build" --no-rebuild --print-errorlogs --verbose gpu backend || tests=$?
 
@@ -27,7 +28,8 @@ start=$(date +%s)
 echo "compress took $(( $(date +%s) - start )) s"
 # BN_GPU_OUT: keep the run's metadata and training history there
 [ -z "${BN_GPU_OUT:-}" ] || cp "$work/out/compression_metadata.json" "$work/out/training_history.json" "$BN_GPU_OUT/" || true
-python3 - "$work/out/compression_metadata.json" <<'PY'
+accept=0
+python3 - "$work/out/compression_metadata.json" <<'PY' || accept=$?
 import json, sys
 m = json.load(open(sys.argv[1]))
 def find(o, k):
@@ -44,8 +46,15 @@ sys.exit(0 if ft is not None and ft <= 8.0 else 1)
 PY
 rm -rf "$work"
 
+# BN_GPU_DAEMON_MINUTES > 0: a random 1.1B Llama fine-tuned on the GPU through the daemon
+if [ "${BN_GPU_DAEMON_MINUTES:-0}" != 0 ]; then
+  echo "== daemon: REST job, device cuda, random tinyllama-1.1b =="
+  bash deploy/gpu-daemon-job.sh "$build" "$data/corpora/tinystories_train.txt" "$BN_GPU_DAEMON_MINUTES" || echo "gpu-daemon-job failed"
+fi
+
 if [ "${BN_GPU_BENCH:-1}" != 0 ]; then
   echo "== benchmark =="
   bash bench/gpu/run.sh "$build" "${BN_BENCH_JSON:-$build/bench_gpu.json}"
 fi
 [ "$tests" = 0 ] || { echo "gpu-test: the GPU test suite failed (above)"; exit 1; }
+[ "$accept" = 0 ] || { echo "gpu-test: the acceptance perplexity is above 8.0 (above)"; exit 1; }

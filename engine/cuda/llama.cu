@@ -785,6 +785,21 @@ int bn_cu_loss_distill(bn_cu_model *m, bn_cu_model *teacher, const int32_t *targ
 /* x: count matrices [rows, cols] back to back. Per matrix of the batch the scratch holds
  * Y2, Y3 [m*n] (ping-pong; x stays the input until the end), A, B [m*m], then the batch's
  * sums (2 doubles each) and factors (8 floats each). */
+/* C_i = A_i B_i (+ beta C_i) over a batch, FP32 storage; bf16 mode runs it on TF32 tensor
+ * cores (Newton-Schulz is an approximate orthogonalisation; the FP32 mode of the parity
+ * tests keeps plain FP32). */
+static cublasStatus_t ns_gemm(const bn_cu_model *m, cublasOperation_t ta, cublasOperation_t tb,
+                              int M, int N, int K, const float *A, int lda, long long sa,
+                              const float *B, int ldb, long long sb, float beta, float *C, int ldc,
+                              long long sc, int count)
+{
+    float one = 1.0f;
+    return cublasGemmStridedBatchedEx(m->blas, ta, tb, M, N, K, &one, A, CUDA_R_32F, lda, sa, B,
+                                      CUDA_R_32F, ldb, sb, &beta, C, CUDA_R_32F, ldc, sc, count,
+                                      m->o.bf16 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F,
+                                      CUBLAS_GEMM_DEFAULT);
+}
+
 static int newton_schulz(bn_cu_model *m, float *x, int rows, int cols, int count, int steps, bn_err *err)
 {
     bool wide = rows <= cols;
@@ -792,7 +807,6 @@ static int newton_schulz(bn_cu_model *m, float *x, int rows, int cols, int count
     size_t mn = (size_t)mm_ * nn, m2 = (size_t)mm_ * mm_;
     int cap = (int)(m->ns_cap / ns_per_matrix((size_t)mm_, (size_t)nn));
     if (cap < 1) return bn_err_set(err, BN_EINVAL, "cuda: Muon tensor %d x %d beyond the scratch", rows, cols);
-    float one = 1.0f, zero = 0.0f, na = NS_A;
     cudaStream_t s = m->s;
     for (int c0 = 0; c0 < count; c0 += cap) {
         int c = count - c0 < cap ? count - c0 : cap;
@@ -806,9 +820,9 @@ static int newton_schulz(bn_cu_model *m, float *x, int rows, int cols, int count
         bn_cu_ns_scalars(acc, f, c, 0, s);
         bn_cu_scale_dev(y, xc, mn, c, f, 0, s); /* y = x / fro */
 /* A [m, m] = Y Y^T per matrix */
-#define GRAM(Y) (wide ? cublasSgemmStridedBatched(m->blas, CUBLAS_OP_T, CUBLAS_OP_N, mm_, mm_, nn, &one, Y, nn, smn, Y, nn, smn, &zero, a, mm_, sm2, c) \
-                      : cublasSgemmStridedBatched(m->blas, CUBLAS_OP_N, CUBLAS_OP_T, mm_, mm_, nn, &one, Y, mm_, smn, Y, mm_, smn, &zero, a, mm_, sm2, c))
-#define SQUARE(OUT, IN) cublasSgemmStridedBatched(m->blas, CUBLAS_OP_N, CUBLAS_OP_N, mm_, mm_, mm_, &one, IN, mm_, sm2, IN, mm_, sm2, &zero, OUT, mm_, sm2, c)
+#define GRAM(Y) (wide ? ns_gemm(m, CUBLAS_OP_T, CUBLAS_OP_N, mm_, mm_, nn, Y, nn, smn, Y, nn, smn, 0.0f, a, mm_, sm2, c) \
+                      : ns_gemm(m, CUBLAS_OP_N, CUBLAS_OP_T, mm_, mm_, nn, Y, mm_, smn, Y, mm_, smn, 0.0f, a, mm_, sm2, c))
+#define SQUARE(OUT, IN) ns_gemm(m, CUBLAS_OP_N, CUBLAS_OP_N, mm_, mm_, mm_, IN, mm_, sm2, IN, mm_, sm2, 0.0f, OUT, mm_, sm2, c)
         BL(GRAM(y), "ns gram");
         BL(SQUARE(b, a), "ns A^2");
         BL(SQUARE(y3, b), "ns A^4"); /* [m*m] per matrix at stride m*m inside Y3 */
@@ -827,11 +841,11 @@ static int newton_schulz(bn_cu_model *m, float *x, int rows, int cols, int count
             /* nxt = NS_A cur + b cur */
             CU(cudaMemcpyAsync(nxt, cur, (size_t)c * mn * sizeof(float), cudaMemcpyDeviceToDevice, s), "ns copy");
             if (wide)
-                BL(cublasSgemmStridedBatched(m->blas, CUBLAS_OP_N, CUBLAS_OP_N, nn, mm_, mm_, &one, cur, nn, smn,
-                                             b, mm_, sm2, &na, nxt, nn, smn, c), "ns update");
+                BL(ns_gemm(m, CUBLAS_OP_N, CUBLAS_OP_N, nn, mm_, mm_, cur, nn, smn, b, mm_, sm2, NS_A, nxt, nn, smn, c),
+                   "ns update");
             else
-                BL(cublasSgemmStridedBatched(m->blas, CUBLAS_OP_N, CUBLAS_OP_N, mm_, nn, mm_, &one, b, mm_, sm2,
-                                             cur, mm_, smn, &na, nxt, mm_, smn, c), "ns update");
+                BL(ns_gemm(m, CUBLAS_OP_N, CUBLAS_OP_N, mm_, nn, mm_, b, mm_, sm2, cur, mm_, smn, NS_A, nxt, mm_, smn, c),
+                   "ns update");
             float *t = cur; cur = nxt; nxt = t;
         }
 #undef GRAM
