@@ -15,7 +15,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 [ -d "$build" ] || meson setup "$build" -Dwerror=true -Dcuda=enabled -Ddata_dir="$data"
 # only what this script runs: the whole tree is CI's job (and the GPU image's gcc warns on
 # code the Debian one accepts)
-ninja -C "$build" tests/gpu/test_gpu tests/model/test_backend bench/bench_gpu cli/bitnetctl daemon/bitnetd
+ninja -C "$build" tests/gpu/test_gpu tests/model/test_backend bench/bench_gpu cli/bitnetctl
 tests=0
 BN_DATA_DIR=$data meson test -C "$build" --no-rebuild --print-errorlogs --verbose gpu backend || tests=$?
 
@@ -49,6 +49,7 @@ rm -rf "$work"
 # BN_GPU_DAEMON_MINUTES > 0: a random 1.1B Llama fine-tuned on the GPU through the daemon
 if [ "${BN_GPU_DAEMON_MINUTES:-0}" != 0 ]; then
   echo "== daemon: REST job, device cuda, random tinyllama-1.1b =="
+  ninja -C "$build" daemon/bitnetd
   bash deploy/gpu-daemon-job.sh "$build" "$data/corpora/tinystories_train.txt" "$BN_GPU_DAEMON_MINUTES" || echo "gpu-daemon-job failed"
 fi
 
