@@ -651,6 +651,14 @@ int bn_backend_optim_state_set(bn_backend *b, int i, const float *in, bn_err *er
 
 /* ---- evaluation ---- */
 
+void bn_backend_set_bf16(bn_backend *b, bool on)
+{
+    b->o.bf16 = on;
+#ifdef BN_HAVE_CUDA
+    if (ON_CUDA(b)) bn_cu_set_bf16(b->cu, on);
+#endif
+}
+
 int bn_backend_eval_windows(bn_backend *b, const int32_t *ids, size_t n_ids, int ctx,
                             int windows, int batch, bn_llama_eval_result *out, bn_err *err)
 {

@@ -132,6 +132,9 @@ const char *bn_backend_optim_state_name(const bn_backend *b, int i, size_t *n);
 int bn_backend_optim_state_get(bn_backend *b, int i, float *out, bn_err *err);
 int bn_backend_optim_state_set(bn_backend *b, int i, const float *in, bn_err *err);
 
+/* Matrix products in bf16 (CUDA tensor cores) or FP32; the CPU computes FP32 always. */
+void bn_backend_set_bf16(bn_backend *b, bool on);
+
 /* Held-out perplexity of the current compute weights: `windows` contiguous windows of ctx
  * tokens from ids, batch windows per forward (bn_llama_eval_windows' contract). The
  * backend must have been made with max_B >= batch and max_T >= ctx (CPU: any). */

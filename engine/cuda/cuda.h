@@ -122,6 +122,10 @@ void bn_cu_optim_set_total_steps(bn_cu_model *m, int64_t total);
 int bn_cu_state_io(bn_cu_model *m, int kind, size_t off, size_t n, float *out, const float *in,
                    bn_err *err);
 
+/* Switches the matrix products between bf16 tensor cores and plain FP32 (evaluation runs
+ * in FP32, as the CPU engine computes it). */
+void bn_cu_set_bf16(bn_cu_model *m, bool on);
+
 /* Bytes of the model's device allocation (+ cuBLAS workspace). */
 size_t bn_cu_bytes(const bn_cu_model *m);
 /* Floats of the last forward's logits (B*T*V). */

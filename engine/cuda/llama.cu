@@ -368,6 +368,8 @@ void bn_cu_free(bn_cu_model *m)
     free(m);
 }
 
+void bn_cu_set_bf16(bn_cu_model *m, bool on) { m->o.bf16 = on; }
+
 size_t bn_cu_bytes(const bn_cu_model *m) { return m->bytes + WORKSPACE_BYTES; }
 size_t bn_cu_logits_count(const bn_cu_model *m) { return (size_t)m->B * m->T * m->cfg.vocab_size; }
 

@@ -151,8 +151,9 @@ int bn_stage_evaluate(bn_job_ctx *ctx, bn_err *err)
         rc = bn_err_set(err, BN_EUNSUPPORTED, "evaluate.act_quant (8-bit activations) is not "
                         "implemented on the GPU; use device \"cpu\" or turn it off");
     if (!rc && t.n_eval >= 2) {
-        /* both models on the job's device (4 windows per forward for the perplexity) */
-        bn_backend_opts bo = { .device = dev, .gpu = ctx->opt->gpu, .max_B = 4, .max_T = T, .bf16 = true };
+        /* both models on the job's device (4 windows per forward for the perplexity), FP32
+         * products as on the CPU */
+        bn_backend_opts bo = { .device = dev, .gpu = ctx->opt->gpu, .max_B = 4, .max_T = T };
         if (dev == BN_DEVICE_CUDA) {
             size_t need = 2 * bn_backend_mem_need(&tern->cfg, &bo), fr = 0, tot = 0;
             rc = bn_backend_gpu_mem(ctx->opt->gpu, &fr, &tot, err);

@@ -357,7 +357,11 @@ static int evaluate_on(ft_run *r, const int32_t *ids, size_t n, bn_llama_eval_re
 {
     int rc = materialize(r, 1.0, err);
     if (rc) return rc;
-    return bn_eval_perplexity_bk(r->bk, ids, n, r->ctx_eval, r->o->evaluate.windows, res, err);
+    /* measured as the CPU engine computes it: FP32 products (training runs bf16 on a GPU) */
+    bn_backend_set_bf16(r->bk, false);
+    rc = bn_eval_perplexity_bk(r->bk, ids, n, r->ctx_eval, r->o->evaluate.windows, res, err);
+    bn_backend_set_bf16(r->bk, true);
+    return rc;
 }
 
 /* Without a selection split there is nothing to select on: the last weights are kept and
