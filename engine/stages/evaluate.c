@@ -154,8 +154,11 @@ int bn_stage_evaluate(bn_job_ctx *ctx, bn_err *err)
         /* both models on the job's device (4 windows per forward for the perplexity), FP32
          * products as on the CPU */
         bn_backend_opts bo = { .device = dev, .gpu = ctx->opt->gpu, .max_B = 4, .max_T = T };
+        bn_backend_opts bo1 = bo; /* the dequantized model: one window at a time (agreement) */
+        bo1.max_B = 1;
         if (dev == BN_DEVICE_CUDA) {
-            size_t need = 2 * bn_backend_mem_need(&tern->cfg, &bo), fr = 0, tot = 0;
+            size_t need = bn_backend_mem_need(&tern->cfg, &bo) + bn_backend_mem_need(&tern->cfg, &bo1);
+            size_t fr = 0, tot = 0;
             rc = bn_backend_gpu_mem(ctx->opt->gpu, &fr, &tot, err);
             if (!rc && need > fr)
                 rc = bn_err_set(err, BN_ENOMEM, "evaluate on GPU %d: needs %.2f GiB of GPU memory "
@@ -164,7 +167,7 @@ int bn_stage_evaluate(bn_job_ctx *ctx, bn_err *err)
         }
         tern->act_quant = o->evaluate.act_quant;
         if (!rc) rc = bn_backend_new(tern, &bo, &btern, err);
-        if (!rc) rc = bn_backend_new(deq, &bo, &bdeq, err);
+        if (!rc) rc = bn_backend_new(deq, &bo1, &bdeq, err);
     }
     if (!rc && t.n_eval >= 2) {
         bn_llama_eval_result r;
