@@ -8,7 +8,12 @@
  *              when the user cancelled, the daemon is shutting down or the lease is lost;
  *   event   -> a job event row, committed at once;
  *   metric  -> a job_metrics row (+ W&B outbox row), committed at once;
- *   source  -> a job_metric_sources row (where a perplexity/loss metric's text came from).
+ *   source  -> a job_metric_sources row (where a perplexity/loss metric's text came from);
+ *   may_write -> the safe point before a durable write: the lease is renewed now and the
+ *              write refused when the lease is lost or the job cancelled.
+ * Every store write of a job carries the worker's owner name and is refused by the store
+ * once another host holds the job (BN_STORE_LOST): the worker then treats the lease as
+ * lost, writes nothing more and leaves the job to its new owner.
  * A housekeeping thread renews every running job's lease every lease_ms/4 and copies the
  * job's cancel_requested flag into the worker, so a pipeline that computes for a long
  * time between callbacks keeps its lease and still learns about a cancel.
@@ -101,6 +106,8 @@ int bn_workers_threads_for(int cores, int n_workers, int configured, int request
     return t;
 }
 
+static void idle_wait(struct bn_workers *p, int ms);
+
 /* ---- progress callbacks -------------------------------------------------------------- */
 
 static bool should_stop(const run *r)
@@ -109,11 +116,18 @@ static bool should_stop(const run *r)
            atomic_load(&r->w->lease_lost);
 }
 
+/* A guarded write was refused: another host holds the job now. */
+static void lost(run *r, int rc)
+{
+    if (rc == BN_STORE_LOST) atomic_store(&r->w->lease_lost, true);
+}
+
 static void close_stage(run *r)
 {
     if (r->cur_stage < 0) return;
-    bn_store_job_stage_timing(r->st, r->job->id, bn_stage_name((bn_stage)r->cur_stage),
-                              r->stage_started_ms, now_ms());
+    lost(r, bn_store_job_stage_timing(r->st, r->job->id, r->w->owner,
+                                      bn_stage_name((bn_stage)r->cur_stage),
+                                      r->stage_started_ms, now_ms()));
 }
 
 static bool on_update(void *ctx, bn_stage stage, double fraction, const char *detail)
@@ -139,7 +153,7 @@ static bool on_update(void *ctx, bn_stage stage, double fraction, const char *de
     int rc = bn_store_job_progress(r->st, r->job->id, w->owner, w->pool->cfg.lease_ms,
                                    bn_stage_name(stage), fraction, overall, detail, &cancel);
     r->last_write_ms = t;
-    if (rc == BN_STORE_LOST) atomic_store(&w->lease_lost, true);
+    lost(r, rc);
     if (cancel) atomic_store(&w->cancel_user, true);
     return should_stop(r);
 }
@@ -148,24 +162,63 @@ static void on_event(void *ctx, bn_stage stage, const char *level, const char *m
 {
     run *r = ctx;
     const char *sn = (int)stage >= 0 && stage < BN_STAGE_COUNT ? bn_stage_name(stage) : NULL;
-    if (bn_store_event_add(r->st, r->job->id, sn, level, message))
-        wlog(r->w->pool, 4, "job %s: event lost: %s", r->job->id, bn_store_errmsg(r->st));
+    int rc = bn_store_event_add(r->st, r->job->id, r->w->owner, sn, level, message);
+    lost(r, rc);
+    if (rc) wlog(r->w->pool, 4, "job %s: event lost: %s", r->job->id, bn_store_errmsg(r->st));
 }
 
 static void on_metric(void *ctx, const char *key, double value, int64_t step)
 {
     run *r = ctx;
-    if (bn_store_metric_add(r->st, r->job->id, key, step, value))
-        wlog(r->w->pool, 4, "job %s: metric %s not recorded: %s", r->job->id, key,
-             bn_store_errmsg(r->st));
+    int rc = bn_store_metric_add(r->st, r->job->id, r->w->owner, key, step, value);
+    lost(r, rc);
+    if (rc) wlog(r->w->pool, 4, "job %s: metric %s not recorded: %s", r->job->id, key,
+                 bn_store_errmsg(r->st));
 }
 
 static void on_source(void *ctx, const char *key, const char *source)
 {
     run *r = ctx;
-    if (bn_store_metric_source_set(r->st, r->job->id, key, source))
-        wlog(r->w->pool, 4, "job %s: source of %s not recorded: %s", r->job->id, key,
-             bn_store_errmsg(r->st));
+    int rc = bn_store_metric_source_set(r->st, r->job->id, r->w->owner, key, source);
+    lost(r, rc);
+    if (rc) wlog(r->w->pool, 4, "job %s: source of %s not recorded: %s", r->job->id, key,
+                 bn_store_errmsg(r->st));
+}
+
+/* The safe point before a durable write: the lease is renewed now (one round trip), so
+ * no other host can take the job over until lease_ms from here. Refused when the lease
+ * is lost or the user cancelled (a shutdown still lets the engine checkpoint). A store
+ * that does not answer (a PostgreSQL restart) is retried until the lease this worker
+ * last confirmed would run out; after that the job is treated as lost. */
+static bool on_may_write(void *ctx, bn_stage stage, const char *what)
+{
+    run *r = ctx;
+    worker *w = r->w;
+    struct bn_workers *p = w->pool;
+    int64_t give_up = bn_clock_mono_ms() + p->cfg.lease_ms / 2;
+    int rc = BN_STORE_ERROR;
+    while (!atomic_load(&w->lease_lost) && !atomic_load(&w->cancel_user)) {
+        bool cancel = false;
+        rc = bn_store_job_progress(r->st, r->job->id, w->owner, p->cfg.lease_ms, NULL, 0, 0,
+                                   NULL, &cancel);
+        lost(r, rc);
+        if (cancel) atomic_store(&w->cancel_user, true);
+        if (rc != BN_STORE_ERROR) break;
+        if (bn_clock_mono_ms() >= give_up) {
+            wlog(p, 4, "job %s: cannot renew the lease before writing %s: %s", r->job->id, what,
+                 bn_store_errmsg(r->st));
+            atomic_store(&w->lease_lost, true);
+            break;
+        }
+        idle_wait(p, 200);
+    }
+    if (atomic_load(&w->lease_lost) || atomic_load(&w->cancel_user)) {
+        wlog(p, atomic_load(&w->lease_lost) ? 4 : 6, "job %s: %s; not writing %s (%s)",
+             r->job->id, atomic_load(&w->lease_lost) ? "lease lost" : "cancelled", what,
+             bn_stage_name(stage));
+        return false;
+    }
+    return true;
 }
 
 /* ---- running one job ------------------------------------------------------------------ */
@@ -205,7 +258,7 @@ static void run_job(worker *w, bn_store *st, bn_store_job *job)
     bn_err err = {0};
     int64_t t0 = bn_clock_mono_ms();
     if (parse_options(job, &opt, &err)) {
-        bn_store_event_add(st, job->id, NULL, "error", err.msg);
+        bn_store_event_add(st, job->id, w->owner, NULL, "error", err.msg);
         finish(&r, BN_JOB_FAILED, err.msg);
         return;
     }
@@ -222,10 +275,10 @@ static void run_job(worker *w, bn_store *st, bn_store_job *job)
     snprintf(msg, sizeof msg, "started on %s (attempt %d, %d threads)%s%s", w->owner,
              job->attempts + 1, opt.threads, resume > 0 ? "; resuming at " : "",
              resume > 0 && resume < BN_STAGE_COUNT ? bn_stage_name(resume) : "");
-    bn_store_event_add(st, job->id, NULL, "info", msg);
+    bn_store_event_add(st, job->id, w->owner, NULL, "info", msg);
     wlog(p, 6, "job %s: %s", job->id, msg);
     bn_progress prog = {.ctx = &r, .update = on_update, .event = on_event, .metric = on_metric,
-                        .source = on_source};
+                        .source = on_source, .may_write = on_may_write};
     bn_pipeline_paths paths = {.model_dir = job->model, .output_dir = job->output_dir,
                                .work_dir = wd, .data_dir = p->data_dir, .hub = p->cfg.hub};
     int rc = bn_pipeline_run(&paths, &opt, &prog, &err);
@@ -244,11 +297,11 @@ static void run_job(worker *w, bn_store *st, bn_store_job *job)
          * again on restart. */
         bn_fs_rm_rf(wd, NULL);
         remove_partial(job);
-        bn_store_event_add(st, job->id, NULL, "warn", "cancelled by request");
+        bn_store_event_add(st, job->id, w->owner, NULL, "warn", "cancelled by request");
         finish(&r, BN_JOB_CANCELLED, "cancelled by request");
         wlog(p, 6, "job %s: cancelled after %.1f s", job->id, secs);
     } else if (rc == BN_ECANCELLED && atomic_load(&p->stop)) {
-        bn_store_event_add(st, job->id, NULL, "info", "interrupted by shutdown; will resume");
+        bn_store_event_add(st, job->id, w->owner, NULL, "info", "interrupted by shutdown; will resume");
         if (bn_store_job_requeue(st, job->id, w->owner))
             wlog(p, 3, "job %s: requeue failed: %s", job->id, bn_store_errmsg(st));
         wlog(p, 6, "job %s: back to queued (shutdown), work kept in %s", job->id, wd);
@@ -256,7 +309,7 @@ static void run_job(worker *w, bn_store *st, bn_store_job *job)
         const char *why = err.msg[0] ? err.msg : bn_err_code_name(rc);
         bn_fs_rm_rf(wd, NULL);
         remove_partial(job);
-        bn_store_event_add(st, job->id, NULL, "error", why);
+        bn_store_event_add(st, job->id, w->owner, NULL, "error", why);
         finish(&r, BN_JOB_FAILED, why);
         wlog(p, 4, "job %s: failed after %.1f s: %s", job->id, secs, why);
     }

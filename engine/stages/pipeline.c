@@ -4,7 +4,8 @@
  * restores the stage (its checkpoint <work_dir>/stage-<name>.json exists: the recorded
  * metrics come back, and the stage's own restore function reloads its data) or runs it
  * and then writes that checkpoint atomically. So a run killed at any point resumes at
- * the first unfinished stage. The load stage always re-opens the model (an mmap).
+ * the first unfinished stage. Every durable write first passes the caller's safe point
+ * (bn_job_may_write), which can refuse it: the run then stops with BN_ECANCELLED. The load stage always re-opens the model (an mmap).
  * This file only runs stages; what they share is in job.c, each stage in its own file.
  */
 #include <cjson/cJSON.h>
@@ -40,6 +41,10 @@ bn_stage bn_pipeline_resume_stage(const char *work_dir)
 
 static int write_stage_done(bn_job_ctx *ctx, bn_stage s, double seconds, bn_err *err)
 {
+    char what[64];
+    snprintf(what, sizeof what, "checkpoint %s", bn_stage_name(s));
+    int safe = bn_job_may_write(ctx, what, err);
+    if (safe) return safe;
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "stage", bn_stage_name(s));
     cJSON_AddNumberToObject(o, "seconds", seconds);
