@@ -87,6 +87,7 @@ typedef struct run {
     int cur_stage;
     int64_t stage_started_ms;
     int64_t last_write_ms;
+    bool retry;             /* PostgreSQL: a write the store did not answer is retried */
 } run;
 
 static int64_t now_ms(void)
@@ -106,8 +107,6 @@ int bn_workers_threads_for(int cores, int n_workers, int configured, int request
     return t;
 }
 
-static void idle_wait(struct bn_workers *p, int ms);
-
 /* ---- progress callbacks -------------------------------------------------------------- */
 
 static bool should_stop(const run *r)
@@ -122,12 +121,39 @@ static void lost(run *r, int rc)
     if (rc == BN_STORE_LOST) atomic_store(&r->w->lease_lost, true);
 }
 
+/* After a store error (BN_STORE_ERROR) on a job write: true to try again in 200 ms.
+ * PostgreSQL only (a server restart or a network cut is expected there; the connection
+ * is reset on the next try): retried until the lease this worker held would have run
+ * out (lease_ms from the first failure), then the job is given up as lost, so a write
+ * is either made or the job stops before its next checkpoint and runs again elsewhere;
+ * nothing is silently dropped. SQLite: no retry (its busy timeout already waited). */
+static bool keep_trying(run *r, int64_t *until, const char *what)
+{
+    worker *w = r->w;
+    if (!r->retry || atomic_load(&w->lease_lost)) return false;
+    int64_t t = bn_clock_mono_ms();
+    if (!*until) *until = t + w->pool->cfg.lease_ms;
+    if (t >= *until) {
+        wlog(w->pool, 4, "job %s: store unreachable for the lease period (%s: %s); giving the job up",
+             r->job->id, what, bn_store_errmsg(r->st));
+        atomic_store(&w->lease_lost, true);
+        return false;
+    }
+    struct timespec ts = {0, 200 * 1000000L};
+    nanosleep(&ts, NULL);
+    return true;
+}
+
 static void close_stage(run *r)
 {
     if (r->cur_stage < 0) return;
-    lost(r, bn_store_job_stage_timing(r->st, r->job->id, r->w->owner,
+    int rc;
+    int64_t until = 0;
+    do rc = bn_store_job_stage_timing(r->st, r->job->id, r->w->owner,
                                       bn_stage_name((bn_stage)r->cur_stage),
-                                      r->stage_started_ms, now_ms()));
+                                      r->stage_started_ms, now_ms());
+    while (rc == BN_STORE_ERROR && keep_trying(r, &until, "stage timing"));
+    lost(r, rc);
 }
 
 static bool on_update(void *ctx, bn_stage stage, double fraction, const char *detail)
@@ -162,7 +188,10 @@ static void on_event(void *ctx, bn_stage stage, const char *level, const char *m
 {
     run *r = ctx;
     const char *sn = (int)stage >= 0 && stage < BN_STAGE_COUNT ? bn_stage_name(stage) : NULL;
-    int rc = bn_store_event_add(r->st, r->job->id, r->w->owner, sn, level, message);
+    int rc;
+    int64_t until = 0;
+    do rc = bn_store_event_add(r->st, r->job->id, r->w->owner, sn, level, message);
+    while (rc == BN_STORE_ERROR && keep_trying(r, &until, "event"));
     lost(r, rc);
     if (rc) wlog(r->w->pool, 4, "job %s: event lost: %s", r->job->id, bn_store_errmsg(r->st));
 }
@@ -170,7 +199,10 @@ static void on_event(void *ctx, bn_stage stage, const char *level, const char *m
 static void on_metric(void *ctx, const char *key, double value, int64_t step)
 {
     run *r = ctx;
-    int rc = bn_store_metric_add(r->st, r->job->id, r->w->owner, key, step, value);
+    int rc;
+    int64_t until = 0;
+    do rc = bn_store_metric_add(r->st, r->job->id, r->w->owner, key, step, value);
+    while (rc == BN_STORE_ERROR && keep_trying(r, &until, "metric"));
     lost(r, rc);
     if (rc) wlog(r->w->pool, 4, "job %s: metric %s not recorded: %s", r->job->id, key,
                  bn_store_errmsg(r->st));
@@ -179,7 +211,10 @@ static void on_metric(void *ctx, const char *key, double value, int64_t step)
 static void on_source(void *ctx, const char *key, const char *source)
 {
     run *r = ctx;
-    int rc = bn_store_metric_source_set(r->st, r->job->id, r->w->owner, key, source);
+    int rc;
+    int64_t until = 0;
+    do rc = bn_store_metric_source_set(r->st, r->job->id, r->w->owner, key, source);
+    while (rc == BN_STORE_ERROR && keep_trying(r, &until, "metric source"));
     lost(r, rc);
     if (rc) wlog(r->w->pool, 4, "job %s: source of %s not recorded: %s", r->job->id, key,
                  bn_store_errmsg(r->st));
@@ -195,22 +230,20 @@ static bool on_may_write(void *ctx, bn_stage stage, const char *what)
     run *r = ctx;
     worker *w = r->w;
     struct bn_workers *p = w->pool;
-    int64_t give_up = bn_clock_mono_ms() + p->cfg.lease_ms / 2;
-    int rc = BN_STORE_ERROR;
+    int64_t until = 0;
     while (!atomic_load(&w->lease_lost) && !atomic_load(&w->cancel_user)) {
         bool cancel = false;
-        rc = bn_store_job_progress(r->st, r->job->id, w->owner, p->cfg.lease_ms, NULL, 0, 0,
-                                   NULL, &cancel);
+        int rc = bn_store_job_progress(r->st, r->job->id, w->owner, p->cfg.lease_ms, NULL, 0,
+                                       0, NULL, &cancel);
         lost(r, rc);
         if (cancel) atomic_store(&w->cancel_user, true);
-        if (rc != BN_STORE_ERROR) break;
-        if (bn_clock_mono_ms() >= give_up) {
-            wlog(p, 4, "job %s: cannot renew the lease before writing %s: %s", r->job->id, what,
+        if (rc == BN_STORE_ERROR && !r->retry) {
+            /* SQLite (one host): nobody else can hold the job; write */
+            wlog(p, 4, "job %s: lease not renewed before writing %s: %s", r->job->id, what,
                  bn_store_errmsg(r->st));
-            atomic_store(&w->lease_lost, true);
             break;
         }
-        idle_wait(p, 200);
+        if (rc != BN_STORE_ERROR || !keep_trying(r, &until, "lease renewal")) break;
     }
     if (atomic_load(&w->lease_lost) || atomic_load(&w->cancel_user)) {
         wlog(p, atomic_load(&w->lease_lost) ? 4 : 6, "job %s: %s; not writing %s (%s)",
@@ -232,12 +265,17 @@ static int parse_options(const bn_store_job *job, bn_options *opt, bn_err *err)
     return rc;
 }
 
-static void finish(run *r, bn_job_status status, const char *error)
+static int finish(run *r, bn_job_status status, const char *error)
 {
     worker *w = r->w;
-    int rc = bn_store_job_finish(r->st, r->job->id, w->owner, status, error);
+    int rc;
+    int64_t until = 0;
+    do rc = bn_store_job_finish(r->st, r->job->id, w->owner, status, error);
+    while (rc == BN_STORE_ERROR && keep_trying(r, &until, "finish"));
+    lost(r, rc);
     if (rc) wlog(w->pool, 3, "job %s: cannot record %s: %s", r->job->id,
                  bn_store_status_name(status), bn_store_errmsg(r->st));
+    return rc;
 }
 
 static void remove_partial(const bn_store_job *job)
@@ -251,7 +289,8 @@ static void remove_partial(const bn_store_job *job)
 static void run_job(worker *w, bn_store *st, bn_store_job *job)
 {
     struct bn_workers *p = w->pool;
-    run r = {.w = w, .st = st, .job = job, .cur_stage = -1};
+    run r = {.w = w, .st = st, .job = job, .cur_stage = -1,
+             .retry = strcmp(bn_store_backend(st), "postgresql") == 0};
     char wd[PATH_MAX];
     snprintf(wd, sizeof wd, "%s/work/%s", p->state_dir, job->id);
     bn_options opt;
@@ -288,9 +327,15 @@ static void run_job(worker *w, bn_store *st, bn_store_job *job)
     if (atomic_load(&w->lease_lost)) {
         wlog(p, 4, "job %s: lease lost; leaving the job to its new owner", job->id);
     } else if (rc == BN_OK) {
-        finish(&r, BN_JOB_SUCCEEDED, NULL);
-        bn_fs_rm_rf(wd, NULL);
-        wlog(p, 6, "job %s: succeeded in %.1f s -> %s", job->id, secs, job->output_dir);
+        /* the work folder goes only once the job is recorded succeeded: a job left
+         * running (lease lost, store gone) is finished by its next owner from it */
+        if (finish(&r, BN_JOB_SUCCEEDED, NULL) == BN_STORE_OK) {
+            bn_fs_rm_rf(wd, NULL);
+            wlog(p, 6, "job %s: succeeded in %.1f s -> %s", job->id, secs, job->output_dir);
+        } else {
+            wlog(p, 4, "job %s: output complete but not recorded; left to the job's next owner",
+                 job->id);
+        }
     } else if (rc == BN_ECANCELLED && atomic_load(&w->cancel_user)) {
         /* Clean up first: whoever sees "cancelled" must not find the work folder. A crash
          * in between leaves the job running with cancel_requested set: it is cancelled
