@@ -155,7 +155,8 @@ START_TEST(test_queue_full_and_priority)
     make_job(st, NULL, "disabled", 5, &b);
     bn_store_new_job nj = {.model = "/m", .output = "o", .max_queued = 2};
     bool existed;
-    ck_assert_int_eq(bn_store_job_create(st, &nj, &c, &existed), BN_STORE_FULL);
+    int full = bn_store_job_create(st, &nj, &c, &existed);
+    ck_assert_msg(full == BN_STORE_FULL, "%d %s", full, bn_store_errmsg(st));
     ck_assert_int_eq(bn_store_output_in_use(st, a.output, &busy), BN_STORE_OK);
     ck_assert(busy);
     nj.output = a.output; /* an active job's output cannot be targeted twice */
