@@ -297,7 +297,7 @@ static void run_job(worker *w, bn_store *st, bn_store_job *job)
     bn_err err = {0};
     int64_t t0 = bn_clock_mono_ms();
     if (parse_options(job, &opt, &err)) {
-        bn_store_event_add(st, job->id, w->owner, NULL, "error", err.msg);
+        on_event(&r, BN_STAGE_COUNT, "error", err.msg);
         finish(&r, BN_JOB_FAILED, err.msg);
         return;
     }
@@ -314,7 +314,7 @@ static void run_job(worker *w, bn_store *st, bn_store_job *job)
     snprintf(msg, sizeof msg, "started on %s (attempt %d, %d threads)%s%s", w->owner,
              job->attempts + 1, opt.threads, resume > 0 ? "; resuming at " : "",
              resume > 0 && resume < BN_STAGE_COUNT ? bn_stage_name(resume) : "");
-    bn_store_event_add(st, job->id, w->owner, NULL, "info", msg);
+    on_event(&r, BN_STAGE_COUNT, "info", msg);
     wlog(p, 6, "job %s: %s", job->id, msg);
     bn_progress prog = {.ctx = &r, .update = on_update, .event = on_event, .metric = on_metric,
                         .source = on_source, .may_write = on_may_write};
@@ -342,11 +342,11 @@ static void run_job(worker *w, bn_store *st, bn_store_job *job)
          * again on restart. */
         bn_fs_rm_rf(wd, NULL);
         remove_partial(job);
-        bn_store_event_add(st, job->id, w->owner, NULL, "warn", "cancelled by request");
+        on_event(&r, BN_STAGE_COUNT, "warn", "cancelled by request");
         finish(&r, BN_JOB_CANCELLED, "cancelled by request");
         wlog(p, 6, "job %s: cancelled after %.1f s", job->id, secs);
     } else if (rc == BN_ECANCELLED && atomic_load(&p->stop)) {
-        bn_store_event_add(st, job->id, w->owner, NULL, "info", "interrupted by shutdown; will resume");
+        on_event(&r, BN_STAGE_COUNT, "info", "interrupted by shutdown; will resume");
         if (bn_store_job_requeue(st, job->id, w->owner))
             wlog(p, 3, "job %s: requeue failed: %s", job->id, bn_store_errmsg(st));
         wlog(p, 6, "job %s: back to queued (shutdown), work kept in %s", job->id, wd);
@@ -354,7 +354,7 @@ static void run_job(worker *w, bn_store *st, bn_store_job *job)
         const char *why = err.msg[0] ? err.msg : bn_err_code_name(rc);
         bn_fs_rm_rf(wd, NULL);
         remove_partial(job);
-        bn_store_event_add(st, job->id, w->owner, NULL, "error", why);
+        on_event(&r, BN_STAGE_COUNT, "error", why);
         finish(&r, BN_JOB_FAILED, why);
         wlog(p, 4, "job %s: failed after %.1f s: %s", job->id, secs, why);
     }
