@@ -143,6 +143,16 @@ int bn_pipeline_run(const bn_pipeline_paths *paths, const bn_options *opt, const
         if (bn_fs_is_dir(paths->output_dir)) return 0; /* already complete */
         first = BN_STAGE_EXPORT;                         /* output removed since: write it again */
     }
+    char meta[PATH_MAX];
+    if (!rc && first == BN_STAGE_EXPORT &&
+        bn_fs_exists(bn_fs_join(meta, sizeof meta, paths->output_dir, "compression_metadata.json"))) {
+        /* an earlier attempt renamed the output into place and stopped (killed, or its
+         * lease lost) before recording the export checkpoint; the API never queues a job
+         * whose output folder exists, so this one is that attempt's */
+        ctx.stage = BN_STAGE_EXPORT;
+        bn_job_event(&ctx, "info", "export: the output folder is already complete (an earlier attempt renamed it into place)");
+        return 0;
+    }
     if (!rc && first < BN_STAGE_COUNT && bn_fs_exists(paths->output_dir))
         rc = bn_err_set(err, BN_EINVAL, "output folder %s already exists", paths->output_dir);
     for (int s = 0; !rc && s < BN_STAGE_COUNT; s++) {
