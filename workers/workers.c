@@ -8,7 +8,12 @@
  *              when the user cancelled, the daemon is shutting down or the lease is lost;
  *   event   -> a job event row, committed at once;
  *   metric  -> a job_metrics row (+ W&B outbox row), committed at once;
- *   source  -> a job_metric_sources row (where a perplexity/loss metric's text came from).
+ *   source  -> a job_metric_sources row (where a perplexity/loss metric's text came from);
+ *   may_write -> the safe point before a durable write: the lease is renewed now and the
+ *              write refused when the lease is lost or the job cancelled.
+ * Every store write of a job carries the worker's owner name and is refused by the store
+ * once another host holds the job (BN_STORE_LOST): the worker then treats the lease as
+ * lost, writes nothing more and leaves the job to its new owner.
  * A housekeeping thread renews every running job's lease every lease_ms/4 and copies the
  * job's cancel_requested flag into the worker, so a pipeline that computes for a long
  * time between callbacks keeps its lease and still learns about a cancel.
@@ -95,6 +100,7 @@ typedef struct run {
     int cur_stage;
     int64_t stage_started_ms;
     int64_t last_write_ms;
+    bool retry;             /* PostgreSQL: a write the store did not answer is retried */
 } run;
 
 static int64_t now_ms(void)
@@ -122,11 +128,45 @@ static bool should_stop(const run *r)
            atomic_load(&r->w->lease_lost);
 }
 
+/* A guarded write was refused: another host holds the job now. */
+static void lost(run *r, int rc)
+{
+    if (rc == BN_STORE_LOST) atomic_store(&r->w->lease_lost, true);
+}
+
+/* After a store error (BN_STORE_ERROR) on a job write: true to try again in 200 ms.
+ * PostgreSQL only (a server restart or a network cut is expected there; the connection
+ * is reset on the next try): retried until the lease this worker held would have run
+ * out (lease_ms from the first failure), then the job is given up as lost, so a write
+ * is either made or the job stops before its next checkpoint and runs again elsewhere;
+ * nothing is silently dropped. SQLite: no retry (its busy timeout already waited). */
+static bool keep_trying(run *r, int64_t *until, const char *what)
+{
+    worker *w = r->w;
+    if (!r->retry || atomic_load(&w->lease_lost)) return false;
+    int64_t t = bn_clock_mono_ms();
+    if (!*until) *until = t + w->pool->cfg.lease_ms;
+    if (t >= *until) {
+        wlog(w->pool, 4, "job %s: store unreachable for the lease period (%s: %s); giving the job up",
+             r->job->id, what, bn_store_errmsg(r->st));
+        atomic_store(&w->lease_lost, true);
+        return false;
+    }
+    struct timespec ts = {0, 200 * 1000000L};
+    nanosleep(&ts, NULL);
+    return true;
+}
+
 static void close_stage(run *r)
 {
     if (r->cur_stage < 0) return;
-    bn_store_job_stage_timing(r->st, r->job->id, bn_stage_name((bn_stage)r->cur_stage),
-                              r->stage_started_ms, now_ms());
+    int rc;
+    int64_t until = 0;
+    do rc = bn_store_job_stage_timing(r->st, r->job->id, r->w->owner,
+                                      bn_stage_name((bn_stage)r->cur_stage),
+                                      r->stage_started_ms, now_ms());
+    while (rc == BN_STORE_ERROR && keep_trying(r, &until, "stage timing"));
+    lost(r, rc);
 }
 
 static bool on_update(void *ctx, bn_stage stage, double fraction, const char *detail)
@@ -152,7 +192,7 @@ static bool on_update(void *ctx, bn_stage stage, double fraction, const char *de
     int rc = bn_store_job_progress(r->st, r->job->id, w->owner, w->pool->cfg.lease_ms,
                                    bn_stage_name(stage), fraction, overall, detail, &cancel);
     r->last_write_ms = t;
-    if (rc == BN_STORE_LOST) atomic_store(&w->lease_lost, true);
+    lost(r, rc);
     if (cancel) atomic_store(&w->cancel_user, true);
     return should_stop(r);
 }
@@ -161,24 +201,70 @@ static void on_event(void *ctx, bn_stage stage, const char *level, const char *m
 {
     run *r = ctx;
     const char *sn = (int)stage >= 0 && stage < BN_STAGE_COUNT ? bn_stage_name(stage) : NULL;
-    if (bn_store_event_add(r->st, r->job->id, sn, level, message))
-        wlog(r->w->pool, 4, "job %s: event lost: %s", r->job->id, bn_store_errmsg(r->st));
+    int rc;
+    int64_t until = 0;
+    do rc = bn_store_event_add(r->st, r->job->id, r->w->owner, sn, level, message);
+    while (rc == BN_STORE_ERROR && keep_trying(r, &until, "event"));
+    lost(r, rc);
+    if (rc) wlog(r->w->pool, 4, "job %s: event lost: %s", r->job->id, bn_store_errmsg(r->st));
 }
 
 static void on_metric(void *ctx, const char *key, double value, int64_t step)
 {
     run *r = ctx;
-    if (bn_store_metric_add(r->st, r->job->id, key, step, value))
-        wlog(r->w->pool, 4, "job %s: metric %s not recorded: %s", r->job->id, key,
-             bn_store_errmsg(r->st));
+    int rc;
+    int64_t until = 0;
+    do rc = bn_store_metric_add(r->st, r->job->id, r->w->owner, key, step, value);
+    while (rc == BN_STORE_ERROR && keep_trying(r, &until, "metric"));
+    lost(r, rc);
+    if (rc) wlog(r->w->pool, 4, "job %s: metric %s not recorded: %s", r->job->id, key,
+                 bn_store_errmsg(r->st));
 }
 
 static void on_source(void *ctx, const char *key, const char *source)
 {
     run *r = ctx;
-    if (bn_store_metric_source_set(r->st, r->job->id, key, source))
-        wlog(r->w->pool, 4, "job %s: source of %s not recorded: %s", r->job->id, key,
-             bn_store_errmsg(r->st));
+    int rc;
+    int64_t until = 0;
+    do rc = bn_store_metric_source_set(r->st, r->job->id, r->w->owner, key, source);
+    while (rc == BN_STORE_ERROR && keep_trying(r, &until, "metric source"));
+    lost(r, rc);
+    if (rc) wlog(r->w->pool, 4, "job %s: source of %s not recorded: %s", r->job->id, key,
+                 bn_store_errmsg(r->st));
+}
+
+/* The safe point before a durable write: the lease is renewed now (one round trip), so
+ * no other host can take the job over until lease_ms from here. Refused when the lease
+ * is lost or the user cancelled (a shutdown still lets the engine checkpoint). A store
+ * that does not answer (a PostgreSQL restart) is retried until the lease this worker
+ * last confirmed would run out; after that the job is treated as lost. */
+static bool on_may_write(void *ctx, bn_stage stage, const char *what)
+{
+    run *r = ctx;
+    worker *w = r->w;
+    struct bn_workers *p = w->pool;
+    int64_t until = 0;
+    while (!atomic_load(&w->lease_lost) && !atomic_load(&w->cancel_user)) {
+        bool cancel = false;
+        int rc = bn_store_job_progress(r->st, r->job->id, w->owner, p->cfg.lease_ms, NULL, 0,
+                                       0, NULL, &cancel);
+        lost(r, rc);
+        if (cancel) atomic_store(&w->cancel_user, true);
+        if (rc == BN_STORE_ERROR && !r->retry) {
+            /* SQLite (one host): nobody else can hold the job; write */
+            wlog(p, 4, "job %s: lease not renewed before writing %s: %s", r->job->id, what,
+                 bn_store_errmsg(r->st));
+            break;
+        }
+        if (rc != BN_STORE_ERROR || !keep_trying(r, &until, "lease renewal")) break;
+    }
+    if (atomic_load(&w->lease_lost) || atomic_load(&w->cancel_user)) {
+        wlog(p, atomic_load(&w->lease_lost) ? 4 : 6, "job %s: %s; not writing %s (%s)",
+             r->job->id, atomic_load(&w->lease_lost) ? "lease lost" : "cancelled", what,
+             bn_stage_name(stage));
+        return false;
+    }
+    return true;
 }
 
 /* ---- running one job ------------------------------------------------------------------ */
@@ -192,12 +278,17 @@ static int parse_options(const bn_store_job *job, bn_options *opt, bn_err *err)
     return rc;
 }
 
-static void finish(run *r, bn_job_status status, const char *error)
+static int finish(run *r, bn_job_status status, const char *error)
 {
     worker *w = r->w;
-    int rc = bn_store_job_finish(r->st, r->job->id, w->owner, status, error);
+    int rc;
+    int64_t until = 0;
+    do rc = bn_store_job_finish(r->st, r->job->id, w->owner, status, error);
+    while (rc == BN_STORE_ERROR && keep_trying(r, &until, "finish"));
+    lost(r, rc);
     if (rc) wlog(w->pool, 3, "job %s: cannot record %s: %s", r->job->id,
                  bn_store_status_name(status), bn_store_errmsg(r->st));
+    return rc;
 }
 
 static void remove_partial(const bn_store_job *job)
@@ -273,14 +364,15 @@ static void release_slot(struct bn_workers *p, int slot)
 static void run_job(worker *w, bn_store *st, bn_store_job *job)
 {
     struct bn_workers *p = w->pool;
-    run r = {.w = w, .st = st, .job = job, .cur_stage = -1};
+    run r = {.w = w, .st = st, .job = job, .cur_stage = -1,
+             .retry = strcmp(bn_store_backend(st), "postgresql") == 0};
     char wd[PATH_MAX];
     snprintf(wd, sizeof wd, "%s/work/%s", p->state_dir, job->id);
     bn_options opt;
     bn_err err = {0};
     int64_t t0 = bn_clock_mono_ms();
     if (parse_options(job, &opt, &err)) {
-        bn_store_event_add(st, job->id, NULL, "error", err.msg);
+        on_event(&r, BN_STAGE_COUNT, "error", err.msg);
         finish(&r, BN_JOB_FAILED, err.msg);
         return;
     }
@@ -307,10 +399,10 @@ static void run_job(worker *w, bn_store *st, bn_store_job *job)
     snprintf(msg, sizeof msg, "started on %s (attempt %d, %d threads%s)%s%s", w->owner,
              job->attempts + 1, opt.threads, on_gpu, resume > 0 ? "; resuming at " : "",
              resume > 0 && resume < BN_STAGE_COUNT ? bn_stage_name(resume) : "");
-    bn_store_event_add(st, job->id, NULL, "info", msg);
+    on_event(&r, BN_STAGE_COUNT, "info", msg);
     wlog(p, 6, "job %s: %s", job->id, msg);
     bn_progress prog = {.ctx = &r, .update = on_update, .event = on_event, .metric = on_metric,
-                        .source = on_source};
+                        .source = on_source, .may_write = on_may_write};
     bn_pipeline_paths paths = {.model_dir = job->model, .output_dir = job->output_dir,
                                .work_dir = wd, .data_dir = p->data_dir, .hub = p->cfg.hub};
     int rc = slot == -2 ? bn_err_set(&err, BN_ECANCELLED, "stopped while waiting for a device slot")
@@ -322,20 +414,26 @@ static void run_job(worker *w, bn_store *st, bn_store_job *job)
     if (atomic_load(&w->lease_lost)) {
         wlog(p, 4, "job %s: lease lost; leaving the job to its new owner", job->id);
     } else if (rc == BN_OK) {
-        finish(&r, BN_JOB_SUCCEEDED, NULL);
-        bn_fs_rm_rf(wd, NULL);
-        wlog(p, 6, "job %s: succeeded in %.1f s -> %s", job->id, secs, job->output_dir);
+        /* the work folder goes only once the job is recorded succeeded: a job left
+         * running (lease lost, store gone) is finished by its next owner from it */
+        if (finish(&r, BN_JOB_SUCCEEDED, NULL) == BN_STORE_OK) {
+            bn_fs_rm_rf(wd, NULL);
+            wlog(p, 6, "job %s: succeeded in %.1f s -> %s", job->id, secs, job->output_dir);
+        } else {
+            wlog(p, 4, "job %s: output complete but not recorded; left to the job's next owner",
+                 job->id);
+        }
     } else if (rc == BN_ECANCELLED && atomic_load(&w->cancel_user)) {
         /* Clean up first: whoever sees "cancelled" must not find the work folder. A crash
          * in between leaves the job running with cancel_requested set: it is cancelled
          * again on restart. */
         bn_fs_rm_rf(wd, NULL);
         remove_partial(job);
-        bn_store_event_add(st, job->id, NULL, "warn", "cancelled by request");
+        on_event(&r, BN_STAGE_COUNT, "warn", "cancelled by request");
         finish(&r, BN_JOB_CANCELLED, "cancelled by request");
         wlog(p, 6, "job %s: cancelled after %.1f s", job->id, secs);
     } else if (rc == BN_ECANCELLED && atomic_load(&p->stop)) {
-        bn_store_event_add(st, job->id, NULL, "info", "interrupted by shutdown; will resume");
+        on_event(&r, BN_STAGE_COUNT, "info", "interrupted by shutdown; will resume");
         if (bn_store_job_requeue(st, job->id, w->owner))
             wlog(p, 3, "job %s: requeue failed: %s", job->id, bn_store_errmsg(st));
         wlog(p, 6, "job %s: back to queued (shutdown), work kept in %s", job->id, wd);
@@ -343,7 +441,7 @@ static void run_job(worker *w, bn_store *st, bn_store_job *job)
         const char *why = err.msg[0] ? err.msg : bn_err_code_name(rc);
         bn_fs_rm_rf(wd, NULL);
         remove_partial(job);
-        bn_store_event_add(st, job->id, NULL, "error", why);
+        on_event(&r, BN_STAGE_COUNT, "error", why);
         finish(&r, BN_JOB_FAILED, why);
         wlog(p, 4, "job %s: failed after %.1f s: %s", job->id, secs, why);
     }

@@ -455,7 +455,8 @@ static int save_checkpoint(ft_run *r, bn_err *err)
 {
     char dir[4096], rel[128], path[4096 + 512], old[256] = "";
     bn_job_work_path(r->ctx, BN_FT_DIR, dir, sizeof dir);
-    int rc = bn_fs_mkdir_p(dir, err);
+    int rc = bn_job_may_write(r->ctx, "fine-tune checkpoint", err);
+    if (!rc) rc = bn_fs_mkdir_p(dir, err);
     if (rc) return rc;
     /* the previous checkpoint's tensor file, removed once the new JSON is in place */
     char jpath[4096];
@@ -596,7 +597,8 @@ static int write_history(ft_run *r, bn_err *err)
 {
     char dir[4096], path[4200];
     bn_job_work_path(r->ctx, "outputs", dir, sizeof dir);
-    int rc = bn_fs_mkdir_p(dir, err);
+    int rc = bn_job_may_write(r->ctx, "fine-tune history", err);
+    if (!rc) rc = bn_fs_mkdir_p(dir, err);
     if (rc) return rc;
     cJSON *j = cJSON_CreateObject();
     cJSON_AddNumberToObject(j, "steps_per_epoch", r->steps_per_epoch);
@@ -657,7 +659,8 @@ static int save_preserved(bn_job_ctx *ctx, bn_err *err)
 {
     char path[4096];
     bn_job_work_path(ctx, BN_FT_DIR, path, sizeof path);
-    int rc = bn_fs_mkdir_p(path, err);
+    int rc = bn_job_may_write(ctx, "fine-tuned preserved tensors", err);
+    if (!rc) rc = bn_fs_mkdir_p(path, err);
     if (rc) return rc;
     bn_job_work_path(ctx, BN_FT_PRESERVED, path, sizeof path);
     bn_st_writer *w;
