@@ -301,7 +301,7 @@ static void remove_partial(const bn_store_job *job)
 
 /* Takes the job's device slot (see the top of the file): the GPU index in p->gpus, -1 for
  * a CPU slot, -2 when the worker must stop (shutdown, cancel, lease lost) while waiting. */
-static int acquire_slot(worker *w, bn_store *st, const bn_store_job *job, bn_options *opt)
+static int acquire_slot(worker *w, run *r, bn_options *opt)
 {
     struct bn_workers *p = w->pool;
     pthread_mutex_lock(&p->lock);
@@ -337,7 +337,7 @@ static int acquire_slot(worker *w, bn_store *st, const bn_store_job *job, bn_opt
             else
                 snprintf(msg, sizeof msg, "waiting for a free CPU worker (all %d are busy)", p->n_cpu);
             pthread_mutex_unlock(&p->lock);
-            bn_store_event_add(st, job->id, NULL, "info", msg);
+            on_event(r, BN_STAGE_COUNT, "info", msg);
             pthread_mutex_lock(&p->lock);
             continue;
         }
@@ -379,7 +379,7 @@ static void run_job(worker *w, bn_store *st, bn_store_job *job)
     if (opt.device == BN_DEVICE_CUDA && p->n_gpus == 0) {
         bn_err_set(&err, BN_EUNSUPPORTED, "device \"cuda\": this daemon runs no GPU jobs (started "
                    "with --gpus none, or it sees no GPU); use \"cpu\" or \"auto\"");
-        bn_store_event_add(st, job->id, NULL, "error", err.msg);
+        on_event(&r, BN_STAGE_COUNT, "error", err.msg);
         finish(&r, BN_JOB_FAILED, err.msg);
         bn_options_free(&opt);
         return;
@@ -392,7 +392,7 @@ static void run_job(worker *w, bn_store *st, bn_store_job *job)
         bn_options_free(&opt);
         return;
     }
-    int slot = acquire_slot(w, st, job, &opt);
+    int slot = acquire_slot(w, &r, &opt);
     bn_stage resume = bn_pipeline_resume_stage(wd);
     char msg[256], on_gpu[32] = "";
     if (slot >= 0) snprintf(on_gpu, sizeof on_gpu, ", GPU %d", opt.gpu);
