@@ -305,7 +305,8 @@ static int start_workers(daemon_state *d)
         .data_dir = d->cfg.data_dir[0] ? d->cfg.data_dir : NULL, .owner_prefix = owner,
         .n_workers = d->cfg.workers, .threads_per_job = d->cfg.threads,
         .gpus = gpus, .n_gpus = n_gpus,
-        .lease_ms = (int64_t)d->cfg.lease_seconds * 1000, .progress_per_s = 4,
+        .lease_ms = (int64_t)d->cfg.lease_seconds * 1000, .max_attempts = d->cfg.max_attempts,
+        .progress_per_s = 4,
         .log = bn_log_cb, .log_ctx = &d->log, .hub = &d->hub,
     };
     if (bn_workers_start(&wc, &d->workers, err, sizeof err)) {

@@ -167,6 +167,10 @@ int bn_store_job_delete(bn_store *st, const char *id);
  * attempts reach max_attempts. PostgreSQL: only running jobs whose lease expired (other
  * hosts hold the rest). */
 int bn_store_recover(bn_store *st, int max_attempts, int *requeued, int *failed);
+/* The same for running jobs whose lease expired (their host died), on either backend;
+ * run periodically by every host, so max_attempts holds across hosts and an orphaned job
+ * shows as queued even while every worker is busy. */
+int bn_store_reap_expired(bn_store *st, int max_attempts, int *requeued, int *failed);
 /* Number of jobs per status (counts[BN_JOB_STATUS_COUNT]). */
 int bn_store_job_counts(bn_store *st, int64_t counts[BN_JOB_STATUS_COUNT]);
 

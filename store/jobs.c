@@ -544,18 +544,22 @@ out:
     return bn_store__commit(st);
 }
 
-int bn_store_recover(bn_store *st, int max_attempts, int *requeued, int *failed)
+/* Running jobs back to queued with attempts+1, or failed at max_attempts: all of them
+ * (every_running) or only those whose lease expired. */
+static int requeue_running(bn_store *st, bool every_running, int max_attempts, int *requeued,
+                           int *failed)
 {
     *requeued = *failed = 0;
     if (bn_store__begin(st, true)) return BN_STORE_ERROR;
-    /* PostgreSQL: other hosts run jobs too; only those whose lease expired are ours
-     * to recover. */
-    bn_stmt *s = bn_store__cached(st, BN_SQL(st,
-        "SELECT id, attempts FROM jobs WHERE status = 'running' ORDER BY rowid",
-        "SELECT id, attempts FROM jobs WHERE status = 'running' AND lease_expires < ?1"
-        " ORDER BY rowid FOR UPDATE SKIP LOCKED"));
+    bn_stmt *s = bn_store__cached(st, every_running
+        ? "SELECT id, attempts FROM jobs WHERE status = 'running' ORDER BY rowid"
+        : BN_SQL(st,
+            "SELECT id, attempts FROM jobs WHERE status = 'running' AND lease_expires < ?1"
+            " ORDER BY rowid",
+            "SELECT id, attempts FROM jobs WHERE status = 'running' AND lease_expires < ?1"
+            " ORDER BY rowid FOR UPDATE SKIP LOCKED"));
     if (!s) goto fail;
-    if (st->pg) bn_db_bind_int64(s, 1, bn_store_now_ms());
+    if (!every_running) bn_db_bind_int64(s, 1, bn_store_now_ms());
     int rc;
     while ((rc = bn_db_step(s)) == BN_DB_ROW) {
         char id[BN_STORE_ID_LEN];
@@ -590,6 +594,18 @@ int bn_store_recover(bn_store *st, int max_attempts, int *requeued, int *failed)
 fail:
     bn_store__rollback(st);
     return BN_STORE_ERROR;
+}
+
+int bn_store_recover(bn_store *st, int max_attempts, int *requeued, int *failed)
+{
+    /* SQLite has one host: whatever it left running was interrupted. PostgreSQL: other
+     * hosts run jobs too; only those whose lease expired are ours to recover. */
+    return requeue_running(st, !st->pg, max_attempts, requeued, failed);
+}
+
+int bn_store_reap_expired(bn_store *st, int max_attempts, int *requeued, int *failed)
+{
+    return requeue_running(st, false, max_attempts, requeued, failed);
 }
 
 int bn_store_job_counts(bn_store *st, int64_t counts[BN_JOB_STATUS_COUNT])

@@ -31,6 +31,7 @@ typedef struct bn_workers_config {
     int n_gpus;
     int threads_per_job;       /* engine threads per job; 0 = cores / n_workers */
     int64_t lease_ms;          /* default 60000 */
+    int max_attempts;          /* a job whose host died this often fails (default 3) */
     int poll_ms;               /* idle claim interval, default 500 */
     int progress_per_s;        /* progress writes per second per job, default 4 */
     bn_log_fn log;             /* may be NULL */

@@ -16,7 +16,8 @@
  * lost, writes nothing more and leaves the job to its new owner.
  * A housekeeping thread renews every running job's lease every lease_ms/4 and copies the
  * job's cancel_requested flag into the worker, so a pipeline that computes for a long
- * time between callbacks keeps its lease and still learns about a cancel.
+ * time between callbacks keeps its lease and still learns about a cancel. It also puts
+ * the jobs of dead hosts (lease expired) back to queued, or fails them at max_attempts.
  *
  * Devices: the pool has n_workers CPU slots and one slot per GPU of cfg.gpus, and as many
  * threads as slots. A thread claims any job, then takes a slot: a "cuda" job one of the
@@ -530,6 +531,18 @@ static void renew_all(struct bn_workers *p, bn_store *st)
     }
 }
 
+/* Jobs whose host died (lease expired) go back to the queue or fail at max_attempts. */
+static void reap_expired(struct bn_workers *p, bn_store *st)
+{
+    int requeued = 0, failed = 0;
+    int max = p->cfg.max_attempts > 0 ? p->cfg.max_attempts : 3;
+    if (bn_store_reap_expired(st, max, &requeued, &failed))
+        wlog(p, 4, "housekeeper: reaping expired leases: %s", bn_store_errmsg(st));
+    else if (requeued || failed)
+        wlog(p, 5, "housekeeper: %d job(s) of a dead host requeued, %d failed (max_attempts %d)",
+             requeued, failed, max);
+}
+
 static void *housekeeper_main(void *arg)
 {
     struct bn_workers *p = arg;
@@ -543,6 +556,7 @@ static void *housekeeper_main(void *arg)
         if (!st && bn_store_open(p->db_path, &st, err, sizeof err))
             wlog(p, 3, "housekeeper: %s", err);
         if (st) renew_all(p, st);
+        if (st) reap_expired(p, st);
         idle_wait(p, (int)interval);
     }
     bn_store_close(st);

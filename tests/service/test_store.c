@@ -248,6 +248,44 @@ START_TEST(test_recover)
 }
 END_TEST
 
+/* Every host reaps jobs whose lease expired (a dead host's), on both backends; a live
+ * lease is left alone, and max_attempts holds however the job moves between hosts. */
+START_TEST(test_reap_expired)
+{
+    bn_store *st = open_store();
+    bn_store_job a, b, c;
+    make_job(st, NULL, "disabled", 0, &a);
+    make_job(st, NULL, "disabled", 0, &b);
+    ck_assert_int_eq(bn_store_job_claim(st, "live", 60000, &c), BN_STORE_OK);
+    char live_id[BN_STORE_ID_LEN];
+    snprintf(live_id, sizeof live_id, "%s", c.id);
+    bn_store_job_free(&c);
+    for (int attempt = 1; attempt <= 2; attempt++) {
+        ck_assert_int_eq(bn_store_job_claim(st, "dies", 1, &c), BN_STORE_OK);
+        ck_assert_str_ne(c.id, live_id);
+        bn_store_job_free(&c);
+        usleep(5000);
+        int rq, fl;
+        ck_assert_int_eq(bn_store_reap_expired(st, 2, &rq, &fl), BN_STORE_OK);
+        ck_assert_int_eq(rq, attempt < 2 ? 1 : 0);
+        ck_assert_int_eq(fl, attempt < 2 ? 0 : 1);
+    }
+    ck_assert_int_eq(bn_store_job_get(st, live_id, &c), BN_STORE_OK);
+    ck_assert_int_eq(c.status, BN_JOB_RUNNING); /* the live holder keeps its job */
+    ck_assert_int_eq(c.attempts, 0);
+    bn_store_job_free(&c);
+    const char *dead_id = strcmp(live_id, a.id) ? a.id : b.id;
+    ck_assert_int_eq(bn_store_job_get(st, dead_id, &c), BN_STORE_OK);
+    ck_assert_int_eq(c.status, BN_JOB_FAILED);
+    ck_assert_int_eq(c.attempts, 2);
+    ck_assert_ptr_nonnull(strstr(c.error, "interrupted 2 times"));
+    bn_store_job_free(&c);
+    bn_store_job_free(&a);
+    bn_store_job_free(&b);
+    bn_store_close(st);
+}
+END_TEST
+
 START_TEST(test_metrics_outbox)
 {
     bn_store *st = open_store();
@@ -464,6 +502,7 @@ int main(void)
     tcase_add_test(tc, test_queue_full_and_priority);
     tcase_add_test(tc, test_cancel);
     tcase_add_test(tc, test_recover);
+    tcase_add_test(tc, test_reap_expired);
     tcase_add_test(tc, test_metrics_outbox);
     tcase_add_test(tc, test_owner_guard);
     tcase_add_test(tc, test_claim_race);
