@@ -178,5 +178,7 @@ cJSON *bn_api_event_json(const bn_store_event *e)
     else cJSON_AddNullToObject(o, "stage");
     cJSON_AddStringToObject(o, "level", e->level ? e->level : "info");
     cJSON_AddStringToObject(o, "message", e->message ? e->message : "");
+    if (e->host) cJSON_AddStringToObject(o, "host", e->host);
+    else cJSON_AddNullToObject(o, "host");
     return o;
 }

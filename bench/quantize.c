@@ -175,7 +175,7 @@ static void child_run(const char *model, const char *out_root, int threads, int 
     o.export.gguf_tq2_0 = o.export.gguf_tq1_0 = false;
     o.export.gguf_explicit = true;
     bn_pipeline_paths paths = { model, out, work, NULL, NULL };
-    bn_progress pr = { &r, on_update, NULL, on_metric, NULL };
+    bn_progress pr = { &r, on_update, NULL, on_metric, NULL, NULL };
     bn_err err = { 0 };
     double t0 = mono();
     r.ok = bn_pipeline_run(&paths, &o, &pr, &err) == 0;

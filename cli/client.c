@@ -566,8 +566,8 @@ static int64_t print_events(const opts *o, const cJSON *j)
             printf("%s\n", t ? t : "{}");
             free(t);
         } else {
-            printf("%s %-5s %-10s %s\n", jstr(e, "ts", ""), jstr(e, "level", ""),
-                   jstr(e, "stage", "-"), jstr(e, "message", ""));
+            printf("%s %-5s %-10s %-16s %s\n", jstr(e, "ts", ""), jstr(e, "level", ""),
+                   jstr(e, "stage", "-"), jstr(e, "host", "-"), jstr(e, "message", ""));
         }
         last = (int64_t)jnum(e, "seq", (double)last);
     }

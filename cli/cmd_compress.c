@@ -326,7 +326,7 @@ int bn_cli_compress(int argc, char **argv)
         return 1;
     }
     ui u = { .tty = bn_cli_tty(), .json = json, .last_stage = -1 };
-    bn_progress prog = { &u, on_update, on_event, on_metric, on_source };
+    bn_progress prog = { .ctx = &u, .update = on_update, .event = on_event, .metric = on_metric, .source = on_source };
     bn_pipeline_paths paths = { model, out, work, NULL, NULL };
     struct sigaction sa = { 0 }, old;
     sa.sa_handler = on_sigint;

@@ -38,6 +38,7 @@ static const key_def keys[] = {
     S("tokens_file", tokens_file, "bearer tokens file (name scope sha256hex per line)"),
     I("workers", workers, 0, 64, "job worker threads (default 1; 0 = API only)"),
     I("threads", threads, 0, 1024, "engine threads per job (0 = cores / workers)"),
+    S("gpus", gpus, "GPUs that each run one device \"cuda\" job beside the CPU workers: all (default: every visible GPU) | none | 0,1,..."),
     S("log_format", log_format, "auto | text | json | journal (auto: journal under systemd)"),
     S("log_level", log_level, "error | warn | info | debug"),
     {"api.max_body", T_LONG, offsetof(bn_daemon_config, max_body), 0, 1024, 1L << 30,
@@ -232,12 +233,61 @@ void bn_daemon_config_env(bn_daemon_config *c, char *err, size_t errlen, int *ba
     }
 }
 
+int bn_daemon_gpus(const char *spec, bool cuda_built, int visible, int *out, int cap, char *err,
+                   size_t errlen)
+{
+    if (!spec[0] || strcmp(spec, "all") == 0) {
+        int n = cuda_built ? visible : 0;
+        if (n > cap) n = cap;
+        for (int i = 0; i < n; i++) out[i] = i;
+        return n;
+    }
+    if (strcmp(spec, "none") == 0) return 0;
+    if (!cuda_built) {
+        snprintf(err, errlen, "gpus: \"%s\": this bitnetd is built without the CUDA backend "
+                 "(-Dcuda=disabled or no nvcc/cuBLAS at build time); use --gpus none", spec);
+        return -1;
+    }
+    int n = 0;
+    const char *p = spec;
+    for (;;) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (errno || end == p || v < 0 || (*end && *end != ',')) {
+            snprintf(err, errlen, "gpus: \"%s\" is not a list of GPU ordinals (e.g. 0,1), all or none", spec);
+            return -1;
+        }
+        if (v >= visible) {
+            if (visible > 0)
+                snprintf(err, errlen, "gpus: GPU %ld is not visible (this host has %d: 0..%d)", v,
+                         visible, visible - 1);
+            else
+                snprintf(err, errlen, "gpus: GPU %ld is not visible (this host has no usable GPU)", v);
+            return -1;
+        }
+        for (int i = 0; i < n; i++)
+            if (out[i] == (int)v) {
+                snprintf(err, errlen, "gpus: GPU %ld is listed twice", v);
+                return -1;
+            }
+        if (n >= cap) {
+            snprintf(err, errlen, "gpus: more than %d GPUs", cap);
+            return -1;
+        }
+        out[n++] = (int)v;
+        if (!*end) break;
+        p = end + 1;
+    }
+    return n;
+}
+
 void bn_daemon_usage(FILE *f)
 {
     fprintf(f,
         "usage: bitnetd [--config FILE] [--listen ADDR:PORT] [--state-dir DIR]\n"
         "               [--model-root DIR]... [--output-root DIR] [--data-dir DIR]\n"
-        "               [--tokens-file FILE] [--workers N] [--threads N]\n"
+        "               [--tokens-file FILE] [--workers N] [--threads N] [--gpus LIST]\n"
         "               [--log-format text|json] [--log-level L] [--set KEY=VALUE]...\n\n"
         "Every option can also be set in the config file (key = value, [api], [jobs] and\n"
         "[wandb] sections) or as BITNETD_<KEY> (e.g. BITNETD_API_MAX_BODY). Flags win over\n"

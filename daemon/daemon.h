@@ -27,6 +27,7 @@ typedef struct bn_daemon_config {
     char tokens_file[4096];
     int workers;
     int threads;                /* engine threads per job; 0 = cores / workers */
+    char gpus[256];             /* "" / "all" | "none" | "0,1": GPUs that run one cuda job each */
     char log_format[16];        /* auto | text | json | journal */
     char log_level[16];         /* error | warn | info | debug */
     /* [api] */
@@ -62,6 +63,12 @@ void bn_daemon_config_env(bn_daemon_config *c, char *err, size_t errlen, int *ba
 int bn_daemon_config_args(bn_daemon_config *c, int argc, char **argv, char *err,
                           size_t errlen);
 void bn_daemon_usage(FILE *f);
+/* The gpus option as CUDA ordinals: "" or "all" = every visible GPU (none on a build
+ * without CUDA), "none" = none, else a comma-separated list of distinct visible ordinals.
+ * cuda_built / visible: what this build and host have (backend/device.h). Returns the
+ * count written to out (at most cap), or -1 with a sentence in err. */
+int bn_daemon_gpus(const char *spec, bool cuda_built, int visible, int *out, int cap, char *err,
+                   size_t errlen);
 
 /* ---- logging ---- */
 

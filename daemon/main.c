@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backend/device.h"
 #include "base/blas.h"
 #include "base/fsutil.h"
 #include "bn_api.h"
@@ -285,11 +286,27 @@ static int start_workers(daemon_state *d)
     gethostname(hostname, sizeof hostname - 1);
     snprintf(d->host_id, sizeof d->host_id, "%s:%d", hostname, (int)getpid());
     const char *owner = d->host_id;
+    int gpus[64];
+    int n_gpus = bn_daemon_gpus(d->cfg.gpus, bn_device_cuda_built(), bn_device_cuda_count(), gpus,
+                                64, err, sizeof err);
+    if (n_gpus < 0) {
+        bn_log(&d->log, BN_LOG_ERR, "%s", err);
+        return -1;
+    }
+    if (n_gpus > 0 && d->cfg.workers > 0) {
+        char list[256] = "";
+        for (int i = 0, k = 0; i < n_gpus && k < (int)sizeof list - 8; i++)
+            k += snprintf(list + k, sizeof list - (size_t)k, "%s%d", i ? "," : "", gpus[i]);
+        bn_log(&d->log, BN_LOG_INFO, "GPU jobs: one at a time on each of GPU %s, beside %d CPU "
+               "worker(s)", list, d->cfg.workers);
+    }
     bn_workers_config wc = {
         .db_path = d->db_path, .state_dir = d->work_base,
         .data_dir = d->cfg.data_dir[0] ? d->cfg.data_dir : NULL, .owner_prefix = owner,
         .n_workers = d->cfg.workers, .threads_per_job = d->cfg.threads,
-        .lease_ms = (int64_t)d->cfg.lease_seconds * 1000, .progress_per_s = 4,
+        .gpus = gpus, .n_gpus = n_gpus,
+        .lease_ms = (int64_t)d->cfg.lease_seconds * 1000, .max_attempts = d->cfg.max_attempts,
+        .progress_per_s = 4,
         .log = bn_log_cb, .log_ctx = &d->log, .hub = &d->hub,
     };
     if (bn_workers_start(&wc, &d->workers, err, sizeof err)) {

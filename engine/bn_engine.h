@@ -7,7 +7,8 @@
  *   bn_options   the job configuration, parsed and validated from JSON (the "config"
  *                object of a REST job, or bitnetctl flags turned into JSON);
  *   bn_progress  callbacks the engine calls: progress per stage (whose answer can stop
- *                the run), job events (fallbacks, skip reasons) and metric values;
+ *                the run), job events (fallbacks, skip reasons), metric values, and a
+ *                safe point before every durable write (whose answer can refuse it);
  *   bn_pipeline_run  runs the stages load, calibrate, quantize, evaluate, finetune,
  *                export. Each finished stage leaves a checkpoint in the work folder, so
  *                a run interrupted at any point resumes at the first unfinished stage.
@@ -62,6 +63,8 @@ typedef struct bn_options {
     uint64_t seed;               /* default 42 */
     int threads;                 /* 0 = all cores */
     int device;                  /* bn_device (backend/device.h): "cpu" (default) | "cuda" | "auto" */
+    int gpu;                     /* CUDA device ordinal of a cuda job (not a config key: the
+                                    daemon's worker sets it from --gpus; bitnetctl uses 0) */
 
     struct {
         bn_calib_dataset dataset; /* default: synthetic only if nothing else; see calibrate */
@@ -143,6 +146,14 @@ typedef struct bn_progress {
      * "dataset:<name>", "inline:<n> texts" or "synthetic"; split "train", "selection" or
      * "report". May be NULL. */
     void (*source)(void *ctx, const char *key, const char *value);
+    /* The safe point before a durable write: called synchronously right before the
+     * engine writes a stage checkpoint, the quantized tensors, calibration outputs, a
+     * fine-tune checkpoint or result, the export's <output>.partial folder and its
+     * rename into place. what names the write ("checkpoint calibrate", ...). Returning
+     * false makes the engine return BN_ECANCELLED without writing (nor removing what
+     * is there). The daemon answers from its store (it renews the job's lease; false
+     * when the lease is lost or the job cancelled). May be NULL (always write). */
+    bool (*may_write)(void *ctx, bn_stage stage, const char *what);
 } bn_progress;
 
 /* ---- the pipeline -------------------------------------------------------------- */

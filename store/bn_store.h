@@ -91,6 +91,7 @@ typedef struct bn_store_new_job {
 typedef struct bn_store_event {
     int64_t seq, ts;
     char *stage, *level, *message;
+    char *host; /* the lease owner that wrote it ("host:pid/wN"); NULL when not a worker */
 } bn_store_event;
 void bn_store_events_free(bn_store_event *ev, int n);
 
@@ -149,8 +150,8 @@ int bn_store_job_progress(bn_store *st, const char *id, const char *owner, int64
                           const char *stage, double stage_progress, double progress,
                           const char *detail, bool *cancel_requested);
 /* Records one stage's timing into stage_timings (merge by stage name). */
-int bn_store_job_stage_timing(bn_store *st, const char *id, const char *stage,
-                              int64_t started_at, int64_t finished_at);
+int bn_store_job_stage_timing(bn_store *st, const char *id, const char *owner,
+                              const char *stage, int64_t started_at, int64_t finished_at);
 /* Ends a running job (succeeded / failed / cancelled) and, for tracked jobs, enqueues the
  * W&B summary and complete rows in the same transaction. */
 int bn_store_job_finish(bn_store *st, const char *id, const char *owner,
@@ -166,6 +167,10 @@ int bn_store_job_delete(bn_store *st, const char *id);
  * attempts reach max_attempts. PostgreSQL: only running jobs whose lease expired (other
  * hosts hold the rest). */
 int bn_store_recover(bn_store *st, int max_attempts, int *requeued, int *failed);
+/* The same for running jobs whose lease expired (their host died), on either backend;
+ * run periodically by every host, so max_attempts holds across hosts and an orphaned job
+ * shows as queued even while every worker is busy. */
+int bn_store_reap_expired(bn_store *st, int max_attempts, int *requeued, int *failed);
 /* Number of jobs per status (counts[BN_JOB_STATUS_COUNT]). */
 int bn_store_job_counts(bn_store *st, int64_t counts[BN_JOB_STATUS_COUNT]);
 
@@ -180,19 +185,28 @@ int bn_store_stage_durations(bn_store *st, void (*fn)(void *ctx, const char *sta
 
 /* ---- events and metrics ------------------------------------------------------------ */
 
-int bn_store_event_add(bn_store *st, const char *id, const char *stage, const char *level,
-                       const char *message);
+/* Owner guard: the writes below that take an owner (a worker's lease owner name) are
+ * made only while the job is running under that owner's lease; otherwise nothing is
+ * written and BN_STORE_LOST is returned (another host took the job over, or it ended).
+ * owner NULL writes unguarded (the tracker, tests). The check and the write are one
+ * transaction, and on PostgreSQL the job row is share-locked, so a concurrent takeover
+ * either commits first (the write is refused) or waits for the write. */
+
+/* Appends an event; its host is owner. */
+int bn_store_event_add(bn_store *st, const char *id, const char *owner, const char *stage,
+                       const char *level, const char *message);
 /* Events with seq > after_seq, oldest first, at most limit. */
 int bn_store_events_list(bn_store *st, const char *id, int64_t after_seq, int limit,
                          bn_store_event **out, int *n);
 /* Records a metric (upsert on job, key, step) and, for tracked jobs, a W&B 'history'
  * outbox row in the same transaction (only the first time that key/step is seen). */
-int bn_store_metric_add(bn_store *st, const char *id, const char *key, int64_t step,
-                        double value);
+int bn_store_metric_add(bn_store *st, const char *id, const char *owner, const char *key,
+                        int64_t step, double value);
 /* All metrics of a job ordered by key, step. */
 int bn_store_metrics_list(bn_store *st, const char *id, bn_store_metric **out, int *n);
 /* Records (replaces) where metric `key`'s text came from ("file:x.txt (report split)"). */
-int bn_store_metric_source_set(bn_store *st, const char *id, const char *key, const char *source);
+int bn_store_metric_source_set(bn_store *st, const char *id, const char *owner, const char *key,
+                               const char *source);
 /* The job's metric sources as JSON object text {"key": "source", ...} ("{}" when none);
  * caller frees. */
 int bn_store_metric_sources_json(bn_store *st, const char *id, char **out);

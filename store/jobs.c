@@ -368,24 +368,48 @@ int bn_store_job_progress(bn_store *st, const char *id, const char *owner, int64
     return ret;
 }
 
-int bn_store_job_stage_timing(bn_store *st, const char *id, const char *stage,
-                              int64_t started_at, int64_t finished_at)
+int bn_store__hold_lease(bn_store *st, const char *id, const char *owner)
+{
+    if (!owner) return BN_STORE_OK;
+    bn_stmt *s = bn_store__cached(st, BN_SQL(st,
+        "SELECT 1 FROM jobs WHERE id = ?1 AND status = 'running' AND lease_owner = ?2",
+        "SELECT 1 FROM jobs WHERE id = ?1 AND status = 'running' AND lease_owner = ?2"
+        " FOR SHARE"));
+    if (!s) return BN_STORE_ERROR;
+    bn_store__bind_text(s, 1, id);
+    bn_store__bind_text(s, 2, owner);
+    int rc = bn_db_step(s);
+    bn_store__release(st, s);
+    if (rc == BN_DB_ROW) return BN_STORE_OK;
+    if (rc != BN_DB_DONE) return bn_store__fail(st, "checking the lease");
+    snprintf(st->errmsg, sizeof st->errmsg, "job %s: lease lost (not held by %s)", id, owner);
+    return BN_STORE_LOST;
+}
+
+int bn_store_job_stage_timing(bn_store *st, const char *id, const char *owner,
+                              const char *stage, int64_t started_at, int64_t finished_at)
 {
     bn_stmt *s = bn_store__cached(st, BN_SQL(st,
         "UPDATE jobs SET stage_timings = json_set(stage_timings, '$.' || ?2,"
         " json_object('started_at', ?3, 'finished_at', ?4, 'seconds', (?4 - ?3) / 1000.0))"
-        " WHERE id = ?1",
+        " WHERE id = ?1 AND (?5 IS NULL OR lease_owner = ?5)",
         "UPDATE jobs SET stage_timings = jsonb_set(stage_timings::jsonb, ARRAY[?2],"
         " jsonb_build_object('started_at', ?3, 'finished_at', ?4, 'seconds',"
-        " (?4 - ?3) / 1000.0))::text WHERE id = ?1"));
+        " (?4 - ?3) / 1000.0))::text WHERE id = ?1 AND (?5 IS NULL OR lease_owner = ?5)"));
     if (!s) return BN_STORE_ERROR;
     bn_store__bind_text(s, 1, id);
     bn_store__bind_text(s, 2, stage);
     bn_db_bind_int64(s, 3, started_at);
     bn_db_bind_int64(s, 4, finished_at);
+    bn_store__bind_text(s, 5, owner);
     int rc = bn_db_step(s);
     bn_store__release(st, s);
-    return rc == BN_DB_DONE ? BN_STORE_OK : bn_store__fail(st, "recording stage timing");
+    if (rc != BN_DB_DONE) return bn_store__fail(st, "recording stage timing");
+    if (owner && bn_store__changes(st) == 0) {
+        snprintf(st->errmsg, sizeof st->errmsg, "job %s: lease lost (not held by %s)", id, owner);
+        return BN_STORE_LOST;
+    }
+    return BN_STORE_OK;
 }
 
 /* Sets a final status on a job in the current transaction. owner NULL = any. */
@@ -520,18 +544,22 @@ out:
     return bn_store__commit(st);
 }
 
-int bn_store_recover(bn_store *st, int max_attempts, int *requeued, int *failed)
+/* Running jobs back to queued with attempts+1, or failed at max_attempts: all of them
+ * (every_running) or only those whose lease expired. */
+static int requeue_running(bn_store *st, bool every_running, int max_attempts, int *requeued,
+                           int *failed)
 {
     *requeued = *failed = 0;
     if (bn_store__begin(st, true)) return BN_STORE_ERROR;
-    /* PostgreSQL: other hosts run jobs too; only those whose lease expired are ours
-     * to recover. */
-    bn_stmt *s = bn_store__cached(st, BN_SQL(st,
-        "SELECT id, attempts FROM jobs WHERE status = 'running' ORDER BY rowid",
-        "SELECT id, attempts FROM jobs WHERE status = 'running' AND lease_expires < ?1"
-        " ORDER BY rowid FOR UPDATE SKIP LOCKED"));
+    bn_stmt *s = bn_store__cached(st, every_running
+        ? "SELECT id, attempts FROM jobs WHERE status = 'running' ORDER BY rowid"
+        : BN_SQL(st,
+            "SELECT id, attempts FROM jobs WHERE status = 'running' AND lease_expires < ?1"
+            " ORDER BY rowid",
+            "SELECT id, attempts FROM jobs WHERE status = 'running' AND lease_expires < ?1"
+            " ORDER BY rowid FOR UPDATE SKIP LOCKED"));
     if (!s) goto fail;
-    if (st->pg) bn_db_bind_int64(s, 1, bn_store_now_ms());
+    if (!every_running) bn_db_bind_int64(s, 1, bn_store_now_ms());
     int rc;
     while ((rc = bn_db_step(s)) == BN_DB_ROW) {
         char id[BN_STORE_ID_LEN];
@@ -566,6 +594,18 @@ int bn_store_recover(bn_store *st, int max_attempts, int *requeued, int *failed)
 fail:
     bn_store__rollback(st);
     return BN_STORE_ERROR;
+}
+
+int bn_store_recover(bn_store *st, int max_attempts, int *requeued, int *failed)
+{
+    /* SQLite has one host: whatever it left running was interrupted. PostgreSQL: other
+     * hosts run jobs too; only those whose lease expired are ours to recover. */
+    return requeue_running(st, !st->pg, max_attempts, requeued, failed);
+}
+
+int bn_store_reap_expired(bn_store *st, int max_attempts, int *requeued, int *failed)
+{
+    return requeue_running(st, false, max_attempts, requeued, failed);
 }
 
 int bn_store_job_counts(bn_store *st, int64_t counts[BN_JOB_STATUS_COUNT])

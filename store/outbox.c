@@ -289,7 +289,7 @@ int bn_store_wandb_freeze(bn_store *st, const char *id, const char *mode,
     if (dropped) {
         char msg[128];
         snprintf(msg, sizeof msg, "W&B: %d outbox row(s) with an unusable payload were skipped", dropped);
-        bn_store_event_add(st, id, NULL, "warn", msg);
+        bn_store_event_add(st, id, NULL, NULL, "warn", msg);
     }
     return BN_STORE_OK;
 fail:
@@ -389,7 +389,7 @@ int bn_store_wandb_error(bn_store *st, const char *id, const char *mode, const c
     if (fatal) {
         char msg[640];
         snprintf(msg, sizeof msg, "W&B tracking failed: %s", message ? message : "unknown error");
-        return bn_store_event_add(st, id, NULL, "warn", msg);
+        return bn_store_event_add(st, id, NULL, NULL, "warn", msg);
     }
     return BN_STORE_OK;
 fail:

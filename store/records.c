@@ -6,6 +6,11 @@
  * delivers each row exactly once. When a job ends, bn_store__enqueue_final appends the
  * 'summary' row (the phase keys and every job-level metric) and the 'complete' row.
  *
+ * Writes from a worker carry its lease owner: an event records it as its host, and an
+ * event, metric or metric source is refused (BN_STORE_LOST) when the job is no longer
+ * running under that lease, so a host whose job was taken over adds nothing (not even a
+ * W&B outbox row). The check and the write share one transaction.
+ *
  * Outbox payloads: history {"<key>": value, "_step": step} (step -1 for job-level
  * metrics); summary {"<key>": value, ..., "phase/success": 0|1,
  * "phase/quantization_method": "BitNet-1.58"}; complete {"exitcode": 0|1}.
@@ -19,15 +24,19 @@
 
 /* ---- events ------------------------------------------------------------------------ */
 
-int bn_store_event_add(bn_store *st, const char *id, const char *stage, const char *level,
-                       const char *message)
+int bn_store_event_add(bn_store *st, const char *id, const char *owner, const char *stage,
+                       const char *level, const char *message)
 {
-    /* PostgreSQL: writers on several hosts number a job's events under the write lock,
-     * and the NOTIFY is delivered with the commit. */
-    if (st->pg && bn_store__begin(st, true)) return BN_STORE_ERROR;
+    /* Writers number a job's events under the write lock (SQLite BEGIN IMMEDIATE,
+     * PostgreSQL the writer lock); the lease check is in the same transaction, and the
+     * PostgreSQL NOTIFY is delivered with the commit. */
+    if (bn_store__begin(st, true)) return BN_STORE_ERROR;
+    int ret = bn_store__hold_lease(st, id, owner);
+    if (ret) goto fail;
+    ret = BN_STORE_ERROR;
     bn_stmt *s = bn_store__cached(st,
-        "INSERT INTO job_events (job_id, seq, ts, stage, level, message)"
-        " SELECT ?1, coalesce(max(seq), 0) + 1, ?2, ?3, ?4, ?5 FROM job_events"
+        "INSERT INTO job_events (job_id, seq, ts, stage, level, message, host)"
+        " SELECT ?1, coalesce(max(seq), 0) + 1, ?2, ?3, ?4, ?5, ?6 FROM job_events"
         " WHERE job_id = ?1");
     if (!s) goto fail;
     bn_store__bind_text(s, 1, id);
@@ -35,18 +44,18 @@ int bn_store_event_add(bn_store *st, const char *id, const char *stage, const ch
     bn_store__bind_text(s, 3, stage);
     bn_store__bind_text(s, 4, level ? level : "info");
     bn_store__bind_text(s, 5, message ? message : "");
+    bn_store__bind_text(s, 6, owner);
     int rc = bn_db_step(s);
     bn_store__release(st, s);
     if (rc != BN_DB_DONE) {
         bn_store__fail(st, "adding event");
         goto fail;
     }
-    if (!st->pg) return BN_STORE_OK;
-    if (st->drv->notify(st, id)) goto fail;
+    if (st->drv->notify && st->drv->notify(st, id)) goto fail;
     return bn_store__commit(st);
 fail:
     bn_store__rollback(st);
-    return BN_STORE_ERROR;
+    return ret;
 }
 
 int bn_store_events_list(bn_store *st, const char *id, int64_t after_seq, int limit,
@@ -56,7 +65,7 @@ int bn_store_events_list(bn_store *st, const char *id, int64_t after_seq, int li
     *n = 0;
     if (limit <= 0) limit = 1000;
     bn_stmt *s = bn_store__cached(st,
-        "SELECT seq, ts, stage, level, message FROM job_events WHERE job_id = ? AND seq > ?"
+        "SELECT seq, ts, stage, level, message, host FROM job_events WHERE job_id = ? AND seq > ?"
         " ORDER BY seq LIMIT ?");
     if (!s) return BN_STORE_ERROR;
     bn_store__bind_text(s, 1, id);
@@ -79,6 +88,7 @@ int bn_store_events_list(bn_store *st, const char *id, int64_t after_seq, int li
         ev[k].stage = bn_store__col_strdup(s, 2);
         ev[k].level = bn_store__col_strdup(s, 3);
         ev[k].message = bn_store__col_strdup(s, 4);
+        ev[k].host = bn_store__col_strdup(s, 5);
         k++;
     }
     bn_store__release(st, s);
@@ -97,6 +107,7 @@ void bn_store_events_free(bn_store_event *ev, int n)
         free(ev[i].stage);
         free(ev[i].level);
         free(ev[i].message);
+        free(ev[i].host);
     }
     free(ev);
 }
@@ -180,18 +191,33 @@ int bn_store__enqueue_final(bn_store *st, const char *id, bn_job_status status)
 
 /* ---- metrics ------------------------------------------------------------------------ */
 
-int bn_store_metric_source_set(bn_store *st, const char *id, const char *key, const char *source)
+int bn_store_metric_source_set(bn_store *st, const char *id, const char *owner, const char *key,
+                               const char *source)
 {
+    if (bn_store__begin(st, true)) return BN_STORE_ERROR;
+    int ret = bn_store__hold_lease(st, id, owner);
+    if (ret) {
+        bn_store__rollback(st);
+        return ret;
+    }
     bn_stmt *s = bn_store__cached(st,
         "INSERT INTO job_metric_sources (job_id, key, source) VALUES (?, ?, ?)"
         " ON CONFLICT (job_id, key) DO UPDATE SET source = excluded.source");
-    if (!s) return BN_STORE_ERROR;
+    if (!s) {
+        bn_store__rollback(st);
+        return BN_STORE_ERROR;
+    }
     bn_store__bind_text(s, 1, id);
     bn_store__bind_text(s, 2, key);
     bn_store__bind_text(s, 3, source);
     int rc = bn_db_step(s);
     bn_store__release(st, s);
-    return rc == BN_DB_DONE ? BN_STORE_OK : bn_store__fail(st, "writing metric source");
+    if (rc != BN_DB_DONE) {
+        bn_store__fail(st, "writing metric source");
+        bn_store__rollback(st);
+        return BN_STORE_ERROR;
+    }
+    return bn_store__commit(st);
 }
 
 int bn_store_metric_sources_json(bn_store *st, const char *id, char **out)
@@ -262,8 +288,8 @@ static int history_payload(bn_store *st, const char *key, int64_t step, double v
     return *out ? BN_STORE_OK : bn_store__fail(st, "building history row");
 }
 
-int bn_store_metric_add(bn_store *st, const char *id, const char *key, int64_t step,
-                        double value)
+int bn_store_metric_add(bn_store *st, const char *id, const char *owner, const char *key,
+                        int64_t step, double value)
 {
     if (!isfinite(value)) {
         snprintf(st->errmsg, sizeof st->errmsg, "metric %s: value is not finite", key);
@@ -273,7 +299,8 @@ int bn_store_metric_add(bn_store *st, const char *id, const char *key, int64_t s
     if (bn_store__begin(st, true)) return BN_STORE_ERROR;
     bool exists = false;
     char mode[16];
-    int rc = metric_exists(st, id, key, step, &exists);
+    int rc = bn_store__hold_lease(st, id, owner);
+    if (!rc) rc = metric_exists(st, id, key, step, &exists);
     if (!rc) rc = upsert_metric(st, id, key, step, value);
     if (!rc) rc = bn_store__wandb_mode(st, id, mode, sizeof mode);
     if (!rc && !exists && strcmp(mode, "disabled") != 0) {

@@ -102,6 +102,9 @@ static inline int bn_store__bind_text(bn_stmt *s, int i, const char *v)
     return 0;
 }
 
+/* Inside a write transaction: BN_STORE_OK when job id is running under owner's lease
+ * (owner NULL: always), BN_STORE_LOST otherwise. PostgreSQL share-locks the row. */
+int bn_store__hold_lease(bn_store *st, const char *id, const char *owner);
 /* Enqueues the summary + complete outbox rows of a finished job (inside a transaction). */
 int bn_store__enqueue_final(bn_store *st, const char *id, bn_job_status status);
 /* The job's wandb mode (inside a transaction); "disabled" when the job is unknown. */

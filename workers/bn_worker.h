@@ -26,9 +26,12 @@ typedef struct bn_workers_config {
     const char *state_dir;     /* work folders: <state_dir>/work/<job id> */
     const char *data_dir;      /* calibration datasets (may be NULL) */
     const char *owner_prefix;  /* lease owner names: "<prefix>/w<i>" (host:pid) */
-    int n_workers;             /* 0 = none (an API-only host) */
+    int n_workers;             /* CPU job slots; 0 = none (an API-only host: no GPU jobs either) */
+    const int *gpus;           /* CUDA ordinals that take one job each beside the CPU slots */
+    int n_gpus;
     int threads_per_job;       /* engine threads per job; 0 = cores / n_workers */
     int64_t lease_ms;          /* default 60000 */
+    int max_attempts;          /* a job whose host died this often fails (default 3) */
     int poll_ms;               /* idle claim interval, default 500 */
     int progress_per_s;        /* progress writes per second per job, default 4 */
     bn_log_fn log;             /* may be NULL */

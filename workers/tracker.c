@@ -492,7 +492,7 @@ static int ensure_run_online(bn_tracker *t, bn_store_wandb_job *j, job_sched *s,
     if (!src) {
         char ev[2200];
         snprintf(ev, sizeof ev, "W&B run %s", url);
-        bn_store_event_add(t->st, j->id, NULL, "info", ev);
+        bn_store_event_add(t->st, j->id, NULL, NULL, "info", ev);
         logf_(t, 2, "W&B run for %s: %s", j->id, url);
         free(j->entity), j->entity = xdup(run.entity);
         free(j->project), j->project = xdup(run.project);
@@ -624,7 +624,7 @@ static int handle_offline(bn_tracker *t, bn_store_wandb_job *j, job_sched *s, in
     char ev[4200];
     snprintf(ev, sizeof ev, "W&B offline spool written: %s (upload with `bitnetctl wandb-sync %s`)",
              path, j->id);
-    bn_store_event_add(t->st, j->id, NULL, "info", ev);
+    bn_store_event_add(t->st, j->id, NULL, NULL, "info", ev);
     logf_(t, 2, "%s", ev);
     return 0;
 }

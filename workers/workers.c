@@ -8,10 +8,24 @@
  *              when the user cancelled, the daemon is shutting down or the lease is lost;
  *   event   -> a job event row, committed at once;
  *   metric  -> a job_metrics row (+ W&B outbox row), committed at once;
- *   source  -> a job_metric_sources row (where a perplexity/loss metric's text came from).
+ *   source  -> a job_metric_sources row (where a perplexity/loss metric's text came from);
+ *   may_write -> the safe point before a durable write: the lease is renewed now and the
+ *              write refused when the lease is lost or the job cancelled.
+ * Every store write of a job carries the worker's owner name and is refused by the store
+ * once another host holds the job (BN_STORE_LOST): the worker then treats the lease as
+ * lost, writes nothing more and leaves the job to its new owner.
  * A housekeeping thread renews every running job's lease every lease_ms/4 and copies the
  * job's cancel_requested flag into the worker, so a pipeline that computes for a long
- * time between callbacks keeps its lease and still learns about a cancel.
+ * time between callbacks keeps its lease and still learns about a cancel. It also puts
+ * the jobs of dead hosts (lease expired) back to queued, or fails them at max_attempts.
+ *
+ * Devices: the pool has n_workers CPU slots and one slot per GPU of cfg.gpus, and as many
+ * threads as slots. A thread claims any job, then takes a slot: a "cuda" job one of the
+ * GPUs (waiting while all are busy), an "auto" job a GPU when one is free at that moment
+ * and else the CPU, every other job a CPU slot (waiting while all are busy). So at most
+ * one job runs per GPU and at most n_workers CPU jobs, whatever the queue's order; a
+ * waiting job keeps its lease and says why it waits in an event. A "cuda" job on a daemon
+ * without GPUs fails with that reason (the API already refuses it on a host without a GPU).
  *
  * Outcomes: success -> succeeded, work folder removed; user cancel -> cancelled, work
  * folder and any <output>.partial removed; shutdown -> back to queued with the work
@@ -34,6 +48,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backend/device.h"
 #include "base/clock.h"
 #include "base/fsutil.h"
 #include "base/str.h"
@@ -63,7 +78,11 @@ typedef struct worker {
 struct bn_workers {
     bn_workers_config cfg;
     char *db_path, *state_dir, *data_dir, *owner_prefix;
-    int n;
+    int n;              /* threads: n_cpu + n_gpus */
+    int n_cpu, cpu_busy;
+    int n_gpus;
+    int *gpus;          /* [n_gpus] ordinals */
+    bool *gpu_busy;     /* [n_gpus], guarded by lock */
     worker *w;
     atomic_bool stop;
     pthread_mutex_t lock;
@@ -82,6 +101,7 @@ typedef struct run {
     int cur_stage;
     int64_t stage_started_ms;
     int64_t last_write_ms;
+    bool retry;             /* PostgreSQL: a write the store did not answer is retried */
 } run;
 
 static int64_t now_ms(void)
@@ -109,11 +129,45 @@ static bool should_stop(const run *r)
            atomic_load(&r->w->lease_lost);
 }
 
+/* A guarded write was refused: another host holds the job now. */
+static void lost(run *r, int rc)
+{
+    if (rc == BN_STORE_LOST) atomic_store(&r->w->lease_lost, true);
+}
+
+/* After a store error (BN_STORE_ERROR) on a job write: true to try again in 200 ms.
+ * PostgreSQL only (a server restart or a network cut is expected there; the connection
+ * is reset on the next try): retried until the lease this worker held would have run
+ * out (lease_ms from the first failure), then the job is given up as lost, so a write
+ * is either made or the job stops before its next checkpoint and runs again elsewhere;
+ * nothing is silently dropped. SQLite: no retry (its busy timeout already waited). */
+static bool keep_trying(run *r, int64_t *until, const char *what)
+{
+    worker *w = r->w;
+    if (!r->retry || atomic_load(&w->lease_lost)) return false;
+    int64_t t = bn_clock_mono_ms();
+    if (!*until) *until = t + w->pool->cfg.lease_ms;
+    if (t >= *until) {
+        wlog(w->pool, 4, "job %s: store unreachable for the lease period (%s: %s); giving the job up",
+             r->job->id, what, bn_store_errmsg(r->st));
+        atomic_store(&w->lease_lost, true);
+        return false;
+    }
+    struct timespec ts = {0, 200 * 1000000L};
+    nanosleep(&ts, NULL);
+    return true;
+}
+
 static void close_stage(run *r)
 {
     if (r->cur_stage < 0) return;
-    bn_store_job_stage_timing(r->st, r->job->id, bn_stage_name((bn_stage)r->cur_stage),
-                              r->stage_started_ms, now_ms());
+    int rc;
+    int64_t until = 0;
+    do rc = bn_store_job_stage_timing(r->st, r->job->id, r->w->owner,
+                                      bn_stage_name((bn_stage)r->cur_stage),
+                                      r->stage_started_ms, now_ms());
+    while (rc == BN_STORE_ERROR && keep_trying(r, &until, "stage timing"));
+    lost(r, rc);
 }
 
 static bool on_update(void *ctx, bn_stage stage, double fraction, const char *detail)
@@ -139,7 +193,7 @@ static bool on_update(void *ctx, bn_stage stage, double fraction, const char *de
     int rc = bn_store_job_progress(r->st, r->job->id, w->owner, w->pool->cfg.lease_ms,
                                    bn_stage_name(stage), fraction, overall, detail, &cancel);
     r->last_write_ms = t;
-    if (rc == BN_STORE_LOST) atomic_store(&w->lease_lost, true);
+    lost(r, rc);
     if (cancel) atomic_store(&w->cancel_user, true);
     return should_stop(r);
 }
@@ -148,24 +202,70 @@ static void on_event(void *ctx, bn_stage stage, const char *level, const char *m
 {
     run *r = ctx;
     const char *sn = (int)stage >= 0 && stage < BN_STAGE_COUNT ? bn_stage_name(stage) : NULL;
-    if (bn_store_event_add(r->st, r->job->id, sn, level, message))
-        wlog(r->w->pool, 4, "job %s: event lost: %s", r->job->id, bn_store_errmsg(r->st));
+    int rc;
+    int64_t until = 0;
+    do rc = bn_store_event_add(r->st, r->job->id, r->w->owner, sn, level, message);
+    while (rc == BN_STORE_ERROR && keep_trying(r, &until, "event"));
+    lost(r, rc);
+    if (rc) wlog(r->w->pool, 4, "job %s: event lost: %s", r->job->id, bn_store_errmsg(r->st));
 }
 
 static void on_metric(void *ctx, const char *key, double value, int64_t step)
 {
     run *r = ctx;
-    if (bn_store_metric_add(r->st, r->job->id, key, step, value))
-        wlog(r->w->pool, 4, "job %s: metric %s not recorded: %s", r->job->id, key,
-             bn_store_errmsg(r->st));
+    int rc;
+    int64_t until = 0;
+    do rc = bn_store_metric_add(r->st, r->job->id, r->w->owner, key, step, value);
+    while (rc == BN_STORE_ERROR && keep_trying(r, &until, "metric"));
+    lost(r, rc);
+    if (rc) wlog(r->w->pool, 4, "job %s: metric %s not recorded: %s", r->job->id, key,
+                 bn_store_errmsg(r->st));
 }
 
 static void on_source(void *ctx, const char *key, const char *source)
 {
     run *r = ctx;
-    if (bn_store_metric_source_set(r->st, r->job->id, key, source))
-        wlog(r->w->pool, 4, "job %s: source of %s not recorded: %s", r->job->id, key,
-             bn_store_errmsg(r->st));
+    int rc;
+    int64_t until = 0;
+    do rc = bn_store_metric_source_set(r->st, r->job->id, r->w->owner, key, source);
+    while (rc == BN_STORE_ERROR && keep_trying(r, &until, "metric source"));
+    lost(r, rc);
+    if (rc) wlog(r->w->pool, 4, "job %s: source of %s not recorded: %s", r->job->id, key,
+                 bn_store_errmsg(r->st));
+}
+
+/* The safe point before a durable write: the lease is renewed now (one round trip), so
+ * no other host can take the job over until lease_ms from here. Refused when the lease
+ * is lost or the user cancelled (a shutdown still lets the engine checkpoint). A store
+ * that does not answer (a PostgreSQL restart) is retried until the lease this worker
+ * last confirmed would run out; after that the job is treated as lost. */
+static bool on_may_write(void *ctx, bn_stage stage, const char *what)
+{
+    run *r = ctx;
+    worker *w = r->w;
+    struct bn_workers *p = w->pool;
+    int64_t until = 0;
+    while (!atomic_load(&w->lease_lost) && !atomic_load(&w->cancel_user)) {
+        bool cancel = false;
+        int rc = bn_store_job_progress(r->st, r->job->id, w->owner, p->cfg.lease_ms, NULL, 0,
+                                       0, NULL, &cancel);
+        lost(r, rc);
+        if (cancel) atomic_store(&w->cancel_user, true);
+        if (rc == BN_STORE_ERROR && !r->retry) {
+            /* SQLite (one host): nobody else can hold the job; write */
+            wlog(p, 4, "job %s: lease not renewed before writing %s: %s", r->job->id, what,
+                 bn_store_errmsg(r->st));
+            break;
+        }
+        if (rc != BN_STORE_ERROR || !keep_trying(r, &until, "lease renewal")) break;
+    }
+    if (atomic_load(&w->lease_lost) || atomic_load(&w->cancel_user)) {
+        wlog(p, atomic_load(&w->lease_lost) ? 4 : 6, "job %s: %s; not writing %s (%s)",
+             r->job->id, atomic_load(&w->lease_lost) ? "lease lost" : "cancelled", what,
+             bn_stage_name(stage));
+        return false;
+    }
+    return true;
 }
 
 /* ---- running one job ------------------------------------------------------------------ */
@@ -179,12 +279,17 @@ static int parse_options(const bn_store_job *job, bn_options *opt, bn_err *err)
     return rc;
 }
 
-static void finish(run *r, bn_job_status status, const char *error)
+static int finish(run *r, bn_job_status status, const char *error)
 {
     worker *w = r->w;
-    int rc = bn_store_job_finish(r->st, r->job->id, w->owner, status, error);
+    int rc;
+    int64_t until = 0;
+    do rc = bn_store_job_finish(r->st, r->job->id, w->owner, status, error);
+    while (rc == BN_STORE_ERROR && keep_trying(r, &until, "finish"));
+    lost(r, rc);
     if (rc) wlog(w->pool, 3, "job %s: cannot record %s: %s", r->job->id,
                  bn_store_status_name(status), bn_store_errmsg(r->st));
+    return rc;
 }
 
 static void remove_partial(const bn_store_job *job)
@@ -195,60 +300,141 @@ static void remove_partial(const bn_store_job *job)
     bn_fs_rm_rf(partial, NULL);
 }
 
+/* Takes the job's device slot (see the top of the file): the GPU index in p->gpus, -1 for
+ * a CPU slot, -2 when the worker must stop (shutdown, cancel, lease lost) while waiting. */
+static int acquire_slot(worker *w, run *r, bn_options *opt)
+{
+    struct bn_workers *p = w->pool;
+    pthread_mutex_lock(&p->lock);
+    if (opt->device == BN_DEVICE_AUTO) {
+        bool free_gpu = false;
+        for (int i = 0; i < p->n_gpus; i++) free_gpu |= !p->gpu_busy[i];
+        opt->device = free_gpu ? BN_DEVICE_CUDA : BN_DEVICE_CPU;
+    }
+    bool gpu = opt->device == BN_DEVICE_CUDA, told = false;
+    for (;;) {
+        if (atomic_load(&p->stop) || atomic_load(&w->cancel_user) || atomic_load(&w->lease_lost)) {
+            pthread_mutex_unlock(&p->lock);
+            return -2;
+        }
+        if (gpu) {
+            for (int i = 0; i < p->n_gpus; i++)
+                if (!p->gpu_busy[i]) {
+                    p->gpu_busy[i] = true;
+                    opt->gpu = p->gpus[i];
+                    pthread_mutex_unlock(&p->lock);
+                    return i;
+                }
+        } else if (p->cpu_busy < p->n_cpu) {
+            p->cpu_busy++;
+            pthread_mutex_unlock(&p->lock);
+            return -1;
+        }
+        if (!told) {
+            told = true;
+            char msg[160];
+            if (gpu)
+                snprintf(msg, sizeof msg, "waiting for a free GPU (all %d of this daemon's --gpus are busy)", p->n_gpus);
+            else
+                snprintf(msg, sizeof msg, "waiting for a free CPU worker (all %d are busy)", p->n_cpu);
+            pthread_mutex_unlock(&p->lock);
+            on_event(r, BN_STAGE_COUNT, "info", msg);
+            pthread_mutex_lock(&p->lock);
+            continue;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 500 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&p->cond, &p->lock, &ts);
+    }
+}
+
+static void release_slot(struct bn_workers *p, int slot)
+{
+    pthread_mutex_lock(&p->lock);
+    if (slot >= 0) p->gpu_busy[slot] = false;
+    else if (slot == -1) p->cpu_busy--;
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+}
+
 static void run_job(worker *w, bn_store *st, bn_store_job *job)
 {
     struct bn_workers *p = w->pool;
-    run r = {.w = w, .st = st, .job = job, .cur_stage = -1};
+    run r = {.w = w, .st = st, .job = job, .cur_stage = -1,
+             .retry = strcmp(bn_store_backend(st), "postgresql") == 0};
     char wd[PATH_MAX];
     snprintf(wd, sizeof wd, "%s/work/%s", p->state_dir, job->id);
     bn_options opt;
     bn_err err = {0};
     int64_t t0 = bn_clock_mono_ms();
     if (parse_options(job, &opt, &err)) {
-        bn_store_event_add(st, job->id, NULL, "error", err.msg);
+        on_event(&r, BN_STAGE_COUNT, "error", err.msg);
         finish(&r, BN_JOB_FAILED, err.msg);
         return;
     }
+    if (opt.device == BN_DEVICE_CUDA && p->n_gpus == 0) {
+        bn_err_set(&err, BN_EUNSUPPORTED, "device \"cuda\": this daemon runs no GPU jobs (started "
+                   "with --gpus none, or it sees no GPU); use \"cpu\" or \"auto\"");
+        on_event(&r, BN_STAGE_COUNT, "error", err.msg);
+        finish(&r, BN_JOB_FAILED, err.msg);
+        bn_options_free(&opt);
+        return;
+    }
     int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    opt.threads = bn_workers_threads_for(cores, p->n, p->cfg.threads_per_job, opt.threads);
+    opt.threads = bn_workers_threads_for(cores, p->n_cpu, p->cfg.threads_per_job, opt.threads);
     if (bn_fs_mkdir_p(wd, NULL)) {
         bn_err_set(&err, BN_EIO, "cannot create work folder %.900s: %s", wd, strerror(errno));
         finish(&r, BN_JOB_FAILED, err.msg);
         bn_options_free(&opt);
         return;
     }
+    int slot = acquire_slot(w, &r, &opt);
     bn_stage resume = bn_pipeline_resume_stage(wd);
-    char msg[256];
-    snprintf(msg, sizeof msg, "started on %s (attempt %d, %d threads)%s%s", w->owner,
-             job->attempts + 1, opt.threads, resume > 0 ? "; resuming at " : "",
+    char msg[256], on_gpu[32] = "";
+    if (slot >= 0) snprintf(on_gpu, sizeof on_gpu, ", GPU %d", opt.gpu);
+    snprintf(msg, sizeof msg, "started on %s (attempt %d, %d threads%s)%s%s", w->owner,
+             job->attempts + 1, opt.threads, on_gpu, resume > 0 ? "; resuming at " : "",
              resume > 0 && resume < BN_STAGE_COUNT ? bn_stage_name(resume) : "");
-    bn_store_event_add(st, job->id, NULL, "info", msg);
+    on_event(&r, BN_STAGE_COUNT, "info", msg);
     wlog(p, 6, "job %s: %s", job->id, msg);
     bn_progress prog = {.ctx = &r, .update = on_update, .event = on_event, .metric = on_metric,
-                        .source = on_source};
+                        .source = on_source, .may_write = on_may_write};
     bn_pipeline_paths paths = {.model_dir = job->model, .output_dir = job->output_dir,
                                .work_dir = wd, .data_dir = p->data_dir, .hub = p->cfg.hub};
-    int rc = bn_pipeline_run(&paths, &opt, &prog, &err);
+    int rc = slot == -2 ? bn_err_set(&err, BN_ECANCELLED, "stopped while waiting for a device slot")
+                        : bn_pipeline_run(&paths, &opt, &prog, &err);
+    release_slot(p, slot);
     bn_options_free(&opt);
     close_stage(&r);
     double secs = (double)(bn_clock_mono_ms() - t0) / 1000.0;
     if (atomic_load(&w->lease_lost)) {
         wlog(p, 4, "job %s: lease lost; leaving the job to its new owner", job->id);
     } else if (rc == BN_OK) {
-        finish(&r, BN_JOB_SUCCEEDED, NULL);
-        bn_fs_rm_rf(wd, NULL);
-        wlog(p, 6, "job %s: succeeded in %.1f s -> %s", job->id, secs, job->output_dir);
+        /* the work folder goes only once the job is recorded succeeded: a job left
+         * running (lease lost, store gone) is finished by its next owner from it */
+        if (finish(&r, BN_JOB_SUCCEEDED, NULL) == BN_STORE_OK) {
+            bn_fs_rm_rf(wd, NULL);
+            wlog(p, 6, "job %s: succeeded in %.1f s -> %s", job->id, secs, job->output_dir);
+        } else {
+            wlog(p, 4, "job %s: output complete but not recorded; left to the job's next owner",
+                 job->id);
+        }
     } else if (rc == BN_ECANCELLED && atomic_load(&w->cancel_user)) {
         /* Clean up first: whoever sees "cancelled" must not find the work folder. A crash
          * in between leaves the job running with cancel_requested set: it is cancelled
          * again on restart. */
         bn_fs_rm_rf(wd, NULL);
         remove_partial(job);
-        bn_store_event_add(st, job->id, NULL, "warn", "cancelled by request");
+        on_event(&r, BN_STAGE_COUNT, "warn", "cancelled by request");
         finish(&r, BN_JOB_CANCELLED, "cancelled by request");
         wlog(p, 6, "job %s: cancelled after %.1f s", job->id, secs);
     } else if (rc == BN_ECANCELLED && atomic_load(&p->stop)) {
-        bn_store_event_add(st, job->id, NULL, "info", "interrupted by shutdown; will resume");
+        on_event(&r, BN_STAGE_COUNT, "info", "interrupted by shutdown; will resume");
         if (bn_store_job_requeue(st, job->id, w->owner))
             wlog(p, 3, "job %s: requeue failed: %s", job->id, bn_store_errmsg(st));
         wlog(p, 6, "job %s: back to queued (shutdown), work kept in %s", job->id, wd);
@@ -256,7 +442,7 @@ static void run_job(worker *w, bn_store *st, bn_store_job *job)
         const char *why = err.msg[0] ? err.msg : bn_err_code_name(rc);
         bn_fs_rm_rf(wd, NULL);
         remove_partial(job);
-        bn_store_event_add(st, job->id, NULL, "error", why);
+        on_event(&r, BN_STAGE_COUNT, "error", why);
         finish(&r, BN_JOB_FAILED, why);
         wlog(p, 4, "job %s: failed after %.1f s: %s", job->id, secs, why);
     }
@@ -345,6 +531,18 @@ static void renew_all(struct bn_workers *p, bn_store *st)
     }
 }
 
+/* Jobs whose host died (lease expired) go back to the queue or fail at max_attempts. */
+static void reap_expired(struct bn_workers *p, bn_store *st)
+{
+    int requeued = 0, failed = 0;
+    int max = p->cfg.max_attempts > 0 ? p->cfg.max_attempts : 3;
+    if (bn_store_reap_expired(st, max, &requeued, &failed))
+        wlog(p, 4, "housekeeper: reaping expired leases: %s", bn_store_errmsg(st));
+    else if (requeued || failed)
+        wlog(p, 5, "housekeeper: %d job(s) of a dead host requeued, %d failed (max_attempts %d)",
+             requeued, failed, max);
+}
+
 static void *housekeeper_main(void *arg)
 {
     struct bn_workers *p = arg;
@@ -358,6 +556,7 @@ static void *housekeeper_main(void *arg)
         if (!st && bn_store_open(p->db_path, &st, err, sizeof err))
             wlog(p, 3, "housekeeper: %s", err);
         if (st) renew_all(p, st);
+        if (st) reap_expired(p, st);
         idle_wait(p, (int)interval);
     }
     bn_store_close(st);
@@ -372,6 +571,8 @@ static void pool_free(struct bn_workers *p)
     free(p->data_dir);
     free(p->owner_prefix);
     free(p->w);
+    free(p->gpus);
+    free(p->gpu_busy);
     pthread_mutex_destroy(&p->lock);
     pthread_cond_destroy(&p->cond);
     free(p);
@@ -392,11 +593,17 @@ int bn_workers_start(const bn_workers_config *cfg, bn_workers **out, char *err, 
     p->owner_prefix = bn_str_dup(cfg->owner_prefix ? cfg->owner_prefix : "bitnetd");
     if (p->cfg.lease_ms <= 0) p->cfg.lease_ms = 60000;
     if (p->cfg.poll_ms <= 0) p->cfg.poll_ms = 500;
-    p->n = cfg->n_workers > 0 ? cfg->n_workers : 0;
+    p->n_cpu = cfg->n_workers > 0 ? cfg->n_workers : 0;
+    p->n_gpus = p->n_cpu > 0 && cfg->n_gpus > 0 ? cfg->n_gpus : 0; /* API-only: no jobs at all */
+    p->n = p->n_cpu + p->n_gpus;
     p->w = calloc((size_t)p->n + 1, sizeof *p->w);
+    p->gpus = calloc((size_t)p->n_gpus + 1, sizeof *p->gpus);
+    p->gpu_busy = calloc((size_t)p->n_gpus + 1, sizeof *p->gpu_busy);
+    for (int i = 0; p->gpus && i < p->n_gpus; i++) p->gpus[i] = cfg->gpus[i];
+    p->cfg.gpus = NULL; /* copied */
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->cond, NULL);
-    if (!p->w) {
+    if (!p->w || !p->gpus || !p->gpu_busy) {
         pool_free(p);
         snprintf(err, errlen, "workers: out of memory");
         return -1;

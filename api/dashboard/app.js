@@ -613,7 +613,8 @@
         t = fmtTime(o.time || o.ts || o.created_at || o.at);
         var kind = name === "end" ? "end" : o.level || o.type || o.kind || name;
         var msg = o.message || o.msg || o.text;
-        text = kind + (o.stage ? " [" + o.stage + "]" : "") + (msg ? ": " + msg : "");
+        text = kind + (o.stage ? " [" + o.stage + "]" : "") + (o.host ? " @" + o.host : "") +
+          (msg ? ": " + msg : "");
         if (name === "end") text = "stream ended: job " + (o.status || "finished");
         if (!msg && o.progress !== undefined) text += " " + Math.round(frac(o.progress) * 100) + "%";
       } catch (e) { /* plain text event */ }

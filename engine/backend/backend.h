@@ -25,6 +25,8 @@
 #include "backend/device.h"
 #include "base/err.h"
 #include "model/llama.h"
+#include "model/optim.h"
+#include "quant/quant.h"
 
 typedef struct bn_backend_opts {
     bn_device device;   /* CPU or CUDA (resolve AUTO first) */
@@ -34,6 +36,8 @@ typedef struct bn_backend_opts {
     bool bf16;          /* CUDA: bf16 tensor-core matrix products (FP32 master/accumulate) */
     bool ste;           /* forward on the ternary projection of the linears */
     float tau;          /* STE threshold (absmean per output row), 0.5 */
+    bool trainer;       /* bn_backend_train_setup will follow (train on, ste off): CUDA
+                         * sizes the compute weights and MuGrokfast state in */
 } bn_backend_opts;
 
 typedef struct bn_backend bn_backend;
@@ -46,6 +50,9 @@ void bn_backend_free(bn_backend *b);
 bn_device bn_backend_device(const bn_backend *b);
 /* Bytes of device memory the model takes on the GPU (0 on CPU) and what it would take. */
 size_t bn_backend_mem_need(const bn_model_config *cfg, const bn_backend_opts *o);
+
+/* Free and total memory of GPU gpu (BN_EUNSUPPORTED on a build without CUDA). */
+int bn_backend_gpu_mem(int gpu, size_t *free_b, size_t *total_b, bn_err *err);
 
 /* Device memory the backend took (the CUDA model's allocation and cuBLAS workspace; 0 on CPU). */
 size_t bn_backend_device_bytes(const bn_backend *b);
@@ -69,9 +76,69 @@ int bn_backend_adamw_step(bn_backend *b, const bn_backend_adamw *c, int64_t t,
                           double *grad_norm, bn_err *err);
 
 /* Master parameters / gradients / AdamW moments in the CPU flat layout (n_params floats). */
-typedef enum { BN_BK_PARAMS = 0, BN_BK_GRADS, BN_BK_ADAM_M, BN_BK_ADAM_V } bn_bk_buf;
+typedef enum { BN_BK_PARAMS = 0, BN_BK_GRADS, BN_BK_ADAM_M, BN_BK_ADAM_V,
+               BN_BK_COMPUTE /* the weights the forward uses (get only) */ } bn_bk_buf;
 int bn_backend_get(bn_backend *b, bn_bk_buf which, float *out, bn_err *err);
 int bn_backend_set(bn_backend *b, bn_bk_buf which, const float *in, bn_err *err);
 size_t bn_backend_n_params(const bn_backend *b);
+
+/* ---- training with the fine-tune stage's math (stages/finetune.c) ----------------------
+ *
+ * bn_backend_train_setup turns a backend made with train (and ste off) into the stage's
+ * trainer: BN_BK_PARAMS are then the FP32 shadows (master weights) the optimizer updates,
+ * and the model computes with weights that bn_backend_materialize derives from them, per
+ * tensor: ternary tensors with the quantize stage's quantizer (bn_quant_refine with the tau
+ * grid when xsq is given, else bn_quant_tensor; per row or per tensor), interpolated
+ * w + lam (s q - w) during the quant warm-up (lam < 1); every other tensor copied. The
+ * optimizer is MuGrokfast (model/optim.h) over the trainable tensors, the same on both
+ * devices; its state is named as the CPU optimizer names it (bn_optim_state_at), so a
+ * checkpoint holds the same arrays whichever device wrote it. */
+typedef struct bn_backend_tensor {
+    const char *name;     /* HF name; the optimizer's state names derive from it */
+    size_t off;           /* offset in the flat layout (bn_llama.params_mem) */
+    int rows, cols;
+    bool ternary;         /* materialized by the quantizer, else copied */
+    const float *xsq;     /* [cols] calibration statistics of its input (refine) or NULL */
+    bool trainable;       /* updated by the optimizer */
+    bn_optim_group group; /* MUON or ADAMW */
+} bn_backend_tensor;
+
+typedef struct bn_backend_train {
+    const bn_backend_tensor *t; /* copied */
+    int n_t;
+    bn_quant_params qp;   /* tau, per_tensor, threads of the quantize stage */
+    float taus[8];        /* the refinement grid (bn_quant_tau_grid) */
+    int n_taus;
+    bn_optim_config oc;
+} bn_backend_train;
+
+int bn_backend_train_setup(bn_backend *b, const bn_backend_train *tc, bn_err *err);
+/* Compute weights from the shadows: lam = 1 fully ternary, < 1 quant warm-up. */
+int bn_backend_materialize(bn_backend *b, double lam, bn_err *err);
+/* Distillation: after bn_backend_forward of b and of teacher (same tokens; a backend made
+ * without train, ste off), the mean NLL in *ce and, when distill > 0, the mean
+ * KL(p_teacher || p_student) in *kl; d(ce + distill * kl)/d logits is left for
+ * bn_backend_backward. teacher NULL or distill 0: plain loss (*kl = 0). */
+int bn_backend_loss_distill(bn_backend *b, bn_backend *teacher, const int32_t *targets,
+                            double distill, double *ce, double *kl, bn_err *err);
+/* One MuGrokfast step on the current gradients (bn_optim_step's contract, stats alike). */
+int bn_backend_optim_step(bn_backend *b, bn_optim_stats *st, bn_err *err);
+void bn_backend_optim_set_steps(bn_backend *b, int64_t t, int64_t applied);
+int64_t bn_backend_optim_applied_steps(const bn_backend *b);
+void bn_backend_optim_set_total_steps(bn_backend *b, int64_t total);
+/* The optimizer's named state arrays (bn_optim_state_at's names and sizes). */
+int bn_backend_optim_state_count(const bn_backend *b);
+const char *bn_backend_optim_state_name(const bn_backend *b, int i, size_t *n);
+int bn_backend_optim_state_get(bn_backend *b, int i, float *out, bn_err *err);
+int bn_backend_optim_state_set(bn_backend *b, int i, const float *in, bn_err *err);
+
+/* Matrix products in bf16 (CUDA tensor cores) or FP32; the CPU computes FP32 always. */
+void bn_backend_set_bf16(bn_backend *b, bool on);
+
+/* Held-out perplexity of the current compute weights: `windows` contiguous windows of ctx
+ * tokens from ids, batch windows per forward (bn_llama_eval_windows' contract). The
+ * backend must have been made with max_B >= batch and max_T >= ctx (CPU: any). */
+int bn_backend_eval_windows(bn_backend *b, const int32_t *ids, size_t n_ids, int ctx,
+                            int windows, int batch, bn_llama_eval_result *out, bn_err *err);
 
 #endif

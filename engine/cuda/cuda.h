@@ -28,6 +28,7 @@ extern "C" { /* the engine's C headers, and this module's C API */
 
 #include "base/err.h"
 #include "formats/hf.h"
+#include "model/optim.h"
 #include "model/rope.h"
 
 typedef struct bn_cu_model bn_cu_model;
@@ -39,11 +40,32 @@ typedef struct bn_cu_opts {
     bool bf16;        /* bf16 tensor-core GEMMs (FP32 master weights and accumulation) */
     bool ste;         /* forward uses ternary q(W) of the linears (absmean per row, tau) */
     float tau;        /* STE threshold (0.5) */
+    bool trainer;     /* fine-tune trainer (bn_cu_train_setup follows): compute weights
+                       * apart from the master weights, Grokfast EMA, Newton-Schulz scratch */
 } bn_cu_opts;
+
+/* One tensor of the fine-tune trainer (backend.h bn_backend_tensor). */
+typedef struct bn_cu_tensor {
+    size_t off;
+    int rows, cols;
+    bool ternary, trainable, muon;
+    const float *xsq; /* host [cols] or NULL; uploaded by bn_cu_train_setup */
+} bn_cu_tensor;
+
+typedef struct bn_cu_train {
+    const bn_cu_tensor *t;
+    int n_t;
+    float tau;        /* quantize-stage tau (without xsq) */
+    bool per_tensor;  /* one scale per tensor */
+    float taus[8];    /* refinement grid (with xsq) */
+    int n_taus;
+    bn_optim_config oc;
+} bn_cu_train;
 
 /* What bn_cu_get / bn_cu_set move; each is n_params floats except LOGITS ([B*T, V] of
  * the last forward, before bn_cu_loss turns them into d(loss)/d(logits)). */
-typedef enum { BN_CU_PARAMS = 0, BN_CU_GRADS, BN_CU_ADAM_M, BN_CU_ADAM_V, BN_CU_LOGITS } bn_cu_buf;
+typedef enum { BN_CU_PARAMS = 0, BN_CU_GRADS, BN_CU_ADAM_M, BN_CU_ADAM_V, BN_CU_LOGITS,
+               BN_CU_COMPUTE /* compute weights (n_params) */ } bn_cu_buf;
 
 /* Number of usable GPUs (0 with the reason in why: no driver, no device). */
 int bn_cu_device_count(char *why, size_t why_len);
@@ -79,6 +101,31 @@ int bn_cu_adamw(bn_cu_model *m, float lr, float beta1, float beta2, float eps, f
 int bn_cu_refresh(bn_cu_model *m, bn_err *err);
 int bn_cu_get(bn_cu_model *m, bn_cu_buf which, float *host, size_t n, bn_err *err);
 int bn_cu_set(bn_cu_model *m, bn_cu_buf which, const float *host, size_t n, bn_err *err);
+/* ---- the fine-tune trainer (backend.h's training section; model made with trainer) ---- */
+int bn_cu_train_setup(bn_cu_model *m, const bn_cu_train *tc, bn_err *err);
+/* Compute weights from the master weights: ternary tensors with the quantize stage's
+ * quantizer (refine over the tau grid when xsq, per row or per tensor), interpolated by lam
+ * < 1; the others copied. */
+int bn_cu_materialize(bn_cu_model *m, float lam, bn_err *err);
+/* Cross-entropy of the last forward (*ce, mean NLL) and, with teacher (its forward done on
+ * the same tokens), *kl = mean KL(p_teacher || p_student); the logits become
+ * d(ce + distill * kl)/d logits. */
+int bn_cu_loss_distill(bn_cu_model *m, bn_cu_model *teacher, const int32_t *targets, double distill,
+                       double *ce, double *kl, bn_err *err);
+/* One MuGrokfast step (model/optim.h) over the trainable tensors. */
+int bn_cu_optim_step(bn_cu_model *m, bn_optim_stats *st, bn_err *err);
+void bn_cu_optim_set_steps(bn_cu_model *m, int64_t t, int64_t applied);
+int64_t bn_cu_optim_applied_steps(const bn_cu_model *m);
+void bn_cu_optim_set_total_steps(bn_cu_model *m, int64_t total);
+/* Optimizer state of one tensor: kind 0 Grokfast EMA, 1 Muon momentum or AdamW m, 2 AdamW
+ * v; n floats at flat offset off. Copies to out (host) or from in (host). */
+int bn_cu_state_io(bn_cu_model *m, int kind, size_t off, size_t n, float *out, const float *in,
+                   bn_err *err);
+
+/* Switches the matrix products between bf16 tensor cores and plain FP32 (evaluation runs
+ * in FP32, as the CPU engine computes it). */
+void bn_cu_set_bf16(bn_cu_model *m, bool on);
+
 /* Bytes of the model's device allocation (+ cuBLAS workspace). */
 size_t bn_cu_bytes(const bn_cu_model *m);
 /* Floats of the last forward's logits (B*T*V). */

@@ -121,6 +121,15 @@ static size_t acts_point(const bn_model_config *c, size_t B, size_t T, bool trai
     return off;
 }
 
+/* Trainable tensors contiguous in the flat layout with one optimizer group (and, for
+ * Muon, one shape: the same projection of consecutive layers): one launch per elementwise
+ * op, Newton-Schulz batched over the run's matrices. */
+struct opt_run {
+    size_t off, n;   /* floats */
+    int rows, cols, count; /* Muon: count matrices [rows, cols] */
+    bool muon;
+};
+
 struct bn_cu_model {
     bn_model_config cfg;
     bn_cu_opts o;
@@ -132,13 +141,25 @@ struct bn_cu_model {
     acts a;
     int32_t *tokens, *targets; /* [N] */
     uint8_t *mask;             /* [N] */
-    double *normsq;            /* [1] */
+    double *normsq;            /* [8]: [0] gradient norm^2 */
     void *base;                /* the one allocation */
     size_t bytes;
     void *workspace;
     cublasHandle_t blas;
     cudaStream_t s;
     int B, T;
+    /* fine-tune trainer (o.trainer): MuGrokfast state beside mmem (Muon momentum | AdamW m)
+     * and vmem (AdamW v), all in the flat layout */
+    float *ema;                /* [n_params] Grokfast EMA */
+    float *ns;                 /* [ns_cap] Newton-Schulz scratch: Y2, Y3 [m*n], A, B [m*m] */
+    float *xsqmem;             /* [xsq_cap] the tensors' calibration statistics */
+    size_t ns_cap, xsq_cap;
+    bn_cu_tensor *tt;          /* [n_tt], xsq pointing into xsqmem */
+    int n_tt;
+    struct opt_run *runs;      /* trainable tensors merged into contiguous runs */
+    int n_runs;
+    bn_cu_train tc;
+    int64_t t, applied;        /* steps (schedule), applied steps (bias correction, EMA) */
 };
 
 /* ---- errors ---- */
@@ -189,15 +210,45 @@ int bn_cu_check_config(const bn_model_config *c, bn_err *err)
     return 0;
 }
 
+/* Newton-Schulz scratch per matrix [m, n] (m <= n): Y2, Y3 [m*n], A, B [m*m], two double
+ * sums and eight float factors; a batch takes up to NS_BATCH_FLOATS (or one matrix). */
+#define NS_BATCH_FLOATS ((size_t)64 << 20)
+static size_t ns_per_matrix(size_t m, size_t n) { return 2 * m * n + 2 * m * m + 4 + 8; }
+
+/* Trainer scratch: Newton-Schulz for the largest hidden matrix (Y2, Y3 [m*n] + A, B [m*m],
+ * m = the smaller side) and room for every linear's calibration statistics. */
+static void trainer_sizes(const bn_model_config *c, size_t *ns, size_t *xsq)
+{
+    dims d = dims_of(c);
+    size_t sh[5][2] = { { d.QD, d.D }, { d.KVD, d.D }, { d.D, d.QD }, { d.F, d.D }, { d.D, d.F } };
+    *ns = 0;
+    for (int i = 0; i < 5; i++) {
+        size_t m = sh[i][0] < sh[i][1] ? sh[i][0] : sh[i][1], n = sh[i][0] + sh[i][1] - m;
+        size_t pm = ns_per_matrix(m, n), batch = NS_BATCH_FLOATS / pm;
+        if (batch < 1) batch = 1;
+        if (batch > d.L) batch = d.L;
+        if (batch * pm > *ns) *ns = batch * pm;
+    }
+    *ns += 8; /* alignment of the sums */
+    *xsq = d.L * (5 * d.D + d.QD + d.F) + 64;
+}
+
+static size_t n_bufs(const bn_cu_opts *o)
+{
+    size_t nbuf = o->train ? 4 : 1;                 /* params (+ grads, m, v) */
+    if (o->ste || o->trainer) nbuf += 1;            /* compute weights */
+    if (o->trainer && o->train) nbuf += 1;          /* Grokfast EMA */
+    return nbuf;
+}
+
 size_t bn_cu_mem_need(const bn_model_config *cfg, const bn_cu_opts *o)
 {
     acts a;
     params p;
     size_t np = params_point(cfg, NULL, &p);
-    size_t nbuf = o->train ? 4 : 1;                 /* params (+ grads, m, v) */
-    if (o->ste) nbuf += 1;                          /* compute weights */
-    size_t N = (size_t)o->max_B * o->max_T;
-    size_t floats = nbuf * np + acts_point(cfg, o->max_B, o->max_T, o->train, NULL, &a);
+    size_t N = (size_t)o->max_B * o->max_T, ns = 0, xs = 0;
+    if (o->trainer && o->train) trainer_sizes(cfg, &ns, &xs);
+    size_t floats = n_bufs(o) * np + acts_point(cfg, o->max_B, o->max_T, o->train, NULL, &a) + ns + xs;
     return floats * sizeof(float) + N * (2 * sizeof(int32_t) + 1) + 4096 + WORKSPACE_BYTES;
 }
 
@@ -233,18 +284,26 @@ static int setup(bn_cu_model *m, const float *host, bn_err *err)
     CU(cudaMalloc(&m->workspace, WORKSPACE_BYTES), "cudaMalloc workspace");
     BL(cublasSetWorkspace(m->blas, m->workspace, WORKSPACE_BYTES), "cublasSetWorkspace");
     size_t np = m->n_params;
-    size_t nbuf = (o->train ? 4 : 1) + (o->ste ? 1 : 0);
+    size_t nbuf = n_bufs(o);
     size_t N = (size_t)o->max_B * o->max_T;
     size_t nact = acts_point(c, o->max_B, o->max_T, o->train, NULL, &m->a);
-    m->bytes = (nbuf * np + nact) * sizeof(float) + N * (2 * sizeof(int32_t) + 1) + 4096;
+    if (o->trainer && o->train) trainer_sizes(c, &m->ns_cap, &m->xsq_cap);
+    m->bytes = (nbuf * np + nact + m->ns_cap + m->xsq_cap) * sizeof(float) +
+               N * (2 * sizeof(int32_t) + 1) + 4096;
     CU(cudaMalloc(&m->base, m->bytes), "cudaMalloc model");
     float *f = (float *)m->base;
+    bool sep = o->ste || o->trainer; /* compute weights apart from the master weights */
     m->pmem = f; f += np;
-    m->wmem = o->ste ? f : m->pmem; if (o->ste) f += np;
+    m->wmem = sep ? f : m->pmem; if (sep) f += np;
     if (o->train) {
         m->gmem = f; f += np;
         m->mmem = f; f += np;
         m->vmem = f; f += np;
+        if (o->trainer) {
+            m->ema = f; f += np;
+            m->ns = f; f += m->ns_cap;
+            m->xsqmem = f; f += m->xsq_cap;
+        }
     }
     acts_point(c, o->max_B, o->max_T, o->train, f, &m->a);
     f += nact;
@@ -257,7 +316,7 @@ static int setup(bn_cu_model *m, const float *host, bn_err *err)
     if (o->train) params_point(c, m->gmem, &m->g);
     CU(cudaMemcpy(m->pmem, host, np * sizeof(float), cudaMemcpyHostToDevice), "upload params");
     if (o->train) {
-        CU(cudaMemset(m->gmem, 0, 3 * np * sizeof(float)), "zero grads/moments");
+        CU(cudaMemset(m->gmem, 0, (o->trainer ? 4 : 3) * np * sizeof(float)), "zero grads/moments");
     }
     size_t half = (size_t)o->max_T * c->head_dim / 2;
     float *tab = (float *)malloc(2 * half * sizeof(float));
@@ -304,8 +363,12 @@ void bn_cu_free(bn_cu_model *m)
     cudaFree(m->base);
     cudaFree(m->workspace);
     if (m->s) cudaStreamDestroy(m->s);
+    free(m->tt);
+    free(m->runs);
     free(m);
 }
+
+void bn_cu_set_bf16(bn_cu_model *m, bool on) { m->o.bf16 = on; }
 
 size_t bn_cu_bytes(const bn_cu_model *m) { return m->bytes + WORKSPACE_BYTES; }
 size_t bn_cu_logits_count(const bn_cu_model *m) { return (size_t)m->B * m->T * m->cfg.vocab_size; }
@@ -503,8 +566,12 @@ int bn_cu_zero_grad(bn_cu_model *m, bn_err *err)
  * the master weights themselves (same buffer). */
 int bn_cu_refresh(bn_cu_model *m, bn_err *err)
 {
-    if (!m->o.ste) return 0;
+    if (!m->o.ste && m->wmem == m->pmem) return 0;
     CU(cudaSetDevice(m->o.gpu), "cudaSetDevice");
+    if (!m->o.ste) { /* trainer: compute = master until bn_cu_materialize */
+        CU(cudaMemcpyAsync(m->wmem, m->pmem, m->n_params * sizeof(float), cudaMemcpyDeviceToDevice, m->s), "copy weights");
+        return 0;
+    }
     dims d = dims_of(&m->cfg);
     CU(cudaMemcpyAsync(m->wmem, m->pmem, m->n_params * sizeof(float), cudaMemcpyDeviceToDevice, m->s), "copy weights");
     struct { float *w; const float *p; size_t rows, cols; } lin[7] = {
@@ -558,6 +625,7 @@ static int buffer(bn_cu_model *m, bn_cu_buf which, size_t n, float **out, bn_err
     case BN_CU_ADAM_M: b = m->mmem; break;
     case BN_CU_ADAM_V: b = m->vmem; break;
     case BN_CU_LOGITS: b = m->a.logits; want = (size_t)m->B * m->T * m->cfg.vocab_size; break;
+    case BN_CU_COMPUTE: b = m->wmem; break;
     }
     if (!b) return bn_err_set(err, BN_EINVAL, "cuda: buffer %d absent (model made without train)", (int)which);
     if (n != want) return bn_err_set(err, BN_EINVAL, "cuda: buffer %d holds %zu floats, %zu asked", (int)which, want, n);
@@ -583,5 +651,288 @@ int bn_cu_set(bn_cu_model *m, bn_cu_buf which, const float *host, size_t n, bn_e
     CU(cudaMemcpyAsync(b, host, n * sizeof(float), cudaMemcpyHostToDevice, m->s), "upload");
     CU(cudaStreamSynchronize(m->s), "upload");
     if (which == BN_CU_PARAMS) return bn_cu_refresh(m, err);
+    return 0;
+}
+
+/* ---- the fine-tune trainer: materialize, distillation, MuGrokfast ---- */
+
+int bn_cu_train_setup(bn_cu_model *m, const bn_cu_train *tc, bn_err *err)
+{
+    if (!m->o.trainer || !m->o.train || !m->ema)
+        return bn_err_set(err, BN_EINVAL, "cuda: a trainer needs a model made with train and trainer");
+    if (tc->n_taus < 1 || tc->n_taus > 8) return bn_err_set(err, BN_EINVAL, "cuda: %d taus", tc->n_taus);
+    CU(cudaSetDevice(m->o.gpu), "cudaSetDevice");
+    free(m->tt);
+    m->tt = (bn_cu_tensor *)calloc((size_t)tc->n_t, sizeof *m->tt);
+    if (!m->tt) return bn_err_set(err, BN_ENOMEM, "cuda: trainer tensors");
+    m->n_tt = tc->n_t;
+    m->tc = *tc;
+    m->tc.t = m->tt;
+    size_t xoff = 0;
+    for (int i = 0; i < tc->n_t; i++) {
+        bn_cu_tensor t = tc->t[i];
+        if (t.off + (size_t)t.rows * t.cols > m->n_params)
+            return bn_err_set(err, BN_EINVAL, "cuda: trainer tensor %d outside the parameters", i);
+        if (t.muon) {
+            size_t a = t.rows < t.cols ? t.rows : t.cols, b = (size_t)t.rows + t.cols - a;
+            if (ns_per_matrix(a, b) > m->ns_cap)
+                return bn_err_set(err, BN_EINVAL, "cuda: Muon tensor %d x %d beyond the Newton-Schulz scratch", t.rows, t.cols);
+        }
+        if (t.xsq) {
+            if (xoff + (size_t)t.cols > m->xsq_cap)
+                return bn_err_set(err, BN_EINVAL, "cuda: calibration statistics beyond their room");
+            CU(cudaMemcpyAsync(m->xsqmem + xoff, t.xsq, (size_t)t.cols * sizeof(float), cudaMemcpyHostToDevice, m->s), "upload xsq");
+            t.xsq = m->xsqmem + xoff;
+            xoff += (size_t)t.cols;
+        }
+        m->tt[i] = t;
+    }
+    /* runs: trainable tensors by offset, merged while contiguous with one group/shape */
+    free(m->runs);
+    m->runs = (opt_run *)calloc((size_t)tc->n_t, sizeof *m->runs);
+    int *idx = (int *)malloc((size_t)tc->n_t * sizeof(int));
+    if (!m->runs || !idx) {
+        free(idx);
+        return bn_err_set(err, BN_ENOMEM, "cuda: trainer runs");
+    }
+    int ni = 0;
+    for (int i = 0; i < tc->n_t; i++)
+        if (m->tt[i].trainable) idx[ni++] = i;
+    for (int i = 1; i < ni; i++) /* insertion sort by offset (a few hundred tensors) */
+        for (int j = i; j > 0 && m->tt[idx[j]].off < m->tt[idx[j - 1]].off; j--) {
+            int t = idx[j]; idx[j] = idx[j - 1]; idx[j - 1] = t;
+        }
+    m->n_runs = 0;
+    for (int k = 0; k < ni; k++) {
+        const bn_cu_tensor *t = &m->tt[idx[k]];
+        size_t n = (size_t)t->rows * t->cols;
+        opt_run *r = m->n_runs ? &m->runs[m->n_runs - 1] : NULL;
+        if (r && r->muon == t->muon && r->off + r->n == t->off &&
+            (!t->muon || (r->rows == t->rows && r->cols == t->cols))) {
+            r->n += n;
+            r->count++;
+            continue;
+        }
+        m->runs[m->n_runs++] = (opt_run){ t->off, n, t->rows, t->cols, 1, t->muon };
+    }
+    free(idx);
+    m->t = m->applied = 0;
+    CU(cudaStreamSynchronize(m->s), "upload xsq");
+    return 0;
+}
+
+int bn_cu_materialize(bn_cu_model *m, float lam, bn_err *err)
+{
+    if (!m->tt) return bn_err_set(err, BN_EINVAL, "cuda: materialize before bn_cu_train_setup");
+    CU(cudaSetDevice(m->o.gpu), "cudaSetDevice");
+    bn_cu_taus taus;
+    for (int k = 0; k < 8; k++) taus.v[k] = m->tc.taus[k];
+    bn_cu_taus one = { { m->tc.tau } };
+    for (int i = 0; i < m->n_tt; i++) {
+        const bn_cu_tensor *t = &m->tt[i];
+        size_t n = (size_t)t->rows * t->cols;
+        if (!t->ternary)
+            CU(cudaMemcpyAsync(m->wmem + t->off, m->pmem + t->off, n * sizeof(float), cudaMemcpyDeviceToDevice, m->s), "copy weights");
+        else if (t->xsq)
+            bn_cu_quant_materialize(m->wmem + t->off, m->pmem + t->off, t->xsq, t->rows, t->cols,
+                                    m->tc.per_tensor, taus, m->tc.n_taus, lam, m->s);
+        else
+            bn_cu_quant_materialize(m->wmem + t->off, m->pmem + t->off, NULL, t->rows, t->cols,
+                                    m->tc.per_tensor, one, 1, lam, m->s);
+    }
+    CU(cudaGetLastError(), "materialize");
+    return 0;
+}
+
+int bn_cu_loss_distill(bn_cu_model *m, bn_cu_model *teacher, const int32_t *targets, double distill,
+                       double *ce, double *kl, bn_err *err)
+{
+    int N = m->B * m->T, V = m->cfg.vocab_size;
+    *kl = 0;
+    if (teacher) {
+        if (teacher->B != m->B || teacher->T != m->T || teacher->cfg.vocab_size != V || teacher->o.gpu != m->o.gpu)
+            return bn_err_set(err, BN_EINVAL, "cuda: the teacher's last forward does not match the student's");
+        CU(cudaSetDevice(m->o.gpu), "cudaSetDevice");
+        CU(cudaStreamSynchronize(teacher->s), "teacher forward");
+        /* the teacher's logits become distill * d KL / d student logits */
+        bn_cu_distill(teacher->a.logits, teacher->a.losses, m->a.logits, N, V, (float)(distill / N), m->s);
+        float *h = (float *)malloc((size_t)N * sizeof(float));
+        if (!h) return bn_err_set(err, BN_ENOMEM, "cuda: kl");
+        cudaError_t e = cudaMemcpyAsync(h, teacher->a.losses, (size_t)N * sizeof(float), cudaMemcpyDeviceToHost, m->s);
+        if (e == cudaSuccess) e = cudaStreamSynchronize(m->s);
+        double sum = 0;
+        for (int i = 0; i < N; i++) sum += h[i];
+        free(h);
+        CU(e, "distillation");
+        *kl = sum / N;
+    }
+    float loss;
+    if (bn_cu_loss(m, targets, NULL, &loss, NULL, err)) return err ? err->code : BN_EIO;
+    *ce = loss;
+    if (teacher && m->o.train) {
+        bn_cu_add(m->a.logits, m->a.logits, teacher->a.logits, (size_t)N * V, m->s);
+        CU(cudaGetLastError(), "distillation");
+    }
+    return 0;
+}
+
+/* Newton-Schulz on x [rows, cols] in place (model/optim.c ns_core, with its spectral-norm
+ * bound), on the orientation with fewer rows, cuBLAS FP32. Row-major x read as
+ * column-major is x^T: with rows <= cols Y = x is [m, n] = Yc^T (Yc: n x m, ld n); with
+ * rows > cols Y = x^T is exactly the column-major [m, n] (ld m). */
+#define NS_A 3.4445f
+#define NS_B (-4.7750f)
+#define NS_C 2.0315f
+
+/* x: count matrices [rows, cols] back to back. Per matrix of the batch the scratch holds
+ * Y2, Y3 [m*n] (ping-pong; x stays the input until the end), A, B [m*m], then the batch's
+ * sums (2 doubles each) and factors (8 floats each). */
+/* C_i = A_i B_i (+ beta C_i) over a batch, FP32 storage; bf16 mode runs it on TF32 tensor
+ * cores (Newton-Schulz is an approximate orthogonalisation; the FP32 mode of the parity
+ * tests keeps plain FP32). */
+static cublasStatus_t ns_gemm(const bn_cu_model *m, cublasOperation_t ta, cublasOperation_t tb,
+                              int M, int N, int K, const float *A, int lda, long long sa,
+                              const float *B, int ldb, long long sb, float beta, float *C, int ldc,
+                              long long sc, int count)
+{
+    float one = 1.0f;
+    return cublasGemmStridedBatchedEx(m->blas, ta, tb, M, N, K, &one, A, CUDA_R_32F, lda, sa, B,
+                                      CUDA_R_32F, ldb, sb, &beta, C, CUDA_R_32F, ldc, sc, count,
+                                      m->o.bf16 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F,
+                                      CUBLAS_GEMM_DEFAULT);
+}
+
+static int newton_schulz(bn_cu_model *m, float *x, int rows, int cols, int count, int steps, bn_err *err)
+{
+    bool wide = rows <= cols;
+    int mm_ = wide ? rows : cols, nn = wide ? cols : rows;
+    size_t mn = (size_t)mm_ * nn, m2 = (size_t)mm_ * mm_;
+    int cap = (int)(m->ns_cap / ns_per_matrix((size_t)mm_, (size_t)nn));
+    if (cap < 1) return bn_err_set(err, BN_EINVAL, "cuda: Muon tensor %d x %d beyond the scratch", rows, cols);
+    cudaStream_t s = m->s;
+    for (int c0 = 0; c0 < count; c0 += cap) {
+        int c = count - c0 < cap ? count - c0 : cap;
+        float *xc = x + (size_t)c0 * mn;
+        float *y = m->ns, *y3 = y + c * mn, *a = y3 + c * mn, *b = a + c * m2;
+        double *acc = (double *)(((uintptr_t)(b + c * m2) + 7) & ~(uintptr_t)7);
+        float *f = (float *)(acc + 2 * c);
+        long long smn = (long long)mn, sm2 = (long long)m2;
+        CU(cudaMemsetAsync(acc, 0, 2 * (size_t)c * sizeof(double), s), "memset");
+        bn_cu_sumsq_batched(acc, 0, xc, mn, c, s);
+        bn_cu_ns_scalars(acc, f, c, 0, s);
+        bn_cu_scale_dev(y, xc, mn, c, f, 0, s); /* y = x / fro */
+/* A [m, m] = Y Y^T per matrix */
+#define GRAM(Y) (wide ? ns_gemm(m, CUBLAS_OP_T, CUBLAS_OP_N, mm_, mm_, nn, Y, nn, smn, Y, nn, smn, 0.0f, a, mm_, sm2, c) \
+                      : ns_gemm(m, CUBLAS_OP_N, CUBLAS_OP_T, mm_, mm_, nn, Y, mm_, smn, Y, mm_, smn, 0.0f, a, mm_, sm2, c))
+#define SQUARE(OUT, IN) ns_gemm(m, CUBLAS_OP_N, CUBLAS_OP_N, mm_, mm_, mm_, IN, mm_, sm2, IN, mm_, sm2, 0.0f, OUT, mm_, sm2, c)
+        BL(GRAM(y), "ns gram");
+        BL(SQUARE(b, a), "ns A^2");
+        BL(SQUARE(y3, b), "ns A^4"); /* [m*m] per matrix at stride m*m inside Y3 */
+        bn_cu_sumsq_batched(acc, 1, y3, m2, c, s);
+        bn_cu_ns_scalars(acc, f, c, 1, s); /* sc = 1 / ||A^4||_F^(1/8) >= 1 / s_max */
+        bn_cu_scale_dev(y, y, mn, c, f, 1, s);
+        bn_cu_scale_dev(a, a, m2, c, f, 2, s);
+        bn_cu_scale_dev(b, b, m2, c, f, 3, s);
+        float *cur = y, *nxt = y3;
+        for (int k = 0; k < steps; k++) {
+            if (k > 0) {
+                BL(GRAM(cur), "ns gram");
+                BL(SQUARE(b, a), "ns A^2");
+            }
+            bn_cu_ns_poly(b, a, (size_t)c * m2, NS_C, NS_B, s); /* b = B a + C a a */
+            /* nxt = NS_A cur + b cur */
+            CU(cudaMemcpyAsync(nxt, cur, (size_t)c * mn * sizeof(float), cudaMemcpyDeviceToDevice, s), "ns copy");
+            if (wide)
+                BL(ns_gemm(m, CUBLAS_OP_N, CUBLAS_OP_N, nn, mm_, mm_, cur, nn, smn, b, mm_, sm2, NS_A, nxt, nn, smn, c),
+                   "ns update");
+            else
+                BL(ns_gemm(m, CUBLAS_OP_N, CUBLAS_OP_N, mm_, nn, mm_, b, mm_, sm2, cur, mm_, smn, NS_A, nxt, mm_, smn, c),
+                   "ns update");
+            float *t = cur; cur = nxt; nxt = t;
+        }
+#undef GRAM
+#undef SQUARE
+        bn_cu_ns_finish(xc, cur, mn, c, f, s);
+    }
+    return 0;
+}
+
+int bn_cu_optim_step(bn_cu_model *m, bn_optim_stats *st, bn_err *err)
+{
+    if (!m->tt) return bn_err_set(err, BN_EINVAL, "cuda: optimizer step before bn_cu_train_setup");
+    CU(cudaSetDevice(m->o.gpu), "cudaSetDevice");
+    const bn_optim_config *c = &m->tc.oc;
+    cudaStream_t s = m->s;
+    double ss = 0;
+    CU(cudaMemsetAsync(m->normsq, 0, sizeof(double), s), "memset");
+    for (int i = 0; i < m->n_runs; i++) bn_cu_sumsq(m->normsq, m->gmem + m->runs[i].off, m->runs[i].n, s);
+    CU(cudaMemcpyAsync(&ss, m->normsq, sizeof(double), cudaMemcpyDeviceToHost, s), "grad norm");
+    CU(cudaStreamSynchronize(s), "grad norm");
+    double norm = sqrt(ss);
+    double f = bn_optim_lr_factor(c, m->t);
+    if (!isfinite(norm)) {
+        m->t++;
+        if (st) {
+            st->grad_norm = 0;
+            st->skipped = 1;
+            st->lr = c->lr * f;
+            st->muon_lr = c->muon_lr * f;
+        }
+        return 0;
+    }
+    float k = 1.0f;
+    if (c->max_grad_norm > 0 && norm > c->max_grad_norm) k = (float)(c->max_grad_norm / (norm + 1e-12));
+    float lr = (float)(c->lr * f), mlr = (float)(c->muon_lr * f);
+    double tt = (double)(m->applied + 1);
+    float b1 = (float)c->beta1, b2 = (float)c->beta2, eps = (float)c->eps;
+    float bc1 = (float)(1.0 - pow(c->beta1, tt)), bc2 = (float)(1.0 - pow(c->beta2, tt));
+    int on = c->grokfast_lambda != 0.0, first = m->applied == 0;
+    for (int i = 0; i < m->n_runs; i++) {
+        const opt_run *t = &m->runs[i];
+        size_t n = t->n;
+        float *g = m->gmem + t->off, *w = m->pmem + t->off;
+        bn_cu_grokfast(g, m->ema + t->off, n, k, (float)c->grokfast_alpha, (float)c->grokfast_lambda,
+                       on, first, s);
+        if (t->muon) {
+            bn_cu_muon_momentum(g, m->mmem + t->off, n, (float)c->momentum, s);
+            if (newton_schulz(m, g, t->rows, t->cols, t->count, c->ns_steps, err)) return err ? err->code : BN_EIO;
+            double ratio = (double)t->rows / (double)t->cols;
+            float scale = (float)sqrt(ratio > 1.0 ? ratio : 1.0);
+            bn_cu_muon_apply(w, g, n, 1.0f - mlr * (float)c->muon_weight_decay, mlr * scale, s);
+        } else {
+            bn_cu_adamw_update(w, g, m->mmem + t->off, m->vmem + t->off, n, lr, b1, b2, bc1, bc2,
+                               eps, 1.0f - lr * (float)c->weight_decay, 1.0f, s);
+        }
+    }
+    CU(cudaGetLastError(), "optimizer");
+    m->t++;
+    m->applied++;
+    if (st) {
+        st->grad_norm = norm;
+        st->skipped = 0;
+        st->lr = lr;
+        st->muon_lr = mlr;
+    }
+    return 0;
+}
+
+void bn_cu_optim_set_steps(bn_cu_model *m, int64_t t, int64_t applied)
+{
+    m->t = t;
+    m->applied = applied;
+}
+int64_t bn_cu_optim_applied_steps(const bn_cu_model *m) { return m->applied; }
+void bn_cu_optim_set_total_steps(bn_cu_model *m, int64_t total) { m->tc.oc.total_steps = total; }
+
+int bn_cu_state_io(bn_cu_model *m, int kind, size_t off, size_t n, float *out, const float *in,
+                   bn_err *err)
+{
+    float *base = kind == 0 ? m->ema : kind == 1 ? m->mmem : m->vmem;
+    if (!base || kind < 0 || kind > 2 || off + n > m->n_params)
+        return bn_err_set(err, BN_EINVAL, "cuda: optimizer state %d at %zu absent", kind, off);
+    CU(cudaSetDevice(m->o.gpu), "cudaSetDevice");
+    if (out) CU(cudaMemcpyAsync(out, base + off, n * sizeof(float), cudaMemcpyDeviceToHost, m->s), "download state");
+    else CU(cudaMemcpyAsync(base + off, in, n * sizeof(float), cudaMemcpyHostToDevice, m->s), "upload state");
+    CU(cudaStreamSynchronize(m->s), "state");
     return 0;
 }

@@ -294,3 +294,245 @@ void bn_cu_ternarize(float *out, const float *w, int rows, int cols, float tau, 
 {
     ternarize_kernel<<<rows, BLOCK, 0, s>>>(out, w, cols, tau);
 }
+
+/* ---- fine-tune trainer: quantizer, MuGrokfast, distillation ---- */
+
+/* One block per row (per tensor: one block over rows*cols with xsq[j % cols]); mirrors
+ * quant/quant.c bn_quant_refine (with xsq) and bn_quant_tensor (without). */
+__global__ void quant_materialize_kernel(float *out, const float *w, const float *xsq, size_t len,
+                                         int cols, bn_cu_taus taus, int n_taus, float lam)
+{
+    const float *wr = w + (size_t)blockIdx.x * len;
+    float *o = out + (size_t)blockIdx.x * len;
+    double a = 0;
+    for (size_t i = threadIdx.x; i < len; i += blockDim.x) a += fabs((double)wr[i]);
+    a = block_sum(a);
+    float s0 = (float)(a / (double)len);
+    if (!(s0 >= 1e-8f)) s0 = 1e-8f;
+    float tau = taus.v[0], alpha = s0;
+    if (xsq) {
+        double A = 0, Bk[8], Ck[8];
+        float thr[8];
+        for (int k = 0; k < 8; k++) { Bk[k] = 0; Ck[k] = 0; thr[k] = taus.v[k] * s0; }
+        for (size_t i = threadIdx.x; i < len; i += blockDim.x) {
+            double x = xsq[i % (size_t)cols], wv = wr[i], aw = fabs(wv);
+            A += x * wv * wv;
+            for (int k = 0; k < n_taus; k++)
+                if ((float)aw >= thr[k] && aw > 0) { Bk[k] += x * aw; Ck[k] += x; }
+        }
+        A = block_sum(A);
+        int best = 0;
+        double best_err = INFINITY, bB = 0, bC = 0;
+        for (int k = 0; k < n_taus; k++) {
+            double B = block_sum(Bk[k]), C = block_sum(Ck[k]);
+            double e = C > 0 ? A - B * B / C : A;
+            if (e < best_err) { best_err = e; best = k; bB = B; bC = C; }
+        }
+        tau = taus.v[best];
+        if (bC > 0 && bB > 0) {
+            alpha = (float)(bB / bC);
+            if (!(alpha >= 1e-8f)) alpha = 1e-8f;
+        }
+    }
+    float thr = tau * s0;
+    for (size_t i = threadIdx.x; i < len; i += blockDim.x) {
+        float x = wr[i];
+        int c = fabsf(x) >= thr ? (x > 0) - (x < 0) : 0;
+        float q = alpha * (float)c;
+        o[i] = lam >= 1.0f ? q : x + lam * (q - x);
+    }
+}
+
+void bn_cu_quant_materialize(float *out, const float *w, const float *xsq, int rows, int cols,
+                             int per_tensor, bn_cu_taus taus, int n_taus, float lam, cudaStream_t s)
+{
+    size_t len = per_tensor ? (size_t)rows * cols : (size_t)cols;
+    quant_materialize_kernel<<<per_tensor ? 1 : rows, per_tensor ? 1024 : BLOCK, 0, s>>>(
+        out, w, xsq, len, cols, taus, n_taus, lam);
+}
+
+/* g <- g * k; Grokfast (on): if first ema <- g; ema <- alpha ema + (1 - alpha) g; g += lambda ema */
+__global__ void grokfast_kernel(float *g, float *ema, size_t n, float k, float alpha, float lambda,
+                                int on, int first)
+{
+    size_t j = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= n) return;
+    float gj = g[j];
+    if (k != 1.0f) gj *= k;
+    if (on) {
+        float e = first ? gj : ema[j];
+        e = alpha * e + (1.0f - alpha) * gj;
+        ema[j] = e;
+        gj += lambda * e;
+    }
+    g[j] = gj;
+}
+
+void bn_cu_grokfast(float *g, float *ema, size_t n, float k, float alpha, float lambda, int on,
+                    int first, cudaStream_t s)
+{
+    grokfast_kernel<<<grid_for(n), BLOCK, 0, s>>>(g, ema, n, k, alpha, lambda, on, first);
+}
+
+/* buf <- mu buf + g; g <- g + mu buf (Nesterov) */
+__global__ void muon_momentum_kernel(float *g, float *buf, size_t n, float mu)
+{
+    size_t j = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= n) return;
+    float b = mu * buf[j] + g[j];
+    buf[j] = b;
+    g[j] = g[j] + mu * b;
+}
+
+void bn_cu_muon_momentum(float *g, float *buf, size_t n, float mu, cudaStream_t s)
+{
+    muon_momentum_kernel<<<grid_for(n), BLOCK, 0, s>>>(g, buf, n, mu);
+}
+
+/* w <- w decay - step u */
+__global__ void muon_apply_kernel(float *w, const float *u, size_t n, float decay, float step)
+{
+    size_t j = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= n) return;
+    w[j] = w[j] * decay - step * u[j];
+}
+
+void bn_cu_muon_apply(float *w, const float *u, size_t n, float decay, float step, cudaStream_t s)
+{
+    muon_apply_kernel<<<grid_for(n), BLOCK, 0, s>>>(w, u, n, decay, step);
+}
+
+__global__ void scale_kernel(float *x, size_t n, float a)
+{
+    size_t j = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j < n) x[j] *= a;
+}
+
+void bn_cu_scale(float *x, size_t n, float a, cudaStream_t s)
+{
+    scale_kernel<<<grid_for(n), BLOCK, 0, s>>>(x, n, a);
+}
+
+/* b <- c b + bb a (Newton-Schulz polynomial) */
+__global__ void ns_poly_kernel(float *b, const float *a, size_t n, float c, float bb)
+{
+    size_t j = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j < n) b[j] = c * b[j] + bb * a[j];
+}
+
+void bn_cu_ns_poly(float *b, const float *a, size_t n, float c, float bb, cudaStream_t s)
+{
+    ns_poly_kernel<<<grid_for(n), BLOCK, 0, s>>>(b, a, n, c, bb);
+}
+
+/* One block per row: kl[n] = KL(p_t || p_s) of row n; t row <- w (p_s - p_t) (w = distill / N) */
+__global__ void distill_kernel(float *t, float *kl, const float *s, int V, float w)
+{
+    size_t n = blockIdx.x;
+    const float *sr = s + n * V;
+    float *tr = t + n * V;
+    float ms = -INFINITY, mt = -INFINITY;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) { ms = fmaxf(ms, sr[i]); mt = fmaxf(mt, tr[i]); }
+    ms = block_max(ms);
+    mt = block_max(mt);
+    double zs = 0, zt = 0;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) { zs += exp((double)(sr[i] - ms)); zt += exp((double)(tr[i] - mt)); }
+    zs = block_sum(zs);
+    zt = block_sum(zt);
+    double lzs = log(zs), lzt = log(zt), k = 0;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+        double lps = sr[i] - ms - lzs, lpt = tr[i] - mt - lzt, pt = exp(lpt);
+        k += pt * (lpt - lps);
+        tr[i] = (float)(w * (exp(lps) - pt));
+    }
+    k = block_sum(k);
+    if (threadIdx.x == 0) kl[n] = (float)k;
+}
+
+void bn_cu_distill(float *teacher_logits, float *kl, const float *student_logits, int N, int V,
+                   float w, cudaStream_t s)
+{
+    distill_kernel<<<N, 1024, 0, s>>>(teacher_logits, kl, student_logits, V, w);
+}
+
+/* ---- Newton-Schulz on a batch of `count` matrices of n_each floats each (scalars per
+ * matrix on the device, no host round trip; model/optim.c ns_core's arithmetic) ---- */
+
+/* acc[2 i + k] += sum x_i^2 for matrix i (grid y = matrix) */
+__global__ void sumsq_batched_kernel(double *acc, const float *x, size_t n_each, int k)
+{
+    const float *xi = x + (size_t)blockIdx.y * n_each;
+    double v = 0;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n_each;
+         i += (size_t)gridDim.x * blockDim.x)
+        v += (double)xi[i] * xi[i];
+    v = block_sum(v);
+    if (threadIdx.x == 0) atomicAdd(&acc[2 * blockIdx.y + k], v);
+}
+
+void bn_cu_sumsq_batched(double *acc, int k, const float *x, size_t n_each, int count, cudaStream_t s)
+{
+    unsigned g = grid_for(n_each);
+    if (g > 128) g = 128;
+    if (g == 0 || count == 0) return;
+    sumsq_batched_kernel<<<dim3(g, (unsigned)count), BLOCK, 0, s>>>(acc, x, n_each, k);
+}
+
+/* per matrix i: acc[2i] = sum y^2, acc[2i+1] = ||A^4||_F^2; f[8i + ...]: 0 (float)(1/fro),
+ * 1 sc, 2 sc^2, 3 sc^2 sc^2 (sc = (float)(1 / ||A^4||_F^(1/8))), 4 fro valid, 5 sig valid.
+ * stage 0 sets 0 and 4, stage 1 the rest. */
+__global__ void ns_scalars_kernel(const double *acc, float *f, int count, int stage)
+{
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= count) return;
+    float *fi = f + 8 * i;
+    if (stage == 0) {
+        double fro = sqrt(acc[2 * i]);
+        bool ok = fro > 1e-30 && isfinite(fro);
+        fi[0] = ok ? (float)(1.0 / fro) : 1.0f;
+        fi[4] = ok ? 1.0f : 0.0f;
+    } else {
+        double sig = pow(acc[2 * i + 1], 1.0 / 16.0);
+        bool ok = sig > 1e-30;
+        float sc = ok ? (float)(1.0 / sig) : 1.0f, sc2 = sc * sc;
+        fi[1] = sc;
+        fi[2] = sc2;
+        fi[3] = sc2 * sc2;
+        fi[5] = ok ? 1.0f : 0.0f;
+    }
+}
+
+void bn_cu_ns_scalars(const double *acc, float *f, int count, int stage, cudaStream_t s)
+{
+    ns_scalars_kernel<<<(count + 63) / 64, 64, 0, s>>>(acc, f, count, stage);
+}
+
+/* out[j] = in[j] * f[8 (j / n_each) + k] */
+__global__ void scale_dev_kernel(float *out, const float *in, size_t n_each, size_t n, const float *f, int k)
+{
+    size_t j = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j < n) out[j] = in[j] * f[8 * (j / n_each) + k];
+}
+
+void bn_cu_scale_dev(float *out, const float *in, size_t n_each, int count, const float *f, int k,
+                     cudaStream_t s)
+{
+    size_t n = n_each * (size_t)count;
+    scale_dev_kernel<<<grid_for(n), BLOCK, 0, s>>>(out, in, n_each, n, f, k);
+}
+
+/* per matrix: x unchanged when fro was invalid, x / fro when the spectral bound was, else y */
+__global__ void ns_finish_kernel(float *x, const float *y, size_t n_each, size_t n, const float *f)
+{
+    size_t j = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= n) return;
+    const float *fi = f + 8 * (j / n_each);
+    if (fi[4] == 0.0f) return;
+    x[j] = fi[5] == 0.0f ? x[j] * fi[0] : y[j];
+}
+
+void bn_cu_ns_finish(float *x, const float *y, size_t n_each, int count, const float *f, cudaStream_t s)
+{
+    size_t n = n_each * (size_t)count;
+    ns_finish_kernel<<<grid_for(n), BLOCK, 0, s>>>(x, y, n_each, n, f);
+}

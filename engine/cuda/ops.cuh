@@ -45,6 +45,43 @@ void bn_cu_adamw_update(float *w, const float *g, float *m, float *v, size_t n, 
  * out = sign(w) * s where |w| >= tau * s, else 0. */
 void bn_cu_ternarize(float *out, const float *w, int rows, int cols, float tau, cudaStream_t s);
 
+/* ---- fine-tune trainer (llama.cu bn_cu_materialize / bn_cu_optim_step / distillation) ---- */
+typedef struct bn_cu_taus { float v[8]; } bn_cu_taus;
+/* Materialized ternary weights out [rows, cols] from masters w, the quantize stage's
+ * quantizer (quant/quant.c): per row (or per tensor) s0 = max(mean |w|, 1e-8); with xsq
+ * [cols] the tau of taus[n_taus] with the least xsq-weighted error and alpha =
+ * sum xsq |w| q / sum xsq q^2 (s0 when either sum is 0), else taus[0] and s0; code =
+ * sign(w) where |w| >= tau s0; out = alpha code (lam >= 1) or w + lam (alpha code - w). */
+void bn_cu_quant_materialize(float *out, const float *w, const float *xsq, int rows, int cols,
+                             int per_tensor, bn_cu_taus taus, int n_taus, float lam, cudaStream_t s);
+/* g [n] *= k, then (on) the Grokfast EMA filter: ema = first ? g : ema;
+ * ema = alpha ema + (1 - alpha) g; g += lambda ema */
+void bn_cu_grokfast(float *g, float *ema, size_t n, float k, float alpha, float lambda, int on,
+                    int first, cudaStream_t s);
+/* Muon Nesterov: buf = mu buf + g; g = g + mu buf  [n] */
+void bn_cu_muon_momentum(float *g, float *buf, size_t n, float mu, cudaStream_t s);
+/* w = w decay - step u  [n] */
+void bn_cu_muon_apply(float *w, const float *u, size_t n, float decay, float step, cudaStream_t s);
+/* x [n] *= a */
+void bn_cu_scale(float *x, size_t n, float a, cudaStream_t s);
+/* b = c b + bb a  [n] (Newton-Schulz polynomial) */
+void bn_cu_ns_poly(float *b, const float *a, size_t n, float c, float bb, cudaStream_t s);
+/* Newton-Schulz on `count` matrices of n_each floats (per-matrix scalars on the device):
+ * acc[2 i + k] += sum x_i^2 */
+void bn_cu_sumsq_batched(double *acc, int k, const float *x, size_t n_each, int count, cudaStream_t s);
+/* f[8 i ..] from acc[2 i ..]: stage 0 f0 = 1/fro, f4 = valid; stage 1 f1..3 = sc, sc^2, sc^4
+ * (sc = 1 / ||A^4||_F^(1/8)), f5 = valid */
+void bn_cu_ns_scalars(const double *acc, float *f, int count, int stage, cudaStream_t s);
+/* out = in * f[8 i + k] per matrix i */
+void bn_cu_scale_dev(float *out, const float *in, size_t n_each, int count, const float *f, int k,
+                     cudaStream_t s);
+/* x_i <- y_i, or x_i unchanged (f4 == 0), or x_i * f0 (f5 == 0) */
+void bn_cu_ns_finish(float *x, const float *y, size_t n_each, int count, const float *f, cudaStream_t s);
+/* Per row of logits [N, V]: kl[n] = KL(softmax(teacher) || softmax(student)); the teacher's
+ * row becomes w * (softmax(student) - softmax(teacher)). */
+void bn_cu_distill(float *teacher_logits, float *kl, const float *student_logits, int N, int V,
+                   float w, cudaStream_t s);
+
 /* Fused causal GQA attention. q [B*T, H*hd], k, v [B*T, KV*hd] (after RoPE);
  * out y [B*T, H*hd], lse [B, H, T] (log-sum-exp of each row's scaled scores). */
 int bn_cu_attention_forward(float *y, float *lse, const float *q, const float *k, const float *v,

@@ -420,12 +420,14 @@ int bn_stage_calibrate(bn_job_ctx *ctx, bn_err *err)
     char path[4096];
     if (!rc) {
         bn_job_work_path(ctx, BN_EVAL_TOKENS_FILE, path, sizeof path);
-        rc = bn_eval_tokens_save(path, &t, err);
+        rc = bn_job_may_write(ctx, "evaluation token splits", err);
+        if (!rc) rc = bn_eval_tokens_save(path, &t, err);
     }
     if (!rc) rc = bn_eval_load_fp32(ctx, &m, err);
     if (!rc) rc = acc_init(&acc, &ctx->model->cfg, err);
     int n_seq = 0, T = 0;
     if (!rc) rc = stats_pass(ctx, m, &t, &acc, &n_seq, &T, err);
+    if (!rc) rc = bn_job_may_write(ctx, "calibration statistics", err);
     if (!rc) rc = write_outputs(ctx, &acc, &set, n_seq, T, err);
     if (!rc) rc = load_xsq(ctx, err);
     if (!rc) {

@@ -13,12 +13,15 @@
  *                           not all zero
  * Without calibration text there is nothing to measure: the stage says so in an event
  * and records no perplexity metric (never a placeholder).
+ * The perplexity and the agreement run on the backend seam, on the job's device (a cuda
+ * job: the GPU, both models on it); the gradient-flow check runs on the CPU engine.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "stages/job_models.h"
+#include "backend/backend.h"
 #include "base/vecmath.h"
 #include "stages/kernel_speedup.h"
 
@@ -30,25 +33,27 @@ typedef struct agree_result {
 } agree_result;
 
 /* Top-1 agreement of models a and b over the eval windows. */
-static int agreement(bn_job_ctx *ctx, bn_llama *a, bn_llama *b, const bn_eval_tokens *t, int T,
-                     int windows, agree_result *r, bn_err *err)
+static int agreement(bn_job_ctx *ctx, bn_backend *a, bn_backend *b, int V, const bn_eval_tokens *t,
+                     int T, int windows, agree_result *r, bn_err *err)
 {
     memset(r, 0, sizeof *r);
     if ((size_t)T + 1 > t->n_eval) T = (int)t->n_eval - 1;
     int avail = (int)((t->n_eval - 1) / (size_t)T);
     if (windows <= 0 || windows > avail) windows = avail;
-    int V = a->cfg.vocab_size;
-    float *la = malloc(sizeof(float) * (size_t)T * V);
-    if (!la) return bn_err_set(err, BN_ENOMEM, "evaluate: out of memory");
+    float *la = malloc(sizeof(float) * (size_t)T * V), *lb = malloc(sizeof(float) * (size_t)T * V);
+    if (!la || !lb) {
+        free(la);
+        free(lb);
+        return bn_err_set(err, BN_ENOMEM, "evaluate: out of memory");
+    }
     int rc = BN_OK;
     for (int w = 0; w < windows && !rc; w++) {
         const int32_t *in = t->eval + (size_t)w * T;
-        rc = bn_llama_forward(a, in, 1, T, err);
+        rc = bn_backend_forward(a, in, 1, T, err);
+        if (!rc) rc = bn_backend_logits(a, la, err);
+        if (!rc) rc = bn_backend_forward(b, in, 1, T, err);
+        if (!rc) rc = bn_backend_logits(b, lb, err);
         if (rc) break;
-        memcpy(la, bn_llama_logits(a), sizeof(float) * (size_t)T * V);
-        rc = bn_llama_forward(b, in, 1, T, err);
-        if (rc) break;
-        const float *lb = bn_llama_logits(b);
         for (int p = 0; p < T; p++) {
             const float *x = la + (size_t)p * V, *y = lb + (size_t)p * V;
             r->agree += bn_vargmax(x, V) == bn_vargmax(y, V);
@@ -62,6 +67,7 @@ static int agreement(bn_job_ctx *ctx, bn_llama *a, bn_llama *b, const bn_eval_to
             rc = bn_err_set(err, BN_ECANCELLED, "cancelled during evaluation");
     }
     free(la);
+    free(lb);
     return rc;
 }
 
@@ -139,10 +145,33 @@ int bn_stage_evaluate(bn_job_ctx *ctx, bn_err *err)
     if (!rc) rc = bn_eval_apply_quantized(ctx, tern, false, err);
     if (!rc) rc = bn_eval_apply_quantized(ctx, deq, true, err);
     int T = bn_eval_seq_len(ctx, o->calibration.sequence_length);
+    bn_backend *btern = NULL, *bdeq = NULL;
+    bn_device dev = bn_device_resolve(o->device);
+    if (!rc && dev == BN_DEVICE_CUDA && o->evaluate.act_quant)
+        rc = bn_err_set(err, BN_EUNSUPPORTED, "evaluate.act_quant (8-bit activations) is not "
+                        "implemented on the GPU; use device \"cpu\" or turn it off");
     if (!rc && t.n_eval >= 2) {
+        /* both models on the job's device (4 windows per forward for the perplexity), FP32
+         * products as on the CPU */
+        bn_backend_opts bo = { .device = dev, .gpu = ctx->opt->gpu, .max_B = 4, .max_T = T };
+        bn_backend_opts bo1 = bo; /* the dequantized model: one window at a time (agreement) */
+        bo1.max_B = 1;
+        if (dev == BN_DEVICE_CUDA) {
+            size_t need = bn_backend_mem_need(&tern->cfg, &bo) + bn_backend_mem_need(&tern->cfg, &bo1);
+            size_t fr = 0, tot = 0;
+            rc = bn_backend_gpu_mem(ctx->opt->gpu, &fr, &tot, err);
+            if (!rc && need > fr)
+                rc = bn_err_set(err, BN_ENOMEM, "evaluate on GPU %d: needs %.2f GiB of GPU memory "
+                                "(two models, 4 x %d tokens), the GPU has %.2f GiB free of %.2f GiB",
+                                ctx->opt->gpu, need / 1073741824.0, T, fr / 1073741824.0, tot / 1073741824.0);
+        }
         tern->act_quant = o->evaluate.act_quant;
+        if (!rc) rc = bn_backend_new(tern, &bo, &btern, err);
+        if (!rc) rc = bn_backend_new(deq, &bo1, &bdeq, err);
+    }
+    if (!rc && t.n_eval >= 2) {
         bn_llama_eval_result r;
-        rc = bn_eval_perplexity(tern, t.eval, t.n_eval, T, o->evaluate.windows, &r, err);
+        rc = bn_eval_perplexity_bk(btern, t.eval, t.n_eval, T, o->evaluate.windows, &r, err);
         if (!rc) {
             bn_job_metric(ctx, "compression/post_perplexity", r.perplexity);
             bn_job_metric(ctx, "compression/post_eval_loss", r.mean_nll);
@@ -159,7 +188,7 @@ int bn_stage_evaluate(bn_job_ctx *ctx, bn_err *err)
         }
         bn_job_progress(ctx, 0.4, "post-compression perplexity");
         agree_result ag;
-        if (!rc) rc = agreement(ctx, tern, deq, &t, T, o->evaluate.windows, &ag, err);
+        if (!rc) rc = agreement(ctx, btern, bdeq, tern->cfg.vocab_size, &t, T, o->evaluate.windows, &ag, err);
         if (!rc && ag.positions) {
             double acc = (double)ag.agree / (double)ag.positions;
             bn_job_metric(ctx, "compression/dequantization_accuracy", acc);
@@ -187,6 +216,8 @@ int bn_stage_evaluate(bn_job_ctx *ctx, bn_err *err)
         }
     }
     if (!rc) bn_job_progress(ctx, 1.0, "evaluation done");
+    bn_backend_free(btern);
+    bn_backend_free(bdeq);
     bn_llama_free(tern);
     bn_llama_free(deq);
     bn_eval_tokens_free(&t);

@@ -553,9 +553,14 @@ int bn_stage_export(bn_job_ctx *ctx, bn_err *err)
         return bn_err_set(err, BN_EINVAL, "%s: path too long", ctx->paths.output_dir);
     if (bn_fs_exists(ctx->paths.output_dir))
         return bn_err_set(err, BN_EINVAL, "output folder %s already exists", ctx->paths.output_dir);
-    int rc = bn_fs_rm_rf(partial, err);
+    /* Safe points: before the partial folder is touched and before it is renamed into
+     * place. A refusal leaves the folder as it is (another host may own it now). */
+    int rc = bn_job_may_write(ctx, "<output>.partial", err);
+    if (rc) return rc;
+    rc = bn_fs_rm_rf(partial, err);
     if (!rc) rc = bn_fs_mkdir_p(partial, err);
     if (!rc) rc = export_into(ctx, partial, err);
+    if (!rc && (rc = bn_job_may_write(ctx, "the output folder (rename)", err))) return rc;
     if (!rc) rc = bn_fs_rename(partial, ctx->paths.output_dir, err);
     if (rc) bn_fs_rm_rf(partial, NULL);
     return rc;

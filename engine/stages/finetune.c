@@ -1,12 +1,15 @@
 /* finetune.c - the finetune stage: STE training with MuGrokfast, budgets, best-weight
  * selection, checkpoints and resume, requantization (see finetune.h for the method).
  *
- * Design: one ft_run holds everything of a run. The model's flat parameter buffer is the
- * "materialized" model the forward pass sees; a second flat buffer of the same layout
- * holds the FP32 shadows the optimizer updates (so every tensor has one offset in both,
- * and in the best-weights copy). Each step: materialize (quantize the shadows of the
- * ternarized tensors, copy the others), forward, loss (+ distillation), backward,
- * optimizer step on the shadows. Nothing is allocated inside the step loop.
+ * Design: one ft_run holds everything of a run. The numerics run on the backend seam
+ * (backend/backend.h), on the CPU or on a GPU (config.device), with one loop: the backend
+ * holds the FP32 shadows the optimizer updates and the "materialized" model the forward
+ * pass sees, in the CPU engine's flat layout (every tensor has one offset in both, and in
+ * the best-weights copy here). Each step: materialize (the quantize stage's quantizer on
+ * the shadows of the ternarized tensors, the others copied), forward, loss (+ distillation
+ * against the FP teacher, a second forward-only backend), backward, MuGrokfast step on the
+ * shadows. Checkpoints hold the shadows and the optimizer state under the CPU optimizer's
+ * names whichever device wrote them. Nothing is allocated inside the step loop.
  */
 #include "stages/finetune.h"
 
@@ -17,6 +20,7 @@
 #include <string.h>
 
 #include "stages/job_models.h"
+#include "backend/backend.h"
 #include "base/clock.h"
 #include "base/fsutil.h"
 #include "base/rng.h"
@@ -35,7 +39,6 @@ typedef struct ft_tensor {
     int layer;
     int rows, cols;
     size_t off;          /* offset in params_mem / shadow / best */
-    float *g;            /* gradient view */
     bn_qtensor *qt;      /* ternarized: the job's quantized tensor, else NULL */
     const float *xsq;    /* calibration statistics of its input, or NULL */
     bool trainable;
@@ -45,16 +48,18 @@ typedef struct ft_run {
     bn_job_ctx *ctx;
     const bn_options *o;
     bn_llama *m, *teacher;
-    float *shadow, *best;
+    bn_backend *bk, *tbk;  /* the model (trainer) and the teacher on the job's device */
+    bn_device dev;
+    float *best;           /* best shadows [n_params] (host) */
     size_t n_params;
     ft_tensor *t;
     int n_t;
-    bn_optim *opt;
     int8_t *codes;
     float *scales;
     float taus[8];
     int n_taus;
     bn_quant_params qp;
+    bn_optim_config oc;
     bn_eval_tokens tok;
     int B, T, n_chunks, steps_per_epoch, ctx_eval;
     int32_t *in, *tgt;
@@ -98,9 +103,7 @@ static int add_tensor(ft_run *r, bn_role role, int layer, bn_err *err)
     if (role == BN_ROLE_HEAD && m->cfg.tied_embeddings) return BN_OK;
     int rows, cols;
     float *w = bn_llama_tensor(m, &m->params, role, layer, &rows, &cols);
-    float *g = bn_llama_tensor(m, &m->grads, role, layer, &rows, &cols);
     if (!w) return BN_OK;
-    if (!g) return bn_err_set(err, BN_EINVAL, "fine-tune: no gradient buffer for %s", bn_role_name(role));
     ft_tensor *t = &r->t[r->n_t++];
     memset(t, 0, sizeof *t);
     bn_hf_name(role, layer, t->name, sizeof t->name);
@@ -109,7 +112,6 @@ static int add_tensor(ft_run *r, bn_role role, int layer, bn_err *err)
     t->rows = rows;
     t->cols = cols;
     t->off = (size_t)(w - m->params_mem);
-    t->g = g;
     t->qt = bn_job_qtensor(r->ctx, t->name);
     if (t->qt && (t->qt->rows != rows || t->qt->cols != cols))
         return bn_err_set(err, BN_EFORMAT, "fine-tune: %s is %lld x %lld quantized, %d x %d in the model",
@@ -140,19 +142,21 @@ static int collect_tensors(ft_run *r, bn_err *err)
     return rc;
 }
 
+/* The trainer on the backend: every tensor (materialized from its shadow), the trainable
+ * ones in MuGrokfast (Muon for the hidden 2-D matrices, AdamW for the rest). */
 static int build_optimizer(ft_run *r, bn_err *err)
 {
     const bn_options *o = r->o;
-    bn_optim_param *ps = calloc((size_t)r->n_t, sizeof *ps);
-    if (!ps) return bn_err_set(err, BN_ENOMEM, "fine-tune: out of memory");
-    int n = 0;
+    bn_backend_tensor *ts = calloc((size_t)r->n_t, sizeof *ts);
+    if (!ts) return bn_err_set(err, BN_ENOMEM, "fine-tune: out of memory");
     for (int i = 0; i < r->n_t; i++) {
         ft_tensor *t = &r->t[i];
-        if (!t->trainable) continue;
         bool hidden2d = t->cols > 1 && t->rows > 1 && t->role != BN_ROLE_EMBED &&
                         t->role != BN_ROLE_HEAD;
-        ps[n++] = (bn_optim_param){t->name, r->shadow + t->off, t->g, t->rows, t->cols,
-                                   hidden2d ? BN_OPTIM_MUON : BN_OPTIM_ADAMW};
+        ts[i] = (bn_backend_tensor){ .name = t->name, .off = t->off, .rows = t->rows, .cols = t->cols,
+                                     .ternary = t->qt != NULL, .xsq = t->xsq,
+                                     .trainable = t->trainable,
+                                     .group = hidden2d ? BN_OPTIM_MUON : BN_OPTIM_ADAMW };
     }
     bn_optim_config c;
     bn_optim_config_default(&c);
@@ -160,8 +164,11 @@ static int build_optimizer(ft_run *r, bn_err *err)
     if (o->fine_tune.muon_lr > 0) c.muon_lr = o->fine_tune.muon_lr;
     c.warmup_steps = o->fine_tune.warmup_steps >= 0 ? o->fine_tune.warmup_steps : 0;
     c.total_steps = r->total_steps;
-    int rc = bn_optim_new(&c, ps, n, &r->opt, err);
-    free(ps);
+    r->oc = c;
+    bn_backend_train tc = { .t = ts, .n_t = r->n_t, .qp = r->qp, .n_taus = r->n_taus, .oc = c };
+    memcpy(tc.taus, r->taus, sizeof tc.taus);
+    int rc = bn_backend_train_setup(r->bk, &tc, err);
+    free(ts);
     return rc;
 }
 
@@ -184,19 +191,44 @@ static int setup(ft_run *r, bn_err *err)
     if (r->B > r->n_chunks) r->B = r->n_chunks;
     r->steps_per_epoch = r->n_chunks / r->B;
 
+    r->dev = bn_device_resolve(o->device);
+    if (r->dev == BN_DEVICE_CUDA && o->evaluate.act_quant)
+        return bn_err_set(err, BN_EUNSUPPORTED, "evaluate.act_quant (8-bit activations) is not "
+                          "implemented on the GPU; use device \"cpu\" or turn it off");
     rc = bn_eval_load_fp32(ctx, &r->m, err);
-    if (!rc) rc = bn_llama_reserve(r->m, r->B, r->T, true, err);
     if (rc) return rc;
     r->m->act_quant = o->evaluate.act_quant;
     r->n_params = r->m->n_params;
-    r->shadow = malloc(sizeof(float) * r->n_params);
     r->best = malloc(sizeof(float) * r->n_params);
     r->in = malloc(sizeof(int32_t) * (size_t)r->B * r->T);
     r->tgt = malloc(sizeof(int32_t) * (size_t)r->B * r->T);
     r->perm = malloc(sizeof(int) * (size_t)r->n_chunks);
-    if (!r->shadow || !r->best || !r->in || !r->tgt || !r->perm)
+    if (!r->best || !r->in || !r->tgt || !r->perm)
         return bn_err_set(err, BN_ENOMEM, "fine-tune: out of memory");
-    memcpy(r->shadow, r->m->params_mem, sizeof(float) * r->n_params); /* FP32 originals */
+    /* the model and, with distillation, its FP teacher on the job's device; the GPU also
+     * evaluates (4 windows of ctx_eval per forward), so its capacity covers both */
+    bool gpu = r->dev == BN_DEVICE_CUDA;
+    bn_backend_opts bo = { .device = r->dev, .gpu = ctx->opt->gpu, .max_B = r->B, .max_T = r->T,
+                           .train = true, .bf16 = true, .trainer = true };
+    if (gpu && bo.max_B < 4) bo.max_B = 4;
+    if (gpu && bo.max_T < r->ctx_eval) bo.max_T = r->ctx_eval;
+    bn_backend_opts to = { .device = r->dev, .gpu = ctx->opt->gpu, .max_B = r->B, .max_T = r->T,
+                           .bf16 = true };
+    if (gpu) {
+        size_t need = bn_backend_mem_need(&r->m->cfg, &bo), fr = 0, tot = 0;
+        if (o->fine_tune.distill > 0) need += bn_backend_mem_need(&r->m->cfg, &to);
+        rc = bn_backend_gpu_mem(ctx->opt->gpu, &fr, &tot, err);
+        if (rc) return rc;
+        if (need > fr)
+            return bn_err_set(err, BN_ENOMEM, "fine-tune on GPU %d: needs %.2f GiB of GPU memory "
+                              "(batch %d x %d%s), the GPU has %.2f GiB free of %.2f GiB; lower "
+                              "fine_tune.batch_size or sequence_length, or use device \"cpu\"",
+                              ctx->opt->gpu, need / 1073741824.0, bo.max_B, bo.max_T,
+                              o->fine_tune.distill > 0 ? ", with the distillation teacher" : "",
+                              fr / 1073741824.0, tot / 1073741824.0);
+    }
+    rc = bn_backend_new(r->m, &bo, &r->bk, err);
+    if (rc) return rc;
     rc = collect_tensors(r, err);
     if (rc) return rc;
     size_t maxn = 1, maxr = 1;
@@ -231,9 +263,10 @@ static int setup(ft_run *r, bn_err *err)
     }
     if (o->fine_tune.distill > 0) {
         rc = bn_eval_load_fp32(ctx, &r->teacher, err);
-        if (!rc) rc = bn_llama_reserve(r->teacher, r->B, r->T, false, err);
         if (rc) return rc;
         r->teacher->act_quant = false;
+        rc = bn_backend_new(r->teacher, &to, &r->tbk, err);
+        if (rc) return rc;
     }
     r->hist_steps = cJSON_CreateArray();
     r->hist_evals = cJSON_CreateArray();
@@ -243,11 +276,12 @@ static int setup(ft_run *r, bn_err *err)
 
 static void run_free(ft_run *r)
 {
+    bn_backend_free(r->bk);
+    bn_backend_free(r->tbk);
     bn_llama_free(r->m);
     bn_llama_free(r->teacher);
-    bn_optim_free(r->opt);
     bn_eval_tokens_free(&r->tok);
-    free(r->shadow); free(r->best); free(r->t); free(r->codes); free(r->scales);
+    free(r->best); free(r->t); free(r->codes); free(r->scales);
     free(r->in); free(r->tgt); free(r->perm);
     cJSON_Delete(r->hist_steps);
     cJSON_Delete(r->hist_evals);
@@ -268,31 +302,7 @@ static int quantize(ft_run *r, const ft_tensor *t, const float *w, bn_quant_stat
 /* Model parameters from the shadows: lam = 1 fully ternary, < 1 quant warm-up. */
 static int materialize(ft_run *r, double lam, bn_err *err)
 {
-    float *p = r->m->params_mem;
-    float l = (float)lam;
-    for (int i = 0; i < r->n_t; i++) {
-        const ft_tensor *t = &r->t[i];
-        const float *w = r->shadow + t->off;
-        float *dst = p + t->off;
-        size_t n = (size_t)t->rows * t->cols;
-        if (!t->qt) {
-            memcpy(dst, w, sizeof(float) * n);
-            continue;
-        }
-        int rc = quantize(r, t, w, NULL, err);
-        if (rc) return rc;
-        for (int row = 0; row < t->rows; row++) {
-            float s = r->scales[r->qp.per_tensor ? 0 : row];
-            const int8_t *c = r->codes + (size_t)row * t->cols;
-            const float *wr = w + (size_t)row * t->cols;
-            float *d = dst + (size_t)row * t->cols;
-            if (l >= 1.0f)
-                for (int j = 0; j < t->cols; j++) d[j] = s * (float)c[j];
-            else
-                for (int j = 0; j < t->cols; j++) d[j] = wr[j] + l * (s * (float)c[j] - wr[j]);
-        }
-    }
-    return BN_OK;
+    return bn_backend_materialize(r->bk, lam, err);
 }
 
 static double quant_lambda(const ft_run *r, int64_t step)
@@ -315,49 +325,25 @@ static void fill_batch(ft_run *r)
     }
 }
 
-/* Adds distill * d KL(p_teacher || p_student) / d logits to dlogits; returns mean KL. */
-static double distill_grad(ft_run *r, int N)
-{
-    int V = r->m->cfg.vocab_size;
-    float *ls = r->m->acts.logits, *lt = r->teacher->acts.logits, *d = r->m->acts.dlogits;
-    double w = r->o->fine_tune.distill, kl_sum = 0;
-    for (int i = 0; i < N; i++) {
-        float *s = ls + (size_t)i * V, *t = lt + (size_t)i * V, *g = d + (size_t)i * V;
-        float ms = s[0], mt = t[0];
-        for (int j = 1; j < V; j++) { if (s[j] > ms) ms = s[j]; if (t[j] > mt) mt = t[j]; }
-        double zs = 0, zt = 0;
-        for (int j = 0; j < V; j++) { zs += exp(s[j] - ms); zt += exp(t[j] - mt); }
-        double lzs = log(zs), lzt = log(zt), kl = 0;
-        for (int j = 0; j < V; j++) {
-            double lps = s[j] - ms - lzs, lpt = t[j] - mt - lzt, pt = exp(lpt);
-            kl += pt * (lpt - lps);
-            g[j] += (float)(w * (exp(lps) - pt) / N);
-        }
-        kl_sum += kl;
-    }
-    return kl_sum / N;
-}
-
 static int train_step(ft_run *r, double *loss_out, bn_optim_stats *st, bn_err *err)
 {
     int rc = materialize(r, quant_lambda(r, r->step), err);
     if (rc) return rc;
     fill_batch(r);
-    rc = bn_llama_forward(r->m, r->in, r->B, r->T, err);
+    rc = bn_backend_forward(r->bk, r->in, r->B, r->T, err);
+    if (!rc && r->tbk) rc = bn_backend_forward(r->tbk, r->in, r->B, r->T, err);
+    double ce, kl;
+    if (!rc) rc = bn_backend_loss_distill(r->bk, r->tbk, r->tgt, r->o->fine_tune.distill, &ce, &kl, err);
     if (rc) return rc;
-    double loss = bn_llama_loss(r->m, r->tgt, NULL, NULL);
-    if (r->teacher) {
-        rc = bn_llama_forward(r->teacher, r->in, r->B, r->T, err);
-        if (rc) return rc;
-        loss += r->o->fine_tune.distill * distill_grad(r, r->B * r->T);
-    }
+    double loss = ce;
+    if (r->tbk) loss += r->o->fine_tune.distill * kl;
     if (!isfinite(loss))
         return bn_err_set(err, BN_ENUMERIC, "fine-tuning diverged: loss is %g at step %lld", loss,
                           (long long)r->step);
-    bn_llama_zero_grad(r->m);
-    rc = bn_llama_backward(r->m, err);
+    rc = bn_backend_zero_grad(r->bk, err);
+    if (!rc) rc = bn_backend_backward(r->bk, err);
+    if (!rc) rc = bn_backend_optim_step(r->bk, st, err);
     if (rc) return rc;
-    bn_optim_step(r->opt, st);
     *loss_out = loss;
     return BN_OK;
 }
@@ -371,7 +357,11 @@ static int evaluate_on(ft_run *r, const int32_t *ids, size_t n, bn_llama_eval_re
 {
     int rc = materialize(r, 1.0, err);
     if (rc) return rc;
-    return bn_eval_perplexity(r->m, ids, n, r->ctx_eval, r->o->evaluate.windows, res, err);
+    /* measured as the CPU engine computes it: FP32 products (training runs bf16 on a GPU) */
+    bn_backend_set_bf16(r->bk, false);
+    rc = bn_eval_perplexity_bk(r->bk, ids, n, r->ctx_eval, r->o->evaluate.windows, res, err);
+    bn_backend_set_bf16(r->bk, true);
+    return rc;
 }
 
 /* Without a selection split there is nothing to select on: the last weights are kept and
@@ -389,9 +379,8 @@ static int eval_point(ft_run *r, const char *what, bn_err *err)
 {
     r->last_eval_s = elapsed(r);
     if (!r->have_select) { /* keep the latest weights as "best" */
-        memcpy(r->best, r->shadow, sizeof(float) * r->n_params);
         r->best_step = r->step;
-        return BN_OK;
+        return bn_backend_get(r->bk, BN_BK_PARAMS, r->best, err);
     }
     double ppl;
     int rc = evaluate(r, &ppl, err);
@@ -408,7 +397,8 @@ static int eval_point(ft_run *r, const char *what, bn_err *err)
         r->best_ppl = ppl;
         r->best_step = r->step;
         r->since_best = 0;
-        memcpy(r->best, r->shadow, sizeof(float) * r->n_params);
+        rc = bn_backend_get(r->bk, BN_BK_PARAMS, r->best, err);
+        if (rc) return rc;
     } else {
         r->since_best++;
     }
@@ -420,31 +410,40 @@ static int eval_point(ft_run *r, const char *what, bn_err *err)
 
 /* ---- checkpoints --------------------------------------------------------------------- */
 
+/* The shadows, the best weights and the optimizer state (by the CPU optimizer's names),
+ * copied from the backend through one host buffer of n_params floats. */
 static int write_ckpt_tensors(ft_run *r, const char *path, bn_err *err)
 {
+    float *buf = malloc(sizeof(float) * r->n_params);
+    if (!buf) return bn_err_set(err, BN_ENOMEM, "fine-tune checkpoint: out of memory");
     bn_st_writer *w;
     int rc = bn_st_writer_new(path, &w, err);
-    if (rc) return rc;
+    if (rc) {
+        free(buf);
+        return rc;
+    }
     int64_t shape[1] = {(int64_t)r->n_params};
     rc = bn_st_writer_declare(w, "shadow", BN_DTYPE_F32, 1, shape, err);
     if (!rc) rc = bn_st_writer_declare(w, "best", BN_DTYPE_F32, 1, shape, err);
-    int ns = bn_optim_state_count(r->opt);
+    int ns = bn_backend_optim_state_count(r->bk);
     char key[400];
     for (int i = 0; i < ns && !rc; i++) {
-        const char *name;
         size_t n;
-        bn_optim_state_at(r->opt, i, &name, &n);
+        const char *name = bn_backend_optim_state_name(r->bk, i, &n);
         snprintf(key, sizeof key, "optim.%s", name);
         int64_t s[1] = {(int64_t)n};
         rc = bn_st_writer_declare(w, key, BN_DTYPE_F32, 1, s, err);
     }
-    if (!rc) rc = bn_st_writer_write(w, r->shadow, sizeof(float) * r->n_params, err);
+    if (!rc) rc = bn_backend_get(r->bk, BN_BK_PARAMS, buf, err);
+    if (!rc) rc = bn_st_writer_write(w, buf, sizeof(float) * r->n_params, err);
     if (!rc) rc = bn_st_writer_write(w, r->best, sizeof(float) * r->n_params, err);
     for (int i = 0; i < ns && !rc; i++) {
         size_t n;
-        float *p = bn_optim_state_at(r->opt, i, NULL, &n);
-        rc = bn_st_writer_write(w, p, sizeof(float) * n, err);
+        bn_backend_optim_state_name(r->bk, i, &n);
+        rc = bn_backend_optim_state_get(r->bk, i, buf, err);
+        if (!rc) rc = bn_st_writer_write(w, buf, sizeof(float) * n, err);
     }
+    free(buf);
     if (rc) {
         bn_st_writer_abort(w);
         return rc;
@@ -456,7 +455,8 @@ static int save_checkpoint(ft_run *r, bn_err *err)
 {
     char dir[4096], rel[128], path[4096 + 512], old[256] = "";
     bn_job_work_path(r->ctx, BN_FT_DIR, dir, sizeof dir);
-    int rc = bn_fs_mkdir_p(dir, err);
+    int rc = bn_job_may_write(r->ctx, "fine-tune checkpoint", err);
+    if (!rc) rc = bn_fs_mkdir_p(dir, err);
     if (rc) return rc;
     /* the previous checkpoint's tensor file, removed once the new JSON is in place */
     char jpath[4096];
@@ -478,7 +478,7 @@ static int save_checkpoint(ft_run *r, bn_err *err)
     cJSON_AddStringToObject(j, "file", rel);
     cJSON_AddNumberToObject(j, "n_params", (double)r->n_params);
     cJSON_AddNumberToObject(j, "step", (double)r->step);
-    cJSON_AddNumberToObject(j, "optim_applied_steps", (double)bn_optim_applied_steps(r->opt));
+    cJSON_AddNumberToObject(j, "optim_applied_steps", (double)bn_backend_optim_applied_steps(r->bk));
     cJSON_AddNumberToObject(j, "epoch", r->epoch);
     cJSON_AddNumberToObject(j, "pos", r->pos);
     cJSON_AddNumberToObject(j, "total_steps", (double)r->total_steps);
@@ -545,20 +545,19 @@ static int load_checkpoint(ft_run *r, bool *resumed, bn_err *err)
     if (!ts || !tb || ts->numel != r->n_params || tb->numel != r->n_params || ts->dtype != BN_DTYPE_F32) {
         rc = bn_err_set(err, BN_EFORMAT, "%s: shadow/best tensors missing or wrong size", path);
     } else {
-        memcpy(r->shadow, ts->data, sizeof(float) * r->n_params);
+        rc = bn_backend_set(r->bk, BN_BK_PARAMS, ts->data, err);
         memcpy(r->best, tb->data, sizeof(float) * r->n_params);
     }
     char key[400];
-    for (int i = 0; i < bn_optim_state_count(r->opt) && !rc; i++) {
-        const char *name;
+    for (int i = 0; i < bn_backend_optim_state_count(r->bk) && !rc; i++) {
         size_t n;
-        float *p = bn_optim_state_at(r->opt, i, &name, &n);
+        const char *name = bn_backend_optim_state_name(r->bk, i, &n);
         snprintf(key, sizeof key, "optim.%s", name);
         const bn_st_tensor *t = bn_st_find(sf, key);
         if (!t || t->numel != n || t->dtype != BN_DTYPE_F32)
             rc = bn_err_set(err, BN_EFORMAT, "%s: optimizer state %s missing or wrong size", path, key);
         else
-            memcpy(p, t->data, sizeof(float) * n);
+            rc = bn_backend_optim_state_set(r->bk, i, t->data, err);
     }
     bn_st_close(sf);
     if (!rc) {
@@ -582,9 +581,8 @@ static int load_checkpoint(ft_run *r, bool *resumed, bn_err *err)
             cJSON_Delete(s);
             cJSON_Delete(e);
         }
-        bn_optim_set_steps(r->opt, r->step);
-        bn_optim_set_applied_steps(r->opt, (int64_t)num(j, "optim_applied_steps", (double)r->step));
-        bn_optim_set_total_steps(r->opt, r->total_steps);
+        bn_backend_optim_set_steps(r->bk, r->step, (int64_t)num(j, "optim_applied_steps", (double)r->step));
+        bn_backend_optim_set_total_steps(r->bk, r->total_steps);
         r->perm_epoch = -1;
         r->last_eval_s = r->elapsed;
         *resumed = true;
@@ -599,7 +597,8 @@ static int write_history(ft_run *r, bn_err *err)
 {
     char dir[4096], path[4200];
     bn_job_work_path(r->ctx, "outputs", dir, sizeof dir);
-    int rc = bn_fs_mkdir_p(dir, err);
+    int rc = bn_job_may_write(r->ctx, "fine-tune history", err);
+    if (!rc) rc = bn_fs_mkdir_p(dir, err);
     if (rc) return rc;
     cJSON *j = cJSON_CreateObject();
     cJSON_AddNumberToObject(j, "steps_per_epoch", r->steps_per_epoch);
@@ -660,7 +659,8 @@ static int save_preserved(bn_job_ctx *ctx, bn_err *err)
 {
     char path[4096];
     bn_job_work_path(ctx, BN_FT_DIR, path, sizeof path);
-    int rc = bn_fs_mkdir_p(path, err);
+    int rc = bn_job_may_write(ctx, "fine-tuned preserved tensors", err);
+    if (!rc) rc = bn_fs_mkdir_p(path, err);
     if (rc) return rc;
     bn_job_work_path(ctx, BN_FT_PRESERVED, path, sizeof path);
     bn_st_writer *w;
@@ -741,7 +741,7 @@ static void fit_total_to_time(ft_run *r)
         return;
     r->total_steps = want;
     r->total_fixed = true;
-    bn_optim_set_total_steps(r->opt, r->total_steps);
+    bn_backend_optim_set_total_steps(r->bk, r->total_steps);
     if (pow2)
         bn_job_event(r->ctx, "info", "fine-tune: %.3f s per step, the %.1f-minute budget allows "
                      "%lld steps", per, r->o->fine_tune.max_minutes, (long long)r->total_steps);
@@ -844,9 +844,9 @@ static int finish(ft_run *r, double pre, double post, bn_err *err)
         int rc = eval_point(r, "end", err);
         if (rc) return rc;
     }
-    memcpy(r->shadow, r->best, sizeof(float) * r->n_params);
     bn_llama_eval_result rep;
-    int rc = evaluate_on(r, r->tok.eval, r->tok.n_eval, &rep, err);
+    int rc = bn_backend_set(r->bk, BN_BK_PARAMS, r->best, err);
+    if (!rc) rc = evaluate_on(r, r->tok.eval, r->tok.n_eval, &rep, err);
     if (!rc) rc = requantize(r, err);
     if (!rc) rc = write_history(r, err);
     if (rc) return rc;

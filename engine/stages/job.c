@@ -97,6 +97,13 @@ bool bn_job_progress(bn_job_ctx *ctx, double fraction, const char *detail)
     return ctx->cancelled;
 }
 
+int bn_job_may_write(const bn_job_ctx *ctx, const char *what, bn_err *err)
+{
+    if (!ctx->progress->may_write || ctx->progress->may_write(ctx->progress->ctx, ctx->stage, what))
+        return BN_OK;
+    return bn_err_set(err, BN_ECANCELLED, "stopped before writing %s (lease lost or job cancelled)", what);
+}
+
 bn_qtensor *bn_job_qtensor(const bn_job_ctx *ctx, const char *name)
 {
     for (size_t i = 0; i < ctx->n_qt; i++)
@@ -193,7 +200,8 @@ static double num(const cJSON *o, const char *k)
 int bn_qt_save(const bn_job_ctx *ctx, const char *path, bn_err *err)
 {
     bn_st_writer *w;
-    int rc = bn_st_writer_new(path, &w, err);
+    int rc = bn_job_may_write(ctx, "quantized tensors", err);
+    if (!rc) rc = bn_st_writer_new(path, &w, err);
     if (rc) return rc;
     cJSON *arr = cJSON_CreateArray();
     for (size_t i = 0; i < ctx->n_qt; i++) cJSON_AddItemToArray(arr, stats_json(&ctx->qt[i]));

@@ -93,6 +93,10 @@ void bn_job_event(bn_job_ctx *ctx, const char *level, const char *fmt, ...)
  * the stage returns BN_ECANCELLED). Rate-limited: calls progress->update at most every
  * 50 ms or 1% (and always for 0 and 1). */
 bool bn_job_progress(bn_job_ctx *ctx, double fraction, const char *detail);
+/* The safe point before a durable write (bn_progress.may_write): BN_OK to write, or
+ * BN_ECANCELLED with err naming the write that was refused; the caller then returns
+ * without writing. */
+int bn_job_may_write(const bn_job_ctx *ctx, const char *what, bn_err *err);
 /* The ternarized tensor / calibration stats for an HF name, or NULL. */
 bn_qtensor *bn_job_qtensor(const bn_job_ctx *ctx, const char *name);
 const bn_calib_stat *bn_job_calib(const bn_job_ctx *ctx, const char *name);

@@ -128,3 +128,14 @@ int bn_eval_perplexity(bn_llama *m, const int32_t *ids, size_t n, int ctx, int w
     if (windows <= 0 || (size_t)windows > avail) windows = (int)avail;
     return bn_llama_eval_windows(m, ids, n, ctx, windows, 4, out, err);
 }
+
+int bn_eval_perplexity_bk(bn_backend *b, const int32_t *ids, size_t n, int ctx, int windows,
+                          bn_llama_eval_result *out, bn_err *err)
+{
+    memset(out, 0, sizeof *out);
+    if (n < 2) return bn_err_set(err, BN_EINVAL, "evaluation split holds no tokens");
+    if ((size_t)ctx + 1 > n) ctx = (int)(n - 1);
+    size_t avail = (n - 1) / (size_t)ctx;
+    if (windows <= 0 || (size_t)windows > avail) windows = (int)avail;
+    return bn_backend_eval_windows(b, ids, n, ctx, windows, 4, out, err);
+}

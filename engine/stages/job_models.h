@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend/backend.h"
 #include "model/llama.h"
 #include "stages/job.h"
 
@@ -58,5 +59,8 @@ void bn_eval_round_fp16(bn_llama *m);
 int bn_eval_perplexity(bn_llama *m, const int32_t *ids, size_t n, int ctx, int windows,
                        bn_llama_eval_result *out, bn_err *err);
 
+/* The same on a backend (its current compute weights; CPU or GPU). */
+int bn_eval_perplexity_bk(bn_backend *b, const int32_t *ids, size_t n, int ctx, int windows,
+                          bn_llama_eval_result *out, bn_err *err);
 
 #endif

@@ -4,7 +4,8 @@
  * restores the stage (its checkpoint <work_dir>/stage-<name>.json exists: the recorded
  * metrics come back, and the stage's own restore function reloads its data) or runs it
  * and then writes that checkpoint atomically. So a run killed at any point resumes at
- * the first unfinished stage. The load stage always re-opens the model (an mmap).
+ * the first unfinished stage. Every durable write first passes the caller's safe point
+ * (bn_job_may_write), which can refuse it: the run then stops with BN_ECANCELLED. The load stage always re-opens the model (an mmap).
  * This file only runs stages; what they share is in job.c, each stage in its own file.
  */
 #include <cjson/cJSON.h>
@@ -40,6 +41,13 @@ bn_stage bn_pipeline_resume_stage(const char *work_dir)
 
 static int write_stage_done(bn_job_ctx *ctx, bn_stage s, double seconds, bn_err *err)
 {
+    /* Export's checkpoint follows its rename at once, which already passed the safe
+     * point (the lease renewed then covers this write): asking again could stop the run
+     * between the rename and its record, leaving an output no owner would accept. */
+    char what[64];
+    snprintf(what, sizeof what, "checkpoint %s", bn_stage_name(s));
+    int safe = s == BN_STAGE_EXPORT ? 0 : bn_job_may_write(ctx, what, err);
+    if (safe) return safe;
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "stage", bn_stage_name(s));
     cJSON_AddNumberToObject(o, "seconds", seconds);
@@ -134,6 +142,16 @@ int bn_pipeline_run(const bn_pipeline_paths *paths, const bn_options *opt, const
     if (!rc && first == BN_STAGE_COUNT) {
         if (bn_fs_is_dir(paths->output_dir)) return 0; /* already complete */
         first = BN_STAGE_EXPORT;                         /* output removed since: write it again */
+    }
+    char meta[PATH_MAX];
+    if (!rc && first == BN_STAGE_EXPORT &&
+        bn_fs_exists(bn_fs_join(meta, sizeof meta, paths->output_dir, "compression_metadata.json"))) {
+        /* an earlier attempt renamed the output into place and stopped (killed, or its
+         * lease lost) before recording the export checkpoint; the API never queues a job
+         * whose output folder exists, so this one is that attempt's */
+        ctx.stage = BN_STAGE_EXPORT;
+        bn_job_event(&ctx, "info", "export: the output folder is already complete (an earlier attempt renamed it into place)");
+        return 0;
     }
     if (!rc && first < BN_STAGE_COUNT && bn_fs_exists(paths->output_dir))
         rc = bn_err_set(err, BN_EINVAL, "output folder %s already exists", paths->output_dir);

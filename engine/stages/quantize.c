@@ -96,9 +96,15 @@ static void hub_event(void *p, const char *level, const char *message)
 int bn_stage_load(bn_job_ctx *ctx, bn_err *err)
 {
     int rc;
-    if (ctx->opt->device != BN_DEVICE_CPU) /* accepted and validated, not yet used by the stages */
-        bn_job_event(ctx, "warn", "config.device \"%s\": this version computes every stage on the CPU; the CUDA "
-                                  "backend is tested on its own (docs/GPU.md)", bn_device_name(ctx->opt->device));
+    if (ctx->opt->device != BN_DEVICE_CPU) {
+        bn_device d = bn_device_resolve(ctx->opt->device);
+        if (d == BN_DEVICE_CUDA)
+            bn_job_event(ctx, "info", "config.device \"%s\": evaluate and fine-tune run on GPU %d; load, "
+                         "calibrate, quantize and export on the CPU (docs/GPU.md)",
+                         bn_device_name(ctx->opt->device), ctx->opt->gpu);
+        else
+            bn_job_event(ctx, "info", "config.device \"auto\": no usable GPU here, every stage runs on the CPU");
+    }
     if (!ctx->source) ctx->source = ctx->paths.model_dir;
     if (bn_hub_is_source(ctx->source)) { /* fetch into the Hub cache, then load the snapshot */
         bn_hub_progress hp = { ctx, hub_update, hub_event };

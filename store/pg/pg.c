@@ -6,7 +6,9 @@
  *
  * Statements are written with SQLite placeholders by the front; this driver rewrites
  * ? and ?N into $N once per statement literal (cached by address) and sends every
- * parameter as text with its type (text, int8, float8). A statement runs at its first
+ * parameter as text with its type (text, int8, float8). A cached statement is prepared
+ * on the server once per session (PQprepare) and then only executed; a reset session
+ * (new generation number) prepares again. A statement runs at its first
  * step and its whole result is held, so a caller may run other statements while it
  * walks the rows.
  *
@@ -44,6 +46,10 @@ typedef struct pg_stmt {
     PGresult *res;
     int row;
     bn_store *st;
+    /* a cached statement is prepared once per session (PQprepare, name "bn<slot>") */
+    int slot;
+    unsigned prepared_gen;        /* the session it was prepared in (0: never) */
+    Oid prepared_types[PG_MAX_PARAMS];
 } pg_stmt;
 
 typedef struct pg_conn {
@@ -52,12 +58,13 @@ typedef struct pg_conn {
     int64_t changes;
     char sqlstate[6];
     bool listening, leader;
+    unsigned gen; /* session number: a reset starts a new one (prepared statements die) */
     pg_stmt cache[PG_STMT_CACHE];
 } pg_conn;
 
 #define CONN(st) ((pg_conn *)(st)->impl)
 
-/* 1 = N_MIGRATIONS; same tables as the SQLite schema, with explicit types and an
+/* v1: the same tables as the SQLite schema, with explicit types and an
  * explicit rowid (list order and claim order). */
 static const char migration_v1[] =
     "CREATE TABLE jobs ("
@@ -141,9 +148,13 @@ static const char migration_v2[] =
     "  PRIMARY KEY (job_id, key)"
     ");";
 
+/* v3: the lease owner ("host:pid/wN") that wrote each event (NULL: not a worker). */
+static const char migration_v3[] = "ALTER TABLE job_events ADD COLUMN host TEXT;";
+
 static const char *const migrations[] = {
     migration_v1,
     migration_v2,
+    migration_v3,
 };
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -175,15 +186,37 @@ static bool pg_revive(bn_store *st)
     if (PQstatus(pc->c) == CONNECTION_OK) return true;
     PQreset(pc->c);
     if (PQstatus(pc->c) != CONNECTION_OK) return false;
-    pc->listening = false; /* LISTEN and session locks died with the old session */
-    pc->leader = false;
+    pc->listening = false; /* LISTEN, session locks and prepared statements died with */
+    pc->leader = false;    /* the old session */
+    pc->gen++;
     return true;
 }
 
-/* Runs one command; retries once on a fresh connection when the old one broke while
- * idle. Returns a result (caller clears it) or NULL after recording the error. */
-static PGresult *pg_run(bn_store *st, const char *what, const char *sql, int n,
-                        const Oid *types, char *const *vals)
+/* Runs a cached statement as a named prepared statement: prepared on its first run in
+ * this session, then only executed (no parse, no plan). A run whose parameter types
+ * differ from the prepared ones goes through PQexecParams instead. */
+static PGresult *pg_exec_prepared(pg_conn *pc, pg_stmt *ps, int n, const Oid *types,
+                                  char *const *vals)
+{
+    char name[16];
+    snprintf(name, sizeof name, "bn%d", ps->slot);
+    if (ps->prepared_gen != pc->gen) {
+        PGresult *r = PQprepare(pc->c, name, ps->sql, n, types);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) return r;
+        PQclear(r);
+        ps->prepared_gen = pc->gen;
+        if (n) memcpy(ps->prepared_types, types, (size_t)n * sizeof *types);
+    } else if (n && memcmp(ps->prepared_types, types, (size_t)n * sizeof *types) != 0) {
+        return PQexecParams(pc->c, ps->sql, n, types, (const char *const *)vals, NULL, NULL, 0);
+    }
+    return PQexecPrepared(pc->c, name, n, (const char *const *)vals, NULL, NULL, 0);
+}
+
+/* Runs one command (ps: a cached statement, run prepared); retries once on a fresh
+ * connection when the old one broke while idle. Returns a result (caller clears it) or
+ * NULL after recording the error. */
+static PGresult *pg_run_stmt(bn_store *st, const char *what, const char *sql, int n,
+                             const Oid *types, char *const *vals, pg_stmt *ps)
 {
     pg_conn *pc = CONN(st);
     for (int attempt = 0; attempt < 2; attempt++) {
@@ -193,7 +226,8 @@ static PGresult *pg_run(bn_store *st, const char *what, const char *sql, int n,
             pg_fail(st, what);
             return NULL;
         }
-        PGresult *r = n || types ? PQexecParams(pc->c, sql, n, types, (const char *const *)vals, NULL, NULL, 0)
+        PGresult *r = ps ? pg_exec_prepared(pc, ps, n, types, vals)
+                    : n || types ? PQexecParams(pc->c, sql, n, types, (const char *const *)vals, NULL, NULL, 0)
                                  : PQexec(pc->c, sql);
         ExecStatusType es = PQresultStatus(r);
         if (es == PGRES_COMMAND_OK || es == PGRES_TUPLES_OK) {
@@ -206,6 +240,12 @@ static PGresult *pg_run(bn_store *st, const char *what, const char *sql, int n,
         if (!(idle && PQstatus(pc->c) != CONNECTION_OK)) return NULL;
     }
     return NULL;
+}
+
+static PGresult *pg_run(bn_store *st, const char *what, const char *sql, int n,
+                        const Oid *types, char *const *vals)
+{
+    return pg_run_stmt(st, what, sql, n, types, vals, NULL);
 }
 
 /* ---- statements ------------------------------------------------------------------------ */
@@ -269,7 +309,8 @@ static bn_stmt *pg_prepare(bn_store *st, const char *sql, bool cached)
         return NULL;
     }
     *s = (pg_stmt){.base = {&bn_store_pg_driver}, .key = slot ? sql : NULL, .sql = text,
-                   .nparams = n, .in_use = true, .st = st};
+                   .nparams = n, .in_use = true, .st = st,
+                   .slot = slot ? (int)(slot - pc->cache) : -1};
     for (int i = 0; i < n; i++) s->types[i] = T_TEXT;
     return &s->base;
 }
@@ -331,7 +372,8 @@ static int pg_step(bn_stmt *b)
 {
     pg_stmt *s = (pg_stmt *)b;
     if (!s->res) {
-        s->res = pg_run(s->st, "query", s->sql, s->nparams, s->nparams ? s->types : NULL, s->vals);
+        s->res = pg_run_stmt(s->st, "query", s->sql, s->nparams, s->nparams ? s->types : NULL,
+                             s->vals, s->key ? s : NULL);
         if (!s->res) return BN_DB_ERR;
         s->row = 0;
     } else {
@@ -442,6 +484,7 @@ static int pg_open(bn_store *st, const char *conninfo)
         return BN_STORE_ERROR;
     }
     st->impl = pc;
+    pc->gen = 1;
     pc->conninfo = strdup(conninfo);
     pc->c = PQconnectdb(conninfo);
     if (!pc->conninfo || !pc->c || PQstatus(pc->c) != CONNECTION_OK) {

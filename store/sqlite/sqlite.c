@@ -117,9 +117,13 @@ static const char migration_v2[] =
     "  PRIMARY KEY (job_id, key)"
     ");";
 
+/* v3: the lease owner ("host:pid/wN") that wrote each event (NULL: not a worker). */
+static const char migration_v3[] = "ALTER TABLE job_events ADD COLUMN host TEXT;";
+
 static const char *const migrations[] = {
     migration_v1,
     migration_v2,
+    migration_v3,
 };
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 

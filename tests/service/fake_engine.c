@@ -6,7 +6,8 @@
  * BN_FAKE_STAGE_MS milliseconds (default 40) in 8 steps. The output is a deterministic
  * function of the model's config.json and the seed, so a run interrupted anywhere and
  * resumed must produce the same bytes as an uninterrupted one. A model whose
- * config.json contains "fake_fail" fails in quantize. The service tests use it to kill
+ * config.json contains "fake_fail" fails in quantize. Like the engine, it passes the
+ * caller's safe point (bn_progress.may_write) before each checkpoint and the export. The service tests use it to kill
  * the daemon at exact points quickly; the real engine is tested with bitnetd itself.
  */
 #include <cjson/cJSON.h>
@@ -123,11 +124,19 @@ static void stage_metrics(const bn_progress *pr, int s, const bn_options *o)
     }
 }
 
+static bool may_write(const bn_progress *pr, int s, const char *what)
+{
+    return !pr || !pr->may_write || pr->may_write(pr->ctx, (bn_stage)s, what);
+}
+
 int bn_pipeline_run(const bn_pipeline_paths *p, const bn_options *opt,
                     const bn_progress *progress, bn_err *err)
 {
     const char *env = getenv("BN_FAKE_STAGE_MS");
     long stage_ms = env ? atol(env) : 40;
+    /* BN_FAKE_QUIET=1: progress only at the start of each stage, so that the next thing
+     * the worker hears after the start is the safe point before the checkpoint. */
+    bool quiet = getenv("BN_FAKE_QUIET") != NULL;
     char cfg[4096], *text;
     size_t n;
     snprintf(cfg, sizeof cfg, "%s/config.json", p->model_dir);
@@ -138,7 +147,7 @@ int bn_pipeline_run(const bn_pipeline_paths *p, const bn_options *opt,
     free(text);
     for (int s = bn_pipeline_resume_stage(p->work_dir); s < BN_STAGE_COUNT; s++) {
         for (int step = 0; step <= 8; step++) {
-            if (progress && progress->update &&
+            if (progress && progress->update && (!quiet || step == 0) &&
                 progress->update(progress->ctx, (bn_stage)s, step / 8.0, bn_stage_name((bn_stage)s)))
                 return bn_err_set(err, BN_ECANCELLED, "%s: cancelled", bn_stage_name((bn_stage)s));
             if (step < 8) {
@@ -151,7 +160,12 @@ int bn_pipeline_run(const bn_pipeline_paths *p, const bn_options *opt,
         if (s == BN_STAGE_FINETUNE && !opt->fine_tune.enabled && progress && progress->event)
             progress->event(progress->ctx, (bn_stage)s, "info", "fine-tuning disabled");
         stage_metrics(progress, s, opt);
+        if (s == BN_STAGE_EXPORT && !may_write(progress, s, "<output>.partial"))
+            return bn_err_set(err, BN_ECANCELLED, "export: stopped before writing");
         if (s == BN_STAGE_EXPORT && export_output(p, h, err)) return err->code;
+        if (!may_write(progress, s, "checkpoint"))
+            return bn_err_set(err, BN_ECANCELLED, "%s: stopped before its checkpoint",
+                              bn_stage_name((bn_stage)s));
         char ck[4200];
         ckpt_path(p->work_dir, s, ck, sizeof ck);
         if (write_synced(ck, "{}\n", 3))

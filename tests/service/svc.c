@@ -73,7 +73,7 @@ void svc_init(svc *s, const char *binary)
 
 void svc_flag(svc *s, const char *flag)
 {
-    ck_assert_int_lt(s->n_extra, 8);
+    ck_assert_int_lt(s->n_extra, 16);
     snprintf(s->extra[s->n_extra++], sizeof s->extra[0], "%s", flag);
 }
 
@@ -95,7 +95,7 @@ void svc_start(svc *s)
         (void)lf;
         if (!freopen("/dev/null", "w", stdout)) _exit(126);
         for (int i = 0; i < s->n_env; i++) putenv(s->env[i]);
-        char *argv[32];
+        char *argv[48];
         int k = 0;
         argv[k++] = (char *)s->binary;
         argv[k++] = "--listen";

@@ -14,7 +14,7 @@ typedef struct svc {
     char url[256];
     pid_t pid;
     char binary[4096];   /* path of the bitnetd executable */
-    char extra[8][256];  /* extra flags */
+    char extra[16][256]; /* extra flags */
     int n_extra;
     char env[4][256];    /* extra NAME=VALUE environment */
     int n_env;

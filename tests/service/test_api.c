@@ -591,6 +591,43 @@ START_TEST(test_refuse_public_without_tokens)
 }
 END_TEST
 
+/* --gpus on a build or host without a usable GPU: the daemon does not start, and says why;
+ * an "auto" job runs on a CPU worker. */
+START_TEST(test_gpus_without_gpu)
+{
+    if (bn_device_cuda_usable(NULL, 0)) return; /* a GPU host: tests/gpu covers it */
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (!freopen(S.log, "w", stderr) || !freopen("/dev/null", "w", stdout)) _exit(126);
+        execl(S.binary, S.binary, "--listen", "127.0.0.1:0", "--state-dir", S.state,
+              "--model-root", S.models, "--gpus", "0", (char *)NULL);
+        _exit(127);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    ck_assert(WIFEXITED(status));
+    ck_assert_int_ne(WEXITSTATUS(status), 0);
+    char *log = svc_read_file(S.log);
+    ck_assert_msg(strstr(log, bn_device_cuda_built() ? "gpus: GPU 0 is not visible"
+                                                     : "gpus: \"0\": this bitnetd is built without the CUDA backend"),
+                  "%s", log);
+    free(log);
+    svc_start(&S);
+    char id[64];
+    ck_assert_int_eq(svc_submit(&S, "{\"model\":\"tiny\",\"output\":\"auto1\",\"config\":{\"device\":\"auto\"}}",
+                                NULL, id), 201);
+    ck_assert_str_eq(svc_wait(&S, id, 30), "succeeded");
+    svc_resp r;
+    char path[256];
+    snprintf(path, sizeof path, "/v1/jobs/%s/events", id);
+    svc_req(&S, "GET", path, NULL, NULL, &r);
+    ck_assert_ptr_nonnull(strstr(r.body, "started on"));
+    ck_assert_ptr_null(strstr(r.body, ", GPU "));
+    svc_resp_free(&r);
+    ck_assert_int_eq(svc_stop(&S, SIGTERM), 0);
+}
+END_TEST
+
 /* systemd socket activation: an inherited listening socket replaces --listen. */
 START_TEST(test_socket_activation)
 {
@@ -689,6 +726,7 @@ int main(void)
     tcase_add_test(tc, test_artifacts_sse_metrics_openapi);
     tcase_add_test(tc, test_auth);
     tcase_add_test(tc, test_refuse_public_without_tokens);
+    tcase_add_test(tc, test_gpus_without_gpu);
     tcase_add_test(tc, test_socket_activation);
     tcase_add_test(tc, test_slow_clients);
     suite_add_tcase(s, tc);

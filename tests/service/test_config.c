@@ -99,6 +99,50 @@ START_TEST(test_errors)
 }
 END_TEST
 
+/* --gpus: every spelling and every refusal, for a build with and without CUDA */
+START_TEST(test_gpus)
+{
+    int g[8];
+    char err[512];
+    ck_assert_int_eq(bn_daemon_gpus("", true, 2, g, 8, err, sizeof err), 2);
+    ck_assert_int_eq(g[0], 0);
+    ck_assert_int_eq(g[1], 1);
+    ck_assert_int_eq(bn_daemon_gpus("all", true, 3, g, 8, err, sizeof err), 3);
+    ck_assert_int_eq(bn_daemon_gpus("", false, 0, g, 8, err, sizeof err), 0); /* default, no CUDA */
+    ck_assert_int_eq(bn_daemon_gpus("all", true, 0, g, 8, err, sizeof err), 0); /* no GPU visible */
+    ck_assert_int_eq(bn_daemon_gpus("none", true, 4, g, 8, err, sizeof err), 0);
+    ck_assert_int_eq(bn_daemon_gpus("none", false, 0, g, 8, err, sizeof err), 0);
+    ck_assert_int_eq(bn_daemon_gpus("3,1", true, 4, g, 8, err, sizeof err), 2);
+    ck_assert_int_eq(g[0], 3);
+    ck_assert_int_eq(g[1], 1);
+    ck_assert_int_eq(bn_daemon_gpus("0", false, 0, g, 8, err, sizeof err), -1);
+    ck_assert_ptr_nonnull(strstr(err, "built without the CUDA backend"));
+    ck_assert_int_eq(bn_daemon_gpus("2", true, 2, g, 8, err, sizeof err), -1);
+    ck_assert_ptr_nonnull(strstr(err, "GPU 2 is not visible (this host has 2: 0..1)"));
+    ck_assert_int_eq(bn_daemon_gpus("0", true, 0, g, 8, err, sizeof err), -1);
+    ck_assert_ptr_nonnull(strstr(err, "this host has no usable GPU"));
+    ck_assert_int_eq(bn_daemon_gpus("1,1", true, 2, g, 8, err, sizeof err), -1);
+    ck_assert_ptr_nonnull(strstr(err, "GPU 1 is listed twice"));
+    const char *bad[] = { "x", "0,", ",0", "0;1", "-1", "0,,1", "1.5" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ck_assert_int_eq(bn_daemon_gpus(bad[i], true, 4, g, 8, err, sizeof err), -1);
+        ck_assert_msg(strstr(err, "not a list of GPU ordinals") != NULL, "%s: %s", bad[i], err);
+    }
+    /* every config layer reaches it */
+    bn_daemon_config c;
+    bn_daemon_config_default(&c);
+    char *argv[] = {"bitnetd", "--gpus", "0,1", NULL};
+    ck_assert_int_eq(bn_daemon_config_args(&c, 3, argv, err, sizeof err), 0);
+    ck_assert_str_eq(c.gpus, "0,1");
+    setenv("BITNETD_GPUS", "none", 1);
+    int bad_env;
+    bn_daemon_config_env(&c, err, sizeof err, &bad_env);
+    unsetenv("BITNETD_GPUS");
+    ck_assert_int_eq(bad_env, 0);
+    ck_assert_str_eq(c.gpus, "none");
+}
+END_TEST
+
 START_TEST(test_log_formats)
 {
     bn_logger l;
@@ -138,6 +182,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_layers);
     tcase_add_test(tc, test_errors);
+    tcase_add_test(tc, test_gpus);
     tcase_add_test(tc, test_log_formats);
     suite_add_tcase(s, tc);
     return bn_test_run(s);

@@ -2,13 +2,15 @@
  * kill -9 at several points of a running job then restart -> the job completes with the
  * same output bytes as an uninterrupted run and no .partial folder is left; SIGTERM ->
  * clean stop, the job is back in the queue and resumes; 500 submissions from 20
- * concurrent clients are persisted exactly once, also across a kill -9 mid-burst. */
+ * concurrent clients are persisted exactly once, also across a kill -9 mid-burst; a job
+ * whose lease was taken stops before its next write. */
 #include <check.h>
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 #include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -266,6 +268,54 @@ START_TEST(test_burst_kill9)
 }
 END_TEST
 
+/* A job whose lease another owner took (here: lease_owner changed in the database, as a
+ * takeover by another host would) is stopped at the safe point before its next write:
+ * the worker renews its lease first, learns it is lost, logs it and writes neither the
+ * stage checkpoint nor anything after it. The stand-in engine runs quiet (progress only
+ * at a stage's start), so nothing but the safe point can stop it before the write. */
+START_TEST(test_stolen_lease_stops_before_write)
+{
+    svc_setenv(&S, "BN_FAKE_STAGE_MS=2000");
+    svc_setenv(&S, "BN_FAKE_QUIET=1");
+    svc_start(&S);
+    char id[64];
+    ck_assert_int_eq(svc_submit(&S, "{\"model\":\"tiny\",\"output\":\"stolen\"}", NULL, id),
+                     201);
+    ck_assert(svc_wait_stage(&S, id, "load", 10));
+    char db[4200], ckpt[4400];
+    snprintf(db, sizeof db, "%s/bitnetd.db", S.state);
+    sqlite3 *h;
+    ck_assert_int_eq(sqlite3_open(db, &h), SQLITE_OK);
+    sqlite3_busy_timeout(h, 5000);
+    char sql[256];
+    snprintf(sql, sizeof sql, "UPDATE jobs SET lease_owner = 'otherhost:1/w0' WHERE id = '%.40s'"
+             " AND status = 'running'", id);
+    ck_assert_int_eq(sqlite3_exec(h, sql, NULL, NULL, NULL), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_changes(h), 1);
+    sqlite3_close(h);
+    /* the load stage ends about 2 s after it began: its checkpoint is refused */
+    char *log = NULL;
+    double t0 = svc_now();
+    while (svc_now() - t0 < 10) {
+        free(log);
+        log = svc_read_file(S.log);
+        if (log && strstr(log, "leaving the job to its new owner")) break;
+        usleep(50 * 1000);
+    }
+    ck_assert_msg(log && strstr(log, "lease lost; not writing checkpoint (load)"), "%s",
+                  log ? log : "(no log)");
+    free(log);
+    snprintf(ckpt, sizeof ckpt, "%s/work/%s/stage-load.json", S.state, id);
+    ck_assert_int_ne(access(ckpt, F_OK), 0);
+    snprintf(ckpt, sizeof ckpt, "%s/stolen.partial", S.outputs);
+    ck_assert_int_ne(access(ckpt, F_OK), 0);
+    /* the job is the other owner's: still running, no event from the old one after it */
+    ck_assert_str_eq(svc_job_field(&S, id, "status"), "running");
+    ck_assert_str_eq(svc_job_field(&S, id, "lease_owner"), "otherhost:1/w0");
+    ck_assert_int_eq(svc_stop(&S, SIGTERM), 0);
+}
+END_TEST
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_ALL);
@@ -277,6 +327,7 @@ int main(void)
     tcase_add_test(tc, test_sigterm_resume);
     tcase_add_test(tc, test_burst_exactly_once);
     tcase_add_test(tc, test_burst_kill9);
+    tcase_add_test(tc, test_stolen_lease_stops_before_write);
     suite_add_tcase(s, tc);
     int rc = bn_test_run(s);
     curl_global_cleanup();

@@ -79,10 +79,10 @@ static void make_job(bn_store *st, const char *key, const char *mode, int prio, 
 START_TEST(test_open_migrates)
 {
     bn_store *st = open_store();
-    ck_assert_int_eq(bn_store_schema_version(st), 2);
+    ck_assert_int_eq(bn_store_schema_version(st), 3);
     bn_store_close(st);
     st = open_store(); /* reopening keeps the version */
-    ck_assert_int_eq(bn_store_schema_version(st), 2);
+    ck_assert_int_eq(bn_store_schema_version(st), 3);
     ck_assert_int_eq(bn_store_ping(st), BN_STORE_OK);
     bn_store_close(st);
 }
@@ -108,7 +108,7 @@ START_TEST(test_lifecycle)
     ck_assert(!cancel);
     ck_assert_int_eq(bn_store_job_progress(st, j.id, "w2", 30000, "load", 0.5, 0.1, "x",
                                            &cancel), BN_STORE_LOST);
-    ck_assert_int_eq(bn_store_job_stage_timing(st, j.id, "load", 1000, 3500), BN_STORE_OK);
+    ck_assert_int_eq(bn_store_job_stage_timing(st, j.id, "w1", "load", 1000, 3500), BN_STORE_OK);
     ck_assert_int_eq(bn_store_job_finish(st, j.id, "w1", BN_JOB_SUCCEEDED, NULL), BN_STORE_OK);
     bn_store_job g;
     ck_assert_int_eq(bn_store_job_get(st, j.id, &g), BN_STORE_OK);
@@ -155,7 +155,8 @@ START_TEST(test_queue_full_and_priority)
     make_job(st, NULL, "disabled", 5, &b);
     bn_store_new_job nj = {.model = "/m", .output = "o", .max_queued = 2};
     bool existed;
-    ck_assert_int_eq(bn_store_job_create(st, &nj, &c, &existed), BN_STORE_FULL);
+    int full = bn_store_job_create(st, &nj, &c, &existed);
+    ck_assert_msg(full == BN_STORE_FULL, "%d %s", full, bn_store_errmsg(st));
     ck_assert_int_eq(bn_store_output_in_use(st, a.output, &busy), BN_STORE_OK);
     ck_assert(busy);
     nj.output = a.output; /* an active job's output cannot be targeted twice */
@@ -247,17 +248,55 @@ START_TEST(test_recover)
 }
 END_TEST
 
+/* Every host reaps jobs whose lease expired (a dead host's), on both backends; a live
+ * lease is left alone, and max_attempts holds however the job moves between hosts. */
+START_TEST(test_reap_expired)
+{
+    bn_store *st = open_store();
+    bn_store_job a, b, c;
+    make_job(st, NULL, "disabled", 0, &a);
+    make_job(st, NULL, "disabled", 0, &b);
+    ck_assert_int_eq(bn_store_job_claim(st, "live", 60000, &c), BN_STORE_OK);
+    char live_id[BN_STORE_ID_LEN];
+    snprintf(live_id, sizeof live_id, "%s", c.id);
+    bn_store_job_free(&c);
+    for (int attempt = 1; attempt <= 2; attempt++) {
+        ck_assert_int_eq(bn_store_job_claim(st, "dies", 1, &c), BN_STORE_OK);
+        ck_assert_str_ne(c.id, live_id);
+        bn_store_job_free(&c);
+        usleep(5000);
+        int rq, fl;
+        ck_assert_int_eq(bn_store_reap_expired(st, 2, &rq, &fl), BN_STORE_OK);
+        ck_assert_int_eq(rq, attempt < 2 ? 1 : 0);
+        ck_assert_int_eq(fl, attempt < 2 ? 0 : 1);
+    }
+    ck_assert_int_eq(bn_store_job_get(st, live_id, &c), BN_STORE_OK);
+    ck_assert_int_eq(c.status, BN_JOB_RUNNING); /* the live holder keeps its job */
+    ck_assert_int_eq(c.attempts, 0);
+    bn_store_job_free(&c);
+    const char *dead_id = strcmp(live_id, a.id) ? a.id : b.id;
+    ck_assert_int_eq(bn_store_job_get(st, dead_id, &c), BN_STORE_OK);
+    ck_assert_int_eq(c.status, BN_JOB_FAILED);
+    ck_assert_int_eq(c.attempts, 2);
+    ck_assert_ptr_nonnull(strstr(c.error, "interrupted 2 times"));
+    bn_store_job_free(&c);
+    bn_store_job_free(&a);
+    bn_store_job_free(&b);
+    bn_store_close(st);
+}
+END_TEST
+
 START_TEST(test_metrics_outbox)
 {
     bn_store *st = open_store();
     bn_store_job a, c;
     make_job(st, NULL, "offline", 0, &a);
     ck_assert_int_eq(bn_store_job_claim(st, "w", 1000, &c), BN_STORE_OK);
-    ck_assert_int_eq(bn_store_metric_add(st, a.id, "fine_tune/loss", 0, 2.5), 0);
-    ck_assert_int_eq(bn_store_metric_add(st, a.id, "fine_tune/loss", 1, 2.0), 0);
-    ck_assert_int_eq(bn_store_metric_add(st, a.id, "fine_tune/loss", 1, 1.9), 0); /* re-run */
-    ck_assert_int_eq(bn_store_metric_add(st, a.id, "compression/ratio", -1, 9.5), 0);
-    ck_assert_int_eq(bn_store_metric_add(st, a.id, "phase/compression_ratio", -1, 9.5), 0);
+    ck_assert_int_eq(bn_store_metric_add(st, a.id, "w", "fine_tune/loss", 0, 2.5), 0);
+    ck_assert_int_eq(bn_store_metric_add(st, a.id, "w", "fine_tune/loss", 1, 2.0), 0);
+    ck_assert_int_eq(bn_store_metric_add(st, a.id, "w", "fine_tune/loss", 1, 1.9), 0); /* re-run */
+    ck_assert_int_eq(bn_store_metric_add(st, a.id, "w", "compression/ratio", -1, 9.5), 0);
+    ck_assert_int_eq(bn_store_metric_add(st, a.id, "w", "phase/compression_ratio", -1, 9.5), 0);
     bn_store_metric *m;
     int n;
     ck_assert_int_eq(bn_store_metrics_list(st, a.id, &m, &n), 0);
@@ -273,8 +312,8 @@ START_TEST(test_metrics_outbox)
     ck_assert_int_eq(k, 1);
     ck_assert_int_eq(bn_store_outbox_count(st, a.id, "complete", &k), 0);
     ck_assert_int_eq(k, 1);
-    ck_assert_int_eq(bn_store_event_add(st, a.id, "load", "info", "one"), 0);
-    ck_assert_int_eq(bn_store_event_add(st, a.id, "load", "warn", "two"), 0);
+    ck_assert_int_eq(bn_store_event_add(st, a.id, NULL, "load", "info", "one"), 0);
+    ck_assert_int_eq(bn_store_event_add(st, a.id, NULL, "load", "warn", "two"), 0);
     bn_store_event *ev;
     ck_assert_int_eq(bn_store_events_list(st, a.id, 1, 10, &ev, &n), 0);
     ck_assert_int_eq(n, 1);
@@ -283,6 +322,61 @@ START_TEST(test_metrics_outbox)
     bn_store_events_free(ev, n);
     bn_store_job_free(&a);
     bn_store_job_free(&c);
+    bn_store_close(st);
+}
+END_TEST
+
+/* Writes of a worker carry its owner: an event records it as its host, and once the job
+ * was taken over (here: given back and claimed by another owner) the old owner's event,
+ * metric, metric source and stage timing are refused with BN_STORE_LOST and leave no
+ * row, no outbox row. */
+START_TEST(test_owner_guard)
+{
+    bn_store *st = open_store();
+    bn_store_job a, c;
+    make_job(st, NULL, "offline", 0, &a);
+    ck_assert_int_eq(bn_store_job_claim(st, "hostA:1/w0", 60000, &c), BN_STORE_OK);
+    bn_store_job_free(&c);
+    ck_assert_int_eq(bn_store_event_add(st, a.id, "hostA:1/w0", "load", "info", "by A"), 0);
+    ck_assert_int_eq(bn_store_metric_add(st, a.id, "hostA:1/w0", "compression/ratio", -1, 9.5), 0);
+    ck_assert_int_eq(bn_store_event_add(st, a.id, "hostB:2/w0", "load", "info", "not B"),
+                     BN_STORE_LOST);
+    /* taken over: A gives it back (or its lease expired) and B claims it */
+    ck_assert_int_eq(bn_store_job_requeue(st, a.id, "hostA:1/w0"), BN_STORE_OK);
+    ck_assert_int_eq(bn_store_job_claim(st, "hostB:2/w0", 60000, &c), BN_STORE_OK);
+    bn_store_job_free(&c);
+    ck_assert_int_eq(bn_store_event_add(st, a.id, "hostA:1/w0", "quantize", "info", "late A"),
+                     BN_STORE_LOST);
+    ck_assert_int_eq(bn_store_metric_add(st, a.id, "hostA:1/w0", "compression/sparsity_ratio",
+                                         -1, 0.3), BN_STORE_LOST);
+    ck_assert_int_eq(bn_store_metric_source_set(st, a.id, "hostA:1/w0", "compression/ratio",
+                                                "synthetic (report split)"), BN_STORE_LOST);
+    ck_assert_int_eq(bn_store_job_stage_timing(st, a.id, "hostA:1/w0", "load", 1, 2),
+                     BN_STORE_LOST);
+    ck_assert_int_eq(bn_store_event_add(st, a.id, "hostB:2/w0", "load", "info", "by B"), 0);
+    ck_assert_int_eq(bn_store_event_add(st, a.id, NULL, NULL, "info", "tracker"), 0);
+    bn_store_event *ev;
+    int n;
+    ck_assert_int_eq(bn_store_events_list(st, a.id, 0, 10, &ev, &n), 0);
+    ck_assert_int_eq(n, 3);
+    ck_assert_str_eq(ev[0].host, "hostA:1/w0");
+    ck_assert_str_eq(ev[0].message, "by A");
+    ck_assert_str_eq(ev[1].host, "hostB:2/w0");
+    ck_assert_ptr_null(ev[2].host);
+    bn_store_events_free(ev, n);
+    bn_store_metric *m;
+    ck_assert_int_eq(bn_store_metrics_list(st, a.id, &m, &n), 0);
+    ck_assert_int_eq(n, 1);
+    ck_assert_str_eq(m[0].key, "compression/ratio");
+    bn_store_metrics_free(m, n);
+    int64_t k;
+    ck_assert_int_eq(bn_store_outbox_count(st, a.id, NULL, &k), 0);
+    ck_assert_int_eq(k, 1);
+    char *src;
+    ck_assert_int_eq(bn_store_metric_sources_json(st, a.id, &src), 0);
+    ck_assert_str_eq(src, "{}");
+    free(src);
+    bn_store_job_free(&a);
     bn_store_close(st);
 }
 END_TEST
@@ -358,7 +452,7 @@ START_TEST(test_lease_takeover)
     bool got = false;
     ck_assert_int_eq(bn_store_wait_event(a, 10, &got), BN_STORE_OK); /* starts listening */
     ck_assert(got);
-    ck_assert_int_eq(bn_store_event_add(b, j.id, NULL, "info", "from B"), BN_STORE_OK);
+    ck_assert_int_eq(bn_store_event_add(b, j.id, NULL, NULL, "info", "from B"), BN_STORE_OK);
     got = false;
     ck_assert_int_eq(bn_store_wait_event(a, 5000, &got), BN_STORE_OK);
     ck_assert(got);
@@ -408,7 +502,9 @@ int main(void)
     tcase_add_test(tc, test_queue_full_and_priority);
     tcase_add_test(tc, test_cancel);
     tcase_add_test(tc, test_recover);
+    tcase_add_test(tc, test_reap_expired);
     tcase_add_test(tc, test_metrics_outbox);
+    tcase_add_test(tc, test_owner_guard);
     tcase_add_test(tc, test_claim_race);
     tcase_add_test(tc, test_lease_takeover);
     tcase_add_test(tc, test_newer_schema_refused);

@@ -22,7 +22,7 @@ static void on_event(void *ctx, bn_stage st, const char *level, const char *msg)
         n_info++;
     }
 }
-static const bn_progress progress = {NULL, NULL, on_event, NULL, NULL};
+static const bn_progress progress = {NULL, NULL, on_event, NULL, NULL, NULL};
 
 static void opts(bn_options *o, bn_calib_dataset ds)
 {

@@ -289,7 +289,7 @@ START_TEST(cancel_and_resume)
     opt.fine_tune.enabled = false;
     bn_pipeline_paths paths = { bn_test_data("stories260K-hf"), out, work, NULL, NULL };
     watch w = { .cancel_stage = BN_STAGE_EXPORT };
-    bn_progress pr = { &w, w_update, w_event, NULL, NULL };
+    bn_progress pr = { &w, w_update, w_event, NULL, NULL, NULL };
     bn_err err = { 0 };
     ck_assert_int_eq(bn_pipeline_run(&paths, &opt, &pr, &err), BN_ECANCELLED);
     ck_assert(!bn_fs_exists(out));

@@ -67,7 +67,7 @@ static void run(const char *tag, const char *config, rec *r)
     memset(r, 0, sizeof *r);
     r->m = cJSON_CreateObject();
     bn_pipeline_paths paths = {model, out, work, NULL, NULL};
-    bn_progress pr = {r, NULL, on_event, on_metric, NULL};
+    bn_progress pr = {r, NULL, on_event, on_metric, NULL, NULL};
     int rc = bn_pipeline_run(&paths, &o, &pr, &e);
     bn_options_free(&o);
     ck_assert_msg(rc == 0, "%s: %s\n%s", tag, e.msg, r->events);

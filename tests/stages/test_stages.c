@@ -4,6 +4,8 @@
  *     calibration_stats.json and training_history.json, and fine-tuning recovers;
  *   - a run stopped mid fine-tune (progress callback) resumes from its checkpoint and ends
  *     exactly where an uninterrupted run with the same seed ends;
+ *   - a write refused at the safe point (bn_progress.may_write) is not made: the run
+ *     stops, and the next one resumes;
  *   - same seed, same threads: same numbers;
  *   - fine-tuning below the threshold is skipped with a reason and truthful metrics;
  *   - bad calibration input fails the job with a clear reason.
@@ -14,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bn_engine.h"
 #include "bn_test.h"
@@ -143,6 +146,9 @@ typedef struct rec {
     int64_t first_loss_step, last_loss_step;
     double stop_at;     /* stop when the finetune stage reaches this fraction (<0: never) */
     bool stopped;
+    const char *refuse; /* may_write refuses writes whose name starts with this (NULL: none) */
+    int n_writes;       /* may_write calls */
+    char writes[1024];  /* their names, one per line */
     char events[16384];
 } rec;
 
@@ -156,6 +162,16 @@ static bool on_update(void *c, bn_stage st, double fraction, const char *detail)
         return true;
     }
     return false;
+}
+
+static bool on_may_write(void *c, bn_stage st, const char *what)
+{
+    rec *r = c;
+    (void)st;
+    r->n_writes++;
+    size_t l = strlen(r->writes);
+    snprintf(r->writes + l, sizeof r->writes - l, "%s\n", what);
+    return !(r->refuse && !strncmp(what, r->refuse, strlen(r->refuse)));
 }
 
 static void on_event(void *c, bn_stage st, const char *level, const char *msg)
@@ -223,7 +239,7 @@ static int run(const char *tag, double threshold, const char *config_override, r
     snprintf(out, sizeof out, "%s/out-%s", root, tag);
     snprintf(work, sizeof work, "%s/work-%s", root, tag);
     bn_pipeline_paths paths = {model_dir, out, work, NULL, NULL};
-    bn_progress pr = {r, on_update, on_event, on_metric, on_source};
+    bn_progress pr = {r, on_update, on_event, on_metric, on_source, on_may_write};
     rc = bn_pipeline_run(&paths, &o, &pr, e);
     bn_options_free(&o);
     return rc;
@@ -319,6 +335,68 @@ START_TEST(stop_and_resume_continues_the_same_curve)
     cJSON_Delete(a.sources);
     cJSON_Delete(b.metrics);
     cJSON_Delete(b.sources);
+}
+END_TEST
+
+static bool exists_in(const char *dir, const char *tag, const char *rel)
+{
+    char p[4400];
+    snprintf(p, sizeof p, "%s/%s-%s%s", root, dir, tag, rel);
+    return bn_fs_exists(p);
+}
+
+/* The safe point before each durable write (bn_progress.may_write): a refusal stops the
+ * run with BN_ECANCELLED and the refused file is not written; the next run resumes. */
+START_TEST(safe_point_refuses_writes)
+{
+    bn_err e = {0};
+    rec a;
+    rec_init(&a);
+    a.refuse = "fine-tune checkpoint";
+    ck_assert_int_eq(run("safe", 0.05, NULL, &a, &e), BN_ECANCELLED);
+    ck_assert_msg(strstr(e.msg, "before writing fine-tune checkpoint"), "%s", e.msg);
+    static const char *const asked[] = {"checkpoint load", "evaluation token splits",
+        "calibration statistics", "checkpoint calibrate", "quantized tensors",
+        "checkpoint quantize", "checkpoint evaluate", "fine-tune checkpoint"};
+    for (size_t i = 0; i < sizeof asked / sizeof asked[0]; i++)
+        ck_assert_msg(strstr(a.writes, asked[i]), "%s not asked:\n%s", asked[i], a.writes);
+    ck_assert(exists_in("work", "safe", "/stage-evaluate.json"));
+    ck_assert(!exists_in("work", "safe", "/finetune/ckpt.json"));
+    ck_assert(!exists_in("work", "safe", "/stage-finetune.json"));
+    ck_assert(!exists_in("out", "safe", ".partial"));
+    rec b;
+    rec_init(&b);
+    b.refuse = "<output>.partial";
+    ck_assert_int_eq(run("safe", 0.05, NULL, &b, &e), BN_ECANCELLED);
+    ck_assert(exists_in("work", "safe", "/stage-finetune.json"));
+    ck_assert(!exists_in("out", "safe", ".partial"));
+    ck_assert(!exists_in("out", "safe", ""));
+    rec c;
+    rec_init(&c);
+    c.refuse = "the output folder";
+    ck_assert_int_eq(run("safe", 0.05, NULL, &c, &e), BN_ECANCELLED);
+    ck_assert(exists_in("out", "safe", ".partial/compression_metadata.json"));
+    ck_assert(!exists_in("out", "safe", ""));
+    ck_assert(!exists_in("work", "safe", "/stage-export.json"));
+    rec d;
+    rec_init(&d);
+    ck_assert_msg(run("safe", 0.05, NULL, &d, &e) == 0, "%s\n%s", e.msg, d.events);
+    ck_assert(exists_in("out", "safe", "/compression_metadata.json"));
+    ck_assert(!exists_in("out", "safe", ".partial"));
+    /* stopped between the rename and the export checkpoint: the next run accepts the
+     * output it finds complete instead of failing on an existing folder */
+    char ck[4400];
+    snprintf(ck, sizeof ck, "%s/work-safe/stage-export.json", root);
+    ck_assert_int_eq(unlink(ck), 0);
+    rec f;
+    rec_init(&f);
+    ck_assert_msg(run("safe", 0.05, NULL, &f, &e) == 0, "%s\n%s", e.msg, f.events);
+    ck_assert_msg(strstr(f.events, "already complete"), "%s", f.events);
+    rec *all[] = {&a, &b, &c, &d, &f};
+    for (int i = 0; i < 5; i++) {
+        cJSON_Delete(all[i]->metrics);
+        cJSON_Delete(all[i]->sources);
+    }
 }
 END_TEST
 
@@ -653,6 +731,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, full_run_reports_real_metrics);
     tcase_add_test(tc, stop_and_resume_continues_the_same_curve);
+    tcase_add_test(tc, safe_point_refuses_writes);
     tcase_add_test(tc, same_seed_same_result);
     tcase_add_test(tc, below_threshold_skips_truthfully);
     tcase_add_test(tc, distillation_warmup_and_frozen_preserved);

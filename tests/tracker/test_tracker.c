@@ -110,17 +110,17 @@ static void make_job(const char *mode, const char *tracking, const char *out, ch
 static void produce_metrics(const char *id, int from, int to)
 {
     for (int k = from; k < to && k < 19; k++)
-        ck_assert_int_eq(bn_store_metric_add(st, id, tc_job_keys[k], -1, 1.5 + k * 0.25), BN_STORE_OK);
+        ck_assert_int_eq(bn_store_metric_add(st, id, NULL, tc_job_keys[k], -1, 1.5 + k * 0.25), BN_STORE_OK);
     if (to >= 19 && from <= 19) {
         for (int s = 0; s < 4; s++) {
-            ck_assert_int_eq(bn_store_metric_add(st, id, "fine_tune/loss", s, 3.0 - s * 0.5), BN_STORE_OK);
-            ck_assert_int_eq(bn_store_metric_add(st, id, "fine_tune/learning_rate", s, 1e-3), BN_STORE_OK);
+            ck_assert_int_eq(bn_store_metric_add(st, id, NULL, "fine_tune/loss", s, 3.0 - s * 0.5), BN_STORE_OK);
+            ck_assert_int_eq(bn_store_metric_add(st, id, NULL, "fine_tune/learning_rate", s, 1e-3), BN_STORE_OK);
         }
         for (int k = 0; k < 8; k++) {
             if (!strcmp(tc_phase_keys[k], "phase/success") ||
                 !strcmp(tc_phase_keys[k], "phase/quantization_method"))
                 continue;
-            ck_assert_int_eq(bn_store_metric_add(st, id, tc_phase_keys[k], -1, 10.0 + k), BN_STORE_OK);
+            ck_assert_int_eq(bn_store_metric_add(st, id, NULL, tc_phase_keys[k], -1, 10.0 + k), BN_STORE_OK);
         }
     }
 }
@@ -196,9 +196,9 @@ START_TEST(metric_sources_in_config_and_summary)
     make_job("online", "{\"wandb\":{}}", "src", id);
     bn_tracker *t = open_tracker(KEY);
     produce_metrics(id, 0, 30);
-    ck_assert_int_eq(bn_store_metric_source_set(st, id, "compression/pre_perplexity",
+    ck_assert_int_eq(bn_store_metric_source_set(st, id, NULL, "compression/pre_perplexity",
                                                 "synthetic (report split)"), BN_STORE_OK);
-    ck_assert_int_eq(bn_store_metric_source_set(st, id, "compression/pre_perplexity",
+    ck_assert_int_eq(bn_store_metric_source_set(st, id, NULL, "compression/pre_perplexity",
                                                 "file:a.txt (report split)"), BN_STORE_OK);
     finish(id, BN_JOB_SUCCEEDED);
     drive(t, id, 2000);
