@@ -9,7 +9,8 @@
  * ternarization (scale x code), as the compressor produces it.
  * --decoder scores it with the ternary token decoder instead (model/tk_llama.h: packed
  * ternary kernels, int8 activations, KV cache, int8 LM head), token by token: what
- * `generate --ternary` computes.
+ * `generate --ternary` computes. --f16-head: the decoder with its LM head in F16 (as
+ * llama.cpp's GGUF keeps it) instead of int8 blocks.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -29,14 +30,14 @@
 typedef struct eval_args {
     const char *model, *text, *tokens;
     int ctx, windows, threads, batch;
-    bool ternary, json, act_quant, decoder;
+    bool ternary, json, act_quant, decoder, f16_head;
 } eval_args;
 
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: bitnetctl eval MODEL_DIR (--text FILE | --tokens FILE.u16) [--ctx N]\n"
-            "       [--windows N] [--ternary] [--act-quant] [--decoder] [--threads N] [--batch N] [--json]\n"
+            "       [--windows N] [--ternary] [--act-quant] [--decoder [--f16-head]] [--threads N] [--batch N] [--json]\n"
             "Mean NLL (nats/token) and perplexity over N windows of ctx tokens (default: ctx\n"
             "512 or the model's context if smaller; every full window).\n");
 }
@@ -60,7 +61,7 @@ static int parse_args(int argc, char **argv, eval_args *a)
         { "ctx", required_argument, 0, 'c' },     { "windows", required_argument, 0, 'w' },
         { "threads", required_argument, 0, 't' }, { "batch", required_argument, 0, 'b' },
         { "ternary", no_argument, 0, 'q' },       { "act-quant", no_argument, 0, 'a' },
-        { "decoder", no_argument, 0, 'd' },      { "json", no_argument, 0, 'j' },          { "help", no_argument, 0, 'h' },
+        { "decoder", no_argument, 0, 'd' },      { "f16-head", no_argument, 0, 'F' },      { "json", no_argument, 0, 'j' },          { "help", no_argument, 0, 'h' },
         { 0, 0, 0, 0 },
     };
     int c, bad = 0;
@@ -76,6 +77,7 @@ static int parse_args(int argc, char **argv, eval_args *a)
         case 'q': a->ternary = true; break;
         case 'a': a->act_quant = true; break;
         case 'd': a->decoder = true; break;
+        case 'F': a->f16_head = true; break;
         case 'j': a->json = true; break;
         case 'h': usage(stdout); return 1;
         default: usage(stderr); return 2;
@@ -197,6 +199,10 @@ int bn_cli_eval(int argc, char **argv)
     if (a.tokens ? read_tokens(a.tokens, hf->cfg.vocab_size, &ids, &n, &err)
                  : text_tokens(a.text, hf, &ids, &n, &err))
         goto done;
+    if (a.f16_head && !a.decoder) {
+        bn_err_set(&err, BN_EINVAL, "eval: --f16-head is an option of --decoder");
+        goto done;
+    }
     if (a.decoder) {
         if (a.act_quant || a.batch) {
             bn_err_set(&err, BN_EINVAL, "eval: --decoder takes neither --act-quant (its activations are int8 "
@@ -204,6 +210,7 @@ int bn_cli_eval(int argc, char **argv)
             goto done;
         }
         if (bn_tk_llama_load(hf, ctx, a.threads ? a.threads : bn_cpu_count(), &tk, &err)) goto done;
+        if (a.f16_head && bn_tk_llama_use_f16_head(tk, &err)) goto done;
         if (!a.json)
             printf("decoder    ternary kernels, %s\n", bn_tk_llama_exact(tk) ? "exact codes and scales from the folder"
                                                                             : "quantized now (absmean, per channel, tau 0.5)");

@@ -28,15 +28,16 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: bitnetctl generate MODEL_OR_OUTPUT_DIR --prompt TEXT [-n N] [--greedy] [--ternary]\n"
-               "       [--json] [--logits] [--temperature T] [--seed N] [--threads N] [--ignore-eos]\n"
+               "       [--json] [--logits] [--temperature T] [--seed N] [--threads N] [--ignore-eos] [--f16-head]\n"
                "Continues TEXT by N tokens (default 32). --ternary: int8 activations x ternary weights\n"
-               "(bitnetd kernels); otherwise the FP32 forward. --logits (with --json): per-step logits.\n");
+               "(bitnetd kernels); otherwise the FP32 forward. --logits (with --json): per-step logits.\n"
+               "--f16-head (with --ternary): the LM head in F16, as llama.cpp's GGUF has it, not int8.\n");
 }
 
 typedef struct gen_opts {
     const char *dir, *prompt;
     int n, threads;
-    bool greedy, ternary, json, logits, ignore_eos;
+    bool greedy, ternary, json, logits, ignore_eos, f16_head;
     double temperature;
     unsigned long long seed;
 } gen_opts;
@@ -82,6 +83,7 @@ static int parse_args(int argc, char **argv, gen_opts *o)
         {"logits", no_argument, 0, 'L'},       {"temperature", required_argument, 0, 'T'},
         {"seed", required_argument, 0, 's'},   {"threads", required_argument, 0, 'j' + 256},
         {"ignore-eos", no_argument, 0, 'E'},   {"help", no_argument, 0, 'h'},
+        {"f16-head", no_argument, 0, 'F'},
         {0, 0, 0, 0},
     };
     *o = (gen_opts){.n = 32, .threads = 1, .temperature = 0.8, .seed = 42};
@@ -103,6 +105,7 @@ static int parse_args(int argc, char **argv, gen_opts *o)
         case 'j': o->json = true; break;
         case 'L': o->logits = true; break;
         case 'E': o->ignore_eos = true; break;
+        case 'F': o->f16_head = true; break;
         case 'T':
             o->temperature = strtod(optarg, &end);
             if (!*optarg || *end || !(o->temperature > 0)) {
@@ -124,6 +127,10 @@ static int parse_args(int argc, char **argv, gen_opts *o)
     }
     if (optind != argc - 1 || !o->prompt) {
         usage(stderr);
+        return 2;
+    }
+    if (o->f16_head && !o->ternary) {
+        bn_cli_errorf("generate: --f16-head is an option of --ternary (the FP32 forward's head is FP32)");
         return 2;
     }
     o->dir = argv[optind];
@@ -270,6 +277,7 @@ static int run(const gen_opts *o, bn_hf_model *hf, bn_tok *tok)
     int lrc = !e.seq || !logits || !out ? bn_err_set(&err, BN_ENOMEM, "out of memory") : 0;
     if (!lrc && o->ternary) {
         lrc = bn_tk_llama_load(hf, e.cap, o->threads, &e.tk, &err);
+        if (!lrc && o->f16_head) lrc = bn_tk_llama_use_f16_head(e.tk, &err);
         if (!lrc) weights = bn_tk_llama_exact(e.tk) ? "ternary (exact codes and scales from the folder)"
                                                      : "ternarized on load (absmean per channel, tau 0.5)";
     } else if (!lrc) {

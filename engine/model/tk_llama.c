@@ -48,6 +48,7 @@ struct bn_tk_llama {
     bn_tk_q8_matrix head;        /* [vocab, D] the LM head in int8 blocks (36 bytes per 32
                                     weights: 0.28x FP32, 0.56x F16) */
     bn_tk_act16 a_head;          /* its input (the final norm's output) in int16 */
+    uint16_t *head16;            /* [vocab, D] the head in F16 instead (bn_tk_llama_use_f16_head) */
     float *kc, *vc;              /* [L, max_ctx, KV*hd] */
     /* per token of a chunk [batch, .]: x, n, o [D], qkv [QD+2KVD], att [QD], gu [2F], h [F] */
     float *x, *n, *qkv, *att, *o, *gu, *h, *scores, *inv_freq;
@@ -141,6 +142,7 @@ void bn_tk_llama_free(bn_tk_llama *m)
     bn_tk_pool_free(m->pool);
     bn_tk_q8_free(&m->head);
     bn_tk_act16_free(&m->a_head);
+    free(m->head16);
     bn_llama_free(m->fp);
     free(m);
 }
@@ -205,6 +207,17 @@ int bn_tk_llama_load(const bn_hf_model *hf, int max_ctx, int threads, bn_tk_llam
 
 bool bn_tk_llama_exact(const bn_tk_llama *m) { return m->exact; }
 
+int bn_tk_llama_use_f16_head(bn_tk_llama *m, bn_err *err)
+{
+    size_t n = (size_t)m->cfg.vocab_size * m->cfg.dim;
+    uint16_t *h = bn_alloc_big(n * sizeof(uint16_t));
+    if (!h) return bn_err_set(err, BN_ENOMEM, "ternary model: out of memory for an F16 head");
+    bn_f32_to_f16_array(m->fp->params.head, h, n);
+    free(m->head16);
+    m->head16 = h;
+    return BN_OK;
+}
+
 int bn_tk_llama_set_threads(bn_tk_llama *m, int threads)
 {
     m->threads = threads < 1 ? 1 : threads;
@@ -217,7 +230,9 @@ int bn_tk_llama_set_threads(bn_tk_llama *m, int threads)
 size_t bn_tk_llama_bytes_per_token(const bn_tk_llama *m)
 {
     const bn_model_config *c = &m->cfg;
-    size_t n = (size_t)c->dim * sizeof(float) + (size_t)m->head.rows * m->head.nb * sizeof(bn_tk_q8_block); /* embedding row, head */
+    size_t head = m->head16 ? (size_t)c->vocab_size * c->dim * sizeof(uint16_t)
+                            : (size_t)m->head.rows * m->head.nb * sizeof(bn_tk_q8_block);
+    size_t n = (size_t)c->dim * sizeof(float) + head; /* embedding row, head */
     for (int p = 0; p < G_COUNT; p++)
         for (int l = 0; l < c->n_layers; l++) {
             const bn_tk_matrix *w = &m->w[p][l];
@@ -294,12 +309,15 @@ typedef struct head_job {
     const bn_tk_q8_matrix *w;
     const bn_tk_act16 *x;
     float *y;
+    const uint16_t *w16; /* set: the F16 head against xf */
+    const float *xf;
 } head_job;
 
 static void head_rows(void *arg, int r0, int r1)
 {
     const head_job *j = arg;
-    bn_tk_q8_gemv_rows(j->w, j->x, j->y, r0, r1, BN_ISA_AUTO);
+    if (j->w16) bn_tk_f16_gemv_rows(j->w16, j->w->cols, j->xf, j->y, r0, r1, BN_ISA_AUTO);
+    else bn_tk_q8_gemv_rows(j->w, j->x, j->y, r0, r1, BN_ISA_AUTO);
 }
 
 /* Tokens [n] at positions pos0.. (n <= m->batch): every projection is one GEMM over the n
@@ -359,8 +377,8 @@ static void forward(bn_tk_llama *m, const int32_t *tokens, int n, int pos0, floa
     }
     if (logits) {
         rmsnorm(m->n, m->x + (size_t)(n - 1) * D, P->final_norm, D, c->rms_norm_eps);
-        bn_tk_act16_quantize(&m->a_head, m->n);
-        head_job hj = {&m->head, &m->a_head, logits};
+        if (!m->head16) bn_tk_act16_quantize(&m->a_head, m->n);
+        head_job hj = {&m->head, &m->a_head, logits, m->head16, m->n};
         bn_tk_pool_rows(m->pool, c->vocab_size, head_rows, &hj);
     }
 }

@@ -32,6 +32,10 @@ void bn_tk_llama_free(bn_tk_llama *m);
 /* Changes the number of threads (caller included) of the helper pool; BN_ENOMEM leaves
  * the model running on the caller's thread alone. */
 int bn_tk_llama_set_threads(bn_tk_llama *m, int threads);
+/* Switches the LM head to F16 x FP32 (the head of llama.cpp's TQ2_0/TQ1_0 GGUF files;
+ * 1.8x the int8 head's bytes), so an agreement check against llama.cpp sees only the
+ * engines' float rounding. BN_ENOMEM leaves the int8 head. */
+int bn_tk_llama_use_f16_head(bn_tk_llama *m, bn_err *err);
 /* true when all projections were already ternary (codes recovered exactly). */
 bool bn_tk_llama_exact(const bn_tk_llama *m);
 /* Feeds `token` at position pos (0, 1, 2, ... in order; pos < max_ctx) and writes the

@@ -14,6 +14,7 @@
 #include "quant/quant.h"
 #include "model/tk_llama.h"
 #include "quant/tkernels.h"
+#include "base/tensor.h"
 
 START_TEST(recover)
 {
@@ -32,7 +33,7 @@ END_TEST
 
 /* The decoder against the FP32 engine for one architecture (qwen2: biases, qwen3: q/k
  * norms) and, with yarn, yarn's rotary frequencies and scaled cos/sin. */
-static void matches_fp32(bn_arch arch, bool yarn)
+static void matches_fp32(bn_arch arch, bool yarn, bool f16_head)
 {
     bn_err err;
     char *tmp = bn_test_tmpdir("tk_llama"), dir[512];
@@ -54,6 +55,7 @@ static void matches_fp32(bn_arch arch, bool yarn)
     bn_tk_llama *tk;
     ck_assert_msg(bn_tk_llama_load(hf, 16, 2, &tk, &err) == 0, "%s", err.msg);
     ck_assert(!bn_tk_llama_exact(tk)); /* random weights: ternarized on load */
+    if (f16_head) ck_assert_int_eq(bn_tk_llama_use_f16_head(tk, &err), 0);
 
     /* the reference: the same quantizer's codes in the FP32 model, 8-bit activations */
     bn_llama *ref;
@@ -90,11 +92,13 @@ static void matches_fp32(bn_arch arch, bool yarn)
         bn_tk_act16_quantize(&a16, ref->acts.lnf + (size_t)t * s.dim);
         for (int v = 0; v < s.vocab; v++) {
             double acc = 0;
+            const float *lnf = ref->acts.lnf + (size_t)t * s.dim;
             for (int k = 0; k < s.dim; k++) {
                 const bn_tk_q8_block *b = &head.blocks[(size_t)v * head.nb + k / BN_TK_Q8_BLOCK];
-                acc += (double)b->d * b->qs[k % BN_TK_Q8_BLOCK] * a16.q[k];
+                acc += f16_head ? (double)bn_f16_to_f32(bn_f32_to_f16(ref->params.head[(size_t)v * s.dim + k])) * lnf[k]
+                                : (double)b->d * b->qs[k % BN_TK_Q8_BLOCK] * a16.q[k] * a16.scale;
             }
-            want[v] = (float)(acc * a16.scale);
+            want[v] = (float)acc;
         }
         double sd = 0, mean = 0, worst = 0;
         for (int v = 0; v < s.vocab; v++) mean += want[v];
@@ -118,11 +122,13 @@ static void matches_fp32(bn_arch arch, bool yarn)
     free(tmp);
 }
 
-START_TEST(matches_fp32_actquant) { matches_fp32(BN_ARCH_LLAMA, false); }
+START_TEST(matches_fp32_actquant) { matches_fp32(BN_ARCH_LLAMA, false, false); }
 END_TEST
-START_TEST(qwen2_biases) { matches_fp32(BN_ARCH_QWEN2, false); }
+START_TEST(f16_head_matches_fp32) { matches_fp32(BN_ARCH_LLAMA, false, true); }
 END_TEST
-START_TEST(qwen3_qk_norm_yarn) { matches_fp32(BN_ARCH_QWEN3, true); }
+START_TEST(qwen2_biases) { matches_fp32(BN_ARCH_QWEN2, false, false); }
+END_TEST
+START_TEST(qwen3_qk_norm_yarn) { matches_fp32(BN_ARCH_QWEN3, true, false); }
 END_TEST
 
 /* A prompt through bn_tk_llama_prefill (GEMM over chunks of tokens, split again inside
@@ -171,6 +177,7 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, recover);
     tcase_add_test(tc, matches_fp32_actquant);
+    tcase_add_test(tc, f16_head_matches_fp32);
     tcase_add_test(tc, qwen2_biases);
     tcase_add_test(tc, qwen3_qk_norm_yarn);
     tcase_add_test(tc, prefill_equals_steps);
