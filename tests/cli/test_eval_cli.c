@@ -8,6 +8,7 @@
 #include <check.h>
 #include <cjson/cJSON.h>
 #include <stdbool.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,10 +75,30 @@ START_TEST(usage_errors)
     ck_assert_int_eq(cJSON_GetObjectItem(j, "tokens")->valueint, 32);
     ck_assert(cJSON_GetObjectItem(j, "perplexity")->valuedouble > 1);
     cJSON_Delete(j);
+    /* --decoder's options: --f16-head only with it, --act-quant never (int8 already) */
+    snprintf(args, sizeof args, "eval %s/m --tokens %s --ctx 8 --f16-head", dir, path);
+    ck_assert_int_eq(run(args, out, sizeof out), 1);
+    ck_assert_ptr_nonnull(strstr(out, "--f16-head is an option of --decoder"));
+    snprintf(args, sizeof args, "eval %s/m --tokens %s --ctx 8 --decoder --act-quant", dir, path);
+    ck_assert_int_eq(run(args, out, sizeof out), 1);
+    ck_assert_ptr_nonnull(strstr(out, "--act-quant"));
     bn_test_rmtree(dir);
     free(dir);
 }
 END_TEST
+
+/* mean_nll of `bitnetctl eval ARGS --json` */
+static double eval_nll(const char *args)
+{
+    char cmd[4096], out[8192];
+    snprintf(cmd, sizeof cmd, "eval %s --json", args);
+    ck_assert_msg(run(cmd, out, sizeof out) == 0, "%s", out);
+    cJSON *j = cJSON_Parse(strchr(out, '{'));
+    ck_assert_msg(j != NULL, "not JSON: %s", out);
+    double nll = cJSON_GetObjectItem(j, "mean_nll")->valuedouble;
+    cJSON_Delete(j);
+    return nll;
+}
 
 START_TEST(stories_reference_nll)
 {
@@ -108,6 +129,19 @@ START_TEST(stories_reference_nll)
     nll = cJSON_GetObjectItem(j, "mean_nll")->valuedouble;
     ck_assert_msg(nll > 1.40549 && nll < 1.40569, "--text mean_nll %.6f, want 1.40559", nll);
     cJSON_Delete(j);
+    /* the ternary decoder (packed kernels, KV cache, int8 or F16 LM head) scores like the
+     * FP32 engine's W1.58A8 forward on the same ternarization: measured 5.880900 (FP32),
+     * 5.880708 (decoder), 5.881166 (F16 head) over 8 windows */
+    snprintf(toks, sizeof toks, "%s", bn_test_data("corpora/tinystories_val.tok512.u16"));
+    snprintf(args, sizeof args, "%s --tokens %s --windows 8 --ternary --act-quant", model, toks);
+    double fp = eval_nll(args);
+    snprintf(args, sizeof args, "%s --tokens %s --windows 8 --decoder", model, toks);
+    double dec = eval_nll(args);
+    snprintf(args, sizeof args, "%s --tokens %s --windows 8 --decoder --f16-head", model, toks);
+    double dec16 = eval_nll(args);
+    ck_assert_msg(fabs(dec - fp) < 2e-3 && fabs(dec16 - fp) < 2e-3, "decoder %.6f, F16 head %.6f, FP32 %.6f", dec,
+                  dec16, fp);
+    ck_assert(fp > 5.5); /* ternarized on load without fine-tuning: far from 1.406 */
 }
 END_TEST
 
