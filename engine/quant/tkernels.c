@@ -8,6 +8,7 @@
  */
 #include "quant/tkernels.h"
 
+#include "base/clock.h"
 #include "base/cpu.h"
 #include "base/tensor.h"
 
@@ -574,6 +575,8 @@ void bn_tk_gemm(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads
  * helper sleeps and the caller yields, so a busy machine does not lose a core to
  * spinning. */
 #define TK_SPIN 2000
+/* products run on the caller alone after a round stalled on a preempted helper */
+#define TK_SOLO_ROUNDS 64
 
 typedef struct pool_helper { bn_tk_pool *pool; int index; } pool_helper;
 
@@ -584,6 +587,7 @@ typedef struct pool_helper { bn_tk_pool *pool; int index; } pool_helper;
  * so a helper waking late can never claim a job of a later round by mistake. */
 struct bn_tk_pool {
     int threads;                    /* the caller plus the helpers that started */
+    int solo;                       /* caller only: rounds to run alone (a helper was preempted) */
     pthread_t tid[TK_MAX_THREADS];
     pool_helper helper[TK_MAX_THREADS];
     tk_job jobs[TK_MAX_THREADS];    /* this round's; written before round is published */
@@ -658,11 +662,28 @@ static unsigned start_round(bn_tk_pool *p, int n)
  * helpers are running. */
 static void finish_round(bn_tk_pool *p, unsigned gen, int n)
 {
+    double t0 = bn_clock_mono_s();
     run_claims(p, gen);
+    double t1 = bn_clock_mono_s();
+    int waited = 0;
     for (int i = 0; __atomic_load_n(&p->done, __ATOMIC_ACQUIRE) < n; i++) {
         if (i < TK_SPIN) _mm_pause();
         else sched_yield();
+        waited = 1;
     }
+    /* A helper that holds one job for longer than the caller took for all of its own
+     * (and 100 us) was preempted: another process has its core. Rounds then stall for
+     * a time slice each, so the next TK_SOLO_ROUNDS products run on the caller alone
+     * (a token is ~90 rounds for a 22-layer model), then the helpers are tried again. */
+    if (waited && bn_clock_mono_s() - t1 > 2 * (t1 - t0) + 100e-6) p->solo = TK_SOLO_ROUNDS;
+}
+
+/* true (and one fewer solo round left) when this product runs on the caller alone */
+static int pool_solo(bn_tk_pool *p)
+{
+    if (p->solo <= 0) return 0;
+    p->solo--;
+    return 1;
 }
 
 int bn_tk_pool_new(int threads, bn_tk_pool **out)
@@ -705,6 +726,7 @@ void bn_tk_gemm_pool(const bn_tk_matrix *w, const bn_tk_act *x, float *y, bn_tk_
     tk_job *jobs = threads > 1 ? p->jobs : &alone;
     /* more jobs than threads: a helper that starts late still takes a share, and the
      * last job to finish is short */
+    if (threads > 1 && pool_solo(p)) threads = 1, jobs = &alone;
     int n = split_jobs(w, x, y, threads > 1 ? TK_POOL_JOBS * threads : 1, TK_MIN_POOL_WORK, isa, jobs);
     if (n == 1) { /* no helpers, or too small to share: the helpers keep waiting */
         run_job(&jobs[0]);
@@ -735,7 +757,7 @@ int bn_tk_linear(const bn_tk_matrix *w, bn_tk_act *a, const float *x, int n, flo
 void bn_tk_pool_rows(bn_tk_pool *p, int rows, bn_tk_rows_fn fn, void *arg)
 {
     int threads = bn_tk_pool_threads(p);
-    if (threads == 1 || rows < 32) {
+    if (threads == 1 || rows < 32 || pool_solo(p)) {
         fn(arg, 0, rows);
         return;
     }
