@@ -98,8 +98,11 @@ void bn_tk_gemv(const bn_tk_matrix *w, const bn_tk_act *x, float *y, int threads
 /* Helper threads kept for a run of short products (token-by-token decoding): one GEMV
  * takes 100-300 µs, less than starting and joining a thread costs in a VM, so a decoder
  * keeps threads - 1 helpers for its lifetime. Between products a helper spins for a few
- * tens of microseconds, then sleeps on a condition variable. Owned by its creator, used
- * by one caller thread at a time; results are identical to bn_tk_gemm's. */
+ * tens of microseconds, then sleeps on a condition variable. Jobs are claimed, so a
+ * helper that is not running costs the caller nothing but its share; one preempted while
+ * holding a job stalls the round, and then the next products run on the caller alone for
+ * a while (a core taken by another process: one thread instead of stalls). Owned by its
+ * creator, used by one caller thread at a time; results are identical to bn_tk_gemm's. */
 typedef struct bn_tk_pool bn_tk_pool;
 /* threads counts the caller; with threads <= 1 (or if no helper can start) the pool runs
  * everything on the caller's thread. BN_ENOMEM on allocation failure. */
