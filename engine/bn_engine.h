@@ -54,6 +54,10 @@ typedef enum { BN_SCALE_PER_CHANNEL = 0, BN_SCALE_PER_TENSOR } bn_scale_mode;
 typedef enum { BN_CALIB_SYNTHETIC = 0, BN_CALIB_OPENWEBTEXT, BN_CALIB_C4, BN_CALIB_WIKITEXT,
                BN_CALIB_CUSTOM, BN_CALIB_NONE } bn_calib_dataset;
 
+typedef enum { BN_FT_PRECISION_AUTO = 0, BN_FT_PRECISION_BF16, BN_FT_PRECISION_FP32 } bn_ft_precision;
+/* "auto" trains in bf16 on a GPU from this hidden size up (FP32 below). */
+#define BN_FT_BF16_MIN_HIDDEN 1024
+
 typedef struct bn_options {
     double sparsity_threshold;   /* tau; default 0.5 */
     bool sparsity_auto;          /* "auto": pick tau from the size table */
@@ -102,6 +106,11 @@ typedef struct bn_options {
         bool train_preserved;     /* default true */
         int checkpoint_every;     /* default 50 steps */
         uint64_t seed;            /* default: options.seed */
+        /* Matrix products of GPU training: "auto" (default: bf16 tensor cores from
+         * BN_FT_BF16_MIN_HIDDEN up, FP32 below, where a step is launch-bound and bf16 buys
+         * no time), "bf16" or "fp32". The CPU computes in FP32 ("bf16" is refused there);
+         * evaluation is FP32 on both devices. */
+        int precision;            /* bn_ft_precision */
     } fine_tune;
 
     struct {

@@ -144,6 +144,11 @@ int bn_store_output_in_use(bn_store *st, const char *output, bool *in_use);
  * FOR UPDATE SKIP LOCKED, and a running job whose lease expired is taken over with one
  * more attempt). BN_STORE_NOTFOUND if the queue is empty. */
 int bn_store_job_claim(bn_store *st, const char *owner, int64_t lease_ms, bn_store_job *out);
+/* The same for a host that may run only CPU jobs (cuda_ok false): on PostgreSQL, jobs whose
+ * config asks for device "cuda" are left to hosts with GPUs. SQLite has one host, which
+ * claims them anyway and fails them with the reason rather than keep them queued forever. */
+int bn_store_job_claim_for(bn_store *st, const char *owner, int64_t lease_ms, bool cuda_ok,
+                           bn_store_job *out);
 /* Progress write + lease renewal in one transaction; reports a pending cancel request.
  * stage may be NULL (lease renewal only). BN_STORE_LOST if the lease is gone. */
 int bn_store_job_progress(bn_store *st, const char *id, const char *owner, int64_t lease_ms,

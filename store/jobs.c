@@ -280,6 +280,12 @@ int bn_store_output_in_use(bn_store *st, const char *output, bool *in_use)
 
 int bn_store_job_claim(bn_store *st, const char *owner, int64_t lease_ms, bn_store_job *out)
 {
+    return bn_store_job_claim_for(st, owner, lease_ms, true, out);
+}
+
+int bn_store_job_claim_for(bn_store *st, const char *owner, int64_t lease_ms, bool cuda_ok,
+                           bn_store_job *out)
+{
     memset(out, 0, sizeof *out);
     /* SQLite: one writer at a time (BEGIN IMMEDIATE). PostgreSQL: the candidate row is
      * locked and rows other hosts are claiming are skipped; a running job whose lease
@@ -288,9 +294,14 @@ int bn_store_job_claim(bn_store *st, const char *owner, int64_t lease_ms, bn_sto
     int64_t now = bn_store_now_ms();
     bn_stmt *s = bn_store__cached(st, BN_SQL(st,
         "SELECT id FROM jobs WHERE status = 'queued' ORDER BY priority DESC, rowid LIMIT 1",
-        "SELECT id FROM jobs WHERE status = 'queued'"
-        " OR (status = 'running' AND lease_expires < ?1)"
-        " ORDER BY priority DESC, rowid LIMIT 1 FOR UPDATE SKIP LOCKED"));
+        cuda_ok
+        ? "SELECT id FROM jobs WHERE (status = 'queued'"
+          " OR (status = 'running' AND lease_expires < ?1))"
+          " ORDER BY priority DESC, rowid LIMIT 1 FOR UPDATE SKIP LOCKED"
+        : "SELECT id FROM jobs WHERE (status = 'queued'"
+          " OR (status = 'running' AND lease_expires < ?1))"
+          " AND (config::jsonb ->> 'device') IS DISTINCT FROM 'cuda'"
+          " ORDER BY priority DESC, rowid LIMIT 1 FOR UPDATE SKIP LOCKED"));
     if (!s) goto fail;
     if (st->pg) bn_db_bind_int64(s, 1, now);
     int rc = bn_db_step(s);

@@ -476,7 +476,7 @@ static void *worker_main(void *arg)
     while (st && !atomic_load(&p->stop)) {
         atomic_store(&w->heartbeat_ms, bn_clock_mono_ms());
         bn_store_job job;
-        int rc = bn_store_job_claim(st, w->owner, p->cfg.lease_ms, &job);
+        int rc = bn_store_job_claim_for(st, w->owner, p->cfg.lease_ms, p->n_gpus > 0, &job);
         if (rc == BN_STORE_NOTFOUND) {
             idle_wait(p, p->cfg.poll_ms);
             continue;

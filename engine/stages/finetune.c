@@ -73,6 +73,7 @@ typedef struct ft_run {
     int since_best;      /* evaluations since the last new best (patience) */
     double last_eval_s;  /* elapsed() at the last evaluation (spacing in budget mode) */
     bool patience_stop;  /* training ended on patience */
+    bool bf16;           /* GPU training products in bf16 (fine_tune.precision) */
     int epoch, pos;
     double elapsed;      /* seconds of training over all runs */
     double best_ppl, start_ppl;
@@ -208,12 +209,16 @@ static int setup(ft_run *r, bn_err *err)
     /* the model and, with distillation, its FP teacher on the job's device; the GPU also
      * evaluates (4 windows of ctx_eval per forward), so its capacity covers both */
     bool gpu = r->dev == BN_DEVICE_CUDA;
+    int prec = o->fine_tune.precision;
+    bool bf16 = gpu && (prec == BN_FT_PRECISION_BF16 ||
+                        (prec == BN_FT_PRECISION_AUTO && r->m->cfg.hidden_dim >= BN_FT_BF16_MIN_HIDDEN));
+    r->bf16 = bf16;
     bn_backend_opts bo = { .device = r->dev, .gpu = ctx->opt->gpu, .max_B = r->B, .max_T = r->T,
-                           .train = true, .bf16 = true, .trainer = true };
+                           .train = true, .bf16 = bf16, .trainer = true };
     if (gpu && bo.max_B < 4) bo.max_B = 4;
     if (gpu && bo.max_T < r->ctx_eval) bo.max_T = r->ctx_eval;
     bn_backend_opts to = { .device = r->dev, .gpu = ctx->opt->gpu, .max_B = r->B, .max_T = r->T,
-                           .bf16 = true };
+                           .bf16 = bf16 };
     if (gpu) {
         size_t need = bn_backend_mem_need(&r->m->cfg, &bo), fr = 0, tot = 0;
         if (o->fine_tune.distill > 0) need += bn_backend_mem_need(&r->m->cfg, &to);
@@ -229,6 +234,10 @@ static int setup(ft_run *r, bn_err *err)
     }
     rc = bn_backend_new(r->m, &bo, &r->bk, err);
     if (rc) return rc;
+    if (gpu)
+        bn_job_event(ctx, "info", "fine-tune on GPU %d with %s matrix products (fine_tune.precision "
+                     "\"%s\"; evaluation in FP32)", ctx->opt->gpu, bf16 ? "bf16" : "FP32",
+                     prec == BN_FT_PRECISION_AUTO ? "auto" : prec == BN_FT_PRECISION_BF16 ? "bf16" : "fp32");
     rc = collect_tensors(r, err);
     if (rc) return rc;
     size_t maxn = 1, maxr = 1;
@@ -360,7 +369,7 @@ static int evaluate_on(ft_run *r, const int32_t *ids, size_t n, bn_llama_eval_re
     /* measured as the CPU engine computes it: FP32 products (training runs bf16 on a GPU) */
     bn_backend_set_bf16(r->bk, false);
     rc = bn_eval_perplexity_bk(r->bk, ids, n, r->ctx_eval, r->o->evaluate.windows, res, err);
-    bn_backend_set_bf16(r->bk, true);
+    bn_backend_set_bf16(r->bk, r->bf16);
     return rc;
 }
 

@@ -302,6 +302,20 @@ static int special_calib(bn_options *o, const cJSON *v, bn_err *err)
     return -1;
 }
 
+static const char *const ft_precision_names[] = {"auto", "bf16", "fp32"};
+
+static int special_ft(bn_options *o, const cJSON *v, bn_err *err)
+{
+    if (strcmp(v->string, "precision")) return -1;
+    for (int i = 0; cJSON_IsString(v) && i < (int)N(ft_precision_names); i++)
+        if (!strcmp(v->valuestring, ft_precision_names[i])) {
+            o->fine_tune.precision = i;
+            return 0;
+        }
+    return bn_err_set_at(err, BN_EINVAL, "config.fine_tune.precision",
+                         "must be \"auto\", \"bf16\" or \"fp32\"");
+}
+
 static int special_export(bn_options *o, const cJSON *v, bn_err *err)
 {
     if (!strcmp(v->string, "gguf")) {
@@ -348,7 +362,7 @@ static int special_top(bn_options *o, const cJSON *v, bn_err *err)
     }
     if (!strcmp(k, "calibration"))
         return parse_object(o, v, "config.calibration", calib_fields, N(calib_fields), special_calib, err);
-    if (!strcmp(k, "fine_tune")) return parse_object(o, v, "config.fine_tune", ft_fields, N(ft_fields), NULL, err);
+    if (!strcmp(k, "fine_tune")) return parse_object(o, v, "config.fine_tune", ft_fields, N(ft_fields), special_ft, err);
     if (!strcmp(k, "export")) return parse_object(o, v, "config.export", NULL, 0, special_export, err);
     if (!strcmp(k, "evaluate")) return parse_object(o, v, "config.evaluate", eval_fields, N(eval_fields), NULL, err);
     return -1;
@@ -374,6 +388,9 @@ int bn_options_from_json(const cJSON *json, bn_options *o, bn_err *err)
                                "%g it leaves under 5%% of the text for training", o->calibration.eval_fraction);
         else if (o->calibration.dataset == BN_CALIB_CUSTOM && !o->calibration.path && !o->calibration.n_texts)
             rc = bn_err_set_at(err, BN_EINVAL, "config.calibration.dataset", "\"custom\" needs calibration.path or calibration.texts");
+        else if (o->fine_tune.precision == BN_FT_PRECISION_BF16 && o->device == BN_DEVICE_CPU)
+            rc = bn_err_set_at(err, BN_EINVAL, "config.fine_tune.precision", "\"bf16\" needs device "
+                               "\"cuda\" or \"auto\" (the CPU trains in FP32)");
         else if (o->calibration.dataset != BN_CALIB_CUSTOM && (o->calibration.path || o->calibration.n_texts))
             rc = bn_err_set_at(err, BN_EINVAL, o->calibration.path ? "config.calibration.path" : "config.calibration.texts",
                                "only allowed with dataset \"custom\"");
@@ -420,7 +437,9 @@ cJSON *bn_options_to_json(const bn_options *o)
         cJSON *t = cJSON_AddArrayToObject(c, "texts");
         for (int i = 0; i < o->calibration.n_texts; i++) cJSON_AddItemToArray(t, cJSON_CreateString(o->calibration.texts[i]));
     }
-    add_fields(cJSON_AddObjectToObject(j, "fine_tune"), o, ft_fields, N(ft_fields));
+    cJSON *ft = cJSON_AddObjectToObject(j, "fine_tune");
+    add_fields(ft, o, ft_fields, N(ft_fields));
+    cJSON_AddStringToObject(ft, "precision", ft_precision_names[o->fine_tune.precision]);
     cJSON *e = cJSON_AddObjectToObject(j, "export");
     cJSON *g = cJSON_AddArrayToObject(e, "gguf");
     if (o->export.gguf_tq2_0) cJSON_AddItemToArray(g, cJSON_CreateString("tq2_0"));

@@ -286,6 +286,35 @@ START_TEST(test_reap_expired)
 }
 END_TEST
 
+/* A host without GPUs leaves device "cuda" jobs to hosts with GPUs (PostgreSQL, many
+ * hosts); SQLite's one host claims them anyway (its worker then fails them with the
+ * reason instead of keeping them queued forever). */
+START_TEST(test_claim_for_cpu_host)
+{
+    bn_store *st = open_store();
+    bn_store_job a, b, c;
+    bn_store_new_job nj = {.model = "/m", .output = "gpu-job", .output_dir = "/o/gpu-job",
+                           .config = "{\"device\":\"cuda\",\"seed\":1}", .tracking = "{}",
+                           .wandb_mode = "disabled", .request_hash = "h1", .priority = 5};
+    bool existed;
+    ck_assert_int_eq(bn_store_job_create(st, &nj, &a, &existed), BN_STORE_OK);
+    make_job(st, NULL, "disabled", 0, &b);
+    bool pg = pgdir != NULL;
+    ck_assert_int_eq(bn_store_job_claim_for(st, "cpu-host", 30000, false, &c), BN_STORE_OK);
+    ck_assert_str_eq(c.id, pg ? b.id : a.id); /* PostgreSQL skips the higher-priority cuda job */
+    bn_store_job_free(&c);
+    if (pg) {
+        ck_assert_int_eq(bn_store_job_claim_for(st, "cpu-host", 30000, false, &c), BN_STORE_NOTFOUND);
+        ck_assert_int_eq(bn_store_job_claim_for(st, "gpu-host", 30000, true, &c), BN_STORE_OK);
+        ck_assert_str_eq(c.id, a.id);
+        bn_store_job_free(&c);
+    }
+    bn_store_job_free(&a);
+    bn_store_job_free(&b);
+    bn_store_close(st);
+}
+END_TEST
+
 START_TEST(test_metrics_outbox)
 {
     bn_store *st = open_store();
@@ -503,6 +532,7 @@ int main(void)
     tcase_add_test(tc, test_cancel);
     tcase_add_test(tc, test_recover);
     tcase_add_test(tc, test_reap_expired);
+    tcase_add_test(tc, test_claim_for_cpu_host);
     tcase_add_test(tc, test_metrics_outbox);
     tcase_add_test(tc, test_owner_guard);
     tcase_add_test(tc, test_claim_race);

@@ -33,6 +33,7 @@ START_TEST(defaults)
     ck_assert_int_eq(o.fine_tune.checkpoint_every, 50);
     /* the budget rule: no epoch or step limit, 30 minutes, patience, never synthetic text */
     ck_assert_int_eq(o.fine_tune.epochs, 0);
+    ck_assert_int_eq(o.fine_tune.precision, BN_FT_PRECISION_AUTO);
     ck_assert_int_eq(o.fine_tune.max_steps, 0);
     ck_assert_double_eq(o.fine_tune.max_minutes, 30);
     ck_assert_int_eq(o.fine_tune.patience, BN_FT_DEFAULT_PATIENCE);
@@ -54,7 +55,7 @@ START_TEST(values_and_dependent_defaults)
     bn_err err = { 0 };
     ck_assert_msg(parse("{\"sparsity_threshold\":\"auto\",\"scale\":\"per_tensor\",\"preserve\":[\"layers.0.\"],"
                         "\"seed\":7,\"threads\":2,\"calibration\":{\"dataset\":\"custom\",\"texts\":[\"a b\",\"c\"],"
-                        "\"sequence_length\":128},\"fine_tune\":{\"lr\":0.01,\"enabled\":false},"
+                        "\"sequence_length\":128},\"fine_tune\":{\"lr\":0.01,\"enabled\":false,\"precision\":\"fp32\"},"
                         "\"export\":{\"gguf\":[\"tq1_0\"],\"embedding_dtype\":\"q8_0\"},\"evaluate\":{\"act_quant\":true}}",
                         &o, &err) == 0, "%s", err.msg);
     ck_assert(o.sparsity_auto);
@@ -66,6 +67,7 @@ START_TEST(values_and_dependent_defaults)
     ck_assert_int_eq(o.fine_tune.sequence_length, 128); /* follows calibration */
     ck_assert_int_eq(o.fine_tune.seed, 7);              /* follows seed */
     ck_assert(!o.fine_tune.enabled);
+    ck_assert_int_eq(o.fine_tune.precision, BN_FT_PRECISION_FP32);
     ck_assert(o.export.gguf_explicit && o.export.gguf_tq1_0 && !o.export.gguf_tq2_0);
     ck_assert(o.evaluate.act_quant);
     /* round trip through to_json */
@@ -111,6 +113,8 @@ START_TEST(errors_name_the_path)
           "config.calibration.selection_fraction: with eval_fraction 0.5 it leaves under 5%" },
         { "{\"fine_tune\":{\"patience\":-1}}", "config.fine_tune.patience: -1 is out of range" },
         { "{\"fine_tune\":{\"allow_synthetic\":1}}", "config.fine_tune.allow_synthetic: must be true or false" },
+        { "{\"fine_tune\":{\"precision\":\"fp16\"}}", "config.fine_tune.precision: must be \"auto\", \"bf16\" or \"fp32\"" },
+        { "{\"fine_tune\":{\"precision\":\"bf16\"}}", "config.fine_tune.precision: \"bf16\" needs device \"cuda\"" },
         { "{\"export\":{\"gguf\":[\"q4_0\"]}}", "config.export.gguf[0]: must be \"tq2_0\" or \"tq1_0\"" },
         { "{\"export\":{\"embedding_dtype\":\"f32\"}}", "config.export.embedding_dtype" },
         { "{\"evaluate\":{\"windows\":0}}", "config.evaluate.windows: 0 is out of range" },
