@@ -388,6 +388,7 @@ int bn_backend_train_setup(bn_backend *b, const bn_backend_train *tc, bn_err *er
         }
     }
     b->tc.t = b->tt;
+    (void)n_states; /* sizes the CUDA state names; unused on a build without CUDA */
     if (!n_train) return bn_err_set(err, BN_EINVAL, "backend: no trainable tensor");
     b->trainer = true;
 #ifdef BN_HAVE_CUDA
