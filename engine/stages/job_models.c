@@ -118,24 +118,30 @@ int bn_eval_apply_quantized(const bn_job_ctx *ctx, bn_llama *m, bool fp16, bn_er
     return BN_OK;
 }
 
-int bn_eval_perplexity(bn_llama *m, const int32_t *ids, size_t n, int ctx, int windows,
-                       bn_llama_eval_result *out, bn_err *err)
+/* The evaluation windows that fit a split of n tokens: ctx shrinks to n - 1 at most, and
+ * windows (<= 0: all) to the full windows available. */
+static int fit_windows(size_t n, int *ctx, int *windows, bn_llama_eval_result *out, bn_err *err)
 {
     memset(out, 0, sizeof *out);
     if (n < 2) return bn_err_set(err, BN_EINVAL, "evaluation split holds no tokens");
-    if ((size_t)ctx + 1 > n) ctx = (int)(n - 1);
-    size_t avail = (n - 1) / (size_t)ctx;
-    if (windows <= 0 || (size_t)windows > avail) windows = (int)avail;
+    if ((size_t)*ctx + 1 > n) *ctx = (int)(n - 1);
+    size_t avail = (n - 1) / (size_t)*ctx;
+    if (*windows <= 0 || (size_t)*windows > avail) *windows = (int)avail;
+    return BN_OK;
+}
+
+int bn_eval_perplexity(bn_llama *m, const int32_t *ids, size_t n, int ctx, int windows,
+                       bn_llama_eval_result *out, bn_err *err)
+{
+    int rc = fit_windows(n, &ctx, &windows, out, err);
+    if (rc) return rc;
     return bn_llama_eval_windows(m, ids, n, ctx, windows, 4, out, err);
 }
 
 int bn_eval_perplexity_bk(bn_backend *b, const int32_t *ids, size_t n, int ctx, int windows,
                           bn_llama_eval_result *out, bn_err *err)
 {
-    memset(out, 0, sizeof *out);
-    if (n < 2) return bn_err_set(err, BN_EINVAL, "evaluation split holds no tokens");
-    if ((size_t)ctx + 1 > n) ctx = (int)(n - 1);
-    size_t avail = (n - 1) / (size_t)ctx;
-    if (windows <= 0 || (size_t)windows > avail) windows = (int)avail;
+    int rc = fit_windows(n, &ctx, &windows, out, err);
+    if (rc) return rc;
     return bn_backend_eval_windows(b, ids, n, ctx, windows, 4, out, err);
 }
