@@ -126,6 +126,17 @@ int bn_cu_state_io(bn_cu_model *m, int kind, size_t off, size_t n, float *out, c
  * in FP32, as the CPU engine computes it). */
 void bn_cu_set_bf16(bn_cu_model *m, bool on);
 
+/* Self-check of the bf16 tensor-core attention (cuda/attention.cu) against the FP32 kernels. */
+typedef struct bn_cu_attn_check {
+    double err_y, err_lse, err_dq, err_dk, err_dv; /* ||tc - ref|| / ||ref|| (relative L2) */
+    double ms_fwd_ref, ms_bwd_ref, ms_fwd_tc, ms_bwd_tc; /* median of 5 timed runs, CUDA events */
+} bn_cu_attn_check;
+/* Random q, k, v, dy (seeded), rounded to bf16; runs the FP32 kernels on the rounded values
+ * (upcast) and the bf16 tensor-core kernels on the current device; compares and times both.
+ * An output element left unwritten (or non-finite) makes its error NaN. 0 or an error. */
+int bn_cu_attention_check(int B, int T, int H, int KV, int hd, unsigned seed, bn_cu_attn_check *out,
+                          bn_err *err);
+
 /* Bytes of the model's device allocation (+ cuBLAS workspace). */
 size_t bn_cu_bytes(const bn_cu_model *m);
 /* Floats of the last forward's logits (B*T*V). */

@@ -4,8 +4,11 @@
 #ifndef BN_CUDA_OPS_CUH
 #define BN_CUDA_OPS_CUH
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
+
+typedef __nv_bfloat16 bn_bf16;
 
 /* out[N, D] = emb[tok[n], :] */
 void bn_cu_embedding_forward(float *out, const int32_t *tok, const float *emb, int N, int D,
@@ -91,5 +94,18 @@ int bn_cu_attention_forward(float *y, float *lse, const float *q, const float *k
 int bn_cu_attention_backward(float *dq, float *dk, float *dv, float *dsum, const float *dy,
                              const float *y, const float *lse, const float *q, const float *k,
                              const float *v, int B, int T, int H, int KV, int hd, cudaStream_t s);
+
+/* Tensor-core fused causal GQA attention, bf16 storage, FP32 softmax and accumulation;
+ * hd in {16, 32, 64, 128} (else returns -1). Same layouts and meaning as the FP32 pair:
+ * q, y, dy, dq [B*T, H*hd]; k, v, dk, dv [B*T, KV*hd]; lse, dsum [B, H, T] (FP32).
+ * Query head h reads kv head h / (H / KV); scores scale 1/sqrt(hd); causal j <= i.
+ * Pointers 16-byte aligned. Launch errors surface through cudaGetLastError. */
+int bn_cu_attention_forward_bf16(bn_bf16 *y, float *lse, const bn_bf16 *q, const bn_bf16 *k,
+                                 const bn_bf16 *v, int B, int T, int H, int KV, int hd, cudaStream_t s);
+/* dq, dk, dv overwritten; dsum scratch (written first, read by the dk/dv kernel). */
+int bn_cu_attention_backward_bf16(bn_bf16 *dq, bn_bf16 *dk, bn_bf16 *dv, float *dsum,
+                                  const bn_bf16 *dy, const bn_bf16 *y, const float *lse,
+                                  const bn_bf16 *q, const bn_bf16 *k, const bn_bf16 *v,
+                                  int B, int T, int H, int KV, int hd, cudaStream_t s);
 
 #endif
