@@ -4,11 +4,19 @@
  * A bn_cu_model holds on one GPU, in ONE cudaMalloc: FP32 master parameters in the CPU
  * engine's flat layout (model/llama.c params_point order), FP32 gradients, AdamW moments,
  * the compute weights (the STE ternary projection of the linears when ste is on), and
- * every activation the backward pass needs for (max_B, max_T). Matrix products are cuBLAS
- * GEMMs with FP32 accumulation; with bf16 on they run as bf16 tensor-core products of
- * FP32 operands (CUBLAS_COMPUTE_32F_FAST_16BF), with bf16 off in plain FP32 (the parity
- * mode the GPU tests use). Attention is fused (online softmax; only a log-sum-exp per row
- * is stored, never a T x T matrix); its backward recomputes the probabilities.
+ * the activations the backward pass needs for (max_B, max_T) (a model made without train
+ * keeps one layer's). Two paths compute the same model:
+ *   - FP32 path: FP32 activations, cuBLAS GEMMs in plain FP32 (the parity mode of the GPU
+ *     tests, and evaluation) or, with bf16 on and a head_dim the bf16 path does not take,
+ *     bf16 tensor cores on FP32 operands; CUDA-core attention.
+ *   - bf16 path (bf16 on, head_dim 16..128): bf16 activations and compute weights, FP32
+ *     residual stream, norm statistics, logits and accumulation; tensor-core attention;
+ *     the backward recomputes the norms' outputs and silu(gate) * up. About half the
+ *     activation memory; what training runs in bf16 mode. Its FP32 forward (evaluation,
+ *     bn_cu_set_bf16 false) needs FP32 compute weights: the trainer keeps them, a plain
+ *     STE model does not.
+ * Attention is fused on both (online softmax; only a log-sum-exp per row is stored, never
+ * a T x T matrix); its backward recomputes the probabilities.
  *
  * Supported: Llama/mistral/qwen2 without attention biases, without qk_norm, rope types
  * default, linear and llama3, head_dim in {8, 16, 32, 64, 128}, tied or

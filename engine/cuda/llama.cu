@@ -55,8 +55,18 @@ static size_t params_point(const bn_model_config *c, float *mem, params *p)
     return off;
 }
 
-/* Activations [shapes for N = B*T rows] and backward scratch, views into the allocation. */
+/* Byte-addressed layout of the one allocation: TAKE places `count` elements of `type` at
+ * the next 256-byte boundary (base NULL: counts only). */
+#define TAKE(ptr, type, count) do { \
+        if (base) (ptr) = (type *)(base + *off); \
+        *off += ((size_t)(count) * sizeof(type) + 255) & ~(size_t)255; \
+    } while (0)
+
+/* FP32 activations [shapes for N = B*T rows], the FP32 path's. With ls = 1 each layer
+ * keeps its own (training: the backward reads them); with ls = 0 every layer reuses layer
+ * 0's (forward only), since a layer reads nothing of the one before but its output. */
 struct acts {
+    size_t ls;                 /* layer stride: 1 stored per layer, 0 reused */
     float *encoded;            /* [N, D] */
     float *ln1, *ln1_rstd;     /* [L, N, D], [L, N] */
     float *q, *k, *v;          /* [L, N, QD], [L, N, KVD] x 2 (q, k after RoPE) */
@@ -66,10 +76,11 @@ struct acts {
     float *gate, *up, *ffh;    /* [L, N, F] */
     float *res_ffn;            /* [L, N, D] */
     float *lnf, *lnf_rstd;     /* [N, D], [N] */
+    /* shared by both paths (common_point) */
     float *logits;             /* [N, V]; becomes dlogits in bn_cu_loss when training */
     float *losses;             /* [N] */
     float *rope_cos, *rope_sin; /* [max_T, hd/2] */
-    /* backward */
+    /* backward (ls = 1 only) */
     float *dres, *dln;         /* [N, D] */
     float *dq, *dk, *dv;       /* [N, QD], [N, KVD] x 2 */
     float *datty;              /* [N, QD] */
@@ -77,48 +88,117 @@ struct acts {
     float *dsum;               /* [B, H, T] */
 };
 
-static size_t acts_point(const bn_model_config *c, size_t B, size_t T, bool train, float *mem,
+/* bf16 training path (bf16 mode with a head_dim the tensor-core attention takes):
+ * activations in bf16, the residual stream and the norms' statistics in FP32. Per layer
+ * (ls = 1 when training) it keeps only what the backward cannot recompute cheaply: the
+ * norms' xhat (their products input n = xhat * w is recomputed), q, k, v, the attention
+ * output and lse, gate and up (silu(gate) * up is recomputed). */
+struct bacts {
+    size_t ls;
+    float *res;                    /* [N, D] residual stream */
+    float *rstd1, *rstd2, *rstdf;  /* [L, N] x 2, [N] */
+    float *lse;                    /* [L, B, H, T] */
+    bn_bf16 *xhat1, *xhat2;        /* [L, N, D] */
+    bn_bf16 *q, *k, *v;            /* [L, N, QD], [L, N, KVD] x 2, after RoPE */
+    bn_bf16 *atty;                 /* [L, N, QD] */
+    bn_bf16 *gate, *up;            /* [L, N, F] */
+    bn_bf16 *xhatf, *nf;           /* [N, D] final norm: xhat and the head's input */
+    bn_bf16 *n;                    /* [N, D] scratch: a norm's output (products input) */
+    bn_bf16 *ffh;                  /* [N, F] scratch: silu(gate) * up */
+    /* backward (training) */
+    float *dres, *dln;             /* [N, D] */
+    bn_bf16 *dres_h;               /* [N, D] bf16 copy of dres (products operand) */
+    bn_bf16 *dffh, *dgate, *dup;   /* [N, F] */
+    bn_bf16 *datty, *dq, *dk, *dv; /* [N, QD] x 2, [N, KVD] x 2 */
+    bn_bf16 *dlogits;              /* [N, V] */
+    float *dsum;                   /* [B, H, T] */
+};
+
+static void common_point(const bn_model_config *c, size_t B, size_t T, char *base, size_t *off,
                          acts *a)
 {
     dims d = dims_of(c);
-    size_t N = B * T, off = 0;
-    memset(a, 0, sizeof *a);
-#define TAKE(f, n) do { a->f = mem ? mem + off : NULL; off += ((n) + 63) & ~(size_t)63; } while (0)
-    TAKE(encoded, N * d.D);
-    TAKE(ln1, d.L * N * d.D);
-    TAKE(ln1_rstd, d.L * N);
-    TAKE(q, d.L * N * d.QD);
-    TAKE(k, d.L * N * d.KVD);
-    TAKE(v, d.L * N * d.KVD);
-    TAKE(atty, d.L * N * d.QD);
-    TAKE(lse, d.L * N * d.H);
-    TAKE(res_att, d.L * N * d.D);
-    TAKE(ln2, d.L * N * d.D);
-    TAKE(ln2_rstd, d.L * N);
-    TAKE(gate, d.L * N * d.F);
-    TAKE(up, d.L * N * d.F);
-    TAKE(ffh, d.L * N * d.F);
-    TAKE(res_ffn, d.L * N * d.D);
-    TAKE(lnf, N * d.D);
-    TAKE(lnf_rstd, N);
-    TAKE(logits, N * d.V);
-    TAKE(losses, N);
-    TAKE(rope_cos, T * d.hd / 2);
-    TAKE(rope_sin, T * d.hd / 2);
-    if (train) {
-        TAKE(dres, N * d.D);
-        TAKE(dln, N * d.D);
-        TAKE(dq, N * d.QD);
-        TAKE(dk, N * d.KVD);
-        TAKE(dv, N * d.KVD);
-        TAKE(datty, N * d.QD);
-        TAKE(dgate, N * d.F);
-        TAKE(dup, N * d.F);
-        TAKE(dffh, N * d.F);
-        TAKE(dsum, N * d.H);
+    size_t N = B * T;
+    TAKE(a->logits, float, N * d.V);
+    TAKE(a->losses, float, N);
+    TAKE(a->rope_cos, float, T * d.hd / 2);
+    TAKE(a->rope_sin, float, T * d.hd / 2);
+}
+
+static void acts_point(const bn_model_config *c, size_t B, size_t T, bool per_layer, char *base,
+                       size_t *off, acts *a)
+{
+    dims d = dims_of(c);
+    size_t N = B * T, L = per_layer ? d.L : 1;
+    a->ls = per_layer ? 1 : 0;
+    TAKE(a->encoded, float, N * d.D);
+    TAKE(a->ln1, float, L * N * d.D);
+    TAKE(a->ln1_rstd, float, L * N);
+    TAKE(a->q, float, L * N * d.QD);
+    TAKE(a->k, float, L * N * d.KVD);
+    TAKE(a->v, float, L * N * d.KVD);
+    TAKE(a->atty, float, L * N * d.QD);
+    TAKE(a->lse, float, L * N * d.H);
+    TAKE(a->res_att, float, L * N * d.D);
+    TAKE(a->ln2, float, L * N * d.D);
+    TAKE(a->ln2_rstd, float, L * N);
+    TAKE(a->gate, float, L * N * d.F);
+    TAKE(a->up, float, L * N * d.F);
+    TAKE(a->ffh, float, L * N * d.F);
+    TAKE(a->res_ffn, float, L * N * d.D);
+    TAKE(a->lnf, float, N * d.D);
+    TAKE(a->lnf_rstd, float, N);
+    if (per_layer) {
+        TAKE(a->dres, float, N * d.D);
+        TAKE(a->dln, float, N * d.D);
+        TAKE(a->dq, float, N * d.QD);
+        TAKE(a->dk, float, N * d.KVD);
+        TAKE(a->dv, float, N * d.KVD);
+        TAKE(a->datty, float, N * d.QD);
+        TAKE(a->dgate, float, N * d.F);
+        TAKE(a->dup, float, N * d.F);
+        TAKE(a->dffh, float, N * d.F);
+        TAKE(a->dsum, float, N * d.H);
     }
-#undef TAKE
-    return off;
+}
+
+static void bacts_point(const bn_model_config *c, size_t B, size_t T, bool train, char *base,
+                        size_t *off, bacts *a)
+{
+    dims d = dims_of(c);
+    size_t N = B * T, L = train ? d.L : 1;
+    a->ls = train ? 1 : 0;
+    TAKE(a->res, float, N * d.D);
+    TAKE(a->rstd1, float, L * N);
+    TAKE(a->rstd2, float, L * N);
+    TAKE(a->rstdf, float, N);
+    TAKE(a->lse, float, L * N * d.H);
+    TAKE(a->xhat1, bn_bf16, L * N * d.D);
+    TAKE(a->xhat2, bn_bf16, L * N * d.D);
+    TAKE(a->q, bn_bf16, L * N * d.QD);
+    TAKE(a->k, bn_bf16, L * N * d.KVD);
+    TAKE(a->v, bn_bf16, L * N * d.KVD);
+    TAKE(a->atty, bn_bf16, L * N * d.QD);
+    TAKE(a->gate, bn_bf16, L * N * d.F);
+    TAKE(a->up, bn_bf16, L * N * d.F);
+    TAKE(a->xhatf, bn_bf16, N * d.D);
+    TAKE(a->nf, bn_bf16, N * d.D);
+    TAKE(a->n, bn_bf16, N * d.D);
+    TAKE(a->ffh, bn_bf16, N * d.F);
+    if (train) {
+        TAKE(a->dres, float, N * d.D);
+        TAKE(a->dln, float, N * d.D);
+        TAKE(a->dres_h, bn_bf16, N * d.D);
+        TAKE(a->dffh, bn_bf16, N * d.F);
+        TAKE(a->dgate, bn_bf16, N * d.F);
+        TAKE(a->dup, bn_bf16, N * d.F);
+        TAKE(a->datty, bn_bf16, N * d.QD);
+        TAKE(a->dq, bn_bf16, N * d.QD);
+        TAKE(a->dk, bn_bf16, N * d.KVD);
+        TAKE(a->dv, bn_bf16, N * d.KVD);
+        TAKE(a->dlogits, bn_bf16, N * d.V);
+        TAKE(a->dsum, float, N * d.H);
+    }
 }
 
 /* Trainable tensors contiguous in the flat layout with one optimizer group (and, for
@@ -137,8 +217,13 @@ struct bn_cu_model {
     params p;          /* master weights (FP32) */
     params w;          /* compute weights: == p, or the STE projection */
     params g;          /* gradients (train) */
-    float *pmem, *wmem, *gmem, *mmem, *vmem;
-    acts a;
+    params pw;         /* FP32 weights the bf16 path reads (norms, embedding): w, else p */
+    float *pmem, *wmem, *gmem, *mmem, *vmem; /* wmem: NULL on the bf16 STE path (wh only) */
+    bn_bf16 *wh;       /* bf16 compute weights, flat layout (bf16 path) */
+    bool bf;           /* the bf16 training path is built (bf16 mode, head_dim 16..128) */
+    bool last_bf;      /* the last forward ran it (the backward follows the same path) */
+    acts a;            /* FP32 path; its logits, losses and RoPE tables serve both */
+    bacts h;           /* bf16 path */
     int32_t *tokens, *targets; /* [N] */
     uint8_t *mask;             /* [N] */
     double *normsq;            /* [8]: [0] gradient norm^2 */
@@ -233,23 +318,65 @@ static void trainer_sizes(const bn_model_config *c, size_t *ns, size_t *xsq)
     *xsq = d.L * (5 * d.D + d.QD + d.F) + 64;
 }
 
-static size_t n_bufs(const bn_cu_opts *o)
+/* The bf16 training path: bf16 mode and a head_dim the tensor-core attention takes. */
+static bool bf_path(const bn_model_config *c, const bn_cu_opts *o)
 {
-    size_t nbuf = o->train ? 4 : 1;                 /* params (+ grads, m, v) */
-    if (o->ste || o->trainer) nbuf += 1;            /* compute weights */
-    if (o->trainer && o->train) nbuf += 1;          /* Grokfast EMA */
-    return nbuf;
+    int hd = c->head_dim;
+    return o->bf16 && (hd == 16 || hd == 32 || hd == 64 || hd == 128);
 }
+
+/* Lays out the one allocation (base NULL: counts only) and returns its bytes:
+ *   masters p | FP32 compute weights w (apart from p: FP32 path with ste or trainer; bf16
+ *   path with trainer) | bf16 compute weights wh (bf16 path) | grads, moments (train) |
+ *   Grokfast EMA, Newton-Schulz and calibration scratch (trainer) | norm, tokens |
+ *   logits, losses, RoPE | activations.
+ * On the bf16 path the FP32 activation view (ls = 0, the FP32 evaluation forward) shares
+ * its bytes with the bf16 activations: the two are never live together. */
+static size_t plan(bn_cu_model *m, const bn_model_config *c, const bn_cu_opts *o, char *base)
+{
+    size_t off0 = 0, *off = &off0, np = params_point(c, NULL, &m->p);
+    size_t B = (size_t)o->max_B, T = (size_t)o->max_T, N = B * T;
+    bool bf = bf_path(c, o), tstate = o->trainer && o->train;
+    bool sep = bf ? o->trainer : (o->ste || o->trainer);
+    m->bf = bf;
+    TAKE(m->pmem, float, np);
+    if (sep) TAKE(m->wmem, float, np);
+    else m->wmem = bf && o->ste ? NULL : m->pmem;
+    if (bf) TAKE(m->wh, bn_bf16, np);
+    if (o->train) {
+        TAKE(m->gmem, float, np);
+        TAKE(m->mmem, float, np);
+        TAKE(m->vmem, float, np);
+    }
+    if (tstate) {
+        trainer_sizes(c, &m->ns_cap, &m->xsq_cap);
+        TAKE(m->ema, float, np);
+        TAKE(m->ns, float, m->ns_cap);
+        TAKE(m->xsqmem, float, m->xsq_cap);
+    }
+    TAKE(m->normsq, double, 8);
+    TAKE(m->tokens, int32_t, N);
+    TAKE(m->targets, int32_t, N);
+    TAKE(m->mask, uint8_t, N);
+    common_point(c, B, T, base, off, &m->a);
+    size_t start = *off, f32_end, bf_end;
+    acts_point(c, B, T, o->train && !bf, base, off, &m->a);
+    f32_end = *off;
+    if (bf) {
+        *off = start;
+        bacts_point(c, B, T, o->train, base, off, &m->h);
+        bf_end = *off;
+        *off = bf_end > f32_end ? bf_end : f32_end;
+    }
+    return *off;
+}
+#undef TAKE
 
 size_t bn_cu_mem_need(const bn_model_config *cfg, const bn_cu_opts *o)
 {
-    acts a;
-    params p;
-    size_t np = params_point(cfg, NULL, &p);
-    size_t N = (size_t)o->max_B * o->max_T, ns = 0, xs = 0;
-    if (o->trainer && o->train) trainer_sizes(cfg, &ns, &xs);
-    size_t floats = n_bufs(o) * np + acts_point(cfg, o->max_B, o->max_T, o->train, NULL, &a) + ns + xs;
-    return floats * sizeof(float) + N * (2 * sizeof(int32_t) + 1) + 4096 + WORKSPACE_BYTES;
+    bn_cu_model m;
+    memset(&m, 0, sizeof m);
+    return plan(&m, cfg, o, NULL) + 4096 + WORKSPACE_BYTES;
 }
 
 /* ---- set-up ---- */
@@ -284,39 +411,19 @@ static int setup(bn_cu_model *m, const float *host, bn_err *err)
     CU(cudaMalloc(&m->workspace, WORKSPACE_BYTES), "cudaMalloc workspace");
     BL(cublasSetWorkspace(m->blas, m->workspace, WORKSPACE_BYTES), "cublasSetWorkspace");
     size_t np = m->n_params;
-    size_t nbuf = n_bufs(o);
-    size_t N = (size_t)o->max_B * o->max_T;
-    size_t nact = acts_point(c, o->max_B, o->max_T, o->train, NULL, &m->a);
-    if (o->trainer && o->train) trainer_sizes(c, &m->ns_cap, &m->xsq_cap);
-    m->bytes = (nbuf * np + nact + m->ns_cap + m->xsq_cap) * sizeof(float) +
-               N * (2 * sizeof(int32_t) + 1) + 4096;
+    m->bytes = plan(m, c, o, NULL);
     CU(cudaMalloc(&m->base, m->bytes), "cudaMalloc model");
-    float *f = (float *)m->base;
-    bool sep = o->ste || o->trainer; /* compute weights apart from the master weights */
-    m->pmem = f; f += np;
-    m->wmem = sep ? f : m->pmem; if (sep) f += np;
-    if (o->train) {
-        m->gmem = f; f += np;
-        m->mmem = f; f += np;
-        m->vmem = f; f += np;
-        if (o->trainer) {
-            m->ema = f; f += np;
-            m->ns = f; f += m->ns_cap;
-            m->xsqmem = f; f += m->xsq_cap;
-        }
-    }
-    acts_point(c, o->max_B, o->max_T, o->train, f, &m->a);
-    f += nact;
-    m->normsq = (double *)(((uintptr_t)f + 255) & ~(uintptr_t)255);
-    m->tokens = (int32_t *)(m->normsq + 8);
-    m->targets = m->tokens + N;
-    m->mask = (uint8_t *)(m->targets + N);
+    plan(m, c, o, (char *)m->base);
     params_point(c, m->pmem, &m->p);
     params_point(c, m->wmem, &m->w);
+    params_point(c, m->wmem ? m->wmem : m->pmem, &m->pw);
     if (o->train) params_point(c, m->gmem, &m->g);
     CU(cudaMemcpy(m->pmem, host, np * sizeof(float), cudaMemcpyHostToDevice), "upload params");
     if (o->train) {
-        CU(cudaMemset(m->gmem, 0, (o->trainer ? 4 : 3) * np * sizeof(float)), "zero grads/moments");
+        CU(cudaMemset(m->gmem, 0, np * sizeof(float)), "zero grads");
+        CU(cudaMemset(m->mmem, 0, np * sizeof(float)), "zero moments");
+        CU(cudaMemset(m->vmem, 0, np * sizeof(float)), "zero moments");
+        if (m->ema) CU(cudaMemset(m->ema, 0, np * sizeof(float)), "zero EMA");
     }
     size_t half = (size_t)o->max_T * c->head_dim / 2;
     float *tab = (float *)malloc(2 * half * sizeof(float));
@@ -410,9 +517,128 @@ static cublasStatus_t mm_backward_dw(const bn_cu_model *m, float *dW, const floa
     return gemm(m, CUBLAS_OP_N, CUBLAS_OP_T, C, O, N, x, C, dout, O, 1.0f, dW, C);
 }
 
+/* bf16 path: C (FP32 or bf16) = op(A) op(B) (+ beta C), bf16 operands, FP32 accumulation */
+static cublasStatus_t gemm_bf16(const bn_cu_model *m, cublasOperation_t ta, cublasOperation_t tb,
+                                int M, int N, int K, const bn_bf16 *A, int lda, const bn_bf16 *B,
+                                int ldb, float beta, void *C, cudaDataType ct, int ldc)
+{
+    float one = 1.0f;
+    return cublasGemmEx(m->blas, ta, tb, M, N, K, &one, A, CUDA_R_16BF, lda, B, CUDA_R_16BF, ldb,
+                        &beta, C, ct, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+}
+
+/* out[N, O] (beta 0: =, 1: +=) x[N, C] W[O, C]^T */
+static cublasStatus_t bmm_forward(const bn_cu_model *m, void *out, cudaDataType ot, const bn_bf16 *x,
+                                  const bn_bf16 *W, int N, int C, int O, float beta)
+{
+    return gemm_bf16(m, CUBLAS_OP_T, CUBLAS_OP_N, O, N, C, W, C, x, C, beta, out, ot, O);
+}
+
+/* dx[N, C] (beta 0: =, 1: +=) dout[N, O] W[O, C] */
+static cublasStatus_t bmm_backward_dx(const bn_cu_model *m, void *dx, cudaDataType dt,
+                                      const bn_bf16 *dout, const bn_bf16 *W, int N, int C, int O,
+                                      float beta)
+{
+    return gemm_bf16(m, CUBLAS_OP_N, CUBLAS_OP_N, C, N, O, W, C, dout, O, beta, dx, dt, C);
+}
+
+/* dW[O, C] (FP32) += dout[N, O]^T x[N, C] */
+static cublasStatus_t bmm_backward_dw(const bn_cu_model *m, float *dW, const bn_bf16 *dout,
+                                      const bn_bf16 *x, int N, int C, int O)
+{
+    return gemm_bf16(m, CUBLAS_OP_N, CUBLAS_OP_T, C, O, N, x, C, dout, O, 1.0f, dW, CUDA_R_32F, C);
+}
+
 #define MM(call) BL(call, #call)
+#define F32 CUDA_R_32F
+#define BF16 CUDA_R_16BF
+/* a tensor's bf16 compute weights: the same flat offset as its FP32 master */
+#define WH(f) (m->wh + (m->p.f - m->pmem))
 
 /* ---- forward ---- */
+
+/* FP32 activations; products FP32 or (bf16 mode without the bf16 path) bf16 tensor cores
+ * on FP32 operands. */
+static int forward_fp32(bn_cu_model *m, int B, int T, bn_err *err)
+{
+    dims d = dims_of(&m->cfg);
+    int N = B * T;
+    size_t n = (size_t)N;
+    cudaStream_t s = m->s;
+    const params *p = &m->w;
+    acts *a = &m->a;
+    float eps = m->cfg.rms_norm_eps;
+    bn_cu_embedding_forward(a->encoded, m->tokens, p->tok_emb, N, (int)d.D, s);
+    for (size_t l = 0; l < d.L; l++) {
+        size_t lo = l * a->ls; /* this layer's activations */
+        const float *x = l == 0 ? a->encoded : a->res_ffn + (l - 1) * a->ls * n * d.D;
+        float *ln1 = a->ln1 + lo * n * d.D, *q = a->q + lo * n * d.QD;
+        float *k = a->k + lo * n * d.KVD, *v = a->v + lo * n * d.KVD;
+        bn_cu_rmsnorm_forward(ln1, a->ln1_rstd + lo * n, x, p->attn_norm + l * d.D, N, (int)d.D, eps, s);
+        MM(mm_forward(m, q, ln1, p->wq + l * d.QD * d.D, N, (int)d.D, (int)d.QD));
+        MM(mm_forward(m, k, ln1, p->wk + l * d.KVD * d.D, N, (int)d.D, (int)d.KVD));
+        MM(mm_forward(m, v, ln1, p->wv + l * d.KVD * d.D, N, (int)d.D, (int)d.KVD));
+        bn_cu_rope(q, a->rope_cos, a->rope_sin, B, T, (int)d.H, (int)d.hd, 1.0f, s);
+        bn_cu_rope(k, a->rope_cos, a->rope_sin, B, T, (int)d.KV, (int)d.hd, 1.0f, s);
+        float *atty = a->atty + lo * n * d.QD, *ra = a->res_att + lo * n * d.D;
+        if (bn_cu_attention_forward(atty, a->lse + lo * n * d.H, q, k, v, B, T, (int)d.H,
+                                    (int)d.KV, (int)d.hd, s))
+            return bn_err_set(err, BN_EUNSUPPORTED, "cuda: head_dim %zu", d.hd);
+        MM(mm_forward(m, ra, atty, p->wo + l * d.D * d.QD, N, (int)d.QD, (int)d.D));
+        bn_cu_add(ra, ra, x, n * d.D, s);
+        float *ln2 = a->ln2 + lo * n * d.D;
+        bn_cu_rmsnorm_forward(ln2, a->ln2_rstd + lo * n, ra, p->ffn_norm + l * d.D, N, (int)d.D, eps, s);
+        float *g = a->gate + lo * n * d.F, *u = a->up + lo * n * d.F, *f = a->ffh + lo * n * d.F;
+        MM(mm_forward(m, g, ln2, p->w_gate + l * d.F * d.D, N, (int)d.D, (int)d.F));
+        MM(mm_forward(m, u, ln2, p->w_up + l * d.F * d.D, N, (int)d.D, (int)d.F));
+        bn_cu_swiglu_forward(f, g, u, n * d.F, s);
+        float *rf = a->res_ffn + lo * n * d.D; /* with ls 0 this is x: read above, before */
+        MM(mm_forward(m, rf, f, p->w_down + l * d.D * d.F, N, (int)d.F, (int)d.D));
+        bn_cu_add(rf, rf, ra, n * d.D, s);
+    }
+    bn_cu_rmsnorm_forward(a->lnf, a->lnf_rstd, a->res_ffn + (d.L - 1) * a->ls * n * d.D,
+                          p->final_norm, N, (int)d.D, eps, s);
+    MM(mm_forward(m, a->logits, a->lnf, p->head, N, (int)d.D, (int)d.V));
+    return 0;
+}
+
+/* bf16 activations and compute weights, FP32 residual stream and logits (struct bacts);
+ * the residual adds ride on the products (beta 1 into the FP32 stream). */
+static int forward_bf16(bn_cu_model *m, int B, int T, bn_err *err)
+{
+    dims d = dims_of(&m->cfg);
+    int N = B * T, D = (int)d.D, QD = (int)d.QD, KVD = (int)d.KVD, F = (int)d.F;
+    size_t n = (size_t)N;
+    cudaStream_t s = m->s;
+    const params *pw = &m->pw; /* FP32: embedding and norm weights */
+    bacts *a = &m->h;
+    float eps = m->cfg.rms_norm_eps;
+    bn_cu_embedding_forward(a->res, m->tokens, pw->tok_emb, N, D, s);
+    for (size_t l = 0; l < d.L; l++) {
+        size_t lo = l * a->ls;
+        bn_bf16 *xh1 = a->xhat1 + lo * n * d.D, *xh2 = a->xhat2 + lo * n * d.D;
+        bn_bf16 *q = a->q + lo * n * d.QD, *k = a->k + lo * n * d.KVD, *v = a->v + lo * n * d.KVD;
+        bn_bf16 *atty = a->atty + lo * n * d.QD, *g = a->gate + lo * n * d.F, *u = a->up + lo * n * d.F;
+        bn_cu_rmsnorm_forward_bf16(a->n, xh1, a->rstd1 + lo * n, a->res, pw->attn_norm + l * d.D, N, D, eps, s);
+        MM(bmm_forward(m, q, BF16, a->n, WH(wq) + l * d.QD * d.D, N, D, QD, 0.0f));
+        MM(bmm_forward(m, k, BF16, a->n, WH(wk) + l * d.KVD * d.D, N, D, KVD, 0.0f));
+        MM(bmm_forward(m, v, BF16, a->n, WH(wv) + l * d.KVD * d.D, N, D, KVD, 0.0f));
+        bn_cu_rope_bf16(q, m->a.rope_cos, m->a.rope_sin, B, T, (int)d.H, (int)d.hd, 1.0f, s);
+        bn_cu_rope_bf16(k, m->a.rope_cos, m->a.rope_sin, B, T, (int)d.KV, (int)d.hd, 1.0f, s);
+        if (bn_cu_attention_forward_bf16(atty, a->lse + lo * n * d.H, q, k, v, B, T, (int)d.H,
+                                         (int)d.KV, (int)d.hd, s))
+            return bn_err_set(err, BN_EUNSUPPORTED, "cuda: head_dim %zu", d.hd);
+        MM(bmm_forward(m, a->res, F32, atty, WH(wo) + l * d.D * d.QD, N, QD, D, 1.0f));
+        bn_cu_rmsnorm_forward_bf16(a->n, xh2, a->rstd2 + lo * n, a->res, pw->ffn_norm + l * d.D, N, D, eps, s);
+        MM(bmm_forward(m, g, BF16, a->n, WH(w_gate) + l * d.F * d.D, N, D, F, 0.0f));
+        MM(bmm_forward(m, u, BF16, a->n, WH(w_up) + l * d.F * d.D, N, D, F, 0.0f));
+        bn_cu_swiglu_forward_bf16(a->ffh, g, u, n * d.F, s);
+        MM(bmm_forward(m, a->res, F32, a->ffh, WH(w_down) + l * d.D * d.F, N, F, D, 1.0f));
+    }
+    bn_cu_rmsnorm_forward_bf16(a->nf, a->xhatf, a->rstdf, a->res, pw->final_norm, N, D, eps, s);
+    MM(bmm_forward(m, m->a.logits, F32, a->nf, WH(head), N, D, (int)d.V, 0.0f));
+    return 0;
+}
 
 int bn_cu_forward(bn_cu_model *m, const int32_t *tokens, int B, int T, bn_err *err)
 {
@@ -423,46 +649,16 @@ int bn_cu_forward(bn_cu_model *m, const int32_t *tokens, int B, int T, bn_err *e
     for (int i = 0; i < B * T; i++)
         if (tokens[i] < 0 || (size_t)tokens[i] >= d.V)
             return bn_err_set(err, BN_EINVAL, "cuda: token %d at %d outside the vocabulary", tokens[i], i);
+    bool bf = m->bf && m->o.bf16;
+    if (!bf && !m->wmem)
+        return bn_err_set(err, BN_EINVAL, "cuda: an FP32 forward needs FP32 compute weights; this STE model keeps bf16 ones only");
     CU(cudaSetDevice(m->o.gpu), "cudaSetDevice");
     m->B = B;
     m->T = T;
-    int N = B * T;
-    size_t n = (size_t)N;
-    cudaStream_t s = m->s;
-    const params *p = &m->w;
-    acts *a = &m->a;
-    float eps = m->cfg.rms_norm_eps;
-    CU(cudaMemcpyAsync(m->tokens, tokens, n * sizeof(int32_t), cudaMemcpyHostToDevice, s), "upload tokens");
-    bn_cu_embedding_forward(a->encoded, m->tokens, p->tok_emb, N, (int)d.D, s);
-    for (size_t l = 0; l < d.L; l++) {
-        const float *x = l == 0 ? a->encoded : a->res_ffn + (l - 1) * n * d.D;
-        float *ln1 = a->ln1 + l * n * d.D, *q = a->q + l * n * d.QD;
-        float *k = a->k + l * n * d.KVD, *v = a->v + l * n * d.KVD;
-        bn_cu_rmsnorm_forward(ln1, a->ln1_rstd + l * n, x, p->attn_norm + l * d.D, N, (int)d.D, eps, s);
-        MM(mm_forward(m, q, ln1, p->wq + l * d.QD * d.D, N, (int)d.D, (int)d.QD));
-        MM(mm_forward(m, k, ln1, p->wk + l * d.KVD * d.D, N, (int)d.D, (int)d.KVD));
-        MM(mm_forward(m, v, ln1, p->wv + l * d.KVD * d.D, N, (int)d.D, (int)d.KVD));
-        bn_cu_rope(q, a->rope_cos, a->rope_sin, B, T, (int)d.H, (int)d.hd, 1.0f, s);
-        bn_cu_rope(k, a->rope_cos, a->rope_sin, B, T, (int)d.KV, (int)d.hd, 1.0f, s);
-        float *atty = a->atty + l * n * d.QD, *ra = a->res_att + l * n * d.D;
-        if (bn_cu_attention_forward(atty, a->lse + l * n * d.H, q, k, v, B, T, (int)d.H,
-                                    (int)d.KV, (int)d.hd, s))
-            return bn_err_set(err, BN_EUNSUPPORTED, "cuda: head_dim %zu", d.hd);
-        MM(mm_forward(m, ra, atty, p->wo + l * d.D * d.QD, N, (int)d.QD, (int)d.D));
-        bn_cu_add(ra, ra, x, n * d.D, s);
-        float *ln2 = a->ln2 + l * n * d.D;
-        bn_cu_rmsnorm_forward(ln2, a->ln2_rstd + l * n, ra, p->ffn_norm + l * d.D, N, (int)d.D, eps, s);
-        float *g = a->gate + l * n * d.F, *u = a->up + l * n * d.F, *f = a->ffh + l * n * d.F;
-        MM(mm_forward(m, g, ln2, p->w_gate + l * d.F * d.D, N, (int)d.D, (int)d.F));
-        MM(mm_forward(m, u, ln2, p->w_up + l * d.F * d.D, N, (int)d.D, (int)d.F));
-        bn_cu_swiglu_forward(f, g, u, n * d.F, s);
-        float *rf = a->res_ffn + l * n * d.D;
-        MM(mm_forward(m, rf, f, p->w_down + l * d.D * d.F, N, (int)d.F, (int)d.D));
-        bn_cu_add(rf, rf, ra, n * d.D, s);
-    }
-    bn_cu_rmsnorm_forward(a->lnf, a->lnf_rstd, a->res_ffn + (d.L - 1) * n * d.D, p->final_norm, N,
-                          (int)d.D, eps, s);
-    MM(mm_forward(m, a->logits, a->lnf, p->head, N, (int)d.D, (int)d.V));
+    m->last_bf = bf;
+    CU(cudaMemcpyAsync(m->tokens, tokens, (size_t)B * T * sizeof(int32_t), cudaMemcpyHostToDevice, m->s), "upload tokens");
+    int rc = bf ? forward_bf16(m, B, T, err) : forward_fp32(m, B, T, err);
+    if (rc) return rc;
     CU(cudaGetLastError(), "forward kernels");
     return 0;
 }
@@ -493,10 +689,8 @@ int bn_cu_loss(bn_cu_model *m, const int32_t *targets, const uint8_t *mask, floa
 
 /* ---- backward ---- */
 
-int bn_cu_backward(bn_cu_model *m, bn_err *err)
+static int backward_fp32(bn_cu_model *m, bn_err *err)
 {
-    if (!m->o.train) return bn_err_set(err, BN_EINVAL, "cuda: backward on a model made without train");
-    CU(cudaSetDevice(m->o.gpu), "cudaSetDevice");
     dims d = dims_of(&m->cfg);
     int B = m->B, T = m->T, N = B * T;
     size_t n = (size_t)N;
@@ -548,6 +742,78 @@ int bn_cu_backward(bn_cu_model *m, bn_err *err)
                                a->ln1_rstd + l * n, N, (int)d.D, s);
     }
     bn_cu_embedding_backward(g->tok_emb, a->dres, m->tokens, N, (int)d.D, s);
+    return 0;
+}
+
+/* The bf16 path's backward (forward_bf16 in reverse); recomputes each norm's products
+ * input from xhat and silu(gate) * up from gate and up. Weight gradients accumulate in
+ * FP32 (beta 1). */
+static int backward_bf16(bn_cu_model *m, bn_err *err)
+{
+    dims d = dims_of(&m->cfg);
+    int B = m->B, T = m->T, N = B * T, D = (int)d.D, QD = (int)d.QD, KVD = (int)d.KVD, F = (int)d.F;
+    size_t n = (size_t)N;
+    cudaStream_t s = m->s;
+    const params *pw = &m->pw;
+    const params *g = &m->g;
+    bacts *a = &m->h;
+    const float *cs = m->a.rope_cos, *sn = m->a.rope_sin;
+    /* head and final norm */
+    bn_cu_to_bf16(a->dlogits, m->a.logits, n * d.V, s);
+    MM(bmm_backward_dx(m, a->dln, F32, a->dlogits, WH(head), N, D, (int)d.V, 0.0f));
+    MM(bmm_backward_dw(m, g->head, a->dlogits, a->nf, N, D, (int)d.V));
+    CU(cudaMemsetAsync(a->dres, 0, n * d.D * sizeof(float), s), "memset");
+    bn_cu_rmsnorm_backward_bf16(a->dres, a->dres_h, g->final_norm, a->dln, a->xhatf,
+                                pw->final_norm, a->rstdf, N, D, s);
+    for (size_t l = d.L; l-- > 0;) {
+        size_t lo = l * a->ls;
+        const bn_bf16 *xh1 = a->xhat1 + lo * n * d.D, *xh2 = a->xhat2 + lo * n * d.D;
+        const bn_bf16 *q = a->q + lo * n * d.QD, *k = a->k + lo * n * d.KVD, *v = a->v + lo * n * d.KVD;
+        const bn_bf16 *atty = a->atty + lo * n * d.QD;
+        const bn_bf16 *gt = a->gate + lo * n * d.F, *up = a->up + lo * n * d.F;
+        /* ffn: res += w_down(silu(gate) * up) */
+        bn_cu_swiglu_forward_bf16(a->ffh, gt, up, n * d.F, s);
+        MM(bmm_backward_dx(m, a->dffh, BF16, a->dres_h, WH(w_down) + l * d.D * d.F, N, F, D, 0.0f));
+        MM(bmm_backward_dw(m, g->w_down + l * d.D * d.F, a->dres_h, a->ffh, N, F, D));
+        bn_cu_swiglu_backward_bf16(a->dgate, a->dup, a->dffh, gt, up, n * d.F, s);
+        bn_cu_rmsnorm_apply_bf16(a->n, xh2, pw->ffn_norm + l * d.D, N, D, s);
+        MM(bmm_backward_dx(m, a->dln, F32, a->dgate, WH(w_gate) + l * d.F * d.D, N, D, F, 0.0f));
+        MM(bmm_backward_dx(m, a->dln, F32, a->dup, WH(w_up) + l * d.F * d.D, N, D, F, 1.0f));
+        MM(bmm_backward_dw(m, g->w_gate + l * d.F * d.D, a->dgate, a->n, N, D, F));
+        MM(bmm_backward_dw(m, g->w_up + l * d.F * d.D, a->dup, a->n, N, D, F));
+        bn_cu_rmsnorm_backward_bf16(a->dres, a->dres_h, g->ffn_norm + l * d.D, a->dln, xh2,
+                                    pw->ffn_norm + l * d.D, a->rstd2 + lo * n, N, D, s);
+        /* attention: res += wo(atty) */
+        MM(bmm_backward_dx(m, a->datty, BF16, a->dres_h, WH(wo) + l * d.D * d.QD, N, QD, D, 0.0f));
+        MM(bmm_backward_dw(m, g->wo + l * d.D * d.QD, a->dres_h, atty, N, QD, D));
+        if (bn_cu_attention_backward_bf16(a->dq, a->dk, a->dv, a->dsum, a->datty, atty,
+                                          a->lse + lo * n * d.H, q, k, v, B, T, (int)d.H,
+                                          (int)d.KV, (int)d.hd, s))
+            return bn_err_set(err, BN_EUNSUPPORTED, "cuda: head_dim %zu", d.hd);
+        bn_cu_rope_bf16(a->dq, cs, sn, B, T, (int)d.H, (int)d.hd, -1.0f, s);
+        bn_cu_rope_bf16(a->dk, cs, sn, B, T, (int)d.KV, (int)d.hd, -1.0f, s);
+        bn_cu_rmsnorm_apply_bf16(a->n, xh1, pw->attn_norm + l * d.D, N, D, s);
+        MM(bmm_backward_dx(m, a->dln, F32, a->dq, WH(wq) + l * d.QD * d.D, N, D, QD, 0.0f));
+        MM(bmm_backward_dx(m, a->dln, F32, a->dk, WH(wk) + l * d.KVD * d.D, N, D, KVD, 1.0f));
+        MM(bmm_backward_dx(m, a->dln, F32, a->dv, WH(wv) + l * d.KVD * d.D, N, D, KVD, 1.0f));
+        MM(bmm_backward_dw(m, g->wq + l * d.QD * d.D, a->dq, a->n, N, D, QD));
+        MM(bmm_backward_dw(m, g->wk + l * d.KVD * d.D, a->dk, a->n, N, D, KVD));
+        MM(bmm_backward_dw(m, g->wv + l * d.KVD * d.D, a->dv, a->n, N, D, KVD));
+        bn_cu_rmsnorm_backward_bf16(a->dres, a->dres_h, g->attn_norm + l * d.D, a->dln, xh1,
+                                    pw->attn_norm + l * d.D, a->rstd1 + lo * n, N, D, s);
+    }
+    bn_cu_embedding_backward(g->tok_emb, a->dres, m->tokens, N, D, s);
+    return 0;
+}
+
+int bn_cu_backward(bn_cu_model *m, bn_err *err)
+{
+    if (!m->o.train) return bn_err_set(err, BN_EINVAL, "cuda: backward on a model made without train");
+    if (m->bf && !m->last_bf)
+        return bn_err_set(err, BN_EINVAL, "cuda: backward after an FP32 forward of a bf16 model (its FP32 forward keeps no activations)");
+    CU(cudaSetDevice(m->o.gpu), "cudaSetDevice");
+    int rc = m->last_bf ? backward_bf16(m, err) : backward_fp32(m, err);
+    if (rc) return rc;
     CU(cudaGetLastError(), "backward kernels");
     return 0;
 }
@@ -563,25 +829,40 @@ int bn_cu_zero_grad(bn_cu_model *m, bn_err *err)
 /* ---- optimizer and STE ---- */
 
 /* Compute weights from the master weights: the linears' ternary projection when ste, else
- * the master weights themselves (same buffer). */
+ * the master weights themselves (same buffer; the trainer's own copy until
+ * bn_cu_materialize). The bf16 path then takes its bf16 copy (STE: projected straight to
+ * bf16, without an FP32 copy). */
 int bn_cu_refresh(bn_cu_model *m, bn_err *err)
 {
-    if (!m->o.ste && m->wmem == m->pmem) return 0;
     CU(cudaSetDevice(m->o.gpu), "cudaSetDevice");
-    if (!m->o.ste) { /* trainer: compute = master until bn_cu_materialize */
-        CU(cudaMemcpyAsync(m->wmem, m->pmem, m->n_params * sizeof(float), cudaMemcpyDeviceToDevice, m->s), "copy weights");
+    size_t np = m->n_params;
+    if (!m->o.ste) {
+        if (m->wmem != m->pmem)
+            CU(cudaMemcpyAsync(m->wmem, m->pmem, np * sizeof(float), cudaMemcpyDeviceToDevice, m->s), "copy weights");
+        if (m->bf) bn_cu_to_bf16(m->wh, m->wmem, np, m->s);
+        CU(cudaGetLastError(), "refresh");
         return 0;
     }
     dims d = dims_of(&m->cfg);
-    CU(cudaMemcpyAsync(m->wmem, m->pmem, m->n_params * sizeof(float), cudaMemcpyDeviceToDevice, m->s), "copy weights");
+    if (m->wmem) CU(cudaMemcpyAsync(m->wmem, m->pmem, np * sizeof(float), cudaMemcpyDeviceToDevice, m->s), "copy weights");
+    if (m->bf) { /* the tensors that stay as they are: embedding, norms, head */
+        const float *seg[3][2] = { { m->p.tok_emb, m->p.wq }, { m->p.ffn_norm, m->p.w_gate },
+                                   { m->p.final_norm, m->pmem + np } };
+        for (int i = 0; i < 3; i++)
+            bn_cu_to_bf16(m->wh + (seg[i][0] - m->pmem), seg[i][0], (size_t)(seg[i][1] - seg[i][0]), m->s);
+    }
     struct { float *w; const float *p; size_t rows, cols; } lin[7] = {
         { m->w.wq, m->p.wq, d.L * d.QD, d.D }, { m->w.wk, m->p.wk, d.L * d.KVD, d.D },
         { m->w.wv, m->p.wv, d.L * d.KVD, d.D }, { m->w.wo, m->p.wo, d.L * d.D, d.QD },
         { m->w.w_gate, m->p.w_gate, d.L * d.F, d.D }, { m->w.w_up, m->p.w_up, d.L * d.F, d.D },
         { m->w.w_down, m->p.w_down, d.L * d.D, d.F },
     };
-    for (int i = 0; i < 7; i++)
-        bn_cu_ternarize(lin[i].w, lin[i].p, (int)lin[i].rows, (int)lin[i].cols, m->o.tau, m->s);
+    for (int i = 0; i < 7; i++) {
+        if (m->wmem) bn_cu_ternarize(lin[i].w, lin[i].p, (int)lin[i].rows, (int)lin[i].cols, m->o.tau, m->s);
+        if (m->bf)
+            bn_cu_ternarize_bf16(m->wh + (lin[i].p - m->pmem), lin[i].p, (int)lin[i].rows,
+                                 (int)lin[i].cols, m->o.tau, m->s);
+    }
     CU(cudaGetLastError(), "ternarize");
     return 0;
 }
@@ -627,7 +908,7 @@ static int buffer(bn_cu_model *m, bn_cu_buf which, size_t n, float **out, bn_err
     case BN_CU_LOGITS: b = m->a.logits; want = (size_t)m->B * m->T * m->cfg.vocab_size; break;
     case BN_CU_COMPUTE: b = m->wmem; break;
     }
-    if (!b) return bn_err_set(err, BN_EINVAL, "cuda: buffer %d absent (model made without train)", (int)which);
+    if (!b) return bn_err_set(err, BN_EINVAL, "cuda: buffer %d absent on this model (made without train, or bf16 STE weights only)", (int)which);
     if (n != want) return bn_err_set(err, BN_EINVAL, "cuda: buffer %d holds %zu floats, %zu asked", (int)which, want, n);
     *out = b;
     return 0;
@@ -651,6 +932,10 @@ int bn_cu_set(bn_cu_model *m, bn_cu_buf which, const float *host, size_t n, bn_e
     CU(cudaMemcpyAsync(b, host, n * sizeof(float), cudaMemcpyHostToDevice, m->s), "upload");
     CU(cudaStreamSynchronize(m->s), "upload");
     if (which == BN_CU_PARAMS) return bn_cu_refresh(m, err);
+    if (which == BN_CU_COMPUTE && m->bf) {
+        bn_cu_to_bf16(m->wh, m->wmem, m->n_params, m->s);
+        CU(cudaGetLastError(), "compute weights");
+    }
     return 0;
 }
 
@@ -740,6 +1025,7 @@ int bn_cu_materialize(bn_cu_model *m, float lam, bn_err *err)
             bn_cu_quant_materialize(m->wmem + t->off, m->pmem + t->off, NULL, t->rows, t->cols,
                                     m->tc.per_tensor, one, 1, lam, m->s);
     }
+    if (m->bf) bn_cu_to_bf16(m->wh, m->wmem, m->n_params, m->s);
     CU(cudaGetLastError(), "materialize");
     return 0;
 }

@@ -9,6 +9,12 @@
 
 static unsigned grid_for(size_t n) { return (unsigned)((n + BLOCK - 1) / BLOCK); }
 
+/* Element stores for the kernels templated on storage (float, or bf16 rounded to nearest) */
+__device__ __forceinline__ void put(float *p, float v) { *p = v; }
+__device__ __forceinline__ void put(bn_bf16 *p, float v) { *p = __float2bfloat16(v); }
+__device__ __forceinline__ float get(float v) { return v; }
+__device__ __forceinline__ float get(bn_bf16 v) { return __bfloat162float(v); }
+
 /* Block-wide sum (blockDim.x a multiple of 32, <= 1024); every thread gets the result. */
 template <typename F>
 __device__ F block_sum(F v)
@@ -127,8 +133,106 @@ void bn_cu_rmsnorm_backward(float *dx, float *dw, const float *dout, const float
     rmsnorm_backward_dw_kernel<<<g, BLOCK, 0, s>>>(dw, dout, x, rstd, N, D);
 }
 
+/* ---- RMSNorm, bf16 storage (the training path of bf16 mode) ----
+ * The forward keeps xhat = x * rstd (bf16) for the backward and gives the products
+ * n = xhat * w (bf16, computed from the rounded xhat so that the backward recomputes it
+ * bit for bit); the residual stream x stays FP32. One block per row. */
+__global__ void rmsnorm_forward_bf16_kernel(bn_bf16 *n, bn_bf16 *xhat, float *rstd, const float *x,
+                                            const float *w, int D, float eps)
+{
+    size_t row = blockIdx.x;
+    const float *xr = x + row * D;
+    float ss = 0;
+    for (int i = threadIdx.x; i < D; i += blockDim.x) ss += xr[i] * xr[i];
+    ss = block_sum(ss);
+    float r = 1.0f / sqrtf(ss / (float)D + eps);
+    if (threadIdx.x == 0) rstd[row] = r;
+    bn_bf16 *xh = xhat + row * D, *nr = n + row * D;
+    for (int i = threadIdx.x; i < D; i += blockDim.x) {
+        bn_bf16 h = __float2bfloat16(xr[i] * r);
+        xh[i] = h;
+        nr[i] = __float2bfloat16(__bfloat162float(h) * w[i]);
+    }
+}
+
+/* n[N, D] = xhat * w (the forward's products input, recomputed for the weight gradients) */
+__global__ void rmsnorm_apply_bf16_kernel(bn_bf16 *n, const bn_bf16 *xhat, const float *w,
+                                          size_t total, int D)
+{
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < total) n[i] = __float2bfloat16(__bfloat162float(xhat[i]) * w[i % D]);
+}
+
+/* dx: one block per row; g = dy * w, dx += rstd (g - xhat mean(g xhat)); dx_h = bf16(dx) */
+__global__ void rmsnorm_backward_dx_bf16_kernel(float *dx, bn_bf16 *dx_h, const float *dout,
+                                                const bn_bf16 *xhat, const float *w,
+                                                const float *rstd, int D)
+{
+    size_t row = blockIdx.x;
+    const float *dy = dout + row * D;
+    const bn_bf16 *xh = xhat + row * D;
+    float r = rstd[row], dot = 0;
+    for (int i = threadIdx.x; i < D; i += blockDim.x) dot += dy[i] * w[i] * __bfloat162float(xh[i]);
+    dot = block_sum(dot);
+    float c = dot / (float)D;
+    float *dxr = dx + row * D;
+    bn_bf16 *dhr = dx_h + row * D;
+    for (int i = threadIdx.x; i < D; i += blockDim.x) {
+        float v = dxr[i] + r * (dy[i] * w[i] - __bfloat162float(xh[i]) * c);
+        dxr[i] = v;
+        dhr[i] = __float2bfloat16(v);
+    }
+}
+
+/* dw[D] += sum over rows of dy * xhat; grid (ceil(D/256), DW_CHUNKS) as the FP32 kernel */
+__global__ void rmsnorm_backward_dw_bf16_kernel(float *dw, const float *dout, const bn_bf16 *xhat,
+                                                int N, int D)
+{
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= D) return;
+    int per = (N + DW_CHUNKS - 1) / DW_CHUNKS, n0 = blockIdx.y * per, n1 = min(N, n0 + per);
+    float acc = 0;
+    for (int n = n0; n < n1; n++) acc += dout[(size_t)n * D + i] * __bfloat162float(xhat[(size_t)n * D + i]);
+    atomicAdd(&dw[i], acc);
+}
+
+void bn_cu_rmsnorm_forward_bf16(bn_bf16 *n, bn_bf16 *xhat, float *rstd, const float *x,
+                                const float *w, int N, int D, float eps, cudaStream_t s)
+{
+    rmsnorm_forward_bf16_kernel<<<N, BLOCK, 0, s>>>(n, xhat, rstd, x, w, D, eps);
+}
+
+void bn_cu_rmsnorm_apply_bf16(bn_bf16 *n, const bn_bf16 *xhat, const float *w, int N, int D,
+                              cudaStream_t s)
+{
+    size_t total = (size_t)N * D;
+    rmsnorm_apply_bf16_kernel<<<grid_for(total), BLOCK, 0, s>>>(n, xhat, w, total, D);
+}
+
+void bn_cu_rmsnorm_backward_bf16(float *dx, bn_bf16 *dx_h, float *dw, const float *dout,
+                                 const bn_bf16 *xhat, const float *w, const float *rstd, int N,
+                                 int D, cudaStream_t s)
+{
+    rmsnorm_backward_dx_bf16_kernel<<<N, BLOCK, 0, s>>>(dx, dx_h, dout, xhat, w, rstd, D);
+    dim3 g(grid_for((size_t)D), DW_CHUNKS);
+    rmsnorm_backward_dw_bf16_kernel<<<g, BLOCK, 0, s>>>(dw, dout, xhat, N, D);
+}
+
+/* ---- conversion ---- out[n] = bf16(in[n]) */
+__global__ void to_bf16_kernel(bn_bf16 *out, const float *in, size_t n)
+{
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = __float2bfloat16(in[i]);
+}
+
+void bn_cu_to_bf16(bn_bf16 *out, const float *in, size_t n, cudaStream_t s)
+{
+    if (n) to_bf16_kernel<<<grid_for(n), BLOCK, 0, s>>>(out, in, n);
+}
+
 /* ---- RoPE ---- one thread per (row, head, pair i < hd/2) */
-__global__ void rope_kernel(float *x, const float *cosb, const float *sinb, int T, int nh,
+template <typename E>
+__global__ void rope_kernel(E *x, const float *cosb, const float *sinb, int T, int nh,
                             int hd, float sign, size_t total)
 {
     size_t id = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -138,37 +242,52 @@ __global__ void rope_kernel(float *x, const float *cosb, const float *sinb, int 
     size_t rh = id / half; /* row * nh + head */
     size_t row = rh / nh;
     int t = (int)(row % T);
-    float *v = x + rh * hd;
+    E *v = x + rh * hd;
     float c = cosb[(size_t)t * half + i], si = sign * sinb[(size_t)t * half + i];
-    float x0 = v[i], x1 = v[i + half];
-    v[i] = x0 * c - x1 * si;
-    v[i + half] = x1 * c + x0 * si;
+    float x0 = get(v[i]), x1 = get(v[i + half]);
+    put(&v[i], x0 * c - x1 * si);
+    put(&v[i + half], x1 * c + x0 * si);
+}
+
+template <typename E>
+static void rope(E *x, const float *cosb, const float *sinb, int B, int T, int nh, int hd,
+                 float sign, cudaStream_t s)
+{
+    size_t total = (size_t)B * T * nh * (hd / 2);
+    rope_kernel<E><<<grid_for(total), BLOCK, 0, s>>>(x, cosb, sinb, T, nh, hd, sign, total);
 }
 
 void bn_cu_rope(float *x, const float *cosb, const float *sinb, int B, int T, int nh, int hd,
                 float sign, cudaStream_t s)
 {
-    size_t total = (size_t)B * T * nh * (hd / 2);
-    rope_kernel<<<grid_for(total), BLOCK, 0, s>>>(x, cosb, sinb, T, nh, hd, sign, total);
+    rope(x, cosb, sinb, B, T, nh, hd, sign, s);
+}
+
+void bn_cu_rope_bf16(bn_bf16 *x, const float *cosb, const float *sinb, int B, int T, int nh, int hd,
+                     float sign, cudaStream_t s)
+{
+    rope(x, cosb, sinb, B, T, nh, hd, sign, s);
 }
 
 /* ---- SiLU gate ---- */
-__global__ void swiglu_forward_kernel(float *out, const float *gate, const float *up, size_t n)
+template <typename E>
+__global__ void swiglu_forward_kernel(E *out, const E *gate, const E *up, size_t n)
 {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
-    float g = gate[i];
-    out[i] = g / (1.0f + expf(-g)) * up[i];
+    float g = get(gate[i]);
+    put(&out[i], g / (1.0f + expf(-g)) * get(up[i]));
 }
 
-__global__ void swiglu_backward_kernel(float *dgate, float *dup, const float *dout,
-                                       const float *gate, const float *up, size_t n)
+template <typename E>
+__global__ void swiglu_backward_kernel(E *dgate, E *dup, const E *dout, const E *gate,
+                                       const E *up, size_t n)
 {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
-    float g = gate[i], sg = 1.0f / (1.0f + expf(-g));
-    dup[i] = dout[i] * g * sg;
-    dgate[i] = dout[i] * up[i] * sg * (1.0f + g * (1.0f - sg));
+    float g = get(gate[i]), sg = 1.0f / (1.0f + expf(-g)), d = get(dout[i]);
+    put(&dup[i], d * g * sg);
+    put(&dgate[i], d * get(up[i]) * sg * (1.0f + g * (1.0f - sg)));
 }
 
 void bn_cu_swiglu_forward(float *out, const float *gate, const float *up, size_t n, cudaStream_t s)
@@ -178,6 +297,18 @@ void bn_cu_swiglu_forward(float *out, const float *gate, const float *up, size_t
 
 void bn_cu_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
                            const float *up, size_t n, cudaStream_t s)
+{
+    swiglu_backward_kernel<<<grid_for(n), BLOCK, 0, s>>>(dgate, dup, dout, gate, up, n);
+}
+
+void bn_cu_swiglu_forward_bf16(bn_bf16 *out, const bn_bf16 *gate, const bn_bf16 *up, size_t n,
+                               cudaStream_t s)
+{
+    swiglu_forward_kernel<<<grid_for(n), BLOCK, 0, s>>>(out, gate, up, n);
+}
+
+void bn_cu_swiglu_backward_bf16(bn_bf16 *dgate, bn_bf16 *dup, const bn_bf16 *dout,
+                                const bn_bf16 *gate, const bn_bf16 *up, size_t n, cudaStream_t s)
 {
     swiglu_backward_kernel<<<grid_for(n), BLOCK, 0, s>>>(dgate, dup, dout, gate, up, n);
 }
@@ -273,7 +404,8 @@ void bn_cu_adamw_update(float *w, const float *g, float *m, float *v, size_t n, 
 }
 
 /* ---- STE ternarize ---- one block per row */
-__global__ void ternarize_kernel(float *out, const float *w, int cols, float tau)
+template <typename E>
+__global__ void ternarize_kernel(E *out, const float *w, int cols, float tau)
 {
     size_t r = blockIdx.x;
     const float *wr = w + r * cols;
@@ -283,14 +415,19 @@ __global__ void ternarize_kernel(float *out, const float *w, int cols, float tau
     float sc = (float)(a / cols);
     if (sc < 1e-8f) sc = 1e-8f;
     float th = tau * sc;
-    float *o = out + r * cols;
+    E *o = out + r * cols;
     for (int i = threadIdx.x; i < cols; i += blockDim.x) {
         float x = wr[i];
-        o[i] = fabsf(x) >= th ? (x > 0 ? sc : -sc) : 0.0f;
+        put(&o[i], fabsf(x) >= th ? (x > 0 ? sc : -sc) : 0.0f);
     }
 }
 
 void bn_cu_ternarize(float *out, const float *w, int rows, int cols, float tau, cudaStream_t s)
+{
+    ternarize_kernel<<<rows, BLOCK, 0, s>>>(out, w, cols, tau);
+}
+
+void bn_cu_ternarize_bf16(bn_bf16 *out, const float *w, int rows, int cols, float tau, cudaStream_t s)
 {
     ternarize_kernel<<<rows, BLOCK, 0, s>>>(out, w, cols, tau);
 }

@@ -48,6 +48,29 @@ void bn_cu_adamw_update(float *w, const float *g, float *m, float *v, size_t n, 
  * out = sign(w) * s where |w| >= tau * s, else 0. */
 void bn_cu_ternarize(float *out, const float *w, int rows, int cols, float tau, cudaStream_t s);
 
+/* ---- bf16 storage (llama.cu's bf16 training path): activations and compute weights in
+ * bf16, residual stream, statistics, gradients of the weights and accumulation in FP32 ---- */
+/* out[n] = bf16(in[n]) (round to nearest even) */
+void bn_cu_to_bf16(bn_bf16 *out, const float *in, size_t n, cudaStream_t s);
+/* rstd[N] = 1 / sqrt(mean(x^2) + eps); xhat[N, D] = bf16(x * rstd); n = bf16(xhat * w) */
+void bn_cu_rmsnorm_forward_bf16(bn_bf16 *n, bn_bf16 *xhat, float *rstd, const float *x,
+                                const float *w, int N, int D, float eps, cudaStream_t s);
+/* n[N, D] = bf16(xhat * w): the forward's n again, bit for bit */
+void bn_cu_rmsnorm_apply_bf16(bn_bf16 *n, const bn_bf16 *xhat, const float *w, int N, int D,
+                              cudaStream_t s);
+/* dx[N, D] += d/dx of n = xhat * w (FP32) and dx_h = bf16(dx); dw[D] += sum dout * xhat */
+void bn_cu_rmsnorm_backward_bf16(float *dx, bn_bf16 *dx_h, float *dw, const float *dout,
+                                 const bn_bf16 *xhat, const float *w, const float *rstd, int N,
+                                 int D, cudaStream_t s);
+void bn_cu_rope_bf16(bn_bf16 *x, const float *cosb, const float *sinb, int B, int T, int nh, int hd,
+                     float sign, cudaStream_t s);
+void bn_cu_swiglu_forward_bf16(bn_bf16 *out, const bn_bf16 *gate, const bn_bf16 *up, size_t n,
+                               cudaStream_t s);
+void bn_cu_swiglu_backward_bf16(bn_bf16 *dgate, bn_bf16 *dup, const bn_bf16 *dout,
+                                const bn_bf16 *gate, const bn_bf16 *up, size_t n, cudaStream_t s);
+/* bn_cu_ternarize with bf16 output */
+void bn_cu_ternarize_bf16(bn_bf16 *out, const float *w, int rows, int cols, float tau, cudaStream_t s);
+
 /* ---- fine-tune trainer (llama.cu bn_cu_materialize / bn_cu_optim_step / distillation) ---- */
 typedef struct bn_cu_taus { float v[8]; } bn_cu_taus;
 /* Materialized ternary weights out [rows, cols] from masters w, the quantize stage's
