@@ -160,6 +160,33 @@ static const bn_role roles[] = { BN_ROLE_EMBED, BN_ROLE_ATTN_NORM, BN_ROLE_WQ, B
                                  BN_ROLE_WV, BN_ROLE_WO, BN_ROLE_FFN_NORM, BN_ROLE_W_GATE,
                                  BN_ROLE_W_UP, BN_ROLE_W_DOWN, BN_ROLE_FINAL_NORM, BN_ROLE_HEAD };
 
+/* Cosine of every parameter tensor's gradient, a against b (flat layout of m); each
+ * >= limit. Returns the worst. */
+static double grad_cosines(bn_llama *m, const float *a, const float *b, double limit, const char *what)
+{
+    double worst = 1;
+    for (size_t r = 0; r < sizeof roles / sizeof roles[0]; r++) {
+        bool global = roles[r] == BN_ROLE_EMBED || roles[r] == BN_ROLE_FINAL_NORM || roles[r] == BN_ROLE_HEAD;
+        for (int l = 0; l < (global ? 1 : m->cfg.n_layers); l++) {
+            int rows, cols;
+            float *t = bn_llama_tensor(m, &m->grads, roles[r], l, &rows, &cols);
+            ck_assert_ptr_nonnull(t);
+            size_t off = (size_t)(t - m->grads_mem), n = (size_t)rows * cols;
+            double dot = 0, na = 0, nb = 0;
+            for (size_t i = 0; i < n; i++) {
+                dot += (double)a[off + i] * b[off + i];
+                na += (double)a[off + i] * a[off + i];
+                nb += (double)b[off + i] * b[off + i];
+            }
+            double cs = dot / (sqrt(na) * sqrt(nb) + 1e-300);
+            if (cs < worst) worst = cs;
+            ck_assert_msg(cs >= limit, "%s: gradient of %s layer %d: cosine %.6f < %g", what,
+                          bn_role_name(roles[r]), l, cs, limit);
+        }
+    }
+    return worst;
+}
+
 static void grad_parity(bn_llama *m, int B, int T, const char *what)
 {
     int V = m->cfg.vocab_size, N = B * T;
@@ -189,26 +216,7 @@ static void grad_parity(bn_llama *m, int B, int T, const char *what)
     ck_assert_int_eq(nc, ng);
     printf("grad %-12s loss cpu %.6f gpu %.6f\n", what, lc, lg);
     ck_assert(fabs(lc - lg) <= 1e-4 * fabs(lc));
-    double worst = 1;
-    for (size_t r = 0; r < sizeof roles / sizeof roles[0]; r++) {
-        bool global = roles[r] == BN_ROLE_EMBED || roles[r] == BN_ROLE_FINAL_NORM || roles[r] == BN_ROLE_HEAD;
-        for (int l = 0; l < (global ? 1 : m->cfg.n_layers); l++) {
-            int rows, cols;
-            float *t = bn_llama_tensor(m, &m->grads, roles[r], l, &rows, &cols);
-            ck_assert_ptr_nonnull(t);
-            size_t off = (size_t)(t - m->grads_mem), n = (size_t)rows * cols;
-            double dot = 0, na = 0, nb = 0;
-            for (size_t i = 0; i < n; i++) {
-                dot += (double)g[0][off + i] * g[1][off + i];
-                na += (double)g[0][off + i] * g[0][off + i];
-                nb += (double)g[1][off + i] * g[1][off + i];
-            }
-            double cs = dot / (sqrt(na) * sqrt(nb) + 1e-300);
-            if (cs < worst) worst = cs;
-            ck_assert_msg(cs >= 0.9999, "%s: gradient of %s layer %d: cosine %.6f < 0.9999", what,
-                          bn_role_name(roles[r]), l, cs);
-        }
-    }
+    double worst = grad_cosines(m, g[0], g[1], 0.9999, what);
     printf("grad %-12s worst per-tensor cosine %.7f (limit 0.9999)\n", what, worst);
     for (int i = 0; i < 2; i++) {
         free(g[i]);
@@ -335,24 +343,7 @@ START_TEST(test_bf16_path_25m)
     printf("bf16 path random25M: logits rel L2 %.3g (limit 2e-2), loss cpu %.5f gpu %.5f\n", rel, loss[0], loss[1]);
     ck_assert_msg(rel <= 2e-2, "logits rel L2 %g", rel);
     ck_assert(fabs(loss[1] - loss[0]) <= 0.01 * loss[0]);
-    double worst = 1;
-    for (size_t r = 0; r < sizeof roles / sizeof roles[0]; r++) {
-        bool global = roles[r] == BN_ROLE_EMBED || roles[r] == BN_ROLE_FINAL_NORM || roles[r] == BN_ROLE_HEAD;
-        for (int l = 0; l < (global ? 1 : m->cfg.n_layers); l++) {
-            int rows, cols;
-            float *t = bn_llama_tensor(m, &m->grads, roles[r], l, &rows, &cols);
-            size_t off = (size_t)(t - m->grads_mem), n = (size_t)rows * cols;
-            double dot = 0, na = 0, nb = 0;
-            for (size_t i = 0; i < n; i++) {
-                dot += (double)g[0][off + i] * g[1][off + i];
-                na += (double)g[0][off + i] * g[0][off + i];
-                nb += (double)g[1][off + i] * g[1][off + i];
-            }
-            double cs = dot / (sqrt(na) * sqrt(nb) + 1e-300);
-            worst = fmin(worst, cs);
-            ck_assert_msg(cs >= 0.99, "gradient of %s layer %d: cosine %.5f < 0.99", bn_role_name(roles[r]), l, cs);
-        }
-    }
+    double worst = grad_cosines(m, g[0], g[1], 0.99, "bf16 path");
     printf("bf16 path random25M: worst per-tensor gradient cosine %.5f (limit 0.99)\n", worst);
     /* the FP32 evaluation forward of the same model */
     bn_backend_set_bf16(gpu, false);
