@@ -33,6 +33,12 @@ bool bn_ft_should_run(bool enabled, double pre_ppl, double post_ppl, double thre
     return (post_ppl - pre_ppl) / pre_ppl > threshold;
 }
 
+bool bn_ft_checkpoint_due(long long step, int every, double since_last_s, double last_cost_s)
+{
+    if (every <= 0 || step % every) return false;
+    return last_cost_s < BN_FT_CKPT_SLOW_S || since_last_s >= BN_FT_CKPT_RATIO * last_cost_s;
+}
+
 typedef struct ft_tensor {
     char name[256];
     bn_role role;
@@ -82,6 +88,7 @@ typedef struct ft_run {
     /* this run */
     double t0;
     int64_t steps_this_run;
+    double ckpt_end_s, ckpt_cost_s; /* elapsed() after the last checkpoint, its duration */
 } ft_run;
 
 static double elapsed(const ft_run *r) { return r->elapsed + (bn_clock_mono_s() - r->t0); }
@@ -833,9 +840,18 @@ static int train_loop(ft_run *r, bn_err *err)
             snprintf(detail, sizeof detail, "step %lld/%lld loss %.4f", (long long)r->step,
                      (long long)r->total_steps, loss);
         bool stop = bn_job_progress(ctx, f > 1 ? 1 : f, detail);
-        if (stop || (every && r->step % every == 0)) {
+        if (stop || bn_ft_checkpoint_due(r->step, every, elapsed(r) - r->ckpt_end_s, r->ckpt_cost_s)) {
+            double t = elapsed(r);
             rc = save_checkpoint(r, err);
             if (rc) return rc;
+            double cost = elapsed(r) - t;
+            if (cost >= BN_FT_CKPT_SLOW_S && r->ckpt_cost_s < BN_FT_CKPT_SLOW_S && !stop)
+                bn_job_event(ctx, "info", "fine-tune: a checkpoint took %.1f s; from here on one "
+                             "every %d steps but at most once per %.1f minutes of training, so "
+                             "that checkpoints take at most a tenth of the time", cost, every,
+                             BN_FT_CKPT_RATIO * cost / 60.0);
+            r->ckpt_cost_s = cost;
+            r->ckpt_end_s = elapsed(r);
         }
         if (stop) return bn_err_set(err, BN_ECANCELLED, "fine-tuning stopped at step %lld "
                                     "(checkpoint saved)", (long long)r->step);

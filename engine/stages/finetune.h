@@ -28,8 +28,8 @@
  * quantize stage's (same tau, 0 included, same refinement grid). Synthetic calibration
  * text is never trained on unless fine_tune.allow_synthetic.
  *
- * Checkpoints (every checkpoint_every steps and when the progress callback asks to
- * stop): finetune/ckpt-<step>.safetensors (shadow weights, best weights, optimizer state)
+ * Checkpoints (every checkpoint_every steps, spaced so that writing them takes at most
+ * about a tenth of the time, and when the progress callback asks to stop): finetune/ckpt-<step>.safetensors (shadow weights, best weights, optimizer state)
  * and finetune/ckpt.json (step, epoch, position in the epoch, the schedule length, the
  * data seed, elapsed time, best perplexity, history), each written atomically, the JSON
  * last. A restarted stage resumes from it and continues the same loss curve.
@@ -45,5 +45,14 @@
 
 /* Whether fine-tuning runs: enabled and (post - pre) / pre > threshold (strict). */
 bool bn_ft_should_run(bool enabled, double pre_ppl, double post_ppl, double threshold);
+
+/* Whether a checkpoint is due after `step`: every `every` steps (0: never), except that
+ * after one that took BN_FT_CKPT_SLOW_S seconds or more (last_cost_s) the next waits
+ * until training has run BN_FT_CKPT_RATIO times that long since (since_last_s), so that
+ * checkpoints take at most about a tenth of the time. A 1.1B model's state is about 22 GB
+ * a checkpoint, 25 s on the GPU machine, while 50 GPU steps take 19 s. */
+#define BN_FT_CKPT_SLOW_S 2.0
+#define BN_FT_CKPT_RATIO 9.0
+bool bn_ft_checkpoint_due(long long step, int every, double since_last_s, double last_cost_s);
 
 #endif

@@ -21,6 +21,7 @@
 #include "bn_engine.h"
 #include "bn_test.h"
 #include "base/fsutil.h"
+#include "stages/finetune.h"
 
 static char *root;
 static char model[4096], train[4096];
@@ -74,6 +75,21 @@ static void run(const char *tag, const char *config, rec *r)
 }
 
 #define CALIB "\"calibration\": {\"dataset\": \"custom\", \"path\": \"%s\", \"samples\": 32}"
+
+/* Checkpoint spacing: every `every` steps while they are cheap; after a slow one (a large
+ * model's state) only once training has run 9 times as long. */
+START_TEST(checkpoint_spacing)
+{
+    ck_assert(bn_ft_checkpoint_due(50, 50, 1.0, 0.01));
+    ck_assert(!bn_ft_checkpoint_due(49, 50, 100.0, 0.01));
+    ck_assert(!bn_ft_checkpoint_due(50, 0, 100.0, 0.01));
+    ck_assert(bn_ft_checkpoint_due(4, 4, 0.001, 1.99));  /* under 2 s: every `every` steps */
+    ck_assert(!bn_ft_checkpoint_due(100, 50, 19.0, 25.0)); /* 25 s each: wait 225 s */
+    ck_assert(!bn_ft_checkpoint_due(550, 50, 224.0, 25.0));
+    ck_assert(bn_ft_checkpoint_due(600, 50, 225.0, 25.0));
+    ck_assert(!bn_ft_checkpoint_due(601, 50, 500.0, 25.0)); /* still on step multiples */
+}
+END_TEST
 
 START_TEST(calibration_aware_scales_beat_absmean)
 {
@@ -187,6 +203,7 @@ int main(void)
     Suite *s = suite_create("finetune-data");
     TCase *tc = tcase_create("stories260K");
     tcase_set_timeout(tc, 1500);
+    tcase_add_test(tc, checkpoint_spacing);
     tcase_add_test(tc, calibration_aware_scales_beat_absmean);
     tcase_add_test(tc, short_finetune_clearly_improves);
     tcase_add_test(tc, kill9_then_resume_matches_uninterrupted);
