@@ -14,6 +14,7 @@
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,8 +25,9 @@
 #include "base/clock.h"
 #include "base/fsutil.h"
 
-static volatile sig_atomic_t interrupted;
-static void on_sigint(int sig) { (void)sig; interrupted = 1; }
+/* Atomic: the handler can run on one of OpenBLAS's threads, which start before main(). */
+static atomic_int interrupted;
+static void on_sigint(int sig) { (void)sig; atomic_store(&interrupted, 1); }
 
 typedef struct {
     bool tty, json;
@@ -45,7 +47,7 @@ static bool on_update(void *p, bn_stage stage, double f, const char *detail)
     double t = bn_clock_mono_s();
     bool new_stage = (int)stage != u->last_stage;
     if (u->tty) {
-        if (!new_stage && f < 1 && t - u->last_draw < 0.1) return interrupted;
+        if (!new_stage && f < 1 && t - u->last_draw < 0.1) return atomic_load(&interrupted);
         int w = 30, fill = (int)(f * w + 0.5);
         char bar[64];
         for (int i = 0; i < w; i++) bar[i] = i < fill ? '#' : '-';
@@ -58,7 +60,7 @@ static bool on_update(void *p, bn_stage stage, double f, const char *detail)
     }
     u->last_stage = (int)stage;
     u->last_draw = t;
-    return interrupted;
+    return atomic_load(&interrupted);
 }
 
 static void on_event(void *p, bn_stage stage, const char *level, const char *msg)

@@ -13,9 +13,11 @@
  * takes a write.
  */
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -456,11 +458,15 @@ static bool healthy(daemon_state *d)
            bn_api_alive(d->api) && bn_tracker_alive(d->tracker);
 }
 
-static volatile sig_atomic_t async_signal; /* set by on_async_signal, read by serve() */
+/* Set by on_async_signal, taken by serve(). The handler may run on a thread that was
+ * created before main() blocked the signals (OpenBLAS starts its pool in a library
+ * constructor), so this is a lock-free atomic rather than a plain sig_atomic_t. */
+static atomic_int async_signal;
+static_assert(ATOMIC_INT_LOCK_FREE == 2, "the signal handler needs a lock-free atomic");
 
 static void on_async_signal(int sig)
 {
-    async_signal = sig;
+    atomic_store(&async_signal, sig);
 }
 
 /* STATUS= for systemctl status: the URL, queue depth and running jobs, sent when it
@@ -488,9 +494,9 @@ static void serve(daemon_state *d, const sigset_t *sigs)
     for (;;) {
         struct timespec ts = {.tv_sec = tick_ms / 1000, .tv_nsec = (tick_ms % 1000) * 1000000L};
         int sig = sigtimedwait(sigs, NULL, &ts);
-        if (sig < 0 && async_signal) {
-            sig = async_signal;
-            async_signal = 0;
+        if (sig < 0) {
+            int pending = atomic_exchange(&async_signal, 0);
+            if (pending) sig = pending;
         }
         if (sig == SIGHUP) {
             reload(d);

@@ -143,7 +143,15 @@ int svc_stop(svc *s, int sig)
     int st = 0;
     waitpid(s->pid, &st, 0);
     s->pid = 0;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    if (code != 0 && sig != SIGKILL) { /* show why, e.g. a sanitizer's report */
+        char *log = svc_read_file(s->log);
+        size_t n = log ? strlen(log) : 0;
+        fprintf(stderr, "bitnetd exited with %d; end of its log:\n%s\n", code,
+                log ? log + (n > 4000 ? n - 4000 : 0) : "(no log)");
+        free(log);
+    }
+    return code;
 }
 
 void svc_cleanup(svc *s)
