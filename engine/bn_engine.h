@@ -49,6 +49,9 @@ int bn_stage_parse(const char *name);   /* -1 if unknown */
 /* fine_tune.patience default, in evaluations (epochs) without a new best selection
  * perplexity; chosen from measured curves (docs/BENCHMARKS.md, "patience"). */
 #define BN_FT_DEFAULT_PATIENCE 5
+/* fine_tune.cooldown default, a fraction of the steps done when patience runs out
+ * (docs/BENCHMARKS.md, "cool-down"). */
+#define BN_FT_DEFAULT_COOLDOWN 0.2
 
 typedef enum { BN_SCALE_PER_CHANNEL = 0, BN_SCALE_PER_TENSOR } bn_scale_mode;
 typedef enum { BN_CALIB_SYNTHETIC = 0, BN_CALIB_OPENWEBTEXT, BN_CALIB_C4, BN_CALIB_WIKITEXT,
@@ -95,6 +98,11 @@ typedef struct bn_options {
         int max_steps;            /* default 0 = no limit */
         double max_minutes;       /* default 30 */
         int patience;             /* evaluations without improvement before stopping; 0 = off */
+        /* When patience runs out while the learning rate is still well above its floor,
+         * the rate is first annealed to the floor over `cooldown` x the steps done so far
+         * (within the budget), then training stops; 0 = stop at once. Default
+         * BN_FT_DEFAULT_COOLDOWN. */
+        double cooldown;
         bool allow_synthetic;     /* default false: never train on the synthetic templates */
         int batch_size;           /* default 4 */
         int sequence_length;      /* default: calibration.sequence_length */

@@ -570,6 +570,17 @@ void bn_backend_optim_set_total_steps(bn_backend *b, int64_t total)
     if (b->mg) bn_optim_set_total_steps(b->mg, total);
 }
 
+void bn_backend_optim_set_cooldown(bn_backend *b, int64_t start, int64_t n, double from)
+{
+#ifdef BN_HAVE_CUDA
+    if (ON_CUDA(b)) {
+        bn_cu_optim_set_cooldown(b->cu, start, n, from);
+        return;
+    }
+#endif
+    if (b->mg) bn_optim_set_cooldown(b->mg, start, n, from);
+}
+
 int bn_backend_optim_state_count(const bn_backend *b)
 {
     if (ON_CUDA(b)) return b->n_states;

@@ -126,6 +126,8 @@ int bn_backend_optim_step(bn_backend *b, bn_optim_stats *st, bn_err *err);
 void bn_backend_optim_set_steps(bn_backend *b, int64_t t, int64_t applied);
 int64_t bn_backend_optim_applied_steps(const bn_backend *b);
 void bn_backend_optim_set_total_steps(bn_backend *b, int64_t total);
+/* The schedule's cool-down (bn_optim_config: cooldown_start, cooldown_steps, cooldown_from). */
+void bn_backend_optim_set_cooldown(bn_backend *b, int64_t start, int64_t n, double from);
 /* The optimizer's named state arrays (bn_optim_state_at's names and sizes). */
 int bn_backend_optim_state_count(const bn_backend *b);
 const char *bn_backend_optim_state_name(const bn_backend *b, int i, size_t *n);

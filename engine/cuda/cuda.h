@@ -125,6 +125,7 @@ int bn_cu_optim_step(bn_cu_model *m, bn_optim_stats *st, bn_err *err);
 void bn_cu_optim_set_steps(bn_cu_model *m, int64_t t, int64_t applied);
 int64_t bn_cu_optim_applied_steps(const bn_cu_model *m);
 void bn_cu_optim_set_total_steps(bn_cu_model *m, int64_t total);
+void bn_cu_optim_set_cooldown(bn_cu_model *m, int64_t start, int64_t n, double from);
 /* Optimizer state of one tensor: kind 0 Grokfast EMA, 1 Muon momentum or AdamW m, 2 AdamW
  * v; n floats at flat offset off. Copies to out (host) or from in (host). */
 int bn_cu_state_io(bn_cu_model *m, int kind, size_t off, size_t n, float *out, const float *in,

@@ -1209,6 +1209,12 @@ void bn_cu_optim_set_steps(bn_cu_model *m, int64_t t, int64_t applied)
 }
 int64_t bn_cu_optim_applied_steps(const bn_cu_model *m) { return m->applied; }
 void bn_cu_optim_set_total_steps(bn_cu_model *m, int64_t total) { m->tc.oc.total_steps = total; }
+void bn_cu_optim_set_cooldown(bn_cu_model *m, int64_t start, int64_t n, double from)
+{
+    m->tc.oc.cooldown_start = start;
+    m->tc.oc.cooldown_steps = n;
+    m->tc.oc.cooldown_from = from;
+}
 
 int bn_cu_state_io(bn_cu_model *m, int kind, size_t off, size_t n, float *out, const float *in,
                    bn_err *err)

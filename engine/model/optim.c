@@ -67,12 +67,26 @@ void bn_optim_config_default(bn_optim_config *c)
 double bn_optim_lr_factor(const bn_optim_config *c, int64_t t)
 {
     if (t < 0) t = 0;
+    if (c->cooldown_steps > 0 && t >= c->cooldown_start) {
+        double q = (double)(t - c->cooldown_start) / (double)c->cooldown_steps;
+        if (q > 1.0) q = 1.0;
+        double lo = c->min_lr_ratio;
+        return lo + (c->cooldown_from - lo) * 0.5 * (1.0 + cos(M_PI * q));
+    }
     if (c->warmup_steps > 0 && t < c->warmup_steps) return (double)t / c->warmup_steps;
     if (c->total_steps <= c->warmup_steps) return 1.0;
     double p = (double)(t - c->warmup_steps) / (double)(c->total_steps - c->warmup_steps);
     if (p > 1.0) p = 1.0;
     double lo = c->min_lr_ratio;
     return lo + (1.0 - lo) * 0.5 * (1.0 + cos(M_PI * p));
+}
+
+void bn_optim_config_cooldown(bn_optim_config *c, int64_t start, int64_t n)
+{
+    c->cooldown_steps = 0; /* the factor the schedule itself has at start */
+    c->cooldown_from = bn_optim_lr_factor(c, start);
+    c->cooldown_start = start;
+    c->cooldown_steps = n > 0 ? n : 0;
 }
 
 /* Newton-Schulz scratch floats for a [rows, cols] matrix: Y, Y2 (m*n each), A, B (m*m). */
@@ -173,6 +187,12 @@ void bn_optim_set_steps(bn_optim *o, int64_t t) { o->t = t; o->applied = t; }
 int64_t bn_optim_applied_steps(const bn_optim *o) { return o->applied; }
 void bn_optim_set_applied_steps(bn_optim *o, int64_t n) { o->applied = n; }
 void bn_optim_set_total_steps(bn_optim *o, int64_t total) { o->cfg.total_steps = total; }
+void bn_optim_set_cooldown(bn_optim *o, int64_t start, int64_t n, double from)
+{
+    o->cfg.cooldown_start = start;
+    o->cfg.cooldown_steps = n;
+    o->cfg.cooldown_from = from;
+}
 
 int bn_optim_state_count(const bn_optim *o) { return o->n_refs; }
 

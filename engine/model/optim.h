@@ -55,6 +55,11 @@ typedef struct bn_optim_config {
     int warmup_steps;       /* 20 */
     int64_t total_steps;    /* cosine length incl. warm-up; <= 0: constant after warm-up */
     double min_lr_ratio;    /* floor of the cosine (0.1) */
+    /* Cool-down (fine-tune patience): from step cooldown_start the factor falls from
+     * cooldown_from to min_lr_ratio along a half cosine over cooldown_steps steps, then
+     * stays there. cooldown_steps 0: none (the default). */
+    int64_t cooldown_start, cooldown_steps;
+    double cooldown_from;
 } bn_optim_config;
 
 typedef struct bn_optim bn_optim;
@@ -64,8 +69,11 @@ int bn_optim_new(const bn_optim_config *c, const bn_optim_param *params, int n_p
                  bn_optim **out, bn_err *err);
 void bn_optim_free(bn_optim *o);
 
-/* Schedule multiplier for step t (0-based): warm-up t/warmup, then cosine. */
+/* Schedule multiplier for step t (0-based): warm-up t/warmup, then cosine; from
+ * cooldown_start on, the cool-down. */
 double bn_optim_lr_factor(const bn_optim_config *c, int64_t t);
+/* Starts a cool-down at step start over n steps from the factor the schedule has there. */
+void bn_optim_config_cooldown(bn_optim_config *c, int64_t start, int64_t n);
 
 typedef struct bn_optim_stats {
     double grad_norm; /* global norm of the raw gradients, before clipping (0 if skipped) */
@@ -87,6 +95,8 @@ void bn_optim_set_steps(bn_optim *o, int64_t t);
 int64_t bn_optim_applied_steps(const bn_optim *o);
 void bn_optim_set_applied_steps(bn_optim *o, int64_t n);
 void bn_optim_set_total_steps(bn_optim *o, int64_t total);
+/* Sets the cool-down fields of the schedule (bn_optim_config). */
+void bn_optim_set_cooldown(bn_optim *o, int64_t start, int64_t n, double from);
 
 /* Named state arrays (e.g. "<param>.ema", ".m", ".v", ".mom"); for checkpoints. */
 int bn_optim_state_count(const bn_optim *o);

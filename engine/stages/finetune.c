@@ -78,7 +78,9 @@ typedef struct ft_run {
     bool total_fixed;    /* the schedule was fitted to the time budget */
     int since_best;      /* evaluations since the last new best (patience) */
     double last_eval_s;  /* elapsed() at the last evaluation (spacing in budget mode) */
-    bool patience_stop;  /* training ended on patience */
+    bool patience_stop;  /* patience ran out: training ends (after the cool-down, if any) */
+    int64_t cool_start, cool_steps; /* the learning-rate cool-down; cool_steps 0: none */
+    double cool_from;    /* the schedule's factor at cool_start */
     bool bf16;           /* GPU training products in bf16 (fine_tune.precision) */
     int epoch, pos;
     double elapsed;      /* seconds of training over all runs */
@@ -500,6 +502,10 @@ static int save_checkpoint(ft_run *r, bn_err *err)
     cJSON_AddNumberToObject(j, "total_steps", (double)r->total_steps);
     cJSON_AddBoolToObject(j, "total_fixed", r->total_fixed);
     cJSON_AddNumberToObject(j, "since_best", r->since_best);
+    cJSON_AddBoolToObject(j, "patience_stop", r->patience_stop);
+    cJSON_AddNumberToObject(j, "cooldown_start", (double)r->cool_start);
+    cJSON_AddNumberToObject(j, "cooldown_steps", (double)r->cool_steps);
+    cJSON_AddNumberToObject(j, "cooldown_from", r->cool_from);
     cJSON_AddNumberToObject(j, "elapsed_s", elapsed(r));
     cJSON_AddNumberToObject(j, "best_ppl", r->best_ppl);
     cJSON_AddNumberToObject(j, "start_ppl", r->start_ppl);
@@ -583,6 +589,10 @@ static int load_checkpoint(ft_run *r, bool *resumed, bn_err *err)
         r->total_steps = (int64_t)num(j, "total_steps", (double)r->total_steps);
         r->total_fixed = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "total_fixed"));
         r->since_best = (int)num(j, "since_best", 0);
+        r->patience_stop = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "patience_stop"));
+        r->cool_start = (int64_t)num(j, "cooldown_start", 0);
+        r->cool_steps = (int64_t)num(j, "cooldown_steps", 0);
+        r->cool_from = num(j, "cooldown_from", 1.0);
         r->elapsed = num(j, "elapsed_s", 0);
         r->best_ppl = num(j, "best_ppl", INFINITY);
         r->start_ppl = num(j, "start_ppl", 0);
@@ -599,6 +609,7 @@ static int load_checkpoint(ft_run *r, bool *resumed, bn_err *err)
         }
         bn_backend_optim_set_steps(r->bk, r->step, (int64_t)num(j, "optim_applied_steps", (double)r->step));
         bn_backend_optim_set_total_steps(r->bk, r->total_steps);
+        bn_backend_optim_set_cooldown(r->bk, r->cool_start, r->cool_steps, r->cool_from);
         r->perm_epoch = -1;
         r->last_eval_s = r->elapsed;
         *resumed = true;
@@ -626,6 +637,10 @@ static int write_history(ft_run *r, bn_err *err)
     cJSON_AddBoolToObject(j, "budget_mode", r->by_budget);
     cJSON_AddNumberToObject(j, "max_minutes", r->o->fine_tune.max_minutes);
     cJSON_AddNumberToObject(j, "patience", r->o->fine_tune.patience);
+    if (r->cool_steps > 0) { /* patience ran out and the learning rate was annealed */
+        cJSON_AddNumberToObject(j, "cooldown_start", (double)r->cool_start);
+        cJSON_AddNumberToObject(j, "cooldown_steps", (double)r->cool_steps);
+    }
     cJSON_AddStringToObject(j, "stopped_on", r->patience_stop ? "patience"
                             : r->step >= r->total_steps ? (r->by_budget ? "budget" : "step limit")
                             : "budget");
@@ -745,7 +760,7 @@ static void fit_total_to_time(ft_run *r)
     bool pow2 = n >= 5 && (n % 5) == 0 && ((n / 5) & (n / 5 - 1)) == 0;
     bool regular = r->by_budget && n > 40 && n % 25 == 0;
     if (budget <= 0 || !(pow2 || regular)) return;
-    if (r->step >= r->step_limit) return;
+    if (r->step >= r->step_limit || r->patience_stop) return; /* cooling down: its end is set */
     double per = (bn_clock_mono_s() - r->t0) / (double)n;
     double left = budget - elapsed(r);
     /* keep room for the evaluations still to come (one per epoch and a final one) */
@@ -761,6 +776,28 @@ static void fit_total_to_time(ft_run *r)
     if (pow2)
         bn_job_event(r->ctx, "info", "fine-tune: %.3f s per step, the %.1f-minute budget allows "
                      "%lld steps", per, r->o->fine_tune.max_minutes, (long long)r->total_steps);
+}
+
+/* Patience ran out. While the learning rate is still well above the schedule's floor, the
+ * weights sit on a high-rate plateau whose noise an annealing phase removes; so rather than
+ * stopping there, the rate falls to the floor over fine_tune.cooldown x the steps done (cut
+ * to what the budget's schedule has left) and training stops after that. Returns false
+ * when there is nothing to anneal: stop now. */
+static bool start_cooldown(ft_run *r)
+{
+    bn_optim_config c = r->oc;
+    c.total_steps = r->total_steps;
+    double f = bn_optim_lr_factor(&c, r->step);
+    int64_t n = (int64_t)ceil(r->o->fine_tune.cooldown * (double)r->step);
+    if (r->total_steps - r->step < n) n = r->total_steps - r->step;
+    if (n < 1 || f < 1.5 * c.min_lr_ratio) return false;
+    bn_optim_config_cooldown(&c, r->step, n);
+    r->cool_start = c.cooldown_start;
+    r->cool_steps = c.cooldown_steps;
+    r->cool_from = c.cooldown_from;
+    r->total_steps = r->step + n;
+    bn_backend_optim_set_cooldown(r->bk, r->cool_start, r->cool_steps, r->cool_from);
+    return true;
 }
 
 static int train_loop(ft_run *r, bn_err *err)
@@ -818,14 +855,24 @@ static int train_loop(ft_run *r, bn_err *err)
             rc = eval_point(r, what, err);
             if (rc) return rc;
             int patience = o->fine_tune.patience;
-            if (patience > 0 && r->have_select && r->since_best >= patience) {
+            if (patience > 0 && r->have_select && !r->patience_stop && r->since_best >= patience) {
                 r->patience_stop = true;
-                bn_job_event(ctx, "info", "fine-tune stopped early on patience at step %lld "
-                             "(%.1f of %.1f minutes): the selection perplexity has not improved "
-                             "for %d evaluations (best %.4f at step %lld)", (long long)r->step,
-                             elapsed(r) / 60.0, o->fine_tune.max_minutes, r->since_best,
-                             r->best_ppl, (long long)r->best_step);
-                break;
+                if (start_cooldown(r)) {
+                    bn_job_event(ctx, "info", "fine-tune: the selection perplexity has not improved "
+                                 "for %d evaluations (best %.4f at step %lld); at step %lld (%.1f of "
+                                 "%.1f minutes) the learning rate is at %.0f%% of its peak: annealing "
+                                 "it to its floor over %lld steps, then stopping (fine_tune.cooldown)",
+                                 r->since_best, r->best_ppl, (long long)r->best_step,
+                                 (long long)r->step, elapsed(r) / 60.0, o->fine_tune.max_minutes,
+                                 100 * r->cool_from, (long long)r->cool_steps);
+                } else {
+                    bn_job_event(ctx, "info", "fine-tune stopped early on patience at step %lld "
+                                 "(%.1f of %.1f minutes): the selection perplexity has not improved "
+                                 "for %d evaluations (best %.4f at step %lld)", (long long)r->step,
+                                 elapsed(r) / 60.0, o->fine_tune.max_minutes, r->since_best,
+                                 r->best_ppl, (long long)r->best_step);
+                    break;
+                }
             }
         }
         /* progress follows whichever bound ends the run first: steps or the time budget */

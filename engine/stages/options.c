@@ -75,6 +75,7 @@ void bn_options_default(bn_options *o)
     o->fine_tune.max_steps = 0;
     o->fine_tune.max_minutes = 30;
     o->fine_tune.patience = BN_FT_DEFAULT_PATIENCE;
+    o->fine_tune.cooldown = BN_FT_DEFAULT_COOLDOWN;
     o->fine_tune.allow_synthetic = false;
     o->fine_tune.batch_size = 4;
     o->fine_tune.sequence_length = 512;
@@ -144,6 +145,7 @@ static const field ft_fields[] = {
     { "max_steps", F_INT, OFF(fine_tune.max_steps), 0, 100000000, false },
     { "max_minutes", F_DOUBLE, OFF(fine_tune.max_minutes), 0, 100000, true },
     { "patience", F_INT, OFF(fine_tune.patience), 0, 1000000, false },
+    { "cooldown", F_DOUBLE, OFF(fine_tune.cooldown), 0, 1, false },
     { "allow_synthetic", F_BOOL, OFF(fine_tune.allow_synthetic), 0, 0, false },
     { "batch_size", F_INT, OFF(fine_tune.batch_size), 1, 1024, false },
     { "sequence_length", F_INT, OFF(fine_tune.sequence_length), 8, 65536, false },

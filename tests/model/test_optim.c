@@ -126,6 +126,45 @@ START_TEST(ns_never_diverges)
 }
 END_TEST
 
+/* The cool-down starts where the schedule is, falls monotonically to the floor over its
+ * length and stays there; the steps before it are untouched. */
+START_TEST(schedule_cooldown)
+{
+    bn_optim_config c;
+    bn_optim_config_default(&c);
+    c.warmup_steps = 10;
+    c.total_steps = 1010;
+    c.min_lr_ratio = 0.1;
+    double at30 = bn_optim_lr_factor(&c, 30), at40 = bn_optim_lr_factor(&c, 40);
+    bn_optim_config_cooldown(&c, 40, 20);
+    ck_assert(c.cooldown_steps == 20 && c.cooldown_start == 40);
+    ck_assert(fabs(c.cooldown_from - at40) < 1e-15);
+    ck_assert(bn_optim_lr_factor(&c, 30) == at30);
+    ck_assert(fabs(bn_optim_lr_factor(&c, 40) - at40) < 1e-15);
+    ck_assert(fabs(bn_optim_lr_factor(&c, 50) - (0.1 + (at40 - 0.1) * 0.5)) < 1e-12);
+    for (int t = 41; t <= 60; t++)
+        ck_assert_msg(bn_optim_lr_factor(&c, t) < bn_optim_lr_factor(&c, t - 1), "step %d", t);
+    ck_assert(fabs(bn_optim_lr_factor(&c, 60) - 0.1) < 1e-12);
+    ck_assert(fabs(bn_optim_lr_factor(&c, 500) - 0.1) < 1e-12);
+    /* the optimizer uses it: the lr reported at a step is base x factor */
+    float w[2] = {1, 2}, g[2] = {0.5f, -0.5f};
+    bn_optim_param ps[1] = {{"b", w, g, 1, 2, BN_OPTIM_ADAMW}};
+    bn_optim *o;
+    ck_assert_int_eq(bn_optim_new(&c, ps, 1, &o, NULL), 0);
+    bn_optim_set_steps(o, 50);
+    bn_optim_stats st;
+    bn_optim_step(o, &st);
+    ck_assert_msg(fabs(st.lr - c.lr * bn_optim_lr_factor(&c, 50)) < 1e-9 * c.lr, "lr %g", st.lr);
+    bn_optim_set_cooldown(o, 0, 0, 1.0); /* cleared: the cosine again */
+    bn_optim_step(o, &st);
+    bn_optim_config plain = c;
+    plain.cooldown_steps = 0;
+    ck_assert(fabs(st.lr - c.lr * bn_optim_lr_factor(&plain, 51)) < 1e-9 * c.lr);
+    ck_assert(bn_optim_lr_factor(&plain, 51) > 0.9); /* far above the cool-down's floor */
+    bn_optim_free(o);
+}
+END_TEST
+
 START_TEST(schedule_warmup_and_cosine)
 {
     bn_optim_config c;
@@ -324,6 +363,7 @@ int main(void)
     tcase_add_test(tc, ns_spectrum_all_shapes);
     tcase_add_test(tc, ns_never_diverges);
     tcase_add_test(tc, schedule_warmup_and_cosine);
+    tcase_add_test(tc, schedule_cooldown);
     tcase_add_test(tc, adamw_hand_computation);
     tcase_add_test(tc, grokfast_and_clipping);
     tcase_add_test(tc, muon_orthogonal_step_and_shape_scale);

@@ -37,6 +37,7 @@ START_TEST(defaults)
     ck_assert_int_eq(o.fine_tune.max_steps, 0);
     ck_assert_double_eq(o.fine_tune.max_minutes, 30);
     ck_assert_int_eq(o.fine_tune.patience, BN_FT_DEFAULT_PATIENCE);
+    ck_assert(o.fine_tune.cooldown == BN_FT_DEFAULT_COOLDOWN);
     ck_assert(!o.fine_tune.allow_synthetic);
     ck_assert_double_eq(o.calibration.eval_fraction, 0.1);
     ck_assert_double_eq(o.calibration.selection_fraction, 0.05);
@@ -112,6 +113,7 @@ START_TEST(errors_name_the_path)
         { "{\"calibration\":{\"eval_fraction\":0.5,\"selection_fraction\":0.5}}",
           "config.calibration.selection_fraction: with eval_fraction 0.5 it leaves under 5%" },
         { "{\"fine_tune\":{\"patience\":-1}}", "config.fine_tune.patience: -1 is out of range" },
+        { "{\"fine_tune\":{\"cooldown\":1.5}}", "config.fine_tune.cooldown: 1.5 is out of range" },
         { "{\"fine_tune\":{\"allow_synthetic\":1}}", "config.fine_tune.allow_synthetic: must be true or false" },
         { "{\"fine_tune\":{\"precision\":\"fp16\"}}", "config.fine_tune.precision: must be \"auto\", \"bf16\" or \"fp32\"" },
         { "{\"fine_tune\":{\"precision\":\"bf16\"}}", "config.fine_tune.precision: \"bf16\" needs device \"cuda\"" },

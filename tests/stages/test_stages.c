@@ -553,8 +553,9 @@ END_TEST
 START_TEST(patience_stops_and_tau_is_honoured)
 {
     static const double taus[] = {0.0, 0.3, 0.5, 1.0};
-    /* an epoch limit: every epoch end is evaluated (budget runs space them out) */
-    const char *frozen = ", \"lr\": 1e-30, \"muon_lr\": 1e-30, \"epochs\": 1000";
+    /* an epoch limit: every epoch end is evaluated (budget runs space them out); no
+     * cool-down: patience stops at once */
+    const char *frozen = ", \"lr\": 1e-30, \"muon_lr\": 1e-30, \"epochs\": 1000, \"cooldown\": 0";
     for (size_t k = 0; k < sizeof taus / sizeof taus[0]; k++) {
         bn_err e = {0};
         rec a, b;
@@ -585,6 +586,45 @@ START_TEST(patience_stops_and_tau_is_honoured)
     ck_assert_msg(run_budget("tau0-train", 0.0, true, 0.03, 0, "", &r, &e) == 0, "%s", e.msg);
     ck_assert(metric(&r, "compression/fine_tune_epochs") > 0);
     ck_assert(metric(&r, "compression/sparsity_ratio") == 0.0);
+    cJSON_Delete(r.metrics);
+    cJSON_Delete(r.sources);
+}
+END_TEST
+
+/* Patience runs out at the first evaluation (frozen weights never improve) while the
+ * learning rate is at its peak: the rate is annealed to the floor over cooldown x the steps
+ * done, falling at every step, and training stops after that, on patience. */
+START_TEST(patience_cools_down_then_stops)
+{
+    const char *frozen = ", \"lr\": 1e-30, \"muon_lr\": 1e-30, \"epochs\": 1000, \"cooldown\": 0.5";
+    bn_err e = {0};
+    rec r;
+    ck_assert_msg(run_budget("cool", 0.5, true, 5, 1, frozen, &r, &e) == 0, "%s\n%s", e.msg, r.events);
+    ck_assert(metric(&r, "compression/fine_tune_stopped_on_patience") == 1);
+    ck_assert_msg(strstr(r.events, "annealing it to its floor over"), "%s", r.events);
+    cJSON *th = read_json("cool", "training_history.json");
+    int spe = cJSON_GetObjectItemCaseSensitive(th, "steps_per_epoch")->valueint;
+    const cJSON *cs = cJSON_GetObjectItemCaseSensitive(th, "cooldown_start");
+    const cJSON *cn = cJSON_GetObjectItemCaseSensitive(th, "cooldown_steps");
+    ck_assert(cJSON_IsNumber(cs) && cJSON_IsNumber(cn));
+    int start = cs->valueint, n = cn->valueint;
+    ck_assert_int_eq(start, spe); /* patience 1: the first epoch-end evaluation */
+    ck_assert_int_eq(n, (spe + 1) / 2);
+    ck_assert_int_eq(cJSON_GetObjectItemCaseSensitive(th, "total_steps")->valueint, start + n);
+    char buf[64];
+    ck_assert_str_eq(history_str("cool", "stopped_on", buf, sizeof buf), "patience");
+    /* the learning rate of each step: flat peak before, falling through the cool-down */
+    const cJSON *steps = cJSON_GetObjectItemCaseSensitive(th, "steps");
+    ck_assert_int_eq(cJSON_GetArraySize(steps), start + n);
+    double peak = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(steps, start - 1), "lr")->valuedouble;
+    double prev = peak;
+    for (int i = start; i < start + n; i++) {
+        double lr = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(steps, i), "lr")->valuedouble;
+        ck_assert_msg(lr <= prev && lr > 0.1 * 1e-30 * 0.999, "step %d: lr %g after %g", i + 1, lr, prev);
+        prev = lr;
+    }
+    ck_assert_msg(prev < 0.6 * peak, "the cool-down ended at lr %g (peak %g)", prev, peak);
+    cJSON_Delete(th);
     cJSON_Delete(r.metrics);
     cJSON_Delete(r.sources);
 }
@@ -739,6 +779,7 @@ int main(void)
     tcase_add_test(tc, metrics_name_their_text);
     tcase_add_test(tc, budget_rule_trains_until_the_time_is_spent);
     tcase_add_test(tc, patience_stops_and_tau_is_honoured);
+    tcase_add_test(tc, patience_cools_down_then_stops);
     tcase_add_test(tc, synthetic_text_is_never_trained_on_by_default);
     tcase_add_test(tc, qwen2_every_stage);
     tcase_add_test(tc, qwen3_every_stage);
