@@ -14,7 +14,7 @@
  *              relative error of the weight updates and of every state array <= 2e-3
  *   fine-tune: 200 steps of the stage's loop (materialize with refine, distillation
  *              against the FP teacher, MuGrokfast), GPU bf16 vs CPU: mean loss at 50, 100,
- *              200 within 2%
+ *              200 within 3% (a trajectory of ternary codes: the FP32 GPU line drifts ~2%)
  *   checkpoint: trainer GPU(20) -> CPU(10) -> GPU(10) by the state names within 1% per step
  *   bf16 path: 60 trainer steps of the random 25M model track the FP32 trainer within 3%;
  *              its FP32 evaluation forward agrees with the bf16 one
@@ -23,7 +23,7 @@
  *              on bf16-rounded inputs: relative L2 of y, lse, dq, dk, dv <= 2e-2; timings
  * The bf16 training path (random 25M, head_dim 64): logits vs the CPU within 2e-2
  *   relative L2, gradient cosines >= 0.99, its FP32 evaluation forward within 1e-4; 100 STE
- *   steps track the FP32 path within 2%.
+ *   steps track the FP32 path within 3%.
  */
 #include <check.h>
 #include <math.h>
