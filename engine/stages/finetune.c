@@ -858,10 +858,11 @@ static int train_loop(ft_run *r, bn_err *err)
             if (patience > 0 && r->have_select && !r->patience_stop && r->since_best >= patience) {
                 r->patience_stop = true;
                 if (start_cooldown(r)) {
-                    bn_job_event(ctx, "info", "fine-tune: the selection perplexity has not improved "
-                                 "for %d evaluations (best %.4f at step %lld); at step %lld (%.1f of "
-                                 "%.1f minutes) the learning rate is at %.0f%% of its peak: annealing "
-                                 "it to its floor over %lld steps, then stopping (fine_tune.cooldown)",
+                    bn_job_event(ctx, "info", "fine-tune: patience ran out: the selection "
+                                 "perplexity has not improved for %d evaluations (best %.4f at "
+                                 "step %lld); at step %lld (%.1f of %.1f minutes) the learning "
+                                 "rate is at %.0f%% of its peak: annealing it to its floor over "
+                                 "%lld steps, then stopping (fine_tune.cooldown)",
                                  r->since_best, r->best_ppl, (long long)r->best_step,
                                  (long long)r->step, elapsed(r) / 60.0, o->fine_tune.max_minutes,
                                  100 * r->cool_from, (long long)r->cool_steps);
