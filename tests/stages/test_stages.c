@@ -596,7 +596,7 @@ END_TEST
  * done, falling at every step, and training stops after that, on patience. */
 START_TEST(patience_cools_down_then_stops)
 {
-    const char *frozen = ", \"lr\": 1e-30, \"muon_lr\": 1e-30, \"epochs\": 1000, \"cooldown\": 0.5";
+    const char *frozen = ", \"lr\": 1e-30, \"muon_lr\": 1e-30, \"epochs\": 1000, \"cooldown\": 1";
     bn_err e = {0};
     rec r;
     ck_assert_msg(run_budget("cool", 0.5, true, 5, 1, frozen, &r, &e) == 0, "%s\n%s", e.msg, r.events);
@@ -609,7 +609,8 @@ START_TEST(patience_cools_down_then_stops)
     ck_assert(cJSON_IsNumber(cs) && cJSON_IsNumber(cn));
     int start = cs->valueint, n = cn->valueint;
     ck_assert_int_eq(start, spe); /* patience 1: the first epoch-end evaluation */
-    ck_assert_int_eq(n, (spe + 1) / 2);
+    printf("cool-down: %d steps per epoch, cooled from step %d over %d steps\n", spe, start, n);
+    ck_assert_int_eq(n, spe); /* cooldown 1: as many steps as were done */
     ck_assert_int_eq(cJSON_GetObjectItemCaseSensitive(th, "total_steps")->valueint, start + n);
     char buf[64];
     ck_assert_str_eq(history_str("cool", "stopped_on", buf, sizeof buf), "patience");
@@ -624,9 +625,37 @@ START_TEST(patience_cools_down_then_stops)
         prev = lr;
     }
     ck_assert_msg(prev < 0.6 * peak, "the cool-down ended at lr %g (peak %g)", prev, peak);
-    cJSON_Delete(th);
     cJSON_Delete(r.metrics);
     cJSON_Delete(r.sources);
+
+    /* stopped in the middle of the cool-down, the resumed run finishes the same cool-down:
+     * same end, same learning rate at every step */
+    rec a, b;
+    char cfg[8192];
+    snprintf(cfg, sizeof cfg, budget_config, 0.5, text_path, "true", 5.0, 1, frozen);
+    rec_init(&a);
+    a.stop_at = (start + 0.5 * n) / (double)(start + n); /* the fraction is step / (start + n) */
+    ck_assert_int_eq(run("cool-r", 0, cfg, &a, &e), BN_ECANCELLED);
+    ck_assert(a.stopped && a.last_loss_step > start && a.last_loss_step < start + n);
+    rec_init(&b);
+    ck_assert_msg(run_budget("cool-r", 0.5, true, 5, 1, frozen, &b, &e) == 0, "%s\n%s", e.msg, b.events);
+    ck_assert_msg(strstr(b.events, "resumed from its checkpoint"), "%s", b.events);
+    ck_assert_int_eq(b.first_loss_step, a.last_loss_step + 1);
+    cJSON *tr = read_json("cool-r", "training_history.json");
+    ck_assert_int_eq(cJSON_GetObjectItemCaseSensitive(tr, "cooldown_start")->valueint, start);
+    ck_assert_int_eq(cJSON_GetObjectItemCaseSensitive(tr, "cooldown_steps")->valueint, n);
+    const cJSON *rsteps = cJSON_GetObjectItemCaseSensitive(tr, "steps");
+    ck_assert_int_eq(cJSON_GetArraySize(rsteps), start + n);
+    for (int i = 0; i < start + n; i++) {
+        double x = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(steps, i), "lr")->valuedouble;
+        double y = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(rsteps, i), "lr")->valuedouble;
+        ck_assert_msg(fabs(x - y) <= 1e-9 * fabs(x), "step %d: lr %g resumed %g", i + 1, x, y);
+    }
+    ck_assert(metric(&b, "compression/fine_tune_stopped_on_patience") == 1);
+    cJSON_Delete(tr);
+    cJSON_Delete(th);
+    cJSON_Delete(a.metrics); cJSON_Delete(a.sources);
+    cJSON_Delete(b.metrics); cJSON_Delete(b.sources);
 }
 END_TEST
 
