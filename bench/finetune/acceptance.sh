@@ -76,6 +76,7 @@ row = {
     "longest_streak_without_new_best": longest,
     "selection_curve": [round(p, 4) for p in evals],
     "patience": hist.get("patience"),
+    "cooldown_start_steps": [hist.get("cooldown_start"), hist.get("cooldown_steps")],
     "pre_perplexity_report": m.get("compression/pre_perplexity"),
     "post_perplexity_report": m.get("compression/post_perplexity"),
     "post_finetune_perplexity_report": m.get("compression/post_finetune_perplexity"),
