@@ -154,12 +154,13 @@ START_TEST(schedule_cooldown)
     bn_optim_set_steps(o, 50);
     bn_optim_stats st;
     bn_optim_step(o, &st);
-    ck_assert_msg(fabs(st.lr - c.lr * bn_optim_lr_factor(&c, 50)) < 1e-9 * c.lr, "lr %g", st.lr);
+    /* st.lr is the float rate the update used: float rounding, nothing more */
+    ck_assert_msg(fabs(st.lr - c.lr * bn_optim_lr_factor(&c, 50)) <= 1e-6 * c.lr, "lr %g", st.lr);
     bn_optim_set_cooldown(o, 0, 0, 1.0); /* cleared: the cosine again */
     bn_optim_step(o, &st);
     bn_optim_config plain = c;
     plain.cooldown_steps = 0;
-    ck_assert(fabs(st.lr - c.lr * bn_optim_lr_factor(&plain, 51)) < 1e-9 * c.lr);
+    ck_assert(fabs(st.lr - c.lr * bn_optim_lr_factor(&plain, 51)) <= 1e-6 * c.lr);
     ck_assert(bn_optim_lr_factor(&plain, 51) > 0.9); /* far above the cool-down's floor */
     bn_optim_free(o);
 }
