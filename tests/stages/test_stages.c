@@ -637,7 +637,6 @@ START_TEST(patience_cools_down_then_stops)
     a.stop_at = (start + 0.5 * n) / (double)(start + n); /* the fraction is step / (start + n) */
     ck_assert_int_eq(run("cool-r", 0, cfg, &a, &e), BN_ECANCELLED);
     ck_assert(a.stopped && a.last_loss_step > start && a.last_loss_step < start + n);
-    rec_init(&b);
     ck_assert_msg(run_budget("cool-r", 0.5, true, 5, 1, frozen, &b, &e) == 0, "%s\n%s", e.msg, b.events);
     ck_assert_msg(strstr(b.events, "resumed from its checkpoint"), "%s", b.events);
     ck_assert_int_eq(b.first_loss_step, a.last_loss_step + 1);
