@@ -880,13 +880,14 @@ static int train_loop(ft_run *r, bn_err *err)
         double f = (double)r->step / (double)r->total_steps;
         if (budget > 0 && elapsed(r) / budget > f) f = elapsed(r) / budget;
         char detail[160];
+        const char *cooling = r->cool_steps > 0 ? ", cooling down" : "";
         if (r->by_budget)
-            snprintf(detail, sizeof detail, "step %lld (epoch %d) loss %.4f, %.1f/%.0f min",
+            snprintf(detail, sizeof detail, "step %lld (epoch %d) loss %.4f, %.1f/%.0f min%s",
                      (long long)r->step, r->epoch + 1, loss, elapsed(r) / 60.0,
-                     o->fine_tune.max_minutes);
+                     o->fine_tune.max_minutes, cooling);
         else
-            snprintf(detail, sizeof detail, "step %lld/%lld loss %.4f", (long long)r->step,
-                     (long long)r->total_steps, loss);
+            snprintf(detail, sizeof detail, "step %lld/%lld loss %.4f%s", (long long)r->step,
+                     (long long)r->total_steps, loss, cooling);
         bool stop = bn_job_progress(ctx, f > 1 ? 1 : f, detail);
         if (stop || bn_ft_checkpoint_due(r->step, every, elapsed(r) - r->ckpt_end_s, r->ckpt_cost_s)) {
             double t = elapsed(r);

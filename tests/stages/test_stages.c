@@ -146,6 +146,7 @@ typedef struct rec {
     int64_t first_loss_step, last_loss_step;
     double stop_at;     /* stop when the finetune stage reaches this fraction (<0: never) */
     bool stopped;
+    bool saw_cooling;   /* a progress detail said "cooling down" */
     const char *refuse; /* may_write refuses writes whose name starts with this (NULL: none) */
     int n_writes;       /* may_write calls */
     char writes[1024];  /* their names, one per line */
@@ -155,7 +156,7 @@ typedef struct rec {
 static bool on_update(void *c, bn_stage st, double fraction, const char *detail)
 {
     rec *r = c;
-    (void)detail;
+    if (detail && strstr(detail, "cooling down")) r->saw_cooling = true;
     if (r->stop_at >= 0 && !r->stopped && st == BN_STAGE_FINETUNE && fraction >= r->stop_at &&
         fraction < 1.0) {
         r->stopped = true;
@@ -575,6 +576,7 @@ START_TEST(patience_stops_and_tau_is_honoured)
         ck_assert(metric(&b, "compression/fine_tune_stopped_on_patience") == 1);
         ck_assert_msg(fabs(metric(&b, "compression/fine_tune_epochs") - patience) < 1e-9, "%s", b.events);
         ck_assert_msg(strstr(b.events, "stopped early on patience"), "%s", b.events);
+        ck_assert(!b.saw_cooling);
         char buf[64];
         ck_assert_str_eq(history_str(tag, "stopped_on", buf, sizeof buf), "patience");
         cJSON_Delete(a.metrics); cJSON_Delete(a.sources);
@@ -602,6 +604,7 @@ START_TEST(patience_cools_down_then_stops)
     ck_assert_msg(run_budget("cool", 0.5, true, 5, 1, frozen, &r, &e) == 0, "%s\n%s", e.msg, r.events);
     ck_assert(metric(&r, "compression/fine_tune_stopped_on_patience") == 1);
     ck_assert_msg(strstr(r.events, "annealing it to its floor over"), "%s", r.events);
+    ck_assert(r.saw_cooling); /* the progress detail says so while it lasts */
     cJSON *th = read_json("cool", "training_history.json");
     int spe = cJSON_GetObjectItemCaseSensitive(th, "steps_per_epoch")->valueint;
     const cJSON *cs = cJSON_GetObjectItemCaseSensitive(th, "cooldown_start");
