@@ -593,6 +593,21 @@ START_TEST(patience_stops_and_tau_is_honoured)
 }
 END_TEST
 
+/* The learning rates of a history's cool-down steps (0-based optimizer steps start ..
+ * start + n - 1) follow the half cosine from the first one down to a tenth of the base
+ * rate (the floor, min_lr_ratio 0.1; base 1e-30 in these runs). */
+static void check_cooldown_curve(const cJSON *steps, int start, int n)
+{
+    double from = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(steps, start), "lr")->valuedouble;
+    double lo = 0.1 * 1e-30;
+    for (int i = start; i < start + n; i++) {
+        double want = lo + (from - lo) * 0.5 * (1.0 + cos(M_PI * (i - start) / n));
+        double got = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(steps, i), "lr")->valuedouble;
+        ck_assert_msg(fabs(got - want) <= 1e-5 * want, "step %d: lr %g, the cool-down says %g", i + 1,
+                      got, want);
+    }
+}
+
 /* Patience runs out at the first evaluation (frozen weights never improve) while the
  * learning rate is at its peak: the rate is annealed to the floor over cooldown x the steps
  * done, falling at every step, and training stops after that, on patience. */
@@ -648,11 +663,10 @@ START_TEST(patience_cools_down_then_stops)
     ck_assert_int_eq(cJSON_GetObjectItemCaseSensitive(tr, "cooldown_steps")->valueint, n);
     const cJSON *rsteps = cJSON_GetObjectItemCaseSensitive(tr, "steps");
     ck_assert_int_eq(cJSON_GetArraySize(rsteps), start + n);
-    for (int i = 0; i < start + n; i++) {
-        double x = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(steps, i), "lr")->valuedouble;
-        double y = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(rsteps, i), "lr")->valuedouble;
-        ck_assert_msg(fabs(x - y) <= 1e-9 * fabs(x), "step %d: lr %g resumed %g", i + 1, x, y);
-    }
+    /* (the peak itself can differ between the two runs: the schedule's length is fitted to
+     * the measured step time) */
+    check_cooldown_curve(steps, start, n);
+    check_cooldown_curve(rsteps, start, n);
     ck_assert(metric(&b, "compression/fine_tune_stopped_on_patience") == 1);
     cJSON_Delete(tr);
     cJSON_Delete(th);
