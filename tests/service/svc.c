@@ -83,6 +83,14 @@ void svc_setenv(svc *s, const char *kv)
     snprintf(s->env[s->n_env++], sizeof s->env[0], "%s", kv);
 }
 
+/* The last `max` bytes of a daemon log read by svc_read_file (NULL: not there). */
+static const char *log_tail(const char *log, size_t max)
+{
+    if (!log) return "(no log)";
+    size_t n = strlen(log);
+    return log + (n > max ? n - max : 0);
+}
+
 void svc_start(svc *s)
 {
     char url_file[4200];
@@ -127,9 +135,7 @@ void svc_start(svc *s)
         if (waitpid(pid, &st, WNOHANG) == pid) {
             s->pid = 0;
             char *log = svc_read_file(s->log);
-            size_t n = log ? strlen(log) : 0;
-            ck_abort_msg("bitnetd exited during start-up (status %d): %s", st,
-                         log ? log + (n > 600 ? n - 600 : 0) : "(no log)");
+            ck_abort_msg("bitnetd exited during start-up (status %d): %s", st, log_tail(log, 600));
         }
         sleep_ms(20);
     }
@@ -146,9 +152,7 @@ int svc_stop(svc *s, int sig)
     int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
     if (code != 0 && sig != SIGKILL) { /* show why, e.g. a sanitizer's report */
         char *log = svc_read_file(s->log);
-        size_t n = log ? strlen(log) : 0;
-        fprintf(stderr, "bitnetd exited with %d; end of its log:\n%s\n", code,
-                log ? log + (n > 4000 ? n - 4000 : 0) : "(no log)");
+        fprintf(stderr, "bitnetd exited with %d; end of its log:\n%s\n", code, log_tail(log, 4000));
         free(log);
     }
     return code;
